@@ -1,0 +1,97 @@
+"""What is compared (registered image models) and on what (prompt sets and prompts)."""
+from __future__ import annotations
+
+import secrets
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+def default_sampler_settings() -> dict:
+    return {"steps": 28, "guidance_scale": 4.0, "shift": 1.0, "height": 32, "width": 32}
+
+
+def validate_sampler_settings(value: dict) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError("Sampler settings must be a JSON object.")
+    numeric = {"steps": int, "guidance_scale": (int, float), "shift": (int, float), "height": int, "width": int}
+    for key, kind in numeric.items():
+        if key in value and (not isinstance(value[key], kind) or isinstance(value[key], bool)):
+            raise ValidationError(f"Sampler setting {key!r} must be a number, got {value[key]!r}.")
+    if value.get("steps", 1) < 1:
+        raise ValidationError("steps must be at least 1.")
+    for key in ("height", "width"):
+        if key in value and value[key] < 8:
+            raise ValidationError(f"{key} must be at least 8 pixels.")
+
+
+def new_public_id() -> str:
+    return secrets.token_hex(8)
+
+
+class ImageModel(models.Model):
+    """A text-to-image model registered for comparison, with the sampler settings it is run with."""
+
+    class Kind(models.TextChoices):
+        INHOUSE = "inhouse", "In-house MM-DiT checkpoint"
+        DIFFUSERS = "diffusers", "Diffusers pipeline"
+        UNET_BASELINE = "unet_baseline", "UNet eps-prediction baseline"
+
+    name = models.CharField(max_length=120, unique=True)
+    # Opaque id for internal references in exports; never shown to raters either.
+    public_id = models.CharField(max_length=16, unique=True, default=new_public_id, editable=False)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Checkpoint directory (inhouse, unet_baseline) or local directory / hub id (diffusers).
+    source = models.CharField(max_length=500)
+    sampler_settings = models.JSONField(default=default_sampler_settings, validators=[validate_sampler_settings])
+    description = models.TextField(blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PromptSet(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    source_file = models.CharField(max_length=500, blank=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    prompt_set = models.ForeignKey(PromptSet, on_delete=models.CASCADE, related_name="prompts")
+    position = models.PositiveIntegerField(help_text="Order in the imported file (0-based).")
+    text = models.TextField()
+    category = models.CharField(max_length=100, blank=True, db_index=True)
+    challenge = models.CharField(max_length=100, blank=True, db_index=True)
+    note = models.TextField(blank=True)
+    # Detected at import (quoted strings, "Writing & Symbols"); a researcher may override it.
+    detected_needs_text = models.BooleanField(default=False)
+    needs_text_override = models.BooleanField(null=True, blank=True)
+    rendered_text = models.CharField(max_length=300, blank=True, help_text="The text the image should show.")
+
+    class Meta:
+        ordering = ["prompt_set", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["prompt_set", "position"], name="unique_prompt_position"),
+        ]
+
+    @property
+    def needs_text(self) -> bool:
+        """Whether raters are asked the typography question for this prompt."""
+        if self.needs_text_override is not None:
+            return self.needs_text_override
+        return self.detected_needs_text
+
+    def __str__(self) -> str:
+        return self.text[:80]

@@ -1,0 +1,166 @@
+"""Rating campaigns: who rates which image pairs, and the votes they give.
+
+A vote records which model was on which side, so position bias can be measured and the anonymous
+left/right presentation can be undone in analysis. The database makes duplicates impossible: one vote
+per assignment and criterion; a rater never holds the same image pair twice (unless it expired unanswered).
+"""
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from evalsite.catalog.models import ImageModel, Prompt
+from evalsite.runs.models import ComparisonRun, Image
+
+
+class Criterion(models.TextChoices):
+    PROMPT_FOLLOWING = "prompt_following", "Prompt following"
+    AESTHETICS = "aesthetics", "Visual aesthetics"
+    TYPOGRAPHY = "typography", "Typography"
+
+
+# The SD3 paper's wording (Esser et al. 2024, section 5.3 / appendix).
+CRITERION_QUESTIONS = {
+    Criterion.PROMPT_FOLLOWING: "Which image looks more representative to the text shown above and faithfully follows it?",
+    Criterion.AESTHETICS: "Given the prompt, which image is of higher-quality and aesthetically more pleasing?",
+    Criterion.TYPOGRAPHY: (
+        "Which image more accurately shows/displays the text specified in the above description? "
+        "More accurate spelling is preferred! Ignore other aspects."
+    ),
+}
+
+
+class Choice(models.TextChoices):
+    LEFT = "left"
+    RIGHT = "right"
+    TIE = "tie"
+    BOTH_BAD = "both_bad"
+
+
+def new_invite_token() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def default_criteria() -> list[str]:
+    return [c.value for c in Criterion]
+
+
+class Rater(models.Model):
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rater")
+    instructions_seen_at = models.DateTimeField(null=True, blank=True)
+    # Set by quality control (gold accuracy under the threshold) or by a researcher.
+    flagged = models.BooleanField(default=False)
+    flagged_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.user.get_username()
+
+
+class Campaign(models.Model):
+    """A rating campaign over the images of one comparison run."""
+
+    name = models.CharField(max_length=200)
+    run = models.ForeignKey(ComparisonRun, on_delete=models.PROTECT, related_name="campaigns")
+    criteria = models.JSONField(default=default_criteria)
+    raters = models.ManyToManyField(Rater, blank=True, related_name="campaigns")
+    invite_token = models.CharField(max_length=40, unique=True, default=new_invite_token)
+    votes_per_pair = models.PositiveIntegerField(default=3, help_text="Target votes per image pair.")
+    gold_rate = models.FloatField(default=0.1, help_text="Share of assignments that are gold checks.")
+    min_gold_accuracy = models.FloatField(default=0.7, help_text="Raters below this are flagged.")
+    assignment_ttl_seconds = models.PositiveIntegerField(default=600)
+    is_open = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class GoldCheck(models.Model):
+    """An attention check whose right answer is known, e.g. an image made for the prompt against an
+    image made for a different prompt (the right prompt-following answer is the first)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="gold_checks")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
+    correct_image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    wrong_image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    criterion = models.CharField(max_length=30, choices=Criterion.choices, default=Criterion.PROMPT_FOLLOWING)
+    description = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "correct_image", "wrong_image"], name="unique_gold_pair"),
+        ]
+
+
+class Assignment(models.Model):
+    """A pair of images of one prompt given to one rater, valid until it expires."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        ANSWERED = "answered"
+        EXPIRED = "expired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="assignments")
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="assignments")
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="+")
+    image_left = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="+")
+    image_right = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="+")
+    # "small-large" image ids: the same pair in either order has one key.
+    pair_key = models.CharField(max_length=50)
+    gold = models.ForeignKey(GoldCheck, null=True, blank=True, on_delete=models.SET_NULL, related_name="assignments")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rater", "pair_key"], condition=~Q(status="expired"), name="rater_never_gets_pair_twice"
+            ),
+            models.CheckConstraint(condition=~Q(image_left=models.F("image_right")), name="pair_of_two_images"),
+        ]
+        indexes = [models.Index(fields=["campaign", "status"]), models.Index(fields=["rater", "status"])]
+
+    @staticmethod
+    def make_pair_key(image_a_id: int, image_b_id: int) -> str:
+        low, high = sorted((image_a_id, image_b_id))
+        return f"{low}-{high}"
+
+    def save(self, *args, **kwargs):
+        self.pair_key = self.make_pair_key(self.image_left_id, self.image_right_id)
+        super().save(*args, **kwargs)
+
+
+class Vote(models.Model):
+    """One answer to one criterion for one assignment."""
+
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="votes")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="votes")
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="votes")
+    criterion = models.CharField(max_length=30, choices=Criterion.choices)
+    choice = models.CharField(max_length=20, choices=Choice.choices)
+    # Which model was shown on which side, copied from the assignment so analysis needs no joins.
+    model_left = models.ForeignKey(ImageModel, on_delete=models.PROTECT, related_name="+")
+    model_right = models.ForeignKey(ImageModel, on_delete=models.PROTECT, related_name="+")
+    time_taken_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Client-supplied; the same submission sent twice carries the same key and is stored once.
+    idempotency_key = models.CharField(max_length=80)
+    is_gold = models.BooleanField(default=False)
+    gold_correct = models.BooleanField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["assignment", "criterion"], name="one_vote_per_assignment_criterion"),
+            models.CheckConstraint(
+                condition=Q(choice__in=[c.value for c in Choice]), name="vote_choice_is_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["campaign", "criterion"]), models.Index(fields=["rater", "idempotency_key"])]
