@@ -1,0 +1,122 @@
+"""Fixtures shared by every area's tests.
+
+Factories build real rows and real PNG files; nothing here is mocked.
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SHARED_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+PARTI_PROMPTS = os.path.join(SHARED_DIR, "data", "PartiPrompts.tsv")
+
+
+def png_bytes(seed: int, size: int = 32) -> bytes:
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def media_root(tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                    "OPTIONS": {"location": str(tmp_path / "media")}},
+    }
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def make_prompt_set(db):
+    from evalsite.catalog.models import Prompt, PromptSet
+
+    def make(name="demo prompts", texts=None, categories=None):
+        texts = texts or ["a red circle on a blue background", 'the word "CAT" in red letters',
+                          "a green square on a white background"]
+        prompt_set = PromptSet.objects.create(name=name)
+        for i, text in enumerate(texts):
+            Prompt.objects.create(prompt_set=prompt_set, position=i, text=text,
+                                  category=(categories or ["Shapes"] * len(texts))[i],
+                                  detected_needs_text='"' in text, rendered_text="CAT" if '"' in text else "")
+        return prompt_set
+
+    return make
+
+
+@pytest.fixture
+def make_image_models(db):
+    from evalsite.catalog.models import ImageModel
+
+    def make(n=3, prefix="model"):
+        return [ImageModel.objects.create(name=f"{prefix}-{i}", kind=ImageModel.Kind.INHOUSE,
+                                          source=f"/checkpoints/{prefix}-{i}") for i in range(n)]
+
+    return make
+
+
+@pytest.fixture
+def make_run(db, media_root, make_prompt_set, make_image_models):
+    """A finished comparison run: every model × prompt × seed has a stored PNG."""
+    from django.core.files.base import ContentFile
+
+    from evalsite.runs.models import ComparisonRun, Image
+
+    def make(n_models=3, seeds=(0,), prompt_texts=None, name="run"):
+        prompt_set = make_prompt_set(name=f"{name} prompts", texts=prompt_texts)
+        image_models = make_image_models(n_models, prefix=f"{name}-model")
+        run = ComparisonRun.objects.create(name=name, prompt_set=prompt_set, seeds=list(seeds),
+                                           status=ComparisonRun.Status.DONE)
+        run.image_models.set(image_models)
+        counter = 0
+        for model in image_models:
+            for prompt in prompt_set.prompts.all():
+                for seed in seeds:
+                    image = Image(run=run, model=model, prompt=prompt, seed=seed, sampler_settings={"steps": 2},
+                                  status=Image.Status.DONE, width=32, height=32)
+                    image.file.save("ignored.png", ContentFile(png_bytes(counter)), save=False)
+                    image.save()
+                    counter += 1
+        return run
+
+    return make
+
+
+@pytest.fixture
+def staff_user(db, django_user_model):
+    return django_user_model.objects.create_user("researcher", password="pw-researcher-1", is_staff=True)
+
+
+@pytest.fixture
+def make_rater(db, django_user_model):
+    from evalsite.rating.models import Rater
+
+    def make(username="rater"):
+        user = django_user_model.objects.create_user(username, password=f"pw-{username}-1")
+        return Rater.objects.create(user=user)
+
+    return make
+
+
+@pytest.fixture
+def make_campaign(db, make_run):
+    from evalsite.rating.models import Campaign
+
+    def make(raters=(), **kwargs):
+        run = kwargs.pop("run", None) or make_run()
+        campaign = Campaign.objects.create(name=kwargs.pop("name", "campaign"), run=run, **kwargs)
+        campaign.raters.set(raters)
+        return campaign
+
+    return make
