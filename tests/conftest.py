@@ -4,27 +4,15 @@ Factories build real rows and real PNG files; nothing here is mocked.
 """
 from __future__ import annotations
 
-import io
 import os
 
-import numpy as np
 import pytest
+
+from tests.support import png_bytes, start_worker, stop_worker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-SHARED_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-PARTI_PROMPTS = os.path.join(SHARED_DIR, "data", "PartiPrompts.tsv")
-
-
-def png_bytes(seed: int, size: int = 32) -> bytes:
-    from PIL import Image as PILImage
-
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    PILImage.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -120,3 +108,11 @@ def make_campaign(db, make_run):
         return campaign
 
     return make
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, media_root, tmp_path):
+    """A real worker process consuming both queues; yields the Popen. Its log is in tmp_path/worker.log."""
+    process = start_worker(log_path=str(tmp_path / "worker.log"))
+    yield process
+    stop_worker(process)
