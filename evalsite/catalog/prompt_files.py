@@ -89,8 +89,8 @@ def _read_tsv(content: str) -> tuple[list[PromptRow], list[tuple[int, str]]]:
         if not text:
             errors.append((number, "empty prompt"))
             continue
-        get = lambda name: fields[col[name]].strip() if name in col else ""  # noqa: E731
-        rows.append(_row(number, text, get("category"), get("challenge"), get("note")))
+        extra = {name: fields[col[name]].strip() if name in col else "" for name in ("category", "challenge", "note")}
+        rows.append(_row(number, text, extra["category"], extra["challenge"], extra["note"]))
     return rows, errors
 
 
@@ -120,7 +120,7 @@ def _read_csv(content: str) -> tuple[list[PromptRow], list[tuple[int, str]]]:
         if len(fields) != len(header):
             errors.append((number, f"expected {len(header)} fields, found {len(fields)}"))
             continue
-        record = {name: value.strip() for name, value in zip(lowered, fields)}
+        record = {name: value.strip() for name, value in zip(lowered, fields, strict=True)}
         if not record["prompt"]:
             errors.append((number, "empty prompt"))
             continue

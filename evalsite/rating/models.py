@@ -25,7 +25,9 @@ class Criterion(models.TextChoices):
 
 # The SD3 paper's wording (Esser et al. 2024, section 5.3 / appendix).
 CRITERION_QUESTIONS = {
-    Criterion.PROMPT_FOLLOWING: "Which image looks more representative to the text shown above and faithfully follows it?",
+    Criterion.PROMPT_FOLLOWING: (
+        "Which image looks more representative to the text shown above and faithfully follows it?"
+    ),
     Criterion.AESTHETICS: "Given the prompt, which image is of higher-quality and aesthetically more pleasing?",
     Criterion.TYPOGRAPHY: (
         "Which image more accurately shows/displays the text specified in the above description? "

@@ -22,7 +22,7 @@ def new_image_token() -> str:
     return secrets.token_urlsafe(16)
 
 
-def image_upload_to(instance: "Image", filename: str) -> str:
+def image_upload_to(instance: Image, filename: str) -> str:
     return f"images/{instance.token[:2]}/{instance.token}.png"
 
 

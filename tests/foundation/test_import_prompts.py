@@ -3,7 +3,6 @@ from django.core.management import CommandError, call_command
 
 from evalsite.catalog.models import Prompt, PromptSet
 from evalsite.catalog.prompt_files import PromptFileError, detect_rendered_text, read_prompt_file
-
 from tests.support import PARTI_PROMPTS
 
 
