@@ -46,17 +46,13 @@ def worker_environment() -> dict[str, str]:
 
 
 def start_worker(queues: str = "default,gpu", log_path: str | None = None, extra_env: dict | None = None):
-    """Start `celery worker` exactly as the README and docker/ do, in its own process group."""
+    """Start a worker with `bin/process worker`, the command bin/up and docker/ use, in its own process group."""
     import subprocess
-    import sys
 
-    env = {**worker_environment(), **(extra_env or {})}
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "evalsite", "worker", "-Q", queues, "--concurrency", "1",
-         "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle", "-l", "INFO"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    env = {**worker_environment(), "WORKER_QUEUES": queues, "WORKER_CONCURRENCY": "1", **(extra_env or {})}
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 (handed to the child)
+    return subprocess.Popen([os.path.join(REPO_ROOT, "bin", "process"), "worker"], cwd=REPO_ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop_worker(process, sig=None) -> None:
