@@ -508,7 +508,8 @@ def to_diffusers(model: MMDiT):
     from diffusers import SD3Transformer2DModel
 
     param = next(model.parameters())
-    dm = SD3Transformer2DModel(**diffusers_config(model.config))
+    with torch.device(param.device):  # build it where the weights live (an SD3-size model on the GPU)
+        dm = SD3Transformer2DModel(**diffusers_config(model.config))
     dm.load_state_dict(diffusers_state_dict(model), strict=True)
     dm.to(param.device)
     if param.dtype != torch.float32:

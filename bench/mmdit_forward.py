@@ -1,0 +1,228 @@
+"""Forward time of the in-house MM-DiT against diffusers' SD3Transformer2DModel with the same weights.
+
+    .venv/bin/python bench/mmdit_forward.py                      # SD3-medium size on CUDA, bf16, batch 2 and 8
+    .venv/bin/python bench/mmdit_forward.py --tiny --device cpu  # a tiny size on the CPU (what the test runs)
+
+SD3-medium size (the default): depth 24 (width 1536, 24 heads of 64), a 1024x1024 image = 128x128x16 latent,
+patch 2 -> 4096 image tokens, 333 text tokens of width 4096 (77 CLIP + 256 T5), pooled width 2048, bf16.
+Both models get the same (random) weights through `to_diffusers`; every row is timed in the same run, with
+warm-up and the median of --iters calls (CUDA events on the GPU, perf_counter on the CPU); compiled rows use
+torch.compile (in-house with fullgraph=True) and report their first-call (compile) time separately.
+
+FLOPs are counted analytically for the in-house forward (`forward_flops`, a multiply-add = 2 FLOPs):
+    per block, image stream: 2 B N (3D^2 + D^2 + 2 D M)        qkv, attention out-proj, MLP (M = 4D)
+               text stream:  2 B T (3D^2 + D^2 + 2 D M)        the last block only 2 B T 3D^2 (its keys/values)
+               attention:    4 B Lq L D, L = T + N keys         (QK^T and AV); Lq = L, in the last block Lq = N
+               modulation:   2 B D (6D + 6D), last block 2 B D (6D + 2D)
+    once: patch embedding 2 B N (C p^2) D, context embedder 2 B T text_dim D, final layer 2 B D 2D +
+          2 B N D (p^2 C), timestep MLP 2 B (256 D + D^2), pooled MLP 2 B (pooled_dim D + D^2).
+The same count (the useful work) is used for the diffusers rows; diffusers does slightly more work in the last
+block (text queries it throws away). tests/generation/test_bench_mmdit.py checks the formula against
+torch.utils.flop_counter on the in-house model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from functools import partial
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from generation.mmdit import MMDiT, MMDiTConfig, to_diffusers  # noqa: E402
+
+
+def sd3_medium_config() -> MMDiTConfig:
+    return MMDiTConfig.from_depth(24, in_channels=16, sample_size=128, patch_size=2, text_dim=4096,
+                                  pooled_dim=2048, pos_embed_max_size=192, qk_norm="rms")
+
+
+def tiny_config() -> MMDiTConfig:
+    return MMDiTConfig(in_channels=4, sample_size=16, patch_size=2, depth=2, hidden_size=64, num_heads=2,
+                       text_dim=32, pooled_dim=16, qk_norm="rms")
+
+
+def forward_flops(cfg: MMDiTConfig, batch: int, height: int, width: int, text_tokens: int) -> int:
+    """Matmul and attention FLOPs of one in-house forward (see the module docstring)."""
+    B, D, M, p = batch, cfg.hidden_size, cfg.mlp_hidden_size, cfg.patch_size
+    N, T = (height // p) * (width // p), text_tokens
+    L = N + T
+    stream = 3 * D * D + D * D + 2 * D * M  # weights a token meets in one full block
+    full_block = 2 * B * (N + T) * stream + 4 * B * L * L * D + 2 * B * D * 12 * D
+    last_block = 2 * B * N * stream + 2 * B * T * 3 * D * D + 4 * B * N * L * D + 2 * B * D * 8 * D
+    once = (2 * B * N * cfg.in_channels * p * p * D + 2 * B * T * cfg.text_dim * D
+            + 2 * B * D * 2 * D + 2 * B * N * D * p * p * cfg.out_channels
+            + 2 * B * (cfg.frequency_embedding_size * D + D * D) + 2 * B * (cfg.pooled_dim * D + D * D))
+    return (cfg.depth - 1) * full_block + last_block + once
+
+
+def randomise_(model: torch.nn.Module, seed: int = 0) -> None:
+    """Small random weights everywhere (the adaLN-Zero init would make every output 0)."""
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=g, device=param.device, dtype=param.dtype) * 0.02
+            param.copy_(noise + (1.0 if "norm" in name else 0.0))
+
+
+def call_in_house(model, x, t, context, pooled):
+    return model(x, t, context, pooled)
+
+
+def call_diffusers(model, x, t, context, pooled):
+    """diffusers takes the timestep in its own scale (t * 1000)."""
+    return model(hidden_states=x, encoder_hidden_states=context, pooled_projections=pooled, timestep=t,
+                 return_dict=False)[0]
+
+
+def timer(device: torch.device, warmup: int, iters: int):
+    def measure(fn) -> tuple[float, float]:
+        """-> (first call ms, median ms of `iters` calls after `warmup` more)."""
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        first = (time.perf_counter() - start) * 1e3
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(iters):
+            if device.type == "cuda":
+                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                begin.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(begin.elapsed_time(end))
+            else:
+                begin = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - begin) * 1e3)
+        return first, statistics.median(times)
+
+    return measure
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="a tiny model and image (for a CPU smoke run)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
+                        help="default bf16 on CUDA, fp32 on the CPU")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default 2 8 (tiny: 1 2)")
+    parser.add_argument("--image-size", type=int, default=None, help="latent side; default 128 (tiny: 16)")
+    parser.add_argument("--text-tokens", type=int, default=None, help="default 333 (tiny: 7)")
+    parser.add_argument("--warmup", type=int, default=None, help="default 5 (tiny: 1)")
+    parser.add_argument("--iters", type=int, default=None, help="default 20 (tiny: 3)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (tests: eager)")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--skip-diffusers", action="store_true", help="time the in-house model only")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("CUDA is not available here; run with --tiny --device cpu for a smoke run")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+        args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    cfg = tiny_config() if args.tiny else sd3_medium_config()
+    batch_sizes = args.batch_sizes or ([1, 2] if args.tiny else [2, 8])
+    side = args.image_size or (16 if args.tiny else 128)
+    text_tokens = args.text_tokens or (7 if args.tiny else 333)
+    warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
+    iters = args.iters or (3 if args.tiny else 20)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # its warning about casting a freshly built model with .to()
+    torch.manual_seed(0)
+    with torch.device(device):
+        ours = MMDiT(cfg)
+    randomise_(ours)
+    theirs = None if args.skip_diffusers else to_diffusers(ours)  # same weights, built in float32
+    ours.to(dtype).eval()
+    if theirs is not None:
+        theirs.to(dtype).eval()
+    measure = timer(device, warmup, iters)
+
+    info = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "dtype": str(dtype).replace("torch.", ""),
+        "config": cfg.to_dict(), "image_tokens": (side // cfg.patch_size) ** 2, "text_tokens": text_tokens,
+        "params_in_house": ours.num_params(),
+        "params_diffusers": None if theirs is None else sum(p.numel() for p in theirs.parameters()),
+    }
+    print(f"device {info['device']}, torch {info['torch']}, {info['dtype']}; depth {cfg.depth}, width "
+          f"{cfg.hidden_size}, {cfg.num_heads} heads; {info['image_tokens']} image + {text_tokens} text tokens; "
+          f"params in-house {info['params_in_house'] / 1e6:.1f}M, diffusers "
+          f"{(info['params_diffusers'] or 0) / 1e6:.1f}M")
+
+    rows = []
+    for batch in batch_sizes:
+        g = torch.Generator(device="cpu").manual_seed(batch)
+        x = torch.randn(batch, cfg.in_channels, side, side, generator=g).to(device, dtype)
+        t = torch.rand(batch, generator=g).to(device)
+        context = torch.randn(batch, text_tokens, cfg.text_dim, generator=g).to(device, dtype)
+        pooled = torch.randn(batch, cfg.pooled_dim, generator=g).to(device, dtype)
+        flops = forward_flops(cfg, batch, side, side, text_tokens)
+
+        run_ours = partial(call_in_house, x=x, t=t, context=context, pooled=pooled)
+        run_theirs = partial(call_diffusers, x=x, t=t * cfg.timestep_scale, context=context, pooled=pooled)
+
+        candidates = [("in-house eager", partial(run_ours, ours))]
+        if theirs is not None:
+            candidates.insert(0, ("diffusers eager", partial(run_theirs, theirs)))
+        if not args.no_compile:
+            compiled_ours = torch.compile(ours, backend=args.compile_backend, mode=args.compile_mode,
+                                          fullgraph=True, dynamic=False)
+            candidates.append(("in-house compiled", partial(run_ours, compiled_ours)))
+            if theirs is not None:
+                compiled_theirs = torch.compile(theirs, backend=args.compile_backend, mode=args.compile_mode,
+                                                dynamic=False)
+                candidates.insert(2, ("diffusers compiled", partial(run_theirs, compiled_theirs)))
+
+        with torch.inference_mode():
+            max_diff = None
+            if theirs is not None:
+                a, b = run_ours(ours).float(), run_theirs(theirs).float()
+                max_diff = float((a - b).abs().max())
+                print(f"batch {batch}: max |in-house - diffusers| = {max_diff:.3g} (output mean |.| "
+                      f"{float(a.abs().mean()):.3g}, {info['dtype']})")
+            for name, fn in candidates:
+                first_ms, ms = measure(fn)
+                rows.append({"batch": batch, "impl": name, "ms": ms, "first_call_ms": first_ms,
+                             "tflops": flops / (ms * 1e-3) / 1e12, "gflop": flops / 1e9, "max_diff": max_diff})
+
+    baseline = {(r["batch"], r["impl"].split()[1]): r["ms"] for r in rows if r["impl"].startswith("diffusers")}
+    print(f"\n{'batch':>5}  {'implementation':<20} {'median ms':>10} {'first ms':>10} {'TFLOP/s':>8} "
+          f"{'speed-up vs diffusers (same mode)':>34}")
+    for r in rows:
+        base = baseline.get((r["batch"], r["impl"].split()[1]))
+        r["speedup_vs_diffusers"] = None if base is None else base / r["ms"]
+        ratio = "" if base is None else f"{base / r['ms']:.3f}x"
+        print(f"{r['batch']:>5}  {r['impl']:<20} {r['ms']:>10.3f} {r['first_call_ms']:>10.1f} "
+              f"{r['tflops']:>8.3g} {ratio:>34}")
+    per_batch = [f"batch {b}: {forward_flops(cfg, b, side, side, text_tokens) / 1e9:.4g} GFLOP" for b in batch_sizes]
+    print(f"(FLOPs per forward, analytic: {', '.join(per_batch)})")
+
+    result = {**info, "rows": rows}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
