@@ -1,19 +1,45 @@
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
-from evalsite.rating.models import Assignment, Campaign, GoldCheck, Rater, Vote
+from evalsite.rating import engine, quality
+from evalsite.rating.models import Assignment, Campaign, GoldCheck, ImagePair, Rater, RaterStats, Vote
 
 
 @admin.register(Rater)
 class RaterAdmin(admin.ModelAdmin):
-    list_display = ("user", "flagged", "flagged_reason", "created_at")
+    list_display = ("user", "flagged", "flagged_reason", "instructions_seen_at", "created_at")
     list_filter = ("flagged",)
+    search_fields = ("user__username",)
 
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
-    list_display = ("name", "run", "votes_per_pair", "gold_rate", "is_open")
+    list_display = ("name", "run", "votes_per_pair", "gold_rate", "pair_policy", "is_open", "raters_page")
     filter_horizontal = ("raters",)
-    readonly_fields = ("invite_token",)
+    readonly_fields = ("invite_token", "invite_link", "paired_image_count")
+    actions = ["prepare", "recompute_quality"]
+
+    @admin.display(description="Invite link")
+    def invite_link(self, obj):
+        return reverse("rating:join", args=[obj.invite_token]) if obj.pk else "-"
+
+    @admin.display(description="Raters")
+    def raters_page(self, obj):
+        return format_html('<a href="{}">quality</a>', reverse("rating:staff-campaign-raters", args=[obj.pk]))
+
+    @admin.action(description="Pair finished images and top up gold checks")
+    def prepare(self, request, queryset):
+        for campaign in queryset:
+            made = engine.prepare_campaign(campaign)
+            self.message_user(request, f"{campaign}: {made['new_pairs']} new pairs, "
+                                       f"{made['new_gold_checks']} new gold checks")
+
+    @admin.action(description="Recompute rater quality and flags")
+    def recompute_quality(self, request, queryset):
+        for campaign in queryset:
+            stats = quality.update_rater_quality(campaign)
+            self.message_user(request, f"{campaign}: {len(stats)} raters, {sum(s.flagged for s in stats)} flagged")
 
 
 @admin.register(GoldCheck)
@@ -22,11 +48,19 @@ class GoldCheckAdmin(admin.ModelAdmin):
     raw_id_fields = ("prompt", "correct_image", "wrong_image")
 
 
+@admin.register(ImagePair)
+class ImagePairAdmin(admin.ModelAdmin):
+    list_display = ("campaign", "pair_key", "model_a", "model_b", "assigned", "answered")
+    list_filter = ("campaign",)
+    raw_id_fields = ("prompt", "image_a", "image_b")
+    readonly_fields = ("assigned", "answered")
+
+
 @admin.register(Assignment)
 class AssignmentAdmin(admin.ModelAdmin):
     list_display = ("id", "campaign", "rater", "status", "expires_at")
     list_filter = ("status", "campaign")
-    raw_id_fields = ("prompt", "image_left", "image_right", "gold")
+    raw_id_fields = ("prompt", "image_left", "image_right", "gold", "image_pair")
 
 
 @admin.register(Vote)
@@ -34,3 +68,10 @@ class VoteAdmin(admin.ModelAdmin):
     list_display = ("assignment", "criterion", "choice", "model_left", "model_right", "rater", "created_at")
     list_filter = ("criterion", "choice", "campaign", "is_gold")
     raw_id_fields = ("assignment",)
+
+
+@admin.register(RaterStats)
+class RaterStatsAdmin(admin.ModelAdmin):
+    list_display = ("rater", "campaign", "pairs_answered", "gold_correct", "gold_answered", "gold_accuracy",
+                    "median_seconds_per_pair", "left_share", "flagged")
+    list_filter = ("campaign", "flagged")

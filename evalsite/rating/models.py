@@ -43,6 +43,11 @@ class Choice(models.TextChoices):
     BOTH_BAD = "both_bad"
 
 
+class PairPolicy(models.TextChoices):
+    ACTIVE = "active", "Active: shrink the Bradley-Terry intervals fastest"
+    UNIFORM = "uniform", "Uniform over model pairs"
+
+
 def new_invite_token() -> str:
     return secrets.token_urlsafe(18)
 
@@ -77,9 +82,30 @@ class Campaign(models.Model):
     assignment_ttl_seconds = models.PositiveIntegerField(default=600)
     is_open = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # --- pair choice (see evalsite/rating/engine.py) ---
+    pair_policy = models.CharField(
+        max_length=20, choices=PairPolicy.choices, default=PairPolicy.ACTIVE,
+        help_text="How the next model pair is chosen once every model pair has its minimum of votes.",
+    )
+    min_votes_per_model_pair = models.PositiveIntegerField(
+        default=10, help_text="Votes every model pair gets (round robin) before active sampling starts.",
+    )
+    pairs_per_rater = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Pairs one rater answers in this campaign; empty means no limit.",
+    )
+    # --- quality control (see evalsite/rating/quality.py) ---
+    min_gold_answers = models.PositiveIntegerField(
+        default=5, help_text="Gold answers a rater needs before the accuracy threshold can flag them.",
+    )
+    # Number of finished images the image pairs were last built from (the engine rebuilds when it changes).
+    paired_image_count = models.PositiveIntegerField(default=0, editable=False)
 
     def __str__(self) -> str:
         return self.name
+
+    def criteria_for(self, prompt: Prompt) -> list[str]:
+        """The questions asked for a pair of this prompt: typography only when the prompt asks for text."""
+        return [c for c in self.criteria if c != Criterion.TYPOGRAPHY or prompt.needs_text]
 
 
 class GoldCheck(models.Model):
@@ -99,6 +125,35 @@ class GoldCheck(models.Model):
         ]
 
 
+class ImagePair(models.Model):
+    """Two images of one prompt from two different models that a campaign asks raters to compare.
+
+    Built from the run's finished images (same prompt and seed; another seed only where a model lacks
+    that seed). `assigned` counts assignments that are open or answered, so `assigned < votes_per_pair`
+    is the test for "still needs votes"; it is changed only under a row lock (engine.py).
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="image_pairs")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
+    # image_a belongs to the model with the smaller id: (model_a, model_b) names the model pair once.
+    image_a = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    image_b = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
+    model_a = models.ForeignKey(ImageModel, on_delete=models.CASCADE, related_name="+")
+    model_b = models.ForeignKey(ImageModel, on_delete=models.CASCADE, related_name="+")
+    pair_key = models.CharField(max_length=50)
+    assigned = models.PositiveIntegerField(default=0)
+    answered = models.PositiveIntegerField(default=0)
+    # Random tie-break among pairs with equally few votes, so raters spread over prompts.
+    shuffle = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "pair_key"], name="unique_image_pair_per_campaign"),
+            models.CheckConstraint(condition=Q(model_a__lt=models.F("model_b")), name="image_pair_models_ordered"),
+        ]
+        indexes = [models.Index(fields=["campaign", "model_a", "model_b", "assigned", "shuffle"])]
+
+
 class Assignment(models.Model):
     """A pair of images of one prompt given to one rater, valid until it expires."""
 
@@ -116,6 +171,9 @@ class Assignment(models.Model):
     # "small-large" image ids: the same pair in either order has one key.
     pair_key = models.CharField(max_length=50)
     gold = models.ForeignKey(GoldCheck, null=True, blank=True, on_delete=models.SET_NULL, related_name="assignments")
+    # The campaign pair this assignment counts towards (empty for gold checks).
+    image_pair = models.ForeignKey(ImagePair, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="assignments")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
@@ -166,3 +224,23 @@ class Vote(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["campaign", "criterion"]), models.Index(fields=["rater", "idempotency_key"])]
+
+
+class RaterStats(models.Model):
+    """Quality figures of one rater in one campaign, recomputed by quality.update_rater_quality."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="rater_stats")
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="stats")
+    pairs_answered = models.PositiveIntegerField(default=0)
+    gold_answered = models.PositiveIntegerField(default=0)
+    gold_correct = models.PositiveIntegerField(default=0)
+    gold_accuracy = models.FloatField(null=True, blank=True)
+    median_seconds_per_pair = models.FloatField(null=True, blank=True)
+    # Share of decisive (left or right) answers that chose the left image; 0.5 means no position bias.
+    left_share = models.FloatField(null=True, blank=True)
+    flagged = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "rater"], name="one_stats_row_per_rater")]
+        verbose_name_plural = "rater stats"

@@ -1,4 +1,15 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from evalsite.rating import api, views
 
 app_name = "rating"
-urlpatterns: list = []
+urlpatterns = [
+    path("join/<str:invite_token>", views.join, name="join"),
+    path("rate/<int:campaign_id>/", views.rate, name="rate"),
+    path("rate/<int:campaign_id>/instructions", views.instructions, name="instructions"),
+    path("i/<str:token>.png", views.image, name="image"),
+    path("api/assignments/next", api.NextAssignmentView.as_view(), name="next-assignment"),
+    path("api/assignments/<str:assignment_id>/votes", api.VoteView.as_view(), name="votes"),
+    path("staff/campaigns/", views.staff_campaigns, name="staff-campaigns"),
+    path("staff/campaigns/<int:campaign_id>/raters", views.staff_campaign_raters, name="staff-campaign-raters"),
+]

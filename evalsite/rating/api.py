@@ -1,0 +1,187 @@
+"""The rater JSON API (the rater page uses exactly this).
+
+GET  /api/assignments/next?campaign=<id>[&exclude=<assignment id>]
+POST /api/assignments/<id>/votes
+
+Session authentication (CSRF enforced on POST), per-rater throttling (scope "rater"), and every error
+as JSON {"error": code, "detail": words} with a 4xx status; a refused request stores nothing.
+"""
+from __future__ import annotations
+
+import uuid
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from evalsite.rating import engine
+from evalsite.rating.models import Campaign, Rater
+from evalsite.rating.serializers import (
+    ErrorSerializer,
+    NextAssignmentSerializer,
+    VoteRequestSerializer,
+    VoteResponseSerializer,
+    assignment_payload,
+    progress_payload,
+    vote_payload,
+)
+from evalsite.rating.voting import VoteRefused, VoteSubmission, record_votes
+
+
+class ApiError(exceptions.APIException):
+    def __init__(self, status_code: int, code: str, detail: str):
+        super().__init__(detail=detail, code=code)
+        self.status_code = status_code
+        self.error_code = code
+
+
+class RaterThrottle(ScopedRateThrottle):
+    """Per-rater rate limit (scope "rater"); reads the rate at request time so settings overrides apply."""
+
+    def get_rate(self):
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+
+_DRF_CODES = {"parse_error": "malformed_body", "unsupported_media_type": "malformed_body"}
+
+
+def json_error_handler(exc, context):
+    """Every refusal as {"error": code, "detail": words}."""
+    if isinstance(exc, ApiError):
+        code = exc.error_code
+    elif isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else "invalid"
+        code = _DRF_CODES.get(code, code)
+        if isinstance(exc, exceptions.PermissionDenied) and str(exc.detail).startswith("CSRF Failed"):
+            code = "csrf_failed"
+    else:
+        return None  # a bug: let Django answer 500 and log it
+    body = {"error": code, "detail": _words(exc.detail)}
+    headers = {}
+    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+        body["retry_after_seconds"] = int(exc.wait) + 1
+        headers["Retry-After"] = str(int(exc.wait) + 1)
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+def _words(detail) -> str:
+    if isinstance(detail, dict):
+        return "; ".join(f"{key}: {_words(value)}" for key, value in detail.items())
+    if isinstance(detail, list):
+        return " ".join(_words(item) for item in detail)
+    return str(detail)
+
+
+def _errors(*codes: int) -> dict:
+    return {code: OpenApiResponse(ErrorSerializer) for code in codes}
+
+
+class RaterAPIView(APIView):
+    throttle_classes = [RaterThrottle]
+    throttle_scope = "rater"
+    parser_classes = [JSONParser]
+
+    def get_exception_handler(self):
+        return json_error_handler
+
+    def rater(self) -> Rater:
+        rater = Rater.objects.filter(user=self.request.user).first()
+        if rater is None:
+            raise ApiError(403, "not_a_rater", "this account is not a rater; join a campaign through its invite link")
+        return rater
+
+
+def _campaign_for(rater: Rater, raw_id: str | None) -> Campaign:
+    if raw_id is None or not raw_id.isdigit():
+        raise ApiError(400, "bad_campaign", "the query parameter campaign=<numeric id> is required")
+    campaign = Campaign.objects.select_related("run").filter(pk=int(raw_id)).first()
+    if campaign is None:
+        raise ApiError(404, "campaign_not_found", f"no campaign {raw_id}")
+    if not campaign.raters.filter(pk=rater.pk).exists():
+        raise ApiError(403, "not_in_campaign", "you are not a rater of this campaign")
+    if not campaign.is_open:
+        raise ApiError(409, "campaign_closed", "this campaign is closed")
+    return campaign
+
+
+def _parse_uuid(raw: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except (TypeError, ValueError):
+        raise ApiError(404, "not_found", f"{what}: {raw!r} is not an assignment id") from None
+
+
+class NextAssignmentView(RaterAPIView):
+    @extend_schema(
+        operation_id="next_assignment",
+        summary="The pair this rater should answer next",
+        description=(
+            "Returns the rater's open assignment if one is still valid (resume after a break), otherwise "
+            "hands out a new one. `exclude` asks for one other than the given open assignment: the page "
+            "uses it to preload the next pair (a rater holds at most two open assignments per campaign). "
+            "`assignment` is null when no pair is left for this rater."
+        ),
+        parameters=[
+            OpenApiParameter("campaign", OpenApiTypes.INT, required=True),
+            OpenApiParameter("exclude", OpenApiTypes.UUID, required=False,
+                             description="An open assignment the page already shows."),
+        ],
+        responses={200: NextAssignmentSerializer, **_errors(400, 403, 404, 409, 429)},
+    )
+    def get(self, request):
+        rater = self.rater()
+        campaign = _campaign_for(rater, request.query_params.get("campaign"))
+        exclude = request.query_params.getlist("exclude")
+        for raw in exclude:
+            _parse_uuid(raw, "exclude")
+        try:
+            assignment = engine.next_assignment(rater, campaign, exclude=tuple(exclude))
+        except engine.TooManyOpenAssignments as exc:
+            raise ApiError(409, "too_many_open_assignments", str(exc)) from None
+        payload = None
+        if assignment is not None:
+            assignment.campaign = campaign
+            payload = assignment_payload(assignment)
+        return Response({"assignment": payload, "progress": progress_payload(engine.progress(rater, campaign))},
+                        headers={"Cache-Control": "no-store"})
+
+
+class VoteView(RaterAPIView):
+    @extend_schema(
+        operation_id="submit_votes",
+        summary="Answer every criterion of one assignment",
+        description=(
+            "One choice per criterion asked (left, right, tie, both_bad) and a client-made idempotency key. "
+            "201: stored. 200: the same key was already stored; the stored answers come back and nothing "
+            "new is stored. Refused with nothing stored: 400 malformed_body / missing_criterion / "
+            "unknown_criterion / unknown_choice, 403 not_your_assignment, 404 not_found, "
+            "409 already_answered (another key), 410 assignment_expired, 429 throttled."
+        ),
+        request=VoteRequestSerializer,
+        responses={201: VoteResponseSerializer, 200: VoteResponseSerializer, **_errors(400, 403, 404, 409, 410, 429)},
+    )
+    def post(self, request, assignment_id: str):
+        rater = self.rater()
+        key = _parse_uuid(assignment_id, "assignment")
+        if not isinstance(request.data, dict):
+            raise ApiError(400, "malformed_body", "the body must be a JSON object")
+        body = VoteRequestSerializer(data=request.data)
+        if not body.is_valid():
+            raise ApiError(400, "malformed_body", _words(body.errors))
+        submission = VoteSubmission(idempotency_key=body.validated_data["idempotency_key"],
+                                    choices=dict(body.validated_data["choices"]),
+                                    time_taken_ms=body.validated_data.get("time_taken_ms"))
+        try:
+            votes, created = record_votes(key, rater, submission)
+        except VoteRefused as refused:
+            raise ApiError(refused.status, refused.code, refused.detail) from None
+        campaign = votes[0].campaign
+        payload = vote_payload(key, votes, not created, engine.progress(rater, campaign))
+        return Response(payload, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+

@@ -1,0 +1,409 @@
+"""The assignment engine: which image pair a rater sees next in a campaign.
+
+One call of `next_assignment(rater, campaign)`:
+
+1. Serialise this rater's own requests (row lock on the Rater), so one rater never holds more than
+   MAX_OPEN_PER_CAMPAIGN open assignments: the pair on screen plus the preloaded next one.
+2. Resume: an open, unexpired assignment of this rater is returned again (unless the page asks for one
+   it does not have yet, `exclude=`).
+3. Gold: with probability campaign.gold_rate an attention check the rater has not had.
+4. Otherwise the model pair comes from the policy in analysis/active_sampling.py (`choose_model_pair`):
+   the wins matrix is built from the campaign's prompt-following votes (gold votes and flagged raters'
+   votes left out; ties and "both bad" as half a win each) and cached for a few seconds per process.
+   Prompt following is used because every pair asks it (typography is asked only for some prompts,
+   and adding the three criteria up would count one comparison three times).
+   `allowed` = model pairs that still have an image pair under the campaign's votes-per-pair target.
+5. The concrete image pair: the campaign's ImagePair rows of that model pair that are under target
+   and that this rater has never been given, fewest assignments first, random among equals. The row
+   is taken with select_for_update(skip_locked=True): two raters asking at once lock different rows,
+   and the `assigned` counter cannot overshoot the target. The rater_never_gets_pair_twice constraint
+   is the last line of defence; an IntegrityError moves on to the next candidate.
+6. Left/right: the model this rater has seen on the left more often goes right (random when even).
+
+Expired assignments are swept lazily (at most every EXPIRY_SWEEP_SECONDS per campaign and process) and
+by the `rating.expire_assignments` task; they give their slot back to the image pair.
+
+On SQLite select_for_update is a no-op, but settings open every transaction with BEGIN IMMEDIATE, so
+the whole block is serialised and the same invariants hold.
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from analysis.active_sampling import NoPairAvailable, choose_model_pair
+from analysis.bradley_terry import bt_mle
+from evalsite.rating.models import (
+    Assignment,
+    Campaign,
+    Choice,
+    Criterion,
+    GoldCheck,
+    ImagePair,
+    Rater,
+)
+from evalsite.runs.models import Image
+
+MAX_OPEN_PER_CAMPAIGN = 2  # the pair on screen plus the preloaded next one
+WINS_CACHE_SECONDS = 5  # how stale the wins matrix given to the policy may be
+OPEN_PAIRS_CACHE_SECONDS = 10  # how stale "which model pairs still need votes" may be
+PAIR_CHECK_SECONDS = 60  # how often a process checks whether new images need pairing
+EXPIRY_SWEEP_SECONDS = 15  # how often a process sweeps a campaign's expired assignments
+DEFAULT_GOLD_POOL = 50  # gold checks created per campaign (each rater gets each at most once)
+WINS_CRITERION = Criterion.PROMPT_FOLLOWING
+
+
+class TooManyOpenAssignments(Exception):
+    """The rater already holds MAX_OPEN_PER_CAMPAIGN open assignments and excluded all of them."""
+
+
+@dataclass
+class Progress:
+    answered: int  # pairs this rater answered in this campaign
+    target: int | None  # campaign.pairs_per_rater (None: no limit)
+
+
+# --------------------------------------------------------------------------------------------------
+# Building the campaign's image pairs and gold checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _done_images(campaign: Campaign):
+    return Image.objects.filter(run_id=campaign.run_id, status=Image.Status.DONE)
+
+
+def build_image_pairs(campaign: Campaign, rng: random.Random | None = None) -> int:
+    """Create the ImagePair rows for every finished image of the campaign's run; returns how many are new.
+
+    Same prompt and same seed; where a model lacks a seed the other model has, the leftover images of the
+    two models are paired across seeds (same prompt, any seed). Idempotent: existing pairs are kept.
+    """
+    rng = rng or random.Random()
+    images = defaultdict(lambda: defaultdict(dict))  # prompt -> model -> seed -> image id
+    for image_id, model_id, prompt_id, seed in _done_images(campaign).values_list("id", "model_id", "prompt_id",
+                                                                                  "seed"):
+        images[prompt_id][model_id][seed] = image_id
+    existing = set(ImagePair.objects.filter(campaign=campaign).values_list("pair_key", flat=True))
+    new_pairs = []
+    for prompt_id, by_model in images.items():
+        models = sorted(by_model)
+        for a_index, model_a in enumerate(models):
+            for model_b in models[a_index + 1:]:
+                seeds_a, seeds_b = by_model[model_a], by_model[model_b]
+                matched = [(seeds_a[s], seeds_b[s]) for s in sorted(seeds_a.keys() & seeds_b.keys())]
+                left_a = [seeds_a[s] for s in sorted(seeds_a.keys() - seeds_b.keys())]
+                left_b = [seeds_b[s] for s in sorted(seeds_b.keys() - seeds_a.keys())]
+                for image_a, image_b in matched + list(zip(left_a, left_b, strict=False)):
+                    key = Assignment.make_pair_key(image_a, image_b)
+                    if key in existing:
+                        continue
+                    existing.add(key)
+                    new_pairs.append(ImagePair(campaign=campaign, prompt_id=prompt_id, image_a_id=image_a,
+                                               image_b_id=image_b, model_a_id=model_a, model_b_id=model_b,
+                                               pair_key=key, shuffle=rng.randrange(2**31)))
+    ImagePair.objects.bulk_create(new_pairs, batch_size=5000, ignore_conflicts=True)
+    return len(new_pairs)
+
+
+def create_gold_checks(campaign: Campaign, n: int = DEFAULT_GOLD_POOL, rng: random.Random | None = None) -> int:
+    """Create up to n gold checks: for prompt P, the image a model made for P against the image the same
+    model made (same seed where possible) for a different prompt Q, preferably of another category.
+    Shown with prompt P, the right prompt-following answer is the P image. Returns how many are new."""
+    rng = rng or random.Random()
+    existing = GoldCheck.objects.filter(campaign=campaign).count()
+    if existing >= n:
+        return 0
+    rows = list(_done_images(campaign).values_list("id", "model_id", "prompt_id", "seed", "prompt__category"))
+    by_model = defaultdict(list)
+    for row in rows:
+        by_model[row[1]].append(row)
+    prompts = sorted({row[2] for row in rows})
+    rng.shuffle(prompts)
+    taken = set(GoldCheck.objects.filter(campaign=campaign).values_list("prompt_id", flat=True))
+    checks = []
+    for prompt_id in prompts:
+        if existing + len(checks) >= n:
+            break
+        if prompt_id in taken:
+            continue
+        candidates = [row for row in rows if row[2] == prompt_id]
+        image_id, model_id, _, seed, category = rng.choice(candidates)
+        others = [row for row in by_model[model_id] if row[2] != prompt_id]
+        if not others:
+            continue
+        # Prefer another category, then the same seed: the two images then differ only in what was asked.
+        others.sort(key=lambda row: (row[4] == category and bool(category), row[3] != seed, rng.random()))
+        wrong = others[0]
+        checks.append(GoldCheck(campaign=campaign, prompt_id=prompt_id, correct_image_id=image_id,
+                                wrong_image_id=wrong[0], criterion=Criterion.PROMPT_FOLLOWING,
+                                description="image made for the prompt vs the same model's image for another prompt"))
+    GoldCheck.objects.bulk_create(checks, ignore_conflicts=True)
+    return len(checks)
+
+
+def prepare_campaign(campaign: Campaign) -> dict[str, int]:
+    """Pair every finished image and top up the gold pool; cheap to call again."""
+    pairs = build_image_pairs(campaign)
+    gold = create_gold_checks(campaign) if campaign.gold_rate > 0 else 0
+    done = _done_images(campaign).count()
+    Campaign.objects.filter(pk=campaign.pk).update(paired_image_count=done)
+    campaign.paired_image_count = done
+    cache.delete(_open_pairs_key(campaign))
+    return {"new_pairs": pairs, "new_gold_checks": gold, "images": done}
+
+
+def ensure_prepared(campaign: Campaign) -> None:
+    """Re-pair when the run has finished more images since the last time (checked once a minute)."""
+    if not cache.add(f"rating:pair-check:{campaign.pk}", 1, PAIR_CHECK_SECONDS):
+        return
+    if _done_images(campaign).count() != campaign.paired_image_count:
+        prepare_campaign(campaign)
+
+
+# --------------------------------------------------------------------------------------------------
+# Expiry
+# --------------------------------------------------------------------------------------------------
+
+
+def expire_assignments(campaign: Campaign | None = None, now: datetime | None = None, batch: int = 1000) -> int:
+    """Mark open assignments past their expiry as expired and give their slot back; returns how many."""
+    now = now or timezone.now()
+    total = 0
+    while True:
+        with transaction.atomic():
+            due = Assignment.objects.filter(status=Assignment.Status.OPEN, expires_at__lte=now)
+            if campaign is not None:
+                due = due.filter(campaign=campaign)
+            rows = list(due.select_for_update(skip_locked=True).values_list("id", "image_pair_id")[:batch])
+            if not rows:
+                return total
+            Assignment.objects.filter(id__in=[r[0] for r in rows]).update(status=Assignment.Status.EXPIRED)
+            for pair_id, n in Counter(r[1] for r in rows if r[1] is not None).items():
+                ImagePair.objects.filter(pk=pair_id).update(assigned=F("assigned") - n)
+        total += len(rows)
+        if len(rows) < batch:
+            return total
+
+
+def _maybe_sweep(campaign: Campaign) -> None:
+    if cache.add(f"rating:expiry-sweep:{campaign.pk}", 1, EXPIRY_SWEEP_SECONDS):
+        expire_assignments(campaign)
+
+
+# --------------------------------------------------------------------------------------------------
+# What the policy sees: the campaign's models, their wins so far, which model pairs still need votes
+# --------------------------------------------------------------------------------------------------
+
+
+def campaign_model_ids(campaign: Campaign) -> list[int]:
+    key = f"rating:models:{campaign.pk}"
+    model_ids = cache.get(key)
+    if model_ids is None:
+        model_ids = sorted(campaign.run.image_models.values_list("id", flat=True))
+        cache.set(key, model_ids, OPEN_PAIRS_CACHE_SECONDS)
+    return model_ids
+
+
+def wins_matrix(campaign: Campaign, model_ids: list[int]) -> np.ndarray:
+    """(K, K) wins[i, j] = prompt-following wins of model i over model j (ties and both bad: half each),
+    from the votes analysis uses (no gold votes, no flagged raters)."""
+    from evalsite.rating.quality import votes_for_analysis  # quality imports this module's models only
+
+    index = {model_id: i for i, model_id in enumerate(model_ids)}
+    wins = np.zeros((len(model_ids), len(model_ids)))
+    rows = (votes_for_analysis(campaign).filter(criterion=WINS_CRITERION)
+            .values_list("model_left_id", "model_right_id", "choice").annotate(n=Count("id")).order_by())
+    for left, right, choice, n in rows:
+        if left not in index or right not in index or left == right:
+            continue
+        i, j = index[left], index[right]
+        if choice == Choice.LEFT:
+            wins[i, j] += n
+        elif choice == Choice.RIGHT:
+            wins[j, i] += n
+        else:
+            wins[i, j] += 0.5 * n
+            wins[j, i] += 0.5 * n
+    return wins
+
+
+def _cached_wins_and_theta(campaign: Campaign, model_ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    key = f"rating:wins:{campaign.pk}"
+    cached = cache.get(key)
+    if cached is not None and cached[0] == model_ids:
+        return cached[1], cached[2]
+    wins = wins_matrix(campaign, model_ids)
+    theta = bt_mle(wins) if wins.sum() > 0 else None
+    cache.set(key, (model_ids, wins, theta), WINS_CACHE_SECONDS)
+    return wins, theta
+
+
+def _open_pairs_key(campaign: Campaign) -> str:
+    return f"rating:open-pairs:{campaign.pk}"
+
+
+def open_model_pairs(campaign: Campaign, model_ids: list[int]) -> np.ndarray:
+    """(K, K) bool: model pairs with at least one image pair under the votes-per-pair target (any rater)."""
+    key = _open_pairs_key(campaign)
+    cached = cache.get(key)
+    if cached is not None and cached[0] == model_ids:
+        return cached[1].copy()
+    index = {model_id: i for i, model_id in enumerate(model_ids)}
+    allowed = np.zeros((len(model_ids), len(model_ids)), dtype=bool)
+    rows = (ImagePair.objects.filter(campaign=campaign, assigned__lt=campaign.votes_per_pair)
+            .values_list("model_a_id", "model_b_id").distinct().order_by())
+    for a, b in rows:
+        if a in index and b in index:
+            allowed[index[a], index[b]] = allowed[index[b], index[a]] = True
+    cache.set(key, (model_ids, allowed), OPEN_PAIRS_CACHE_SECONDS)
+    return allowed.copy()
+
+
+# --------------------------------------------------------------------------------------------------
+# Handing out the next assignment
+# --------------------------------------------------------------------------------------------------
+
+
+def progress(rater: Rater, campaign: Campaign) -> Progress:
+    answered = Assignment.objects.filter(rater=rater, campaign=campaign, status=Assignment.Status.ANSWERED).count()
+    return Progress(answered=answered, target=campaign.pairs_per_rater)
+
+
+def next_assignment(
+    rater: Rater,
+    campaign: Campaign,
+    *,
+    exclude: tuple = (),
+    now: datetime | None = None,
+    rng: np.random.Generator | None = None,
+) -> Assignment | None:
+    """The assignment this rater should answer next, or None when nothing is left for them.
+
+    exclude: ids of open assignments the caller already has (the page asks for "the one after this").
+    Raises TooManyOpenAssignments when the rater holds MAX_OPEN_PER_CAMPAIGN open ones, all excluded.
+    """
+    now = now or timezone.now()
+    rng = rng or np.random.default_rng()
+    exclude = {str(e) for e in exclude}
+    _maybe_sweep(campaign)
+    ensure_prepared(campaign)
+    with transaction.atomic():
+        # One rater's requests run one at a time: two tabs asking at once get the same open assignment.
+        Rater.objects.select_for_update().filter(pk=rater.pk).values_list("pk", flat=True).first()
+        open_now = list(Assignment.objects.filter(rater=rater, campaign=campaign, status=Assignment.Status.OPEN,
+                                                  expires_at__gt=now).order_by("created_at"))
+        for assignment in open_now:
+            if str(assignment.id) not in exclude:
+                return assignment
+        if len(open_now) >= MAX_OPEN_PER_CAMPAIGN:
+            raise TooManyOpenAssignments(f"at most {MAX_OPEN_PER_CAMPAIGN} open assignments per campaign")
+        if campaign.pairs_per_rater is not None:
+            held = Assignment.objects.filter(rater=rater, campaign=campaign).filter(
+                Q(status=Assignment.Status.ANSWERED) | Q(status=Assignment.Status.OPEN, expires_at__gt=now)).count()
+            if held >= campaign.pairs_per_rater:
+                return None
+        expires_at = now + timedelta(seconds=campaign.assignment_ttl_seconds)
+        if campaign.gold_rate > 0 and rng.random() < campaign.gold_rate:
+            assignment = _gold_assignment(rater, campaign, expires_at, rng)
+            if assignment is not None:
+                return assignment
+        return _pair_assignment(rater, campaign, expires_at, rng)
+
+
+def _gold_assignment(rater: Rater, campaign: Campaign, expires_at: datetime,
+                     rng: np.random.Generator) -> Assignment | None:
+    had = Assignment.objects.filter(rater=rater, gold__isnull=False).values("gold_id")
+    pool = list(GoldCheck.objects.filter(campaign=campaign).exclude(pk__in=had)
+                .select_related("correct_image", "wrong_image"))
+    if not pool:
+        return None
+    # The correct image goes to the side it has appeared on less often for this rater.
+    sides = Counter(
+        "left" if left == correct else "right"
+        for left, correct in Assignment.objects.filter(rater=rater, campaign=campaign, gold__isnull=False)
+        .exclude(status=Assignment.Status.EXPIRED).values_list("image_left_id", "gold__correct_image_id")
+    )
+    correct_left = sides["left"] < sides["right"] or (sides["left"] == sides["right"] and rng.random() < 0.5)
+    for index in rng.permutation(len(pool)):
+        gold = pool[int(index)]
+        left, right = ((gold.correct_image, gold.wrong_image) if correct_left
+                       else (gold.wrong_image, gold.correct_image))
+        try:
+            with transaction.atomic():
+                return Assignment.objects.create(campaign=campaign, rater=rater, prompt_id=gold.prompt_id,
+                                                 image_left=left, image_right=right, gold=gold,
+                                                 expires_at=expires_at)
+        except IntegrityError:  # the rater already had this pair (e.g. in another campaign)
+            continue
+    return None
+
+
+def _pair_assignment(rater: Rater, campaign: Campaign, expires_at: datetime,
+                     rng: np.random.Generator) -> Assignment | None:
+    model_ids = campaign_model_ids(campaign)
+    if len(model_ids) < 2:
+        return None
+    allowed = open_model_pairs(campaign, model_ids)
+    wins, theta = _cached_wins_and_theta(campaign, model_ids)
+    refused_keys: list[str] = []
+    for _ in range(len(model_ids) ** 2 + 10):
+        if not allowed.any():
+            return None
+        try:
+            i, j = choose_model_pair(wins, allowed, rng, min_votes_per_pair=campaign.min_votes_per_model_pair,
+                                     target_votes_per_pair=None, policy=campaign.pair_policy, theta=theta)
+        except NoPairAvailable:
+            return None
+        pair = _lock_image_pair(rater, campaign, model_ids[i], model_ids[j], refused_keys)
+        if pair is None:  # nothing left of this model pair for this rater
+            allowed[i, j] = allowed[j, i] = False
+            continue
+        left, right = _orient(rater, campaign, pair, rng)
+        try:
+            with transaction.atomic():
+                assignment = Assignment.objects.create(campaign=campaign, rater=rater, prompt_id=pair.prompt_id,
+                                                       image_left_id=left, image_right_id=right,
+                                                       image_pair=pair, expires_at=expires_at)
+        except IntegrityError:  # rater_never_gets_pair_twice: try the next candidate
+            refused_keys.append(pair.pair_key)
+            continue
+        ImagePair.objects.filter(pk=pair.pk).update(assigned=F("assigned") + 1)
+        return assignment
+    return None
+
+
+def _lock_image_pair(rater: Rater, campaign: Campaign, model_a: int, model_b: int,
+                     refused_keys: list[str]) -> ImagePair | None:
+    """Lock the least-assigned image pair of this model pair that this rater has never been given."""
+    seen = Assignment.objects.filter(rater=rater).values("pair_key")
+    candidates = (ImagePair.objects.filter(campaign=campaign, model_a_id=model_a, model_b_id=model_b,
+                                           assigned__lt=campaign.votes_per_pair)
+                  .exclude(pair_key__in=seen))
+    if refused_keys:
+        candidates = candidates.exclude(pair_key__in=refused_keys)
+    return (candidates.order_by("assigned", "shuffle")
+            .select_for_update(skip_locked=True, of=("self",)).first())
+
+
+def _orient(rater: Rater, campaign: Campaign, pair: ImagePair, rng: np.random.Generator) -> tuple[int, int]:
+    """(left image id, right image id): the model this rater has seen more on the left goes right."""
+    lean = Counter()  # model id -> (times on the left) - (times on the right), for this rater
+    shown = (Assignment.objects.filter(rater=rater, campaign=campaign, image_pair__isnull=False)
+             .exclude(status=Assignment.Status.EXPIRED)
+             .filter(Q(image_left__model_id__in=(pair.model_a_id, pair.model_b_id))
+                     | Q(image_right__model_id__in=(pair.model_a_id, pair.model_b_id)))
+             .values_list("image_left__model_id", "image_right__model_id"))
+    for left_model, right_model in shown:
+        lean[left_model] += 1
+        lean[right_model] -= 1
+    a_left = lean[pair.model_a_id] < lean[pair.model_b_id] or (
+        lean[pair.model_a_id] == lean[pair.model_b_id] and rng.random() < 0.5)
+    return (pair.image_a_id, pair.image_b_id) if a_left else (pair.image_b_id, pair.image_a_id)

@@ -1,0 +1,104 @@
+"""Rater quality control: gold accuracy, speed and left/right bias per rater, and flagging.
+
+`update_rater_quality(campaign)` recomputes a RaterStats row per rater of the campaign:
+  - gold accuracy: share of gold checks answered correctly (on the gold's criterion, prompt following);
+  - median seconds per pair: the page's time from showing a pair to submitting it;
+  - left share: among decisive answers (left or right) to real pairs, the share that chose left;
+    0.5 means no position bias (the engine balances which model is shown on which side).
+A rater with at least campaign.min_gold_answers gold answers and an accuracy below
+campaign.min_gold_accuracy is flagged: RaterStats.flagged for this campaign, and Rater.flagged with a
+reason starting with AUTO_FLAG_PREFIX. Automatic flags are lifted when no campaign flags the rater any
+more; a flag a researcher set by hand (any other reason) is never touched.
+
+`votes_for_analysis(campaign)` is what every analysis should read: no gold votes, and no votes of
+flagged raters (exclude_flagged=False keeps them, e.g. to show what excluding them changes).
+"""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from django.db import transaction
+from django.db.models import QuerySet
+
+from evalsite.rating.models import Assignment, Campaign, Choice, Rater, RaterStats, Vote
+
+AUTO_FLAG_PREFIX = "quality control:"
+
+
+def votes_for_analysis(campaign: Campaign, *, exclude_flagged: bool = True) -> QuerySet:
+    """The campaign's votes on real pairs, without flagged raters' votes unless exclude_flagged=False."""
+    votes = Vote.objects.filter(campaign=campaign, is_gold=False)
+    if exclude_flagged:
+        votes = votes.exclude(rater__flagged=True)
+    return votes
+
+
+def rater_figures(campaign: Campaign) -> dict[int, dict]:
+    """rater id -> figures, from the campaign's answered assignments and votes."""
+    figures: dict[int, dict] = defaultdict(lambda: {"pairs_answered": 0, "gold_answered": 0, "gold_correct": 0,
+                                                    "seconds": [], "left": 0, "right": 0})
+    for rater_id in campaign.raters.values_list("id", flat=True):
+        figures[rater_id]  # every rater of the campaign gets a row, voted or not
+    for rater_id in (Assignment.objects.filter(campaign=campaign, status=Assignment.Status.ANSWERED)
+                     .values_list("rater_id", flat=True)):
+        figures[rater_id]["pairs_answered"] += 1
+    seconds_seen = set()
+    for rater_id, assignment_id, choice, is_gold, gold_correct, time_ms in (
+        Vote.objects.filter(campaign=campaign)
+        .values_list("rater_id", "assignment_id", "choice", "is_gold", "gold_correct", "time_taken_ms")
+    ):
+        row = figures[rater_id]
+        if is_gold and gold_correct is not None:
+            row["gold_answered"] += 1
+            row["gold_correct"] += int(gold_correct)
+        if not is_gold and choice in (Choice.LEFT, Choice.RIGHT):
+            row[choice] += 1
+        if time_ms is not None and assignment_id not in seconds_seen:  # one time per pair, not per criterion
+            seconds_seen.add(assignment_id)
+            row["seconds"].append(time_ms / 1000.0)
+    return figures
+
+
+def update_rater_quality(campaign: Campaign) -> list[RaterStats]:
+    """Recompute every rater's figures for this campaign, flag or unflag them; returns the stats rows."""
+    figures = rater_figures(campaign)
+    stats = []
+    with transaction.atomic():
+        for rater_id, row in figures.items():
+            accuracy = row["gold_correct"] / row["gold_answered"] if row["gold_answered"] else None
+            decisive = row["left"] + row["right"]
+            flagged = (accuracy is not None and row["gold_answered"] >= campaign.min_gold_answers
+                       and accuracy < campaign.min_gold_accuracy)
+            stat, _ = RaterStats.objects.update_or_create(
+                campaign=campaign, rater_id=rater_id,
+                defaults={
+                    "pairs_answered": row["pairs_answered"],
+                    "gold_answered": row["gold_answered"],
+                    "gold_correct": row["gold_correct"],
+                    "gold_accuracy": accuracy,
+                    "median_seconds_per_pair": statistics.median(row["seconds"]) if row["seconds"] else None,
+                    "left_share": row["left"] / decisive if decisive else None,
+                    "flagged": flagged,
+                },
+            )
+            stats.append(stat)
+        for rater in Rater.objects.filter(pk__in=list(figures)).select_for_update():
+            _apply_flag(rater)
+    return stats
+
+
+def _apply_flag(rater: Rater) -> None:
+    """Rater.flagged follows the campaigns' automatic flags, unless a researcher flagged the rater by hand."""
+    if rater.flagged and not rater.flagged_reason.startswith(AUTO_FLAG_PREFIX):
+        return
+    flagging = list(RaterStats.objects.filter(rater=rater, flagged=True).select_related("campaign"))
+    if flagging:
+        reason = "; ".join(
+            f"gold accuracy {s.gold_correct}/{s.gold_answered} ({s.gold_accuracy:.0%}) below "
+            f"{s.campaign.min_gold_accuracy:.0%} in campaign {s.campaign_id}" for s in flagging
+        )
+        rater.flagged, rater.flagged_reason = True, f"{AUTO_FLAG_PREFIX} {reason}"[:300]
+    else:
+        rater.flagged, rater.flagged_reason = False, ""
+    rater.save(update_fields=["flagged", "flagged_reason"])

@@ -1,0 +1,113 @@
+"""Shapes of the rater API (used to validate requests and to document the OpenAPI schema).
+
+Nothing here carries a model's name, id or any image attribute that could identify a model: an image
+is an unguessable URL and an alt text saying which side it is on.
+"""
+from __future__ import annotations
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from evalsite.rating.engine import Progress
+from evalsite.rating.models import CRITERION_QUESTIONS, Assignment, Choice, Criterion, Vote
+
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{8,80}$"
+MAX_TIME_TAKEN_MS = 24 * 3600 * 1000
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField(help_text="Machine-readable code, e.g. missing_criterion, assignment_expired.")
+    detail = serializers.CharField(help_text="What is wrong, in words.")
+
+
+class CriterionSerializer(serializers.Serializer):
+    key = serializers.ChoiceField(choices=Criterion.choices)
+    label = serializers.CharField()
+    question = serializers.CharField(help_text="The SD3 paper's wording.")
+
+
+class ShownImageSerializer(serializers.Serializer):
+    url = serializers.CharField(help_text="Access-checked, unguessable; the PNG carries no metadata.")
+    alt = serializers.CharField()
+
+
+class PairImagesSerializer(serializers.Serializer):
+    left = ShownImageSerializer()
+    right = ShownImageSerializer()
+
+
+class PromptSerializer(serializers.Serializer):
+    text = serializers.CharField()
+
+
+class AssignmentSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    prompt = PromptSerializer()
+    criteria = CriterionSerializer(many=True, help_text="Answer every one; typography only for text prompts.")
+    images = PairImagesSerializer()
+    expires_at = serializers.DateTimeField()
+    votes_url = serializers.CharField(help_text="POST the answers here.")
+
+
+class ProgressSerializer(serializers.Serializer):
+    answered = serializers.IntegerField(help_text="Pairs this rater has answered in the campaign.")
+    target = serializers.IntegerField(allow_null=True, help_text="Pairs per rater; null when unlimited.")
+
+
+class NextAssignmentSerializer(serializers.Serializer):
+    assignment = AssignmentSerializer(allow_null=True, help_text="null: no pair is left for this rater.")
+    progress = ProgressSerializer()
+
+
+class VoteRequestSerializer(serializers.Serializer):
+    idempotency_key = serializers.RegexField(
+        IDEMPOTENCY_KEY_PATTERN, help_text="8-80 characters [A-Za-z0-9_.:-], the same for every retry.",
+        error_messages={"invalid": "must be 8-80 characters of A-Z, a-z, 0-9, _ . : -"},
+    )
+    choices = serializers.DictField(
+        child=serializers.CharField(), allow_empty=False,
+        help_text="One answer per criterion asked: " + ", ".join(c.value for c in Choice) + ".",
+    )
+    time_taken_ms = serializers.IntegerField(min_value=0, max_value=MAX_TIME_TAKEN_MS, required=False,
+                                             allow_null=True)
+
+
+class VoteResponseSerializer(serializers.Serializer):
+    assignment = serializers.UUIDField()
+    idempotency_key = serializers.CharField()
+    choices = serializers.DictField(child=serializers.ChoiceField(choices=Choice.choices))
+    replayed = serializers.BooleanField(help_text="true: this submission was already stored; nothing new stored.")
+    progress = ProgressSerializer()
+
+
+def criteria_payload(assignment: Assignment) -> list[dict]:
+    return [{"key": key, "label": Criterion(key).label, "question": CRITERION_QUESTIONS[Criterion(key)]}
+            for key in assignment.campaign.criteria_for(assignment.prompt)]
+
+
+def assignment_payload(assignment: Assignment) -> dict:
+    return {
+        "id": str(assignment.id),
+        "prompt": {"text": assignment.prompt.text},
+        "criteria": criteria_payload(assignment),
+        "images": {
+            "left": {"url": reverse("rating:image", args=[assignment.image_left.token]), "alt": "Left image"},
+            "right": {"url": reverse("rating:image", args=[assignment.image_right.token]), "alt": "Right image"},
+        },
+        "expires_at": assignment.expires_at,
+        "votes_url": reverse("rating:votes", args=[assignment.id]),
+    }
+
+
+def progress_payload(progress: Progress) -> dict:
+    return {"answered": progress.answered, "target": progress.target}
+
+
+def vote_payload(assignment_id, votes: list[Vote], replayed: bool, progress: Progress) -> dict:
+    return {
+        "assignment": str(assignment_id),
+        "idempotency_key": votes[0].idempotency_key,
+        "choices": {vote.criterion: vote.choice for vote in votes},
+        "replayed": replayed,
+        "progress": progress_payload(progress),
+    }

@@ -1,0 +1,31 @@
+"""Celery tasks of the rating app (default queue). Thin: they load rows and call tested functions."""
+from __future__ import annotations
+
+from celery import shared_task
+
+from evalsite.rating import engine, quality
+from evalsite.rating.models import Campaign
+
+
+@shared_task(name="rating.update_rater_quality")
+def update_rater_quality(campaign_id: int | None = None) -> dict[str, int]:
+    """Recompute rater quality (gold accuracy, speed, left share, flags) for one campaign or all open ones."""
+    campaigns = Campaign.objects.filter(pk=campaign_id) if campaign_id else Campaign.objects.filter(is_open=True)
+    raters = flagged = 0
+    for campaign in campaigns:
+        stats = quality.update_rater_quality(campaign)
+        raters += len(stats)
+        flagged += sum(s.flagged for s in stats)
+    return {"raters": raters, "flagged": flagged}
+
+
+@shared_task(name="rating.expire_assignments")
+def expire_assignments() -> int:
+    """Give the slots of assignments past their expiry back to their image pairs."""
+    return engine.expire_assignments()
+
+
+@shared_task(name="rating.prepare_campaign")
+def prepare_campaign(campaign_id: int) -> dict[str, int]:
+    """Pair the run's finished images and top up the campaign's gold checks."""
+    return engine.prepare_campaign(Campaign.objects.get(pk=campaign_id))

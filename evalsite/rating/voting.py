@@ -1,0 +1,110 @@
+"""Recording a rater's answers to one assignment: once, completely, or not at all.
+
+The page sends one submission per assignment: a choice for every criterion asked and a client-made
+idempotency key. Everything happens in one transaction with the assignment row locked, so a double
+click, a retry after a lost response, or two tabs racing store the votes once. A resubmission with the
+same key gets the stored votes back; a different key gets "already answered". The unique constraint
+(assignment, criterion) backs this up: an IntegrityError is read back as "already recorded", not a 500.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from evalsite.rating.models import Assignment, Choice, ImagePair, Rater, Vote
+
+
+@dataclass
+class VoteSubmission:
+    idempotency_key: str  # client-made, the same for every retry of this submission
+    choices: dict[str, str]  # criterion -> left / right / tie / both_bad
+    time_taken_ms: int | None  # time from showing the pair to submitting
+
+
+class VoteRefused(Exception):
+    """The submission cannot be stored; `code` and `status` go into the API's JSON error."""
+
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def check_choices(assignment: Assignment, choices: dict[str, str]) -> None:
+    """Every criterion asked for this assignment has exactly one valid answer, and nothing else."""
+    asked = assignment.campaign.criteria_for(assignment.prompt)
+    unknown = sorted(set(choices) - set(asked))
+    if unknown:
+        raise VoteRefused(400, "unknown_criterion",
+                          f"criteria not asked for this pair: {', '.join(unknown)}; asked: {', '.join(asked)}")
+    missing = [c for c in asked if c not in choices]
+    if missing:
+        raise VoteRefused(400, "missing_criterion", f"an answer is needed for: {', '.join(missing)}")
+    valid = {c.value for c in Choice}
+    for criterion, choice in choices.items():
+        if choice not in valid:
+            raise VoteRefused(400, "unknown_choice",
+                              f"choices.{criterion}: {choice!r} is not one of {', '.join(sorted(valid))}")
+
+
+def record_votes(assignment_id, rater: Rater, submission: VoteSubmission,
+                 now: datetime | None = None) -> tuple[list[Vote], bool]:
+    """Store one vote per criterion; returns (votes, created). Raises VoteRefused."""
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            assignment = (Assignment.objects.select_for_update(of=("self",))
+                          .select_related("campaign", "prompt", "image_left", "image_right", "gold")
+                          .filter(pk=assignment_id).first())
+            if assignment is None:
+                raise VoteRefused(404, "not_found", "no such assignment")
+            if assignment.rater_id != rater.pk:
+                raise VoteRefused(403, "not_your_assignment", "this assignment belongs to another rater")
+            check_choices(assignment, submission.choices)
+            stored = list(assignment.votes.order_by("id"))
+            if stored:
+                return _replay(stored, submission), False
+            if assignment.status != Assignment.Status.OPEN or assignment.expires_at <= now:
+                raise VoteRefused(410, "assignment_expired",
+                                  "this pair expired before the answer arrived; ask for the next pair")
+            votes = Vote.objects.bulk_create(_votes(assignment, submission))
+            assignment.status = Assignment.Status.ANSWERED
+            assignment.answered_at = now
+            assignment.save(update_fields=["status", "answered_at"])
+            if assignment.image_pair_id is not None:
+                ImagePair.objects.filter(pk=assignment.image_pair_id).update(answered=F("answered") + 1)
+            return votes, True
+    except IntegrityError:
+        # A concurrent submission for this assignment committed first (only reachable without row locks).
+        stored = list(Vote.objects.filter(assignment_id=assignment_id).order_by("id"))
+        if not stored:
+            raise
+        return _replay(stored, submission), False
+
+
+def _replay(stored: list[Vote], submission: VoteSubmission) -> list[Vote]:
+    if stored[0].idempotency_key != submission.idempotency_key:
+        raise VoteRefused(409, "already_answered", "this pair was already answered by an earlier submission")
+    return stored
+
+
+def _votes(assignment: Assignment, submission: VoteSubmission) -> list[Vote]:
+    gold = assignment.gold
+    correct_side = None
+    if gold is not None:
+        correct_side = Choice.LEFT if assignment.image_left_id == gold.correct_image_id else Choice.RIGHT
+    votes = []
+    for criterion in assignment.campaign.criteria_for(assignment.prompt):
+        choice = submission.choices[criterion]
+        gold_correct = None
+        if gold is not None and criterion == gold.criterion:
+            gold_correct = choice == correct_side
+        votes.append(Vote(assignment=assignment, campaign_id=assignment.campaign_id, rater_id=assignment.rater_id,
+                          criterion=criterion, choice=choice, model_left_id=assignment.image_left.model_id,
+                          model_right_id=assignment.image_right.model_id, time_taken_ms=submission.time_taken_ms,
+                          idempotency_key=submission.idempotency_key, is_gold=gold is not None,
+                          gold_correct=gold_correct))
+    return votes
