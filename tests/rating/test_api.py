@@ -1,0 +1,241 @@
+"""The JSON API: next assignment and vote submission, idempotent resubmission, and every refusal as a 4xx
+JSON error that stores nothing."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from evalsite.rating.models import Assignment, Vote
+
+NEXT = "/api/assignments/next"
+
+
+def post_votes(client, assignment_id, body, raw=None):
+    return client.post(f"/api/assignments/{assignment_id}/votes", data=raw if raw is not None else json.dumps(body),
+                       content_type="application/json")
+
+
+def get_next(client, campaign, **params):
+    return client.get(NEXT, {"campaign": campaign.pk, **params})
+
+
+@pytest.fixture
+def rater(campaign, rater_of):
+    return rater_of(campaign)
+
+
+@pytest.fixture
+def client(rater, login):
+    return login(rater)
+
+
+@pytest.fixture
+def shown(client, campaign):
+    """The assignment the API hands out, as JSON, plus its row."""
+    body = get_next(client, campaign).json()["assignment"]
+    return body, Assignment.objects.get(pk=body["id"])
+
+
+def full_body(assignment_json, choice="left", key="key-0001"):
+    return {"idempotency_key": key, "choices": {c["key"]: choice for c in assignment_json["criteria"]},
+            "time_taken_ms": 2345}
+
+
+def test_next_returns_id_prompt_criteria_two_image_urls_and_expiry(client, campaign):
+    response = get_next(client, campaign)
+    assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+    body = response.json()
+    a = body["assignment"]
+    row = Assignment.objects.get(pk=a["id"])
+    assert a["prompt"]["text"] == row.prompt.text
+    assert a["images"]["left"] == {"url": f"/i/{row.image_left.token}.png", "alt": "Left image"}
+    assert a["images"]["right"] == {"url": f"/i/{row.image_right.token}.png", "alt": "Right image"}
+    assert a["expires_at"].startswith(str(row.expires_at.year))
+    assert a["votes_url"] == f"/api/assignments/{row.id}/votes"
+    assert body["progress"] == {"answered": 0, "target": None}
+    keys = [c["key"] for c in a["criteria"]]
+    assert keys[:2] == ["prompt_following", "aesthetics"]
+    assert a["criteria"][0]["question"] == (
+        "Which image looks more representative to the text shown above and faithfully follows it?")
+
+
+def test_typography_is_asked_only_for_prompts_that_ask_for_text(client, campaign):
+    seen = {}
+    for _ in range(9):
+        a = get_next(client, campaign).json()["assignment"]
+        seen[a["prompt"]["text"]] = [c["key"] for c in a["criteria"]]
+        assert post_votes(client, a["id"], full_body(a, key=f"k-{a['id']}")).status_code == 201
+    assert seen['the word "CAT" in red letters'] == ["prompt_following", "aesthetics", "typography"]
+    assert seen["a red circle on a blue background"] == ["prompt_following", "aesthetics"]
+    assert get_next(client, campaign).json() == {"assignment": None, "progress": {"answered": 9, "target": None}}
+
+
+def test_a_vote_is_stored_with_the_models_copied_from_the_images(client, shown, rater):
+    a, row = shown
+    response = post_votes(client, a["id"], full_body(a, "right"))
+    assert response.status_code == 201
+    body = response.json()
+    assert body["replayed"] is False and body["progress"]["answered"] == 1
+    assert body["choices"] == {c["key"]: "right" for c in a["criteria"]}
+    votes = list(Vote.objects.filter(assignment=row))
+    assert len(votes) == len(a["criteria"])
+    for vote in votes:
+        assert (vote.model_left_id, vote.model_right_id) == (row.image_left.model_id, row.image_right.model_id)
+        assert vote.rater == rater and vote.time_taken_ms == 2345 and vote.is_gold is False
+    row.refresh_from_db()
+    assert row.status == Assignment.Status.ANSWERED and row.answered_at is not None
+    assert row.image_pair.answered == 1
+
+
+def test_sending_the_same_vote_twice_stores_it_once_and_answers_with_the_stored_vote(client, shown):
+    a, row = shown
+    first = post_votes(client, a["id"], full_body(a, "tie"))
+    again = post_votes(client, a["id"], full_body(a, "tie"))
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["replayed"] is True
+    assert again.json()["choices"] == first.json()["choices"]
+    assert Vote.objects.filter(assignment=row).count() == len(a["criteria"])
+    # A retry that (wrongly) changed its answers still gets the stored vote back, and changes nothing.
+    changed = post_votes(client, a["id"], full_body(a, "left"))
+    assert changed.status_code == 200 and set(changed.json()["choices"].values()) == {"tie"}
+    assert set(Vote.objects.filter(assignment=row).values_list("choice", flat=True)) == {"tie"}
+
+
+def test_a_second_submission_with_another_key_is_refused_as_already_answered(client, shown):
+    a, row = shown
+    assert post_votes(client, a["id"], full_body(a, key="first-key")).status_code == 201
+    response = post_votes(client, a["id"], full_body(a, "right", key="second-key"))
+    assert response.status_code == 409 and response.json()["error"] == "already_answered"
+    assert set(Vote.objects.filter(assignment=row).values_list("choice", flat=True)) == {"left"}
+
+
+def _refusals(a):
+    body = full_body(a)
+    criteria = [c["key"] for c in a["criteria"]]
+    missing = {**body, "choices": {criteria[0]: "left"}}
+    return {
+        "not json": (None, "{not json", 400, "malformed_body"),
+        "json list": (None, "[1, 2]", 400, "malformed_body"),
+        "no key": ({k: v for k, v in body.items() if k != "idempotency_key"}, None, 400, "malformed_body"),
+        "short key": ({**body, "idempotency_key": "abc"}, None, 400, "malformed_body"),
+        "choices not an object": ({**body, "choices": "left"}, None, 400, "malformed_body"),
+        "negative time": ({**body, "time_taken_ms": -5}, None, 400, "malformed_body"),
+        "unknown choice": ({**body, "choices": {**body["choices"], criteria[0]: "sideways"}}, None, 400,
+                           "unknown_choice"),
+        "missing criterion": (missing, None, 400, "missing_criterion"),
+        "unknown criterion": ({**body, "choices": {**body["choices"], "colour": "left"}}, None, 400,
+                              "unknown_criterion"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_refusals({"criteria": [{"key": "x"}]})))
+def test_each_bad_body_gets_a_4xx_json_error_and_stores_nothing(client, shown, case):
+    a, row = shown
+    body, raw, status, code = _refusals(a)[case]
+    response = post_votes(client, a["id"], body, raw=raw)
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == code and response.json()["detail"]
+    assert not Vote.objects.exists()
+    row.refresh_from_db()
+    assert row.status == Assignment.Status.OPEN
+
+
+def test_typography_is_a_missing_criterion_for_a_text_prompt_and_unknown_for_others(client, campaign):
+    for _ in range(9):
+        a = get_next(client, campaign).json()["assignment"]
+        keys = [c["key"] for c in a["criteria"]]
+        body = full_body(a, key=f"k-{a['id']}")
+        if "typography" in keys:
+            del body["choices"]["typography"]
+            refused = post_votes(client, a["id"], body)
+            assert refused.json()["error"] == "missing_criterion" and "typography" in refused.json()["detail"]
+            return
+        body["choices"]["typography"] = "left"
+        assert post_votes(client, a["id"], body).json()["error"] == "unknown_criterion"
+        del body["choices"]["typography"]
+        assert post_votes(client, a["id"], body).status_code == 201
+    raise AssertionError("the text prompt never came up")
+
+
+def test_an_expired_assignment_is_refused_and_nothing_stored(client, shown):
+    a, row = shown
+    Assignment.objects.filter(pk=row.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = post_votes(client, a["id"], full_body(a))
+    assert response.status_code == 410 and response.json()["error"] == "assignment_expired"
+    assert not Vote.objects.exists()
+
+
+def test_another_raters_assignment_is_refused_and_nothing_stored(campaign, shown, rater_of, login):
+    a, row = shown
+    intruder = login(rater_of(campaign, "intruder"))
+    response = post_votes(intruder, a["id"], full_body(a))
+    assert response.status_code == 403 and response.json()["error"] == "not_your_assignment"
+    assert not Vote.objects.exists()
+
+
+@pytest.mark.parametrize("assignment_id", ["00000000-0000-4000-8000-000000000000", "not-a-uuid"])
+def test_an_unknown_assignment_is_a_json_404(client, shown, assignment_id):
+    a, _ = shown
+    response = post_votes(client, assignment_id, full_body(a))
+    assert response.status_code == 404 and response.json()["error"] == "not_found"
+    assert not Vote.objects.exists()
+
+
+def test_next_resumes_the_open_assignment_and_preloads_a_different_one(client, campaign):
+    first = get_next(client, campaign).json()["assignment"]
+    assert get_next(client, campaign).json()["assignment"]["id"] == first["id"]
+    preloaded = get_next(client, campaign, exclude=first["id"]).json()["assignment"]
+    assert preloaded["id"] != first["id"]
+    refused = client.get(NEXT, {"campaign": campaign.pk, "exclude": [first["id"], preloaded["id"]]})
+    assert refused.status_code == 409 and refused.json()["error"] == "too_many_open_assignments"
+
+
+@pytest.mark.parametrize("params, status, code", [
+    ({}, 400, "bad_campaign"),
+    ({"campaign": "abc"}, 400, "bad_campaign"),
+    ({"campaign": 999999}, 404, "campaign_not_found"),
+])
+def test_next_with_a_bad_campaign_is_a_json_error(client, params, status, code):
+    response = client.get(NEXT, params)
+    assert response.status_code == status and response.json()["error"] == code
+
+
+def test_next_refuses_non_raters_outsiders_and_closed_campaigns(campaign, make_rater, django_user_model, client):
+    from django.test import Client
+
+    plain = Client()
+    plain.force_login(django_user_model.objects.create_user("plain"))
+    response = get_next(plain, campaign)
+    assert response.status_code == 403 and response.json()["error"] == "not_a_rater"
+    outsider = Client()
+    outsider.force_login(make_rater("outsider").user)
+    response = get_next(outsider, campaign)
+    assert response.status_code == 403 and response.json()["error"] == "not_in_campaign"
+    campaign.is_open = False
+    campaign.save()
+    response = get_next(client, campaign)
+    assert response.status_code == 409 and response.json()["error"] == "campaign_closed"
+    assert not Assignment.objects.exists()
+
+
+def test_the_api_needs_a_logged_in_user(campaign):
+    from django.test import Client
+
+    response = Client().get(NEXT, {"campaign": campaign.pk})
+    assert response.status_code == 403 and response.json()["error"] == "not_authenticated"
+
+
+def test_the_site_serves_an_openapi_schema_documenting_both_endpoints(client):
+    response = client.get("/api/schema/", {"format": "json"})
+    assert response.status_code == 200
+    schema = json.loads(response.content)
+    paths = schema["paths"]
+    assert "/api/assignments/next" in paths
+    votes = paths["/api/assignments/{assignment_id}/votes"]["post"]
+    assert {"201", "200", "400", "403", "404", "409", "410", "429"} <= set(votes["responses"])
+    request_schema = votes["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert set(schema["components"]["schemas"][request_schema]["required"]) == {"idempotency_key", "choices"}

@@ -1,0 +1,120 @@
+"""Raters asking and answering at the same moment, on PostgreSQL (row locks with SKIP LOCKED).
+
+SQLite serialises every write transaction (BEGIN IMMEDIATE), so there these races cannot happen; the tests
+run where CI runs the suite, on PostgreSQL (DATABASE_URL=postgres://...)."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+from django.db import connection
+
+from evalsite.rating import engine
+from evalsite.rating.models import Assignment, ImagePair, Vote
+from evalsite.rating.voting import VoteRefused, VoteSubmission, record_votes
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(connection.vendor == "sqlite", reason="needs PostgreSQL row locks (DATABASE_URL=postgres://...)"),
+]
+
+
+def run_at_once(functions):
+    """Run the functions in threads released together; returns their results (or exceptions)."""
+    barrier = threading.Barrier(len(functions))
+    results = [None] * len(functions)
+
+    def worker(index, function):
+        from django.db import connection as thread_connection
+
+        try:
+            barrier.wait(timeout=30)
+            results[index] = function()
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            results[index] = exc
+        finally:
+            thread_connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i, f)) for i, f in enumerate(functions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def test_concurrent_raters_never_get_a_double_booked_pair(make_run, make_campaign, rater_of):
+    run = make_run(n_models=2, prompt_texts=["one", "two", "three"])  # 3 image pairs
+    campaign = make_campaign(run=run, gold_rate=0.0, votes_per_pair=1)
+    engine.prepare_campaign(campaign)
+    raters = [rater_of(campaign, f"r{i}") for i in range(8)]
+    results = run_at_once([lambda r=r: engine.next_assignment(r, campaign) for r in raters])
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, errors
+    given = [a for a in results if a is not None]
+    assert len(given) == 3  # three pairs at one vote each: five raters get nothing, nobody gets a taken pair
+    assert len({a.pair_key for a in given}) == 3
+    assert list(ImagePair.objects.values_list("assigned", flat=True)) == [1, 1, 1]
+    assert Assignment.objects.count() == 3
+
+
+def test_many_raters_at_once_fill_pairs_exactly_to_target(make_run, make_campaign, rater_of):
+    run = make_run(n_models=3, prompt_texts=["one", "two"])  # 6 image pairs
+    campaign = make_campaign(run=run, gold_rate=0.0, votes_per_pair=2)
+    engine.prepare_campaign(campaign)
+    raters = [rater_of(campaign, f"r{i}") for i in range(10)]
+
+    def current_and_preloaded(rater):
+        first = engine.next_assignment(rater, campaign)
+        return first and engine.next_assignment(rater, campaign, exclude=(first.id,))
+
+    results = run_at_once([lambda r=r: current_and_preloaded(r) for r in raters])
+    assert not [r for r in results if isinstance(r, Exception)], results
+    per_pair = Counter(Assignment.objects.values_list("pair_key", flat=True))
+    assert sorted(per_pair.values()) == [2] * 6  # 12 slots, 20 requests: every slot once, none twice
+    assert all(n == 1 for n in Counter(Assignment.objects.values_list("rater", "pair_key")).values())
+    assert set(ImagePair.objects.values_list("assigned", flat=True)) == {2}
+
+
+def test_one_rater_in_two_tabs_gets_the_same_open_assignment(campaign, rater_of):
+    rater = rater_of(campaign)
+    engine.prepare_campaign(campaign)
+    first, second = run_at_once([lambda: engine.next_assignment(rater, campaign)] * 2)
+    assert first.id == second.id and Assignment.objects.count() == 1
+
+
+def test_a_double_submission_at_the_same_moment_is_stored_once(campaign, rater_of):
+    rater = rater_of(campaign)
+    a = engine.next_assignment(rater, campaign)
+    submission = VoteSubmission("same-key-twice", {c: "left" for c in campaign.criteria_for(a.prompt)}, 100)
+    results = run_at_once([lambda: record_votes(a.id, rater, submission)] * 4)
+    assert sorted(created for _, created in results) == [False, False, False, True]
+    assert Vote.objects.count() == len(campaign.criteria_for(a.prompt))
+
+
+def test_two_different_submissions_at_once_store_one_and_refuse_the_other(campaign, rater_of):
+    rater = rater_of(campaign)
+    a = engine.next_assignment(rater, campaign)
+    asked = campaign.criteria_for(a.prompt)
+    results = run_at_once([
+        lambda: record_votes(a.id, rater, VoteSubmission("key-one-xx", {c: "left" for c in asked}, 1)),
+        lambda: record_votes(a.id, rater, VoteSubmission("key-two-xx", {c: "right" for c in asked}, 1)),
+    ])
+    refused = [r for r in results if isinstance(r, VoteRefused)]
+    assert len(refused) == 1 and refused[0].code == "already_answered"
+    assert Vote.objects.values("idempotency_key").distinct().count() == 1
+
+
+def test_expiry_sweeps_running_at_once_free_each_slot_once(campaign, rater_of):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    raters = [rater_of(campaign, f"r{i}") for i in range(4)]
+    for r in raters:
+        engine.next_assignment(r, campaign)
+    later = timezone.now() + timedelta(seconds=campaign.assignment_ttl_seconds + 5)
+    results = run_at_once([lambda: engine.expire_assignments(now=later)] * 3)
+    assert sum(results) == 4
+    assert set(ImagePair.objects.values_list("assigned", flat=True)) == {0}

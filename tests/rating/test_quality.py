@@ -1,0 +1,129 @@
+"""Quality control: gold answers are scored, each rater's gold accuracy, speed and left share are recorded,
+raters below the threshold are flagged, and their votes can be left out of analysis."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from evalsite.rating import engine, quality
+from evalsite.rating.models import Choice, Rater, RaterStats, Vote
+from evalsite.rating.tasks import update_rater_quality as update_task
+from evalsite.rating.voting import VoteSubmission, record_votes
+
+
+@pytest.fixture
+def gold_campaign(make_run, make_campaign):
+    run = make_run(n_models=2, prompt_texts=[f"prompt {i}" for i in range(8)])
+    campaign = make_campaign(run=run, gold_rate=1.0, min_gold_accuracy=0.7, min_gold_answers=5)
+    engine.prepare_campaign(campaign)
+    return campaign
+
+
+def answer_gold(rater, campaign, correct: bool, seconds: float = 3.0):
+    a = engine.next_assignment(rater, campaign, rng=np.random.default_rng())
+    assert a.gold is not None
+    right_side = Choice.LEFT if a.image_left_id == a.gold.correct_image_id else Choice.RIGHT
+    wrong_side = Choice.RIGHT if right_side == Choice.LEFT else Choice.LEFT
+    choices = {c: right_side if correct else wrong_side for c in campaign.criteria_for(a.prompt)}
+    record_votes(a.id, rater, VoteSubmission(f"gold-{a.id}", choices, int(seconds * 1000)))
+    return a
+
+
+def test_gold_checks_compare_a_prompts_image_with_the_same_models_image_for_another_prompt(gold_campaign):
+    checks = list(gold_campaign.gold_checks.select_related("correct_image", "wrong_image"))
+    assert len(checks) == 8
+    for check in checks:
+        assert check.correct_image.prompt_id == check.prompt_id != check.wrong_image.prompt_id
+        assert check.correct_image.model_id == check.wrong_image.model_id
+        assert check.criterion == "prompt_following"
+
+
+def test_gold_votes_are_marked_and_scored_on_prompt_following_only(gold_campaign, rater_of):
+    rater = rater_of(gold_campaign)
+    right = answer_gold(rater, gold_campaign, correct=True)
+    wrong = answer_gold(rater, gold_campaign, correct=False)
+    for a, expected in ((right, True), (wrong, False)):
+        votes = {v.criterion: v for v in Vote.objects.filter(assignment=a)}
+        assert all(v.is_gold for v in votes.values())
+        assert votes["prompt_following"].gold_correct is expected
+        assert votes["aesthetics"].gold_correct is None
+
+
+def test_the_correct_gold_image_is_shown_on_each_side_equally_often(gold_campaign, rater_of):
+    rater = rater_of(gold_campaign)
+    sides = [answer_gold(rater, gold_campaign, True) for _ in range(8)]
+    left = sum(a.image_left_id == a.gold.correct_image_id for a in sides)
+    assert left == 4
+
+
+def test_accuracy_speed_and_left_share_are_recorded_and_a_careless_rater_is_flagged(gold_campaign, rater_of):
+    careful, careless, newcomer = (rater_of(gold_campaign, n) for n in ("careful", "careless", "newcomer"))
+    for i in range(6):
+        answer_gold(careful, gold_campaign, correct=True, seconds=4.0 + i)
+        answer_gold(careless, gold_campaign, correct=i < 2, seconds=1.0)
+    for _ in range(4):  # four wrong answers: below the minimum of 5 gold answers, so not flagged yet
+        answer_gold(newcomer, gold_campaign, correct=False)
+    stats = {s.rater.user.username: s for s in quality.update_rater_quality(gold_campaign)}
+    assert (stats["careful"].gold_answered, stats["careful"].gold_correct, stats["careful"].flagged) == (6, 6, False)
+    assert stats["careful"].gold_accuracy == 1.0
+    assert stats["careful"].median_seconds_per_pair == pytest.approx(6.5)
+    assert stats["careless"].gold_accuracy == pytest.approx(2 / 6) and stats["careless"].flagged
+    assert stats["newcomer"].gold_accuracy == 0.0 and not stats["newcomer"].flagged
+    careless.refresh_from_db()
+    assert careless.flagged and careless.flagged_reason.startswith(quality.AUTO_FLAG_PREFIX)
+    assert "2/6" in careless.flagged_reason
+    assert not Rater.objects.get(pk=careful.pk).flagged
+
+
+def test_left_share_counts_decisive_answers_on_real_pairs(make_run, make_campaign, rater_of):
+    run = make_run(n_models=2, prompt_texts=[f"prompt {i}" for i in range(5)])  # no text: 2 questions each
+    campaign = make_campaign(run=run, gold_rate=0.0)
+    rater = rater_of(campaign)
+    for choice in ("left", "left", "left", "right", "tie"):
+        a = engine.next_assignment(rater, campaign)
+        record_votes(a.id, rater, VoteSubmission(f"k-{a.id}", {c: choice for c in campaign.criteria_for(a.prompt)},
+                                                 1000))
+    stat = quality.update_rater_quality(campaign)[0]
+    assert stat.left_share == pytest.approx(0.75) and stat.gold_accuracy is None and stat.pairs_answered == 5
+
+
+def test_flagged_raters_votes_are_excluded_from_analysis_on_request(campaign, rater_of):
+    good, bad = rater_of(campaign, "good"), rater_of(campaign, "bad")
+    for rater in (good, bad):
+        a = engine.next_assignment(rater, campaign)
+        record_votes(a.id, rater, VoteSubmission(f"k-{a.id}", {c: "left" for c in campaign.criteria_for(a.prompt)},
+                                                 None))
+    bad.flagged, bad.flagged_reason = True, "spam (set by a researcher)"
+    bad.save()
+    assert set(quality.votes_for_analysis(campaign).values_list("rater", flat=True)) == {good.pk}
+    assert set(quality.votes_for_analysis(campaign, exclude_flagged=False).values_list("rater", flat=True)) == {
+        good.pk, bad.pk}
+    quality.update_rater_quality(campaign)  # never lifts a researcher's flag
+    bad.refresh_from_db()
+    assert bad.flagged and bad.flagged_reason == "spam (set by a researcher)"
+
+
+def test_an_automatic_flag_is_lifted_when_accuracy_recovers(gold_campaign, rater_of):
+    rater = rater_of(gold_campaign)
+    for i in range(5):
+        answer_gold(rater, gold_campaign, correct=i == 0)
+    quality.update_rater_quality(gold_campaign)
+    assert Rater.objects.get(pk=rater.pk).flagged
+    gold_campaign.min_gold_accuracy = 0.1
+    gold_campaign.save()
+    quality.update_rater_quality(gold_campaign)
+    rater.refresh_from_db()
+    assert not rater.flagged and rater.flagged_reason == ""
+
+
+def test_the_task_and_the_command_recompute_quality(gold_campaign, rater_of, capsys):
+    rater = rater_of(gold_campaign)
+    for _ in range(5):
+        answer_gold(rater, gold_campaign, correct=False)
+    assert update_task(gold_campaign.pk) == {"raters": 1, "flagged": 1}
+    assert update_task.name == "rating.update_rater_quality"
+    RaterStats.objects.all().delete()
+    call_command("update_rater_quality", campaign=gold_campaign.pk)
+    assert "1 raters, 1 flagged" in capsys.readouterr().out
+    assert RaterStats.objects.get().flagged
