@@ -75,10 +75,31 @@ def call_in_house(model, x, t, context, pooled):
     return model(x, t, context, pooled)
 
 
-def call_diffusers(model, x, t, context, pooled):
+def call_diffusers(model, x, t, context, pooled, timestep_scale=1000.0):
     """diffusers takes the timestep in its own scale (t * 1000)."""
-    return model(hidden_states=x, encoder_hidden_states=context, pooled_projections=pooled, timestep=t,
-                 return_dict=False)[0]
+    return model(hidden_states=x, encoder_hidden_states=context, pooled_projections=pooled,
+                 timestep=t * timestep_scale, return_dict=False)[0]
+
+
+def make_inputs(cfg: MMDiTConfig, batch: int, side: int, text_tokens: int, device, dtype) -> dict:
+    g = torch.Generator(device="cpu").manual_seed(batch)
+    return {
+        "x": torch.randn(batch, cfg.in_channels, side, side, generator=g).to(device, dtype),
+        "t": torch.rand(batch, generator=g).to(device),
+        "context": torch.randn(batch, text_tokens, cfg.text_dim, generator=g).to(device, dtype),
+        "pooled": torch.randn(batch, cfg.pooled_dim, generator=g).to(device, dtype),
+    }
+
+
+def compile_model(model: torch.nn.Module, scope: str, fullgraph: bool, backend: str, mode: str | None):
+    """torch.compile the whole model, or each transformer block in place (regional compilation: blocks that
+    differ only in their weights share one compiled graph)."""
+    if scope == "full":
+        return torch.compile(model, fullgraph=fullgraph, dynamic=False, backend=backend, mode=mode)
+    blocks = model.blocks if hasattr(model, "blocks") else model.transformer_blocks
+    for block in blocks:
+        block.compile(fullgraph=fullgraph, dynamic=False, backend=backend, mode=mode)
+    return model
 
 
 def timer(device: torch.device, warmup: int, iters: int):
@@ -125,9 +146,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (tests: eager)")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--compile-scope", default="blocks", choices=["blocks", "full"],
+                        help="compile each transformer block (one compile serves all alike blocks: minutes less "
+                             "than the whole model) or the whole model")
     parser.add_argument("--skip-diffusers", action="store_true", help="time the in-house model only")
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     args = parser.parse_args(argv)
+    threads_before = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def run(args: argparse.Namespace) -> dict:
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -169,45 +204,40 @@ def main(argv: list[str] | None = None) -> dict:
           f"params in-house {info['params_in_house'] / 1e6:.1f}M, diffusers "
           f"{(info['params_diffusers'] or 0) / 1e6:.1f}M")
 
+    models = {"in-house": (ours, call_in_house)}
+    if theirs is not None:
+        models = {"diffusers": (theirs, partial(call_diffusers, timestep_scale=cfg.timestep_scale)), **models}
+    inputs = {batch: make_inputs(cfg, batch, side, text_tokens, device, dtype) for batch in batch_sizes}
     rows = []
-    for batch in batch_sizes:
-        g = torch.Generator(device="cpu").manual_seed(batch)
-        x = torch.randn(batch, cfg.in_channels, side, side, generator=g).to(device, dtype)
-        t = torch.rand(batch, generator=g).to(device)
-        context = torch.randn(batch, text_tokens, cfg.text_dim, generator=g).to(device, dtype)
-        pooled = torch.randn(batch, cfg.pooled_dim, generator=g).to(device, dtype)
-        flops = forward_flops(cfg, batch, side, side, text_tokens)
 
-        run_ours = partial(call_in_house, x=x, t=t, context=context, pooled=pooled)
-        run_theirs = partial(call_diffusers, x=x, t=t * cfg.timestep_scale, context=context, pooled=pooled)
+    def time_all(mode: str):
+        for batch in batch_sizes:
+            flops = forward_flops(cfg, batch, side, side, text_tokens)
+            for name, (model, call) in models.items():
+                first_ms, ms = measure(partial(call, model, **inputs[batch]))
+                rows.append({"batch": batch, "impl": f"{name} {mode}", "ms": ms, "first_call_ms": first_ms,
+                             "tflops": flops / (ms * 1e-3) / 1e12, "gflop": flops / 1e9})
 
-        candidates = [("in-house eager", partial(run_ours, ours))]
-        if theirs is not None:
-            candidates.insert(0, ("diffusers eager", partial(run_theirs, theirs)))
+    with torch.inference_mode():
+        for batch in batch_sizes:
+            if theirs is not None:
+                a = call_in_house(ours, **inputs[batch]).float()
+                b = models["diffusers"][1](theirs, **inputs[batch]).float()
+                info[f"max_diff_batch_{batch}"] = float((a - b).abs().max())
+                print(f"batch {batch}: max |in-house - diffusers| = {float((a - b).abs().max()):.3g} "
+                      f"(output mean |.| {float(a.abs().mean()):.3g}, {info['dtype']})")
+        time_all("eager")
         if not args.no_compile:
-            compiled_ours = torch.compile(ours, backend=args.compile_backend, mode=args.compile_mode,
-                                          fullgraph=True, dynamic=False)
-            candidates.append(("in-house compiled", partial(run_ours, compiled_ours)))
-            if theirs is not None:
-                compiled_theirs = torch.compile(theirs, backend=args.compile_backend, mode=args.compile_mode,
-                                                dynamic=False)
-                candidates.insert(2, ("diffusers compiled", partial(run_theirs, compiled_theirs)))
-
-        with torch.inference_mode():
-            max_diff = None
-            if theirs is not None:
-                a, b = run_ours(ours).float(), run_theirs(theirs).float()
-                max_diff = float((a - b).abs().max())
-                print(f"batch {batch}: max |in-house - diffusers| = {max_diff:.3g} (output mean |.| "
-                      f"{float(a.abs().mean()):.3g}, {info['dtype']})")
-            for name, fn in candidates:
-                first_ms, ms = measure(fn)
-                rows.append({"batch": batch, "impl": name, "ms": ms, "first_call_ms": first_ms,
-                             "tflops": flops / (ms * 1e-3) / 1e12, "gflop": flops / 1e9, "max_diff": max_diff})
+            for name, (model, call) in models.items():
+                compiled = compile_model(model, args.compile_scope, fullgraph=name == "in-house",
+                                         backend=args.compile_backend, mode=args.compile_mode)
+                models[name] = (compiled, call)
+            time_all("compiled")
 
     baseline = {(r["batch"], r["impl"].split()[1]): r["ms"] for r in rows if r["impl"].startswith("diffusers")}
     print(f"\n{'batch':>5}  {'implementation':<20} {'median ms':>10} {'first ms':>10} {'TFLOP/s':>8} "
           f"{'speed-up vs diffusers (same mode)':>34}")
+    rows.sort(key=lambda r: (r["batch"], r["impl"].split()[1], r["impl"]))
     for r in rows:
         base = baseline.get((r["batch"], r["impl"].split()[1]))
         r["speedup_vs_diffusers"] = None if base is None else base / r["ms"]
@@ -217,6 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_batch = [f"batch {b}: {forward_flops(cfg, b, side, side, text_tokens) / 1e9:.4g} GFLOP" for b in batch_sizes]
     print(f"(FLOPs per forward, analytic: {', '.join(per_batch)})")
 
+    print("(first ms: the first call, which includes compilation for the compiled rows)")
     result = {**info, "rows": rows}
     if args.json:
         with open(args.json, "w") as f:

@@ -206,7 +206,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        # weight in x's dtype: under bf16 autocast x arrives in bf16 and the fused kernel needs equal dtypes
+        return F.rms_norm(x, (x.shape[-1],), self.weight.to(x.dtype), self.eps)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -530,6 +531,7 @@ def save_checkpoint(model: MMDiT, recipe: dict | None, directory: str | os.PathL
     """
     from safetensors.torch import save_file
 
+    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model saves its original's weights
     recipe = {} if recipe is None else recipe
     if not isinstance(recipe, dict):
         raise TypeError(f"recipe must be a dict, got {type(recipe).__name__}")
@@ -586,10 +588,13 @@ def load_mmdit(
     from safetensors.torch import load_file
 
     meta = read_checkpoint_meta(directory)
-    config = MMDiTConfig.from_dict(meta["config"])
     path = Path(directory) / WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing")
+    try:
+        config = MMDiTConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{Path(directory) / CONFIG_FILE}: bad MMDiT config: {e}") from e
     try:
         state = load_file(str(path), device="cpu")
     except Exception as e:  # safetensors raises its own SafetensorError, or OSError

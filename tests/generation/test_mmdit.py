@@ -170,6 +170,11 @@ def test_loading_a_missing_or_broken_checkpoint_fails_clearly(tmp_path):
     with pytest.raises(ValueError, match="does not match"):
         load_mmdit(directory)
 
+    meta["config"] = {**meta["config"], "hidden_size": 66}  # not divisible by its 4 heads
+    (directory / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="bad MMDiT config"):
+        load_mmdit(directory)
+
     (directory / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_mmdit(directory)
