@@ -21,8 +21,8 @@ How each attribute is read:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -173,7 +173,7 @@ def check_image(image, prompt: str | DemoSpec) -> CheckResult:
         result.checks["colour"] = main_colour == spec.colour
         text = read_letters(labels == COLOURS.index(spec.colour), len(spec.word))
         result.found["word"] = text
-        result.found["letters_right"] = sum(a == b for a, b in zip(text, spec.word))
+        result.found["letters_right"] = sum(a == b for a, b in zip(text, spec.word, strict=False))
         result.checks["word"] = text == spec.word
     return result
 
@@ -186,7 +186,7 @@ def score_images(images: Sequence, prompts: Sequence[str | DemoSpec]) -> dict[st
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
     hits: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for image, prompt in zip(images, prompts):
+    for image, prompt in zip(images, prompts, strict=True):
         spec = parse_prompt(prompt) if isinstance(prompt, str) else prompt
         r = check_image(image, spec)
         for name, ok in r.checks.items():

@@ -22,9 +22,10 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Iterable, Literal, Union
+from functools import cache
+from typing import Literal
 
 import numpy as np
 
@@ -162,7 +163,7 @@ class WordSpec:
         return _pairs(self.kind, {"word": self.word, "colour": self.colour, "background": self.background})
 
 
-DemoSpec = Union[ShapeSpec, PositionSpec, WordSpec]
+DemoSpec = ShapeSpec | PositionSpec | WordSpec
 
 
 def _pairs(kind: str, attrs: dict[str, str]) -> set[tuple]:
@@ -235,7 +236,7 @@ def _choose_heldout(specs: list[DemoSpec], count: int, seed: int) -> set[DemoSpe
     return held
 
 
-@lru_cache(maxsize=None)
+@cache
 def _split_specs(kind: str) -> tuple[tuple[DemoSpec, ...], tuple[DemoSpec, ...]]:
     specs = _every_spec(kind)
     held = _choose_heldout(specs, HELDOUT_COUNT[kind], HELDOUT_SEED + KINDS.index(kind))

@@ -22,8 +22,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -96,7 +96,7 @@ class HFTextEncoder(TextEncoder):
             self.model = AutoModel.from_pretrained(path, local_files_only=True)
         self.model.eval().requires_grad_(False).to(self.device)
         cfg = self.model.config
-        self.dim = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model"))
+        self.dim = int(getattr(cfg, "hidden_size", None) or cfg.d_model)
         self.pooled_dim = int(cfg.projection_dim) if self.projected else self.dim
 
     @torch.no_grad()
