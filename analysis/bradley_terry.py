@@ -41,7 +41,9 @@ ELO_PER_NAT = 400.0 / np.log(10.0)  # Elo points per unit of natural-log odds
 ELO_MEAN = 1000.0  # the average model's score
 WINNER_VALUES = ("model_a", "model_b", "tie", "both_bad")
 DEFAULT_TOL = 1e-11  # Newton stops when no parameter moved more than this in the last step
-BOOTSTRAP_TOL = 1e-7  # Newton converges quadratically: after a step this small the error is ~1e-14
+BOOTSTRAP_TOL = 1e-4  # Newton converges quadratically: after a step this small the error is ~1e-8
+CHORD_ITERATIONS = 8  # bootstrap refits: chord-method iterations before falling back to damped Newton
+CHORD_TOL = 1e-9  # ... converged when no theta moved more than this (linear convergence, rate ~1/sqrt(votes))
 MAX_NEWTON_STEP = 10.0  # largest change of any theta in one Newton step (keeps exp() finite)
 
 _blas_controller = None
@@ -80,24 +82,59 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _half_objective(wins: np.ndarray, theta: np.ndarray, ridge: float) -> np.ndarray:
-    """-loglik + ridge/2 |theta|^2 for a batch: wins (B, K, K), theta (B, K) -> (B,)."""
-    d = theta[:, :, None] - theta[:, None, :]  # (B, K, K)
-    nll = -(wins * _log_sigmoid(d)).sum(axis=(1, 2))
+def _scatter_pairs(values: np.ndarray, i: np.ndarray, j: np.ndarray, k: int) -> np.ndarray:
+    """out[b, m] = sum of values[b, p] over pairs p with i[p] = m, minus those with j[p] = m. (B, P) -> (B, K)."""
+    b = values.shape[0]
+    offset = (np.arange(b) * k)[:, None]
+    flat = values.ravel()
+    plus = np.bincount((offset + i).ravel(), flat, b * k)
+    minus = np.bincount((offset + j).ravel(), flat, b * k)
+    return (plus - minus).reshape(b, k)
+
+
+def _half_objective(i, j, w_ij, w_ji, theta: np.ndarray, ridge: float) -> np.ndarray:
+    """-loglik + ridge/2 |theta|^2 for a batch of pair counts: w_ij, w_ji (B, P), theta (B, K) -> (B,).
+
+    Per pair: -(w_ij log s(d) + w_ji log s(-d)) = -n log s(d) + w_ji d, with d = theta_i - theta_j.
+    """
+    d = theta[:, i] - theta[:, j]  # (B, P)
+    nll = (w_ji * d - (w_ij + w_ji) * _log_sigmoid(d)).sum(axis=1)
     return nll + 0.5 * ridge * (theta**2).sum(axis=1)
 
 
-def _half_grad_hess(wins: np.ndarray, theta: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+def _half_grad_hess(i, j, w_ij, w_ji, theta: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
     """Gradient (B, K) and Hessian (B, K, K) of the ties-as-half objective."""
-    n = wins + wins.transpose(0, 2, 1)  # (B, K, K) comparisons per pair
-    p = _sigmoid(theta[:, :, None] - theta[:, None, :])  # (B, K, K) P(i beats j)
-    grad = (n * p).sum(axis=2) - wins.sum(axis=2) + ridge * theta
-    w = n * p * (1.0 - p)
-    hess = -w
-    k = theta.shape[1]
+    b, k = theta.shape
+    n = w_ij + w_ji  # (B, P) comparisons per pair
+    p = _sigmoid(theta[:, i] - theta[:, j])  # (B, P) P(i beats j)
+    grad = _scatter_pairs(n * p - w_ij, i, j, k) + ridge * theta
+    w = n * p * (1.0 - p)  # (B, P) information per pair
+    hess = np.zeros((b, k, k))
+    hess[:, i, j] = -w
+    hess[:, j, i] = -w
+    offset = (np.arange(b) * k)[:, None]
+    degree = np.bincount((offset + i).ravel(), w.ravel(), b * k) + np.bincount((offset + j).ravel(), w.ravel(), b * k)
     idx = np.arange(k)
-    hess[:, idx, idx] = w.sum(axis=2) + ridge
+    hess[:, idx, idx] = degree.reshape(b, k) + ridge
     return grad, hess
+
+
+def _fit_half_pairs(i, j, w_ij, w_ji, theta0: np.ndarray, ridge: float, tol: float) -> np.ndarray:
+    """Ties-as-half fits from pair counts: i, j (P,) model indices, w_ij, w_ji (B, P) wins each way."""
+    return _newton(
+        lambda t, ids: _half_objective(i, j, w_ij[ids], w_ji[ids], t, ridge),
+        lambda t, ids: _half_grad_hess(i, j, w_ij[ids], w_ji[ids], t, ridge),
+        theta0,
+        theta0.shape[1],
+        tol=tol,
+    )
+
+
+def _dense_to_pairs(wins: np.ndarray):
+    """(B, K, K) win matrices -> pairs i < j compared in any of them, and (B, P) wins each way."""
+    compared = ((wins + wins.transpose(0, 2, 1)) > 0).any(axis=0)
+    i, j = np.nonzero(np.triu(compared, 1))
+    return i, j, wins[:, i, j], wins[:, j, i]
 
 
 def _davidson_terms(theta: np.ndarray, log_nu: np.ndarray):
@@ -234,13 +271,7 @@ def bt_mle_batch(
     wins = _as_batch(wins)
     b, k, _ = wins.shape
     theta = np.zeros((b, k)) if theta0 is None else np.broadcast_to(np.asarray(theta0, float), (b, k)).copy()
-    return _newton(
-        lambda t, ids: _half_objective(wins[ids], t, ridge),
-        lambda t, ids: _half_grad_hess(wins[ids], t, ridge),
-        theta,
-        k,
-        tol=tol,
-    )
+    return _fit_half_pairs(*_dense_to_pairs(wins), theta, ridge, tol)
 
 
 def bt_mle(wins: np.ndarray, *, ridge: float = DEFAULT_RIDGE, theta0: np.ndarray | None = None) -> np.ndarray:
@@ -271,7 +302,7 @@ def _constrained_inverse(hess: np.ndarray, n_theta: int, ridge: float) -> np.nda
 def bt_information(wins: np.ndarray, theta: np.ndarray, *, ridge: float = DEFAULT_RIDGE) -> np.ndarray:
     """Fisher information (K, K) of theta under the ties-as-half model (plus the ridge)."""
     wins = _as_batch(wins)[0]
-    _, hess = _half_grad_hess(wins[None], np.asarray(theta, float)[None], ridge)
+    _, hess = _half_grad_hess(*_dense_to_pairs(wins[None]), np.asarray(theta, float)[None], ridge)
     return hess[0]
 
 
@@ -511,6 +542,39 @@ def _sandwich_davidson(pairs: PairCounts, theta: np.ndarray, log_nu: float, ridg
         return bread @ meat @ bread
 
 
+def _refit_half_near(pairs: PairCounts, w_ij: np.ndarray, w_ji: np.ndarray, point: np.ndarray, ridge: float):
+    """Refit resampled pair counts (B, P) whose optimum is close to `point`.
+
+    Chord method: Newton steps that reuse the point fit's information matrix, inverted once, so each
+    iteration is one gradient and one (B, K) x (K, K) product. A resample's information differs from the
+    point fit's by O(1/sqrt(votes)), so each iteration shrinks the error by about that factor. Resamples that
+    have not converged after a few iterations (e.g. a model that lost all its votes) are refitted by the
+    damped Newton of `bt_mle_batch`.
+    """
+    k = pairs.n_models
+    half = pairs.half_wins()
+    with _single_blas_thread():
+        info_inv = _constrained_inverse(bt_information(half, point, ridge=ridge), k, ridge)
+        theta = np.broadcast_to(point, (len(w_ij), k)).copy()
+        step_size = np.full(len(w_ij), np.inf)
+        for iteration in range(CHORD_ITERATIONS):
+            p = _sigmoid(theta[:, pairs.i] - theta[:, pairs.j])
+            grad = _scatter_pairs((w_ij + w_ji) * p - w_ij, pairs.i, pairs.j, k) + ridge * theta
+            step = grad @ info_inv
+            theta -= step
+            theta -= theta.mean(axis=1, keepdims=True)
+            previous, step_size = step_size, np.abs(step).max(axis=1)
+            if step_size.max() < CHORD_TOL:
+                break
+            if iteration >= 1 and np.median(step_size / previous) > 0.2:
+                break  # sparse data: the information varies too much between resamples for the chord method
+    slow = ~(step_size < CHORD_TOL)  # also catches NaN
+    if slow.any():
+        theta0 = np.broadcast_to(point, (int(slow.sum()), k)).copy()
+        theta[slow] = _fit_half_pairs(pairs.i, pairs.j, w_ij[slow], w_ji[slow], theta0, ridge, BOOTSTRAP_TOL)
+    return theta
+
+
 def _bootstrap_thetas(
     pairs: PairCounts, ties: str, point: np.ndarray, rounds: int, rng: np.random.Generator, ridge: float
 ) -> np.ndarray:
@@ -527,10 +591,12 @@ def _bootstrap_thetas(
     for start in range(0, rounds, chunk):
         b = min(chunk, rounds - start)
         resampled = rng.poisson(pairs.counts, size=(b,) + pairs.counts.shape).astype(float)  # (b, P, 3)
-        decisive, tie_counts = pairs.dense(resampled)
         if ties == "half":
-            out[start : start + b] = bt_mle_batch(decisive + 0.5 * tie_counts, point, ridge=ridge, tol=BOOTSTRAP_TOL)
+            w_ij = resampled[..., 0] + 0.5 * resampled[..., 2]
+            w_ji = resampled[..., 1] + 0.5 * resampled[..., 2]
+            out[start : start + b] = _refit_half_near(pairs, w_ij, w_ji, point, ridge)
         else:
+            decisive, tie_counts = pairs.dense(resampled)
             fits = davidson_mle_batch(decisive, tie_counts, point, ridge=ridge, tol=BOOTSTRAP_TOL)
             out[start : start + b] = fits[:, :k]
     return out
