@@ -155,7 +155,8 @@
     root.dataset.assignment = assignment.id;
     root.dataset.state = "ready";
     root.setAttribute("aria-busy", "false");
-    setFocus(0);
+    window.scrollTo(0, 0); // a new pair starts at the prompt
+    setFocus(0, false);
   }
 
   function renderQuestions(criteria) {
@@ -199,12 +200,13 @@
     questionBoxes().forEach((box, i) => box.classList.toggle("active", i === index));
   }
 
-  function setFocus(index) {
+  function setFocus(index, scroll) {
     const boxes = questionBoxes();
     if (!boxes.length) return;
     index = Math.max(0, Math.min(boxes.length - 1, index));
     markFocus(index);
-    boxes[index].focus({ preventScroll: false });
+    boxes[index].focus({ preventScroll: true });
+    if (scroll !== false) boxes[index].scrollIntoView({ block: "nearest" });
   }
 
   function setAnswer(index, choice) {

@@ -1,0 +1,100 @@
+"""A real browser (Debian's chromium through Playwright) logs in as a rater, reads the instructions and votes
+on three pairs with the keyboard only; the database then holds exactly those votes. Screenshots of the
+rating page at a phone and a desktop viewport go to test-artifacts/."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from evalsite.rating.models import Vote
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing (apt-get install -y chromium)"),
+]
+
+# What the rater presses for pairs 1-3, one key per question in order (a third key for typography).
+KEYS = [["1", "2", "t"], ["ArrowRight", "b", "ArrowLeft"], ["t", "ArrowLeft", "2"]]
+KEY_CHOICE = {"1": "left", "ArrowLeft": "left", "2": "right", "ArrowRight": "right", "t": "tie", "b": "both_bad"}
+
+
+@pytest.fixture
+def browser_page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(20_000)
+        yield page
+        browser.close()
+
+
+def wait_for_focus(page, selector):
+    page.wait_for_function("sel => document.activeElement && document.activeElement.matches(sel)", arg=selector)
+
+
+def wait_for_pair(page, previous_id=""):
+    page.wait_for_function(
+        """prev => { const r = document.getElementById('rater');
+                     return r && r.dataset.state === 'ready' && r.dataset.assignment
+                            && r.dataset.assignment !== prev; }""",
+        arg=previous_id)
+    page.wait_for_function(
+        "() => ['image-left', 'image-right'].every(id => document.getElementById(id).naturalWidth > 0)")
+    return page.get_attribute("#rater", "data-assignment")
+
+
+def test_a_rater_votes_on_three_pairs_with_the_keyboard_only(live_server, campaign, make_rater, browser_page):
+    page = browser_page
+    rater = make_rater("keyboard-rater")
+    campaign.raters.add(rater)
+    page.goto(f"{live_server.url}/accounts/login/?next=/rate/{campaign.pk}/")
+    wait_for_focus(page, "input[name=username]")  # autofocus lands at a later rendering update
+    page.keyboard.type("keyboard-rater")
+    page.keyboard.press("Tab")
+    page.keyboard.type("pw-keyboard-rater-1")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/rate/{campaign.pk}/instructions")
+    wait_for_focus(page, "button[type=submit].primary")  # "Start rating"
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/rate/{campaign.pk}/")
+
+    expected: dict[str, dict[str, str]] = {}
+    shown = ""
+    for pair_keys in KEYS:
+        shown = wait_for_pair(page, shown)
+        if not expected:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "rater-desktop-1280x800.png"), full_page=True)
+        criteria = page.eval_on_selector_all(".question", "boxes => boxes.map(b => b.dataset.criterion)")
+        answers = {}
+        for criterion, key in zip(criteria, pair_keys, strict=False):
+            page.keyboard.press(key)
+            answers[criterion] = KEY_CHOICE[key]
+        assert page.is_enabled("#submit")
+        expected[shown] = answers
+        page.keyboard.press("Enter")
+    wait_for_pair(page, shown)  # the fourth pair is on screen: the third vote was acknowledged
+
+    stored: dict[str, dict[str, str]] = {}
+    for vote in Vote.objects.filter(rater=rater):
+        stored.setdefault(str(vote.assignment_id), {})[vote.criterion] = vote.choice
+    assert stored == expected
+    assert all(v.time_taken_ms is not None for v in Vote.objects.filter(rater=rater))
+    assert page.text_content("#progress-text") == "3 pairs rated"
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    left, right = page.locator("#image-left").bounding_box(), page.locator("#image-right").bounding_box()
+    assert right["y"] >= left["y"] + left["height"]  # stacked on a phone
+    assert left["width"] <= 390
+    page.screenshot(path=str(ARTIFACTS / "rater-phone-390x844.png"), full_page=True)
