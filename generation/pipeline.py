@@ -143,7 +143,8 @@ class InHousePipeline:
         steps: sampler steps (Euler for rectified flow, DDIM for eps models); guidance_scale: classifier-free
         guidance weight (1 = none); shift: timestep shift a of t' = a t / (1 + (a - 1) t) (rectified flow
         only; eps models need 1); height/width: pixels, default the training resolution, multiples of
-        patch size x VAE factor. Prompts are processed batch_size at a time."""
+        patch size x VAE factor, at most the position table's size (pos_embed_max_size patches).
+        Prompts are processed batch_size at a time."""
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of strings, not one string")
         if len(prompts) != len(seeds):
@@ -152,6 +153,9 @@ class InHousePipeline:
         cell = self.space.factor * self.model.config.patch_size
         if height % cell or width % cell:
             raise ValueError(f"height and width must be multiples of {cell}, got {height}x{width}")
+        largest = self.model.config.pos_embed_max_size * cell
+        if height > largest or width > largest:
+            raise ValueError(f"this checkpoint generates at most {largest}x{largest} pixels, got {height}x{width}")
         shape = (self.space.channels, height // self.space.factor, width // self.space.factor)
         images: list[Image.Image] = []
         for start in range(0, len(prompts), batch_size):

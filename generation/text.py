@@ -183,3 +183,48 @@ def drop_conditioning(enc: Encoding, empty: Encoding, p: float, generator: torch
     mask = torch.where(drop[:, None], e_mask.expand_as(mask), mask)
     pooled = torch.where(drop[:, None], e_pooled.expand_as(pooled), pooled)
     return tokens, mask, pooled
+
+
+def save_tiny_text_encoder(directory: str | Path, family: str = "clip", width: int = 32, seed: int = 0) -> str:
+    """Build a tiny randomly initialised CLIP (with projection) or T5 text encoder, with a character-level
+    tokenizer made in memory, and save both to `directory`. Returns the `load_text_encoder` name.
+
+    For tests and offline smoke runs: it exercises the same loading code as a real CLIP or T5 directory."""
+    import string
+
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        T5Config,
+        T5EncoderModel,
+        T5Tokenizer,
+    )
+
+    _quiet_transformers()
+    directory = Path(directory)
+    chars = list(string.ascii_lowercase) + list(string.digits) + ['"', ".", ","]
+    torch.manual_seed(seed)
+    if family == "clip":
+        vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+        for ch in chars:
+            vocab.setdefault(ch, len(vocab))
+            vocab.setdefault(ch + "</w>", len(vocab))
+        tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+        config = CLIPTextConfig(
+            vocab_size=len(vocab), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+            num_attention_heads=2, projection_dim=width // 2, max_position_embeddings=77,
+            bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        )  # fmt: skip
+        model = CLIPTextModelWithProjection(config)
+    elif family == "t5":
+        pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)]
+        pieces += [(c, -2.0) for c in chars] + [("▁" + c, -3.0) for c in chars]
+        tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=128)
+        config = T5Config(vocab_size=len(pieces), d_model=width, d_ff=2 * width, num_layers=2, num_heads=2, d_kv=16)
+        model = T5EncoderModel(config)
+    else:
+        raise ValueError(f"family must be 'clip' or 't5', got {family!r}")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return f"{family}:{directory}"

@@ -277,7 +277,7 @@ class Trainer:
             for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
                 e.lerp_(p, 1 - decay)
         self.step += 1
-        return float(loss)
+        return float(loss.detach())
 
     def run(self) -> Path:
         cfg = self.cfg

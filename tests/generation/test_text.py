@@ -1,0 +1,97 @@
+"""Text encoders: the real MiniLM offline, tiny CLIP/T5 from a local directory, the cache and the dropout."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from generation.text import (
+    CachedTextEncoder,
+    drop_conditioning,
+    load_text_encoder,
+    masked_mean,
+    minilm_path,
+    save_tiny_text_encoder,
+)
+
+PROMPTS = ["a red circle on a blue background", 'the word "CAT" in red letters on a white background', ""]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_text_encoder("minilm")
+
+
+def assert_well_formed(encoder, tokens, mask, pooled, batch):
+    assert tokens.dtype == torch.float32 and mask.dtype == torch.bool
+    assert tokens.shape[0] == mask.shape[0] == pooled.shape[0] == batch
+    assert tokens.shape[2] == encoder.dim and pooled.shape[1] == encoder.pooled_dim
+    assert tokens.shape[:2] == mask.shape
+    assert (tokens[~mask] == 0).all()  # padding is zeroed
+    lengths = mask.sum(1)
+    assert lengths[0] < lengths[1] and lengths[2] >= 1  # longer prompt, more tokens; "" still has specials
+    assert not torch.allclose(pooled[0], pooled[1])
+
+
+def test_real_minilm_loads_offline_from_the_pypi_package(minilm):
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    assert (minilm_path() / "model.safetensors").is_file()
+    assert (minilm.dim, minilm.pooled_dim) == (384, 384)
+    tokens, mask, pooled = minilm.encode(PROMPTS)
+    assert_well_formed(minilm, tokens, mask, pooled, 3)
+    assert torch.allclose(pooled, masked_mean(tokens, mask), atol=1e-6)  # pooled = masked mean of the states
+    # a pretrained encoder puts related prompts closer than unrelated ones
+    a, b, c = minilm.encode(
+        ["a red circle on a blue background", "a red circle on a green background", "the word HI"]
+    )[2]
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(a, b, dim=0) > cos(a, c, dim=0)
+
+
+@pytest.mark.parametrize("family", ["clip", "t5"])
+def test_tiny_clip_and_t5_load_from_a_local_directory(tmp_path, family):
+    name = save_tiny_text_encoder(tmp_path / family, family)
+    encoder = load_text_encoder(name)
+    assert encoder.name == f"{family}:{tmp_path / family}"
+    tokens, mask, pooled = encoder.encode(PROMPTS)
+    assert_well_formed(encoder, tokens, mask, pooled, 3)
+    assert encoder.pooled_dim == (16 if family == "clip" else 32)  # CLIP: projected embedding width
+    again = load_text_encoder(name).encode(PROMPTS)
+    assert torch.equal(again[0], tokens)  # same files, same states
+
+
+def test_cache_encodes_each_prompt_once_and_matches_the_encoder(minilm):
+    cached = CachedTextEncoder(minilm)
+    tokens, mask, pooled = cached.encode(PROMPTS + PROMPTS[:1])
+    assert len(cached) == 3
+    ref_tokens, ref_mask, ref_pooled = minilm.encode(PROMPTS)
+    assert torch.equal(mask[:3], ref_mask[:, : mask.shape[1]])
+    assert torch.allclose(tokens[:3], ref_tokens[:, : tokens.shape[1]], atol=1e-4)
+    assert torch.allclose(pooled[:3], ref_pooled, atol=1e-4)
+    assert torch.equal(pooled[3], pooled[0])
+
+
+def test_text_encoder_dropout_swaps_rows_for_the_empty_prompt(minilm):
+    cached = CachedTextEncoder(minilm)
+    enc, empty = cached.encode(PROMPTS[:2] * 50), cached.encode([""])
+    kept = drop_conditioning(enc, empty, 0.0, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(kept, enc, strict=True))
+    tokens, mask, pooled = drop_conditioning(enc, empty, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(pooled, empty[2].expand_as(pooled)) and (mask.sum(1) == empty[1].sum()).all()
+    tokens, mask, pooled = drop_conditioning(enc, empty, 0.3, torch.Generator().manual_seed(0))
+    dropped = (pooled == empty[2]).all(1)
+    assert 15 <= int(dropped.sum()) <= 45  # about 30 of 100
+    assert torch.equal(pooled[~dropped], enc[2][~dropped])
+    again = drop_conditioning(enc, empty, 0.3, torch.Generator().manual_seed(0))
+    assert torch.equal(again[2], pooled)  # seeded
+
+
+def test_bad_encoder_names_and_paths_give_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown text encoder"):
+        load_text_encoder("bert-base")
+    with pytest.raises(FileNotFoundError, match="config.json missing"):
+        load_text_encoder(f"clip:{tmp_path}")
+    with pytest.raises(TypeError):
+        CachedTextEncoder(load_text_encoder(save_tiny_text_encoder(tmp_path / "t", "t5"))).encode("one string")
