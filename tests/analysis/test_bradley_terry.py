@@ -3,6 +3,10 @@ interval coverage, ties, degenerate comparison graphs and input validation."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +25,7 @@ from analysis.bradley_terry import (
 )
 from analysis.simulate import simulate_votes
 
+ROOT = Path(__file__).resolve().parents[2]
 TRUE_THETA = np.array([1.2, 0.7, 0.3, 0.0, -0.4, -0.9])
 
 
@@ -335,3 +340,58 @@ def test_bad_options_are_refused():
         bt_mle(np.ones((2, 3)))
     with pytest.raises(ValueError, match="non-negative"):
         bt_mle(np.array([[0.0, -1.0], [1.0, 0.0]]))
+
+
+def test_sandwich_matches_fisher_when_davidson_is_the_true_model():
+    votes = simulate_votes(TRUE_THETA, 20000, tie_rate=0.3, rng=12, tie_model="davidson")
+    fisher = fit_bradley_terry(votes, ties="davidson", intervals="fisher")
+    sandwich = fit_bradley_terry(votes, ties="davidson", intervals="sandwich")
+    ratio = (sandwich["upper"] - sandwich["lower"]) / (fisher["upper"] - fisher["lower"])
+    assert ratio.between(0.9, 1.1).all()
+    # with ties split in half, ties vary less than coin flips: the sandwich is narrower than Fisher
+    half_fisher = fit_bradley_terry(votes, intervals="fisher")
+    half_sandwich = fit_bradley_terry(votes, intervals="sandwich")
+    assert ((half_sandwich["upper"] - half_sandwich["lower"]) < (half_fisher["upper"] - half_fisher["lower"])).all()
+    boot = fit_bradley_terry(votes, ties="davidson", rounds=60)
+    boot_ratio = (boot["upper"] - boot["lower"]) / (fisher["upper"] - fisher["lower"])
+    assert boot_ratio.between(0.7, 1.3).all()
+
+
+@pytest.mark.parametrize("tie_model", ["half", "davidson"])
+def test_simulated_votes_follow_the_requested_model(tie_model):
+    votes = simulate_votes(
+        {"a": 0.0, "b": 0.0, "c": 1.5}, 60000, tie_rate=0.2, rng=1, tie_model=tie_model, both_bad_share=0.25
+    )
+    equal = votes[votes[["model_a", "model_b"]].isin(["a", "b"]).all(axis=1)]
+    tie_share = equal["winner"].isin(["tie", "both_bad"]).mean()
+    assert tie_share == pytest.approx(0.2, abs=0.015)
+    assert (votes["winner"] == "both_bad").sum() / votes["winner"].isin(["tie", "both_bad"]).sum() == pytest.approx(
+        0.25, abs=0.03
+    )
+    assert not (votes["model_a"] == votes["model_b"]).any()
+    if tie_model == "half":  # the expected score (ties half) is exactly the Bradley-Terry probability
+        rates, _ = win_rate_matrix(votes)
+        assert rates.loc["c", "a"] == pytest.approx(1 / (1 + np.exp(-1.5)), abs=0.01)
+
+
+def test_simulated_votes_use_the_pair_sampler_and_check_inputs():
+    always_first_two = lambda rng, n: (np.zeros(n, dtype=int), np.ones(n, dtype=int))  # noqa: E731
+    votes = simulate_votes([0.0, 1.0, 2.0], 50, rng=0, pair_sampler=always_first_two)
+    assert set(votes["model_a"]) == {"model_0"} and set(votes["model_b"]) == {"model_1"}
+    with pytest.raises(ValueError, match="itself"):
+        simulate_votes([0.0, 1.0], 5, rng=0, pair_sampler=lambda rng, n: (np.zeros(n, int), np.zeros(n, int)))
+    with pytest.raises(ValueError, match="tie_rate"):
+        simulate_votes([0.0, 1.0], 5, tie_rate=1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        simulate_votes([0.0], 5)
+
+
+def test_analysis_imports_no_django_celery_or_model_code():
+    code = (
+        "import sys, analysis.bradley_terry, analysis.breakdowns, analysis.rater_quality, analysis.simulate\n"
+        "banned = {'django', 'celery', 'generation', 'evalsite', 'torch'}\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & banned)\n"
+        "print(','.join(bad))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == ""
