@@ -29,6 +29,7 @@ Scores are reported on the Elo scale of the public arenas: score = 1000 + 400 * 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -182,8 +183,8 @@ def _davidson_grad_hess(decisive: np.ndarray, ties: np.ndarray, params: np.ndarr
 
 
 def _newton(
-    objective: Callable[[np.ndarray], np.ndarray],
-    grad_hess: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    objective: Callable[[np.ndarray, np.ndarray], np.ndarray],  # (params (b, P), problem ids (b,)) -> (b,)
+    grad_hess: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],  # -> (b, P), (b, P, P)
     params: np.ndarray,
     n_theta: int,
     *,
@@ -245,6 +246,10 @@ def _newton_loop(objective, grad_hess, params, n_theta, max_iter, tol):
         moved = alpha * np.abs(step).max(axis=1)
         done = (moved < tol) | (-slope < 1e-22 * (1.0 + np.abs(f0))) | (alpha == 0.0)
         ids = ids[~done]
+    if len(ids):
+        warnings.warn(
+            f"Bradley-Terry fit: {len(ids)} problem(s) did not converge in {max_iter} Newton steps", stacklevel=3
+        )
     return params
 
 
