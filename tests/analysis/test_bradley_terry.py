@@ -395,3 +395,18 @@ def test_analysis_imports_no_django_celery_or_model_code():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(("n_models", "n_votes"), [(6, 5000), (30, 400)])
+def test_fast_bootstrap_refits_equal_full_newton_refits_of_the_same_resamples(n_models, n_votes):
+    """Dense data take the chord-method shortcut, sparse data fall back to damped Newton: both must
+    give the exact refit of each resample."""
+    from analysis.bradley_terry import _bootstrap_thetas, bt_mle_batch
+
+    votes = simulate_votes(np.linspace(1, -1, n_models), n_votes, rng=3)
+    pairs = count_pairs(votes)
+    point = bt_mle(pairs.half_wins())
+    fast = _bootstrap_thetas(pairs, "half", point, 20, np.random.default_rng(5), 1e-6)
+    resampled = np.random.default_rng(5).poisson(pairs.counts, size=(20,) + pairs.counts.shape).astype(float)
+    exact = bt_mle_batch(np.stack([pairs.half_wins(r) for r in resampled]))
+    assert np.abs(fast - exact).max() < 1e-6
