@@ -225,6 +225,18 @@ class MLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd)) v for (B, H, L, hd) inputs, in v's dtype.
+
+    On the CPU it runs in float32 even under bf16 autocast: the CPU's bf16 attention kernels are slower than
+    its float32 ones (bf16-autocast training step of a 6-layer, width-128 model, batch 64, one thread: about
+    35% less time with 64 + 12 tokens, about 10% less with 256 + 12)."""
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    with torch.autocast("cpu", enabled=False):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(v.dtype)
+
+
 class JointAttention(nn.Module):
     """Attention over [text; image] tokens with separate QKV, Q/K norms and output projections per modality.
 
@@ -265,7 +277,7 @@ class JointAttention(nn.Module):
             q = q_i.transpose(1, 2)  # (B, H, N, hd): only image tokens ask
         else:
             q = torch.cat([self.txt_q_norm(q_t), q_i], dim=1).transpose(1, 2)  # (B, H, T+N, hd)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, Lq, hd)
+        out = attention(q, k, v, attn_mask)  # (B, H, Lq, hd)
         out = out.transpose(1, 2).reshape(B, -1, D)  # (B, Lq, D)
         if self.context_pre_only:
             return self.img_out(out), None
