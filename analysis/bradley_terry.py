@@ -43,7 +43,7 @@ ELO_MEAN = 1000.0  # the average model's score
 WINNER_VALUES = ("model_a", "model_b", "tie", "both_bad")
 DEFAULT_TOL = 1e-11  # Newton stops when no parameter moved more than this in the last step
 BOOTSTRAP_TOL = 1e-4  # Newton converges quadratically: after a step this small the error is ~1e-8
-CHORD_ITERATIONS = 8  # bootstrap refits: chord-method iterations before falling back to damped Newton
+CHORD_ITERATIONS = 15  # bootstrap refits: chord-method iterations before falling back to damped Newton
 CHORD_TOL = 1e-9  # ... converged when no theta moved more than this (linear convergence, rate ~1/sqrt(votes))
 MAX_NEWTON_STEP = 10.0  # largest change of any theta in one Newton step (keeps exp() finite)
 
@@ -571,7 +571,7 @@ def _refit_half_near(pairs: PairCounts, w_ij: np.ndarray, w_ji: np.ndarray, poin
             previous, step_size = step_size, np.abs(step).max(axis=1)
             if step_size.max() < CHORD_TOL:
                 break
-            if iteration >= 1 and np.median(step_size / previous) > 0.2:
+            if iteration >= 1 and np.median(step_size / previous) > 0.3:
                 break  # sparse data: the information varies too much between resamples for the chord method
     slow = ~(step_size < CHORD_TOL)  # also catches NaN
     if slow.any():
