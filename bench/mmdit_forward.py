@@ -7,7 +7,9 @@ SD3-medium size (the default): depth 24 (width 1536, 24 heads of 64), a 1024x102
 patch 2 -> 4096 image tokens, 333 text tokens of width 4096 (77 CLIP + 256 T5), pooled width 2048, bf16.
 Both models get the same (random) weights through `to_diffusers`; every row is timed in the same run, with
 warm-up and the median of --iters calls (CUDA events on the GPU, perf_counter on the CPU); compiled rows use
-torch.compile (in-house with fullgraph=True) and report their first-call (compile) time separately.
+torch.compile (in-house with fullgraph=True; by default block by block, so the 23 alike blocks share one
+compiled graph) and report their first-call (compile) time separately. Most of a GPU run's wall time is
+compilation (four graphs per model: two block kinds x two batch sizes); --no-compile gives the eager rows only.
 
 FLOPs are counted analytically for the in-house forward (`forward_flops`, a multiply-add = 2 FLOPs):
     per block, image stream: 2 B N (3D^2 + D^2 + 2 D M)        qkv, attention out-proj, MLP (M = 4D)
@@ -153,17 +155,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     args = parser.parse_args(argv)
-    threads_before = torch.get_num_threads()
+    from diffusers.utils import logging as diffusers_logging
+
+    threads_before, verbosity_before = torch.get_num_threads(), diffusers_logging.get_verbosity()
     if args.threads:
         torch.set_num_threads(args.threads)
+    diffusers_logging.set_verbosity_error()  # its warning about casting a freshly built model with .to()
     try:
         return run(args)
     finally:
         torch.set_num_threads(threads_before)
+        diffusers_logging.set_verbosity(verbosity_before)
 
 
 def run(args: argparse.Namespace) -> dict:
-
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("CUDA is not available here; run with --tiny --device cpu for a smoke run")
@@ -179,9 +184,6 @@ def run(args: argparse.Namespace) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()  # its warning about casting a freshly built model with .to()
     torch.manual_seed(0)
     with torch.device(device):
         ours = MMDiT(cfg)
