@@ -250,7 +250,8 @@ class JointAttention(nn.Module):
         self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
         self.context_pre_only = context_pre_only
         self.img_qkv = nn.Linear(D, 3 * D)  # fused q, k, v of the image stream
-        self.txt_qkv = nn.Linear(D, 3 * D)  # fused q, k, v of the text stream
+        self.txt_qkv = nn.Linear(D, 3 * D)  # fused q, k, v of the text stream (the last block uses k, v only;
+        # its q rows stay so that every block has the same layout, as diffusers' add_q_proj does)
 
         def qk_norm():
             return RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm == "rms" else nn.Identity()
