@@ -1,0 +1,266 @@
+"""Everything the campaign dashboard and the results API show, computed from the votes by `analysis/`.
+
+`campaign_results(campaign, criterion=...)` returns a JSON-friendly dict:
+  criteria           the campaign's criteria with their vote counts
+  raters             rater quality table (analysis.rater_quality.rater_report + the platform's own flags)
+  excluded_raters    raters left out of every number (when exclude_flagged)
+  leaderboard        fit_bradley_terry on the chosen criterion, with each model's metric values
+  win_rates          win_rate_matrix: rates and counts, in leaderboard order
+  sd3                sd3_win_rates of one model against every other model on every criterion
+  breakdowns         {"category": rows, "challenge": rows}, analysis.breakdowns.breakdown(method="win_rate")
+  metrics            MetricResult values per model and their Spearman correlation with the human scores
+  progress           votes so far, image pairs answered, votes still needed to separate the top two
+  decisions          analysis.sequential.campaign_decisions for every criterion, in plain words too
+Numbers are exactly those of the analysis functions; nothing is recomputed here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from django.db.models import Count, Sum
+
+from analysis.bradley_terry import count_pairs, fit_bradley_terry, sd3_win_rates, win_rate_matrix
+from analysis.breakdowns import breakdown
+from analysis.metrics import spearman_with_human
+from analysis.rater_quality import rater_report
+from analysis.sequential import DEFAULT_ALPHA, campaign_decisions
+from evalsite.dashboards.data import counted_votes, quality_frame, votes_frame
+from evalsite.dashboards.models import MetricResult
+from evalsite.rating.models import Campaign, Criterion, ImagePair
+
+BREAKDOWN_COLUMNS = ("category", "challenge")
+
+DECISIONS_MEANING = (
+    "A decision is a claim the votes already support at the stated confidence. \"Top model certified\" "
+    "means the named model beats every other model; \"ranking settled\" means the higher of two neighbours "
+    "in the ranking is truly the better one. With confidence {level}, the chance that the top-model claim "
+    "is ever wrong is at most {alpha}, and the chance that any of the ranking claims together is ever wrong "
+    "is at most {alpha}. These error rates hold although the rating engine chooses which pairs to show "
+    "and this page is looked at after every vote (anytime-valid confidence sequences, not a fixed-sample "
+    "test). An open decision shows the estimated votes still needed, assuming today's estimates are right."
+)
+
+
+@dataclass
+class ResultOptions:
+    criterion: str  # criterion of the leaderboard, heat map and breakdowns
+    exclude_flagged: bool = True  # leave flagged raters' votes out of every number
+    alpha: float = DEFAULT_ALPHA  # error rate of the campaign decisions
+    sd3_model: str | None = None  # model of the SD3-style chart (default: the leader)
+    bootstrap_rounds: int = 100  # fit_bradley_terry bootstrap rounds
+    project: bool = True  # estimate votes still needed (a simulation; slower)
+
+
+def _clean(value):
+    """numpy / pandas scalars -> JSON-friendly Python values (NaN -> None)."""
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def criteria_of(campaign: Campaign, votes: pd.DataFrame) -> list[str]:
+    """The campaign's criteria in its own order, then any other criterion that has votes."""
+    listed = [c for c in campaign.criteria if c in Criterion.values]
+    extra = sorted(set(votes["criterion"]) - set(listed))
+    return listed + extra
+
+
+def rater_table(campaign: Campaign, votes: pd.DataFrame) -> pd.DataFrame:
+    """One row per rater: rater_report's measures and flags, plus the platform's flag (Rater.flagged)."""
+    if votes.empty:
+        return pd.DataFrame(columns=["rater", "n_votes", "flagged", "reasons"])
+    report = rater_report(quality_frame(votes), min_gold_accuracy=campaign.min_gold_accuracy).reset_index()
+    platform = votes.groupby("rater")["rater_flagged"].any()
+    report["platform_flagged"] = report["rater"].map(platform).fillna(False).astype(bool)
+    report["analysis_flagged"] = report["flagged"].astype(bool)
+    report["flagged"] = report["platform_flagged"] | report["analysis_flagged"]
+    report["reasons"] = [
+        ", ".join(filter(None, [r, "flagged on the platform" if p else ""]))
+        for r, p in zip(report["reasons"], report["platform_flagged"], strict=True)
+    ]
+    speed = votes.groupby("rater")["seconds"].median()
+    report["median_seconds"] = report["rater"].map(speed)
+    return report.sort_values(["flagged", "rater"], ascending=[False, True])
+
+
+def metric_values(campaign: Campaign) -> dict[str, dict[str, dict]]:
+    """metric -> model name -> {value, n, details} for the campaign's run."""
+    out: dict[str, dict[str, dict]] = {}
+    for row in MetricResult.objects.filter(run=campaign.run).select_related("model"):
+        out.setdefault(row.metric, {})[row.model.name] = {"value": row.value, "n": row.n, "details": row.details}
+    return out
+
+
+def _allowed_pairs(campaign: Campaign, models: list[str]) -> np.ndarray | None:
+    """(K, K) bool: model pairs that still have image pairs under the votes-per-pair target.
+
+    None (every pair allowed) when the campaign has no image pairs yet."""
+    rows = list(ImagePair.objects.filter(campaign=campaign)
+                .values_list("model_a__name", "model_b__name", "assigned").order_by())
+    if not rows:
+        return None
+    index = {m: i for i, m in enumerate(models)}
+    allowed = np.zeros((len(models), len(models)), dtype=bool)
+    for a, b, assigned in rows:
+        if a in index and b in index and assigned < campaign.votes_per_pair:
+            allowed[index[a], index[b]] = allowed[index[b], index[a]] = True
+    return allowed
+
+
+def decisions_for(campaign: Campaign, counted: pd.DataFrame, options: ResultOptions) -> dict | None:
+    """campaign_decisions on one criterion's counted votes (None when fewer than 2 models have votes)."""
+    if counted.empty:
+        return None
+    pairs = count_pairs(counted)
+    if pairs.n_models < 2:
+        return None
+    wins = pairs.half_wins()
+    out = campaign_decisions(
+        wins, options.alpha, model_names=list(pairs.models), project=options.project,
+        policy=campaign.pair_policy, allowed=_allowed_pairs(campaign, list(pairs.models)),
+        min_votes_per_pair=campaign.min_votes_per_model_pair,
+    )
+    out.pop("intervals", None)
+    out["models"] = list(pairs.models)
+    return out
+
+
+def progress_for(campaign: Campaign, votes: pd.DataFrame, counted_by_criterion: dict[str, pd.DataFrame],
+                 decisions: dict[str, dict | None]) -> dict:
+    pairs = ImagePair.objects.filter(campaign=campaign).aggregate(n=Count("id"), answered=Sum("answered"))
+    per_criterion = []
+    for criterion, counted in counted_by_criterion.items():
+        decision = decisions.get(criterion)
+        top_two = decision["neighbours"][0] if decision and decision["neighbours"] else None
+        per_criterion.append({
+            "criterion": criterion,
+            "votes": int((votes["criterion"] == criterion).sum()),
+            "counted_votes": len(counted),
+            "top_two": None if top_two is None else {
+                "higher": top_two["higher_name"], "lower": top_two["lower_name"], "settled": top_two["settled"],
+                "votes_still_needed": top_two["votes_still_needed"],
+            },
+            "top_model_votes_still_needed": None if decision is None else decision["top_model"]["votes_still_needed"],
+        })
+    return {
+        "votes": len(votes),
+        "gold_votes": int(votes["is_gold"].astype(bool).sum()) if len(votes) else 0,
+        "raters": int(votes["rater"].nunique()) if len(votes) else 0,
+        "image_pairs": pairs["n"] or 0,
+        "image_pair_votes_target": (pairs["n"] or 0) * campaign.votes_per_pair,
+        "image_pairs_answered": pairs["answered"] or 0,
+        "per_criterion": per_criterion,
+    }
+
+
+def correlations(metrics: dict[str, dict[str, dict]], fit: pd.DataFrame | None) -> list[dict]:
+    if fit is None:
+        return []
+    human = fit["score"].to_dict()
+    out = []
+    for metric, by_model in metrics.items():
+        corr = spearman_with_human({m: v["value"] for m, v in by_model.items()}, human, metric=metric,
+                                   higher_is_better=MetricResult.HIGHER_IS_BETTER.get(metric, True))
+        out.append({**corr.as_dict(), "label": MetricResult.Metric(metric).label
+                    if metric in MetricResult.Metric.values else metric})
+    return out
+
+
+def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataFrame | None = None) -> dict:
+    """The dashboard's numbers for one campaign (see the module docstring)."""
+    votes = votes_frame(campaign) if votes is None else votes
+    criteria = criteria_of(campaign, votes)
+    raters = rater_table(campaign, votes)
+    excluded = sorted(raters.loc[raters["flagged"], "rater"]) if options.exclude_flagged and len(raters) else []
+    counted_by_criterion = {c: counted_votes(votes[votes["criterion"] == c], exclude_raters=excluded)
+                            for c in criteria}
+    counted = counted_by_criterion.get(options.criterion, votes.iloc[0:0])
+    metrics = metric_values(campaign)
+
+    fit = None
+    leaderboard: list[dict] = []
+    win_rates = None
+    breakdowns: dict[str, list[dict]] = {}
+    if len(counted) and count_pairs(counted).n_models >= 2:
+        fit = fit_bradley_terry(counted, rounds=options.bootstrap_rounds)
+        for entry in records(fit.reset_index()):
+            model = entry["model"]
+            entry["metrics"] = {m: by_model[model]["value"] for m, by_model in metrics.items() if model in by_model}
+            leaderboard.append(entry)
+        rates, counts = win_rate_matrix(counted, models=list(fit.index))
+        win_rates = {"models": list(fit.index),
+                     "rates": [[_clean(v) for v in row] for row in rates.to_numpy()],
+                     "counts": counts.to_numpy().astype(int).tolist()}
+        for column in BREAKDOWN_COLUMNS:
+            breakdowns[column] = records(breakdown(counted, by=column, method="win_rate"))
+
+    decisions = {c: decisions_for(campaign, counted_by_criterion[c], options) for c in criteria}
+
+    sd3 = None
+    sd3_model = options.sd3_model or (leaderboard[0]["model"] if leaderboard else None)
+    if sd3_model is not None:
+        per_criterion = {c: v for c, v in counted_by_criterion.items()
+                         if ((v["model_a"] == sd3_model) | (v["model_b"] == sd3_model)).any()}
+        if per_criterion:
+            sd3 = {"model": sd3_model, "rows": records(sd3_win_rates(per_criterion, sd3_model))}
+
+    level = 1 - options.alpha
+    return {
+        "campaign": {"id": campaign.pk, "name": campaign.name, "run": campaign.run.name,
+                     "run_id": campaign.run_id},
+        "criterion": options.criterion,
+        "criteria": [{"criterion": c, "label": Criterion(c).label if c in Criterion.values else c,
+                      "votes": len(counted_by_criterion[c])} for c in criteria],
+        "exclude_flagged": options.exclude_flagged,
+        "excluded_raters": excluded,
+        "raters": records(raters),
+        "leaderboard": leaderboard,
+        "fit": None if fit is None else {k: _clean(v) for k, v in fit.attrs.items()},
+        "win_rates": win_rates,
+        "sd3": sd3,
+        "breakdowns": breakdowns,
+        "metrics": {"values": metrics, "correlations": correlations(metrics, fit)},
+        "progress": progress_for(campaign, votes, counted_by_criterion, decisions),
+        "decisions": {
+            "alpha": options.alpha,
+            "level": level,
+            "meaning": DECISIONS_MEANING.format(level=f"{100 * level:.0f}%", alpha=f"{100 * options.alpha:.0f}%"),
+            "by_criterion": [{"criterion": c, "label": Criterion(c).label if c in Criterion.values else c,
+                              "decision": decisions[c]} for c in criteria],
+        },
+    }
+
+
+def results_table(campaign: Campaign, *, exclude_flagged: bool = True, rounds: int = 100) -> pd.DataFrame:
+    """The flat results export: one row per criterion and model with the leaderboard and metric values."""
+    votes = votes_frame(campaign)
+    raters = rater_table(campaign, votes)
+    excluded = sorted(raters.loc[raters["flagged"], "rater"]) if exclude_flagged and len(raters) else []
+    metrics = metric_values(campaign)
+    blocks = []
+    for criterion in criteria_of(campaign, votes):
+        counted = counted_votes(votes[votes["criterion"] == criterion], exclude_raters=excluded)
+        if counted.empty or count_pairs(counted).n_models < 2:
+            continue
+        fit = fit_bradley_terry(counted, rounds=rounds).reset_index()
+        fit.insert(0, "criterion", criterion)
+        for metric, by_model in metrics.items():
+            fit[metric] = fit["model"].map({m: v["value"] for m, v in by_model.items()})
+        blocks.append(fit)
+    columns = ["criterion", "model", "score", "lower", "upper", "rank", "votes", "win_rate", *metrics]
+    if not blocks:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(blocks, ignore_index=True)[columns]

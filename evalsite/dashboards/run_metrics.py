@@ -1,0 +1,141 @@
+"""CLIP score and FID of every model of a comparison run, stored as MetricResult rows.
+
+Which CLIP model: settings.EVALSITE_CLIP_MODEL (env EVALSITE_CLIP_MODEL), a local folder holding either a
+transformers CLIPModel + processor or the demo dual encoder (generation/dual_encoder.py); by default the
+committed demo encoder in demo_models/clip-demo, trained on the demo domain so the numbers mean something
+offline. FID uses CLIP image features (as the SD3 paper reports); with settings.EVALSITE_INCEPTION_WEIGHTS
+(a local torch-fidelity Inception weights file) it also computes the usual Inception FID.
+
+Reference images for FID: when every prompt of the run is a demo-domain prompt, ground-truth images drawn
+by `generation.demo_domain` for the same prompts (REFERENCE_PER_IMAGE per generated image, seeded);
+otherwise the images of a reference model of the run (`reference_model`), whose own FID is not computed.
+"""
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from PIL import Image as PILImage
+
+from analysis import metrics as m
+from evalsite.catalog.models import ImageModel
+from evalsite.dashboards.models import MetricResult
+from evalsite.runs.models import ComparisonRun, Image
+
+REFERENCE_PER_IMAGE = 4  # ground-truth images drawn per generated image (FID's real side)
+REFERENCE_SEED = 1234  # seeds the ground-truth drawings
+
+
+def clip_model_path() -> Path:
+    configured = getattr(settings, "EVALSITE_CLIP_MODEL", None) or os.environ.get("EVALSITE_CLIP_MODEL")
+    return Path(configured) if configured else Path(settings.BASE_DIR) / "demo_models" / "clip-demo"
+
+
+def inception_weights_path() -> Path | None:
+    configured = getattr(settings, "EVALSITE_INCEPTION_WEIGHTS", None) or os.environ.get("EVALSITE_INCEPTION_WEIGHTS")
+    return Path(configured) if configured else None
+
+
+def load_clip(path: Path) -> tuple[object, object]:
+    """(model, processor) from a local folder: the demo dual encoder or a transformers CLIPModel."""
+    from generation.dual_encoder import is_dual_encoder_dir, load_dual_encoder
+
+    if is_dual_encoder_dir(path):
+        return load_dual_encoder(path)
+    return m.clip_from_directory(path)()
+
+
+def read_pixels(image: Image) -> np.ndarray:
+    """(H, W, 3) uint8 of a stored image."""
+    with image.file.open("rb") as handle:
+        data = handle.read()
+    return np.asarray(PILImage.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _stack(pixels: list[np.ndarray]) -> np.ndarray:
+    sizes = {p.shape for p in pixels}
+    if len(sizes) != 1:  # mixed resolutions: bring everything to the most common size
+        target = max(sizes, key=lambda s: sum(p.shape == s for p in pixels))
+        pixels = [p if p.shape == target else
+                  np.asarray(PILImage.fromarray(p).resize((target[1], target[0]), PILImage.BICUBIC)) for p in pixels]
+    return np.stack(pixels)
+
+
+def ground_truth_images(prompts: list[str]) -> np.ndarray | None:
+    """REFERENCE_PER_IMAGE demo-domain drawings per prompt, or None if some prompt is not a demo prompt."""
+    from generation import demo_domain
+
+    try:
+        specs = [demo_domain.parse_prompt(p) for p in prompts]
+    except ValueError:
+        return None
+    rng = np.random.default_rng(REFERENCE_SEED)
+    return np.stack([demo_domain.render(s, rng) for s in specs for _ in range(REFERENCE_PER_IMAGE)])
+
+
+def compute_run_metrics(run: ComparisonRun, *, reference_model: ImageModel | None = None,
+                        clip_path: Path | None = None) -> list[MetricResult]:
+    """Compute and store CLIP score and FID for every model with finished images in `run`."""
+    clip_path = clip_path or clip_model_path()
+    model, processor = load_clip(clip_path)
+    features = m.ClipImageFeatures(model, processor)
+    inception = inception_weights_path()
+    inception_module = m.inception_features(inception) if inception else None
+
+    done = (Image.objects.filter(run=run, status=Image.Status.DONE).exclude(file="")
+            .select_related("model", "prompt").order_by("model__name", "prompt__position", "seed"))
+    by_model: dict[ImageModel, list[Image]] = {}
+    for image in done:
+        by_model.setdefault(image.model, []).append(image)
+    if not by_model:
+        raise ValueError(f"run {run.pk} has no finished images to score")
+
+    pixels = {mod: _stack([read_pixels(i) for i in imgs]) for mod, imgs in by_model.items()}
+    if reference_model is not None and reference_model not in by_model:
+        raise ValueError(f"reference model {reference_model} has no finished images in run {run.pk}")
+
+    results = []
+    for image_model, images in by_model.items():
+        prompts = [i.prompt.text for i in images]
+        fake = pixels[image_model]
+        value, seconds = m.timed(m.clip_score, fake, prompts, (model, processor))
+        results.append((image_model, MetricResult.Metric.CLIP_SCORE, value, len(images), {
+            "clip_model": str(clip_path), "seconds": round(seconds, 3)}))
+
+        if reference_model is not None:
+            if image_model == reference_model:
+                continue
+            real, reference = pixels[reference_model], f"images of {reference_model.name}"
+        else:
+            real, reference = ground_truth_images(prompts), "demo-domain ground truth for the same prompts"
+            if real is None:
+                continue  # not demo prompts and no reference model: no FID
+        for metric, module in ((MetricResult.Metric.FID_CLIP, features),
+                               (MetricResult.Metric.FID_INCEPTION, inception_module)):
+            if module is None:
+                continue
+            value, seconds = m.timed(m.fid, real, fake, module)
+            results.append((image_model, metric, value, len(images), {
+                "reference": reference, "n_reference": int(len(real)), "num_features": module.num_features,
+                "reliable": m.fid_is_reliable(len(real), len(fake), module.num_features),
+                "feature_model": str(clip_path) if metric == MetricResult.Metric.FID_CLIP else str(inception),
+                "seconds": round(seconds, 3)}))
+
+    stored = []
+    with transaction.atomic():
+        for image_model, metric, value, n, details in results:
+            row, _ = MetricResult.objects.update_or_create(
+                run=run, model=image_model, metric=metric, defaults={"value": value, "n": n, "details": details})
+            stored.append(row)
+    return stored
+
+
+def timed_run_metrics(run: ComparisonRun, **kwargs) -> dict:
+    start = time.perf_counter()
+    rows = compute_run_metrics(run, **kwargs)
+    return {"run": run.pk, "results": len(rows), "seconds": round(time.perf_counter() - start, 2)}
