@@ -17,7 +17,9 @@ One call of `next_assignment(rater, campaign)`:
    and that this rater has never been given, fewest assignments first, random among equals. The row
    is taken with select_for_update(skip_locked=True): two raters asking at once lock different rows,
    and the `assigned` counter cannot overshoot the target. The rater_never_gets_pair_twice constraint
-   is the last line of defence; an IntegrityError moves on to the next candidate.
+   is the last line of defence; an IntegrityError moves on to the next candidate. When every free row of
+   the model pair is locked by other raters' transactions in flight, the engine waits for one (blocking
+   FOR UPDATE, re-checked after the wait) instead of wrongly answering "nothing left".
 6. Left/right: the model this rater has seen on the left more often goes right (random when even).
 
 Expired assignments are swept lazily (at most every EXPIRY_SWEEP_SECONDS per campaign and process) and
@@ -35,7 +37,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -59,6 +61,7 @@ PAIR_CHECK_SECONDS = 60  # how often a process checks whether new images need pa
 EXPIRY_SWEEP_SECONDS = 15  # how often a process sweeps a campaign's expired assignments
 DEFAULT_GOLD_POOL = 50  # gold checks created per campaign (each rater gets each at most once)
 WINS_CRITERION = Criterion.PROMPT_FOLLOWING
+LOCKED_RETRIES = 3  # waits for a locked image pair before a model pair counts as used up for this request
 
 
 class TooManyOpenAssignments(Exception):
@@ -389,8 +392,20 @@ def _lock_image_pair(rater: Rater, campaign: Campaign, model_a: int, model_b: in
                   .exclude(pair_key__in=seen))
     if refused_keys:
         candidates = candidates.exclude(pair_key__in=refused_keys)
-    return (candidates.order_by("assigned", "shuffle")
-            .select_for_update(skip_locked=True, of=("self",)).first())
+    candidates = candidates.order_by("assigned", "shuffle")
+    pair = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+    if pair is not None or connection.vendor == "sqlite":  # SQLite: serialised, nothing is ever skipped
+        return pair
+    # Every free row was locked by raters being served this very moment. Their transactions are short:
+    # wait for one and take it if it still has room (PostgreSQL re-checks the filter after the wait), so a
+    # rater is not told "nothing left" while slots remain.
+    for _ in range(LOCKED_RETRIES):
+        if not candidates.exists():
+            return None
+        pair = candidates.select_for_update(of=("self",)).first()
+        if pair is not None:
+            return pair
+    return None
 
 
 def _orient(rater: Rater, campaign: Campaign, pair: ImagePair, rng: np.random.Generator) -> tuple[int, int]:

@@ -54,6 +54,23 @@ def wait_for_pair(page, previous_id=""):
     return page.get_attribute("#rater", "data-assignment")
 
 
+def stored_votes(rater):
+    """{assignment id: {criterion: choice}} of the rater's votes, and whether every vote has a time.
+
+    Inside Playwright's sync API the test runs in a greenlet with its own context, where Django opens a
+    connection of its own; it is closed here, or PostgreSQL refuses to drop the test database."""
+    from django.db import connection
+
+    try:
+        stored: dict[str, dict[str, str]] = {}
+        votes = list(Vote.objects.filter(rater=rater))
+        for vote in votes:
+            stored.setdefault(str(vote.assignment_id), {})[vote.criterion] = vote.choice
+        return stored, all(v.time_taken_ms is not None for v in votes)
+    finally:
+        connection.close()
+
+
 def test_a_rater_votes_on_three_pairs_with_the_keyboard_only(live_server, campaign, make_rater, browser_page):
     page = browser_page
     rater = make_rater("keyboard-rater")
@@ -86,11 +103,9 @@ def test_a_rater_votes_on_three_pairs_with_the_keyboard_only(live_server, campai
         page.keyboard.press("Enter")
     wait_for_pair(page, shown)  # the fourth pair is on screen: the third vote was acknowledged
 
-    stored: dict[str, dict[str, str]] = {}
-    for vote in Vote.objects.filter(rater=rater):
-        stored.setdefault(str(vote.assignment_id), {})[vote.criterion] = vote.choice
+    stored, timed = stored_votes(rater)
     assert stored == expected
-    assert all(v.time_taken_ms is not None for v in Vote.objects.filter(rater=rater))
+    assert timed
     assert page.text_content("#progress-text") == "3 pairs rated"
 
     page.set_viewport_size({"width": 390, "height": 844})
@@ -98,3 +113,4 @@ def test_a_rater_votes_on_three_pairs_with_the_keyboard_only(live_server, campai
     assert right["y"] >= left["y"] + left["height"]  # stacked on a phone
     assert left["width"] <= 390
     page.screenshot(path=str(ARTIFACTS / "rater-phone-390x844.png"), full_page=True)
+    page.wait_for_load_state("networkidle")  # the preload of the next pair finishes before the server stops
