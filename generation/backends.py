@@ -1,0 +1,363 @@
+"""Generation backends: one interface over the three kinds of model the platform compares.
+
+    backend = load_backend("inhouse", "demo_models/mmdit-demo", device="cpu")
+    images = backend.generate(["a red circle on a blue background"], [0], {"steps": 28, "guidance_scale": 4.0,
+                              "shift": 1.0, "height": 32, "width": 32})
+
+Kinds (the `ImageModel.kind` values):
+    inhouse        an in-house MM-DiT checkpoint directory (generation.pipeline.InHousePipeline)
+    diffusers      any diffusers pipeline: a local directory or a hub id (DiffusionPipeline.from_pretrained;
+                   a hub id only works where the deployment's Hugging Face cache holds the weights)
+    unet_baseline  the UNet eps-prediction baseline (generation.unet_baseline.UNetBaselinePipeline)
+
+Settings: steps, guidance_scale, shift, height, width, and scheduler (diffusers: a scheduler class name such as
+"DDIMScheduler" from the pipeline's compatibles; unet_baseline: "ddim" or "ddpm"). Every image has its own seed:
+its initial noise comes from its own torch.Generator, so an image does not depend on its batch-mates.
+
+Plain PyTorch and diffusers only: nothing here knows Django (generation/tasks.py is the bridge).
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import logging
+import os
+import platform
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+log = logging.getLogger(__name__)
+
+SETTING_KEYS = {
+    "inhouse": {"steps", "guidance_scale", "shift", "height", "width"},
+    "diffusers": {"steps", "guidance_scale", "shift", "height", "width", "scheduler"},
+    "unet_baseline": {"steps", "guidance_scale", "shift", "height", "width", "scheduler"},
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded (missing directory, corrupt weights, unknown format...)."""
+
+
+class OutOfMemory(RuntimeError):
+    """Generation ran out of accelerator memory even with one image per batch."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    kind: str
+
+    @classmethod
+    def load(cls, source: str, device: str, dtype: torch.dtype) -> Backend: ...
+
+    def generate(self, prompts: list[str], seeds: list[int], settings: dict) -> list[Image.Image]: ...
+
+
+def check_settings(kind: str, settings: dict) -> dict:
+    """Refuse settings this kind of model does not understand, with a readable message."""
+    if kind not in SETTING_KEYS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(SETTING_KEYS)}")
+    unknown = set(settings) - SETTING_KEYS[kind]
+    if unknown:
+        raise ValueError(f"{kind} models do not take the setting(s) {', '.join(sorted(unknown))}")
+    return settings
+
+
+def _size(settings: dict) -> tuple[int | None, int | None]:
+    return settings.get("height"), settings.get("width")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The three backends
+
+
+class InHouseBackend:
+    """An in-house MM-DiT checkpoint directory (model.safetensors + config.json). Runs in float32."""
+
+    kind = "inhouse"
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    @classmethod
+    def load(cls, source: str, device: str, dtype: torch.dtype = torch.float32) -> InHouseBackend:
+        from generation.pipeline import InHousePipeline
+
+        return cls(InHousePipeline.from_checkpoint(source, device=device))
+
+    def generate(self, prompts: list[str], seeds: list[int], settings: dict) -> list[Image.Image]:
+        check_settings(self.kind, settings)
+        height, width = _size(settings)
+        return self.pipeline(list(prompts), list(seeds), steps=int(settings.get("steps", 28)),
+                             guidance_scale=float(settings.get("guidance_scale", 4.0)),
+                             shift=float(settings.get("shift", 1.0)), height=height, width=width,
+                             batch_size=max(1, len(prompts)))
+
+
+class UNetBaselineBackend:
+    """The UNet eps-prediction baseline trained here (generation.unet_baseline). Runs in float32."""
+
+    kind = "unet_baseline"
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    @classmethod
+    def load(cls, source: str, device: str, dtype: torch.dtype = torch.float32) -> UNetBaselineBackend:
+        from generation.unet_baseline import UNetBaselinePipeline
+
+        return cls(UNetBaselinePipeline.from_checkpoint(source, device=device))
+
+    def generate(self, prompts: list[str], seeds: list[int], settings: dict) -> list[Image.Image]:
+        check_settings(self.kind, settings)
+        height, width = _size(settings)
+        return self.pipeline(list(prompts), list(seeds), steps=int(settings.get("steps", 28)),
+                             guidance_scale=float(settings.get("guidance_scale", 4.0)),
+                             shift=float(settings.get("shift", 1.0)), height=height, width=width,
+                             scheduler=settings.get("scheduler") or "ddim")
+
+
+def _looks_like_path(source: str) -> bool:
+    """A hub id is "name" or "org/name"; anything else (absolute, relative, existing) is a directory."""
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or Path(source).exists()
+
+
+def _null_components(source: str) -> dict:
+    """Components a pipeline was saved without ([null, null] in model_index.json): diffusers only reloads
+    such a pipeline when they are passed as None again (e.g. SD3 without T5, SD without safety checker)."""
+    index = Path(source) / "model_index.json"
+    if not index.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(source, "model_index.json")
+        except Exception:  # not a valid repo id: from_pretrained will say so
+            cached = None
+        if not isinstance(cached, str):
+            return {}
+        index = Path(cached)
+    try:
+        entries = json.loads(index.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{index} is not valid JSON: {e}") from e
+    return {name: None for name, value in entries.items()
+            if not name.startswith("_") and isinstance(value, list) and value == [None, None]}
+
+
+class DiffusersBackend:
+    """Any diffusers text-to-image pipeline, from a local directory or a hub id."""
+
+    kind = "diffusers"
+
+    def __init__(self, pipe, device: str):
+        self.pipe, self.device = pipe, device
+        self._default_scheduler = pipe.scheduler
+        self._schedulers: dict[tuple, object] = {}
+
+    @classmethod
+    def load(cls, source: str, device: str, dtype: torch.dtype = torch.float32) -> DiffusersBackend:
+        from diffusers import DiffusionPipeline
+
+        if _looks_like_path(source):
+            path = Path(source).expanduser()
+            if not path.is_dir():
+                raise FileNotFoundError(f"diffusers pipeline directory {source} does not exist")
+            if not (path / "model_index.json").is_file():
+                raise FileNotFoundError(f"{source} has no model_index.json: not a saved diffusers pipeline")
+            source = str(path)
+        pipe = DiffusionPipeline.from_pretrained(source, dtype=dtype, **_null_components(source))
+        pipe.set_progress_bar_config(disable=True)
+        return cls(pipe.to(device), device)
+
+    def _scheduler(self, name: str | None, shift: float | None):
+        """The pipeline's scheduler, or the named compatible one, with the timestep shift applied."""
+        key = (name, shift)
+        if key not in self._schedulers:
+            base = self._default_scheduler
+            cls = type(base)
+            if name and name != cls.__name__:
+                compatible = {c.__name__: c for c in base.compatibles}
+                if name not in compatible:
+                    raise ValueError(f"scheduler {name!r} is not compatible with this pipeline; choose one of "
+                                     f"{', '.join(sorted(compatible))}")
+                cls = compatible[name]
+            overrides = {}
+            if shift is not None:
+                if "shift" in cls.from_config(base.config).config:
+                    overrides["shift"] = float(shift)
+                elif float(shift) != 1.0:
+                    raise ValueError(f"scheduler {cls.__name__} has no timestep shift; use shift 1.0")
+            self._schedulers[key] = cls.from_config(base.config, **overrides)
+        return self._schedulers[key]
+
+    def generate(self, prompts: list[str], seeds: list[int], settings: dict) -> list[Image.Image]:
+        check_settings(self.kind, settings)
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
+        if not prompts:
+            return []
+        self.pipe.scheduler = self._scheduler(settings.get("scheduler"), settings.get("shift"))
+        height, width = _size(settings)
+        # One CPU generator per image: an image's noise depends on its seed only (not on batch-mates or device).
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        out = self.pipe(prompt=list(prompts), num_inference_steps=int(settings.get("steps", 28)),
+                        guidance_scale=float(settings.get("guidance_scale", 4.0)), height=height, width=width,
+                        generator=generators, output_type="pil")
+        return list(out.images)
+
+
+BACKENDS: dict[str, type] = {
+    "inhouse": InHouseBackend,
+    "diffusers": DiffusersBackend,
+    "unet_baseline": UNetBaselineBackend,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Devices, loading and the per-worker cache
+
+
+def resolve_device(name: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; anything else is checked and returned."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    torch.device(name)  # raises on nonsense
+    return name
+
+
+def default_dtype(kind: str, device: str) -> torch.dtype:
+    """Diffusers pipelines run in float16 on a GPU; everything else (and everything on the CPU) in float32."""
+    return torch.float16 if kind == "diffusers" and device.startswith("cuda") else torch.float32
+
+
+def load_backend(kind: str, source: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Backend:
+    """Load one model; any failure becomes a ModelLoadError whose message says what and why."""
+    if kind not in BACKENDS:
+        raise ModelLoadError(f"unknown model kind {kind!r}; known: {', '.join(BACKENDS)}")
+    dtype = dtype or default_dtype(kind, device)
+    try:
+        return BACKENDS[kind].load(source, device, dtype)
+    except Exception as e:  # FileNotFoundError, ValueError, OSError, safetensors errors, diffusers errors...
+        reason = str(e) or type(e).__name__
+        raise ModelLoadError(f"cannot load {kind} model from {source}: {reason}") from e
+
+
+def release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class BackendCache:
+    """Loaded backends of one worker process, least recently used evicted first.
+
+    A worker serves many jobs of the same few models: each model is loaded once and kept while it is among
+    the `max_size` most recently used. Eviction happens before a load, so at most `max_size` models are in
+    memory at any time. Failed loads are not cached: a repaired checkpoint works on the next job."""
+
+    def __init__(self, max_size: int = 2, loader=load_backend):
+        if max_size < 1:
+            raise ValueError("the model cache holds at least one model")
+        self.max_size, self.loader = max_size, loader
+        self._entries: OrderedDict[tuple, Backend] = OrderedDict()
+        self.loads = 0
+
+    def get(self, kind: str, source: str, device: str, dtype: torch.dtype | None = None) -> Backend:
+        key = (kind, source, device, str(dtype))
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        while len(self._entries) >= self.max_size:
+            self._entries.popitem(last=False)
+            release_memory()
+        backend = self.loader(kind, source, device, dtype)
+        self.loads += 1
+        self._entries[key] = backend
+        return backend
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        release_memory()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batches, out-of-memory and files
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def generate_in_batches(backend: Backend, prompts: Sequence[str], seeds: Sequence[int], settings: dict,
+                        batch_size: int) -> Iterator[tuple[range, list[Image.Image], float]]:
+    """Yield (indices, images, seconds per image) batch after batch.
+
+    On an out-of-memory error the batch is retried at half the size (and the smaller size is kept for the
+    rest); at batch size 1 the error becomes OutOfMemory. Any other error propagates unchanged."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    size, start = max(1, int(batch_size)), 0
+    while start < len(prompts):
+        stop = min(start + size, len(prompts))
+        t0 = time.perf_counter()
+        try:
+            images = backend.generate(list(prompts[start:stop]), list(seeds[start:stop]), settings)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            release_memory()
+            if size == 1:
+                raise OutOfMemory("out of memory even with one image per batch") from e
+            size = max(1, size // 2)
+            log.warning("out of memory with %d images per batch; retrying with %d", stop - start, size)
+            continue
+        if len(images) != stop - start:
+            raise RuntimeError(f"the backend returned {len(images)} images for {stop - start} prompts")
+        seconds = (time.perf_counter() - t0) / (stop - start)
+        yield range(start, stop), images, seconds
+        start = stop
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """The image as a PNG with pixels only: no text chunks, no ICC profile, no EXIF (nothing names a model)."""
+    clean = Image.fromarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    buffer = io.BytesIO()
+    clean.save(buffer, format="PNG", pnginfo=None)
+    return buffer.getvalue()
+
+
+@cache
+def software_versions(device: str = "cpu") -> dict:
+    """What produced an image, stored with it so results can be reproduced."""
+    import diffusers
+    import PIL
+    import transformers
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+                "transformers": transformers.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
+                "device": device, "machine": platform.machine()}
+    if device.startswith("cuda"):
+        versions["cuda"] = torch.version.cuda
+        versions["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return versions

@@ -1,0 +1,311 @@
+"""Generation backends against real models: tiny diffusers pipelines built and saved here, a tiny UNet baseline
+and a tiny in-house MM-DiT checkpoint. The only fake is the out-of-memory backend (CUDA OOM cannot be caused on
+a CPU machine)."""
+from __future__ import annotations
+
+import io
+import json
+import string
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, PngImagePlugin
+
+from generation import backends
+from generation.backends import (
+    BackendCache,
+    DiffusersBackend,
+    ModelLoadError,
+    OutOfMemory,
+    generate_in_batches,
+    load_backend,
+    png_bytes,
+)
+
+SETTINGS = {"steps": 2, "guidance_scale": 3.0, "shift": 1.0, "height": 16, "width": 16}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two OpenMP threads on a loaded two-core machine run ~50x slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in string.ascii_lowercase + string.digits + "\"'.,!?-":
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    vocab["ab"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[("a", "b")], model_max_length=77)
+
+
+def clip_text_model(cls, vocab_size: int, projection_dim: int | None = None):
+    from transformers import CLIPTextConfig
+
+    torch.manual_seed(0)
+    kw = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_attention_heads=4,
+              num_hidden_layers=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    if projection_dim:
+        kw["projection_dim"] = projection_dim
+    return cls(CLIPTextConfig(**kw))
+
+
+def tiny_vae(latent_channels: int, **kw):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(16, 32),
+                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                         norm_num_groups=8, sample_size=16, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory):
+    """A StableDiffusionPipeline (UNet, VAE, CLIP, DDIM) with random weights, saved like any hub pipeline."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    tokenizer = clip_tokenizer()
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                attention_head_dim=8, norm_num_groups=8)
+    pipe = StableDiffusionPipeline(
+        vae=tiny_vae(4), text_encoder=clip_text_model(CLIPTextModel, len(tokenizer)), tokenizer=tokenizer, unet=unet,
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                                set_alpha_to_one=False),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    path = tmp_path_factory.mktemp("tiny-sd")
+    pipe.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_dir(tmp_path_factory):
+    """A StableDiffusion3Pipeline (SD3 transformer, 16-channel VAE, two CLIPs, no T5, flow-matching Euler)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer = clip_tokenizer()
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=16, num_layers=2,
+                                        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=64,
+                                        caption_projection_dim=16, pooled_projection_dim=64, out_channels=16,
+                                        pos_embed_max_size=16)
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=tiny_vae(16, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035),
+        text_encoder=clip_text_model(CLIPTextModelWithProjection, len(tokenizer), 32), tokenizer=tokenizer,
+        text_encoder_2=clip_text_model(CLIPTextModelWithProjection, len(tokenizer), 32), tokenizer_2=tokenizer,
+        text_encoder_3=None, tokenizer_3=None)
+    path = tmp_path_factory.mktemp("tiny-sd3")
+    pipe.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_unet_dir(tmp_path_factory):
+    from generation.unet_baseline import UNetBaseline, UNetBaselineConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    model = UNetBaseline(UNetBaselineConfig(sample_size=16, block_out_channels=(16, 32), norm_num_groups=8,
+                                            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8))
+    path = tmp_path_factory.mktemp("tiny-unet")
+    save_checkpoint(model, {"text_encoder": "minilm"}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_inhouse_dir(tmp_path_factory):
+    from generation.mmdit import MMDiT, MMDiTConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    model = MMDiT(MMDiTConfig(in_channels=3, sample_size=16, patch_size=4, depth=2, hidden_size=32, num_heads=2,
+                              text_dim=384, pooled_dim=384))
+    with torch.no_grad():  # adaLN-Zero starts at zero: randomise so the output depends on the input
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    path = tmp_path_factory.mktemp("tiny-inhouse")
+    save_checkpoint(model, {"objective": "rf/lognorm(0.00,1.00)", "text_encoder": "minilm", "image_size": 16}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    """Backends loaded once per module (loading MiniLM takes a second or two)."""
+    cache = BackendCache(max_size=8)
+    return lambda kind, path: cache.get(kind, str(path), "cpu")
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def assert_seeded(backend, settings):
+    """Same (prompt, seed) -> same image, whatever shares its batch; another seed -> another image."""
+    batch = backend.generate(["a red circle", "a blue square", "a red circle"], [0, 1, 0], settings)
+    alone = backend.generate(["a blue square"], [1], settings)
+    assert len(batch) == 3 and all(im.size == (settings["width"], settings["height"]) for im in batch)
+    assert np.abs(pixels(batch[0]) - pixels(batch[2])).max() <= 1
+    assert np.abs(pixels(batch[1]) - pixels(alone[0])).max() <= 2
+    other_seed = backend.generate(["a red circle"], [7], settings)[0]
+    assert np.abs(pixels(batch[0]) - pixels(other_seed)).mean() > 1.0
+
+
+@pytest.mark.parametrize("which", ["sd", "sd3"])
+def test_diffusers_pipelines_load_from_a_saved_directory_and_seed_every_image(which, tiny_sd_dir, tiny_sd3_dir,
+                                                                              loaded):
+    path = tiny_sd_dir if which == "sd" else tiny_sd3_dir
+    backend = loaded("diffusers", path)
+    assert isinstance(backend, DiffusersBackend)
+    assert type(backend.pipe).__name__ == ("StableDiffusionPipeline" if which == "sd" else "StableDiffusion3Pipeline")
+    assert_seeded(backend, SETTINGS)
+
+
+def test_diffusers_settings_choose_the_scheduler_and_the_timestep_shift(tiny_sd_dir, tiny_sd3_dir, loaded):
+    sd, sd3 = loaded("diffusers", tiny_sd_dir), loaded("diffusers", tiny_sd3_dir)
+    ddim = sd.generate(["a red circle"], [0], SETTINGS)[0]
+    euler = sd.generate(["a red circle"], [0], {**SETTINGS, "scheduler": "EulerDiscreteScheduler"})[0]
+    assert type(sd.pipe.scheduler).__name__ == "EulerDiscreteScheduler"
+    assert (pixels(ddim) != pixels(euler)).any()  # random weights: small, but real, differences
+    with pytest.raises(ValueError, match="not compatible"):
+        sd.generate(["a red circle"], [0], {**SETTINGS, "scheduler": "NoSuchScheduler"})
+    with pytest.raises(ValueError, match="no timestep shift"):
+        sd.generate(["a red circle"], [0], {**SETTINGS, "shift": 3.0})
+    steps3 = {**SETTINGS, "steps": 3}
+    shift1 = sd3.generate(["a red circle"], [0], steps3)[0]
+    shift3 = sd3.generate(["a red circle"], [0], {**steps3, "shift": 3.0})[0]
+    assert sd3.pipe.scheduler.config.shift == 3.0
+    assert (pixels(shift1) != pixels(shift3)).any()
+    with pytest.raises(ValueError, match="do not take"):
+        sd.generate(["a red circle"], [0], {**SETTINGS, "sampler": "euler"})
+
+
+def test_unet_baseline_and_inhouse_checkpoints_generate_seeded_images(tiny_unet_dir, tiny_inhouse_dir, loaded):
+    unet = loaded("unet_baseline", tiny_unet_dir)
+    assert_seeded(unet, {**SETTINGS, "steps": 3})
+    ddpm = unet.generate(["a red circle"], [0], {**SETTINGS, "steps": 3, "scheduler": "ddpm"})[0]
+    assert ddpm.size == (16, 16)
+    with pytest.raises(ValueError, match="no timestep shift"):
+        unet.generate(["a red circle"], [0], {**SETTINGS, "shift": 3.0})
+    inhouse = loaded("inhouse", tiny_inhouse_dir)
+    assert_seeded(inhouse, {**SETTINGS, "steps": 3})
+    with pytest.raises(ValueError, match="do not take"):
+        inhouse.generate(["a red circle"], [0], {**SETTINGS, "scheduler": "ddim"})
+
+
+@pytest.mark.parametrize("kind", ["inhouse", "unet_baseline", "diffusers"])
+def test_a_missing_checkpoint_is_a_readable_load_error(kind, tmp_path):
+    with pytest.raises(ModelLoadError, match=f"cannot load {kind} model from .*does not exist"):
+        load_backend(kind, str(tmp_path / "nowhere"), "cpu")
+
+
+@pytest.mark.parametrize("which", ["inhouse", "unet", "sd"])
+def test_corrupt_weights_are_a_readable_load_error(which, tiny_inhouse_dir, tiny_unet_dir, tiny_sd_dir, tmp_path):
+    import shutil
+
+    source = {"inhouse": tiny_inhouse_dir, "unet": tiny_unet_dir, "sd": tiny_sd_dir}[which]
+    broken = tmp_path / "broken"
+    shutil.copytree(source, broken)
+    weights = next(p for p in sorted(broken.rglob("*.safetensors")) if "unet" in str(p) or which != "sd")
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, as by a full disk or an interrupted copy
+    kind = {"inhouse": "inhouse", "unet": "unet_baseline", "sd": "diffusers"}[which]
+    with pytest.raises(ModelLoadError, match=f"cannot load {kind} model from {broken}"):
+        load_backend(kind, str(broken), "cpu")
+
+
+def test_an_unknown_kind_is_refused():
+    with pytest.raises(ModelLoadError, match="unknown model kind 'dalle'"):
+        load_backend("dalle", "/x", "cpu")
+
+
+def test_the_cache_loads_each_model_once_and_evicts_the_least_recently_used(tiny_unet_dir, tiny_inhouse_dir,
+                                                                          tiny_sd_dir):
+    loads = []
+
+    def counting_loader(kind, source, device, dtype):
+        loads.append(source)
+        return load_backend(kind, source, device, dtype)
+
+    cache = BackendCache(max_size=2, loader=counting_loader)
+    unet = cache.get("unet_baseline", str(tiny_unet_dir), "cpu")
+    assert cache.get("unet_baseline", str(tiny_unet_dir), "cpu") is unet
+    cache.get("inhouse", str(tiny_inhouse_dir), "cpu")
+    cache.get("unet_baseline", str(tiny_unet_dir), "cpu")  # now the most recently used
+    cache.get("diffusers", str(tiny_sd_dir), "cpu")  # evicts the in-house model
+    assert len(cache) == 2
+    assert cache.get("unet_baseline", str(tiny_unet_dir), "cpu") is unet
+    cache.get("inhouse", str(tiny_inhouse_dir), "cpu")  # loaded again
+    assert loads == [str(tiny_unet_dir), str(tiny_inhouse_dir), str(tiny_sd_dir), str(tiny_inhouse_dir)]
+    with pytest.raises(ModelLoadError):
+        cache.get("unet_baseline", "/no/such/checkpoint", "cpu")
+    assert len(cache) <= 2 and ("unet_baseline", "/no/such/checkpoint", "cpu", "None") not in cache
+
+
+class OutOfMemoryAbove:
+    """The one fake: a backend that raises CUDA's out-of-memory error for batches larger than `limit`."""
+
+    kind = "inhouse"
+
+    def __init__(self, limit: int, error=None):
+        self.limit, self.calls = limit, []
+        self.error = error or (lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+
+    def generate(self, prompts, seeds, settings):
+        self.calls.append(len(prompts))
+        if len(prompts) > self.limit:
+            raise self.error()
+        return [Image.new("RGB", (8, 8), (seed % 256, 0, 0)) for seed in seeds]
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_every_image_with_its_seed():
+    fake = OutOfMemoryAbove(limit=3)
+    out = list(generate_in_batches(fake, ["p"] * 10, list(range(10)), {}, batch_size=10))
+    assert fake.calls == [10, 5, 2, 2, 2, 2, 2]
+    assert [list(r) for r, _, _ in out] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert [im.getpixel((0, 0))[0] for _, ims, _ in out for im in ims] == list(range(10))
+    plain = OutOfMemoryAbove(limit=1, error=lambda: RuntimeError("CUDA error: out of memory"))
+    assert sum(len(r) for r, _, _ in generate_in_batches(plain, ["p"] * 3, [0, 1, 2], {}, 4)) == 3
+    with pytest.raises(OutOfMemory, match="even with one image per batch"):
+        list(generate_in_batches(OutOfMemoryAbove(limit=0), ["p"] * 2, [0, 1], {}, 2))
+    broken = OutOfMemoryAbove(limit=0, error=lambda: ValueError("bad settings"))
+    with pytest.raises(ValueError, match="bad settings"):
+        list(generate_in_batches(broken, ["p"], [0], {}, 1))
+
+
+def test_png_files_hold_pixels_only(tiny_unet_dir, loaded):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("model", "secret-model-name")
+    tagged = io.BytesIO()
+    Image.new("RGB", (4, 4), (9, 8, 7)).save(tagged, format="PNG", pnginfo=info)
+    source = Image.open(io.BytesIO(tagged.getvalue()))
+    assert source.info.get("model") == "secret-model-name"
+    data = png_bytes(source)
+    assert b"secret-model-name" not in data
+    assert not {b"tEXt", b"iTXt", b"zTXt", b"iCCP", b"eXIf"} & {data[i : i + 4] for i in range(len(data) - 4)}
+    assert np.array_equal(pixels(Image.open(io.BytesIO(data))), pixels(source))
+    generated = loaded("unet_baseline", tiny_unet_dir).generate(["a red circle"], [0], SETTINGS)[0]
+    data = png_bytes(generated)
+    assert str(tiny_unet_dir).encode() not in data and b"unet" not in data.lower()
+
+
+def test_software_versions_name_the_stack():
+    versions = backends.software_versions("cpu")
+    assert versions["torch"] == torch.__version__ and versions["device"] == "cpu"
+    assert {"diffusers", "transformers", "python", "pillow"} <= set(versions)
+    json.dumps(versions)
+
+
+def test_auto_device_is_cpu_without_a_gpu():
+    assert backends.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(RuntimeError):
+        backends.resolve_device("nonsense-device")
