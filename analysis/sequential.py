@@ -227,16 +227,19 @@ def campaign_decisions(
             for j, lo, ev in zip(rivals, lower, evidence, strict=True)
         ],
         "n_models": k,
+        "votes": votes,
         "votes_still_needed": 0 if p_top <= alpha else None,
     }
 
     # neighbours in the current order, one-sided at alpha / (K(K-1)/2)
     order = [int(i) for i in np.argsort(-theta, kind="stable")]
+    hi_all, lo_all = np.array(order[:-1]), np.array(order[1:])
+    p_order = np.minimum(1.0, (k * (k - 1) / 2) * np.exp(-log_evidence(diff[hi_all, lo_all], info[hi_all, lo_all])))
+    lower_order = diff[hi_all, lo_all] - one_sided_radius(info[hi_all, lo_all], alpha_order)
     neighbours = []
-    for rank, (hi, lo) in enumerate(zip(order[:-1], order[1:], strict=True), start=1):
-        ev = float(log_evidence(diff[hi, lo], info[hi, lo]))
-        p = min(1.0, (k * (k - 1) / 2) * math.exp(-ev))
-        radius = float(one_sided_radius(info[hi, lo], alpha_order))
+    for rank, (hi, lo, p, lower_bound) in enumerate(
+        zip(order[:-1], order[1:], p_order.tolist(), lower_order.tolist(), strict=True), start=1
+    ):
         neighbours.append(
             {
                 "kind": "neighbours",
@@ -247,7 +250,7 @@ def campaign_decisions(
                 "lower_name": names[lo],
                 "settled": bool(p <= alpha),
                 "difference": float(diff[hi, lo]),
-                "lower_bound": float(diff[hi, lo] - radius),
+                "lower_bound": lower_bound,
                 "confidence": 1.0 - p,
                 "level": 1.0 - alpha,
                 "votes_still_needed": 0 if p <= alpha else None,
@@ -320,6 +323,8 @@ def explain(decision: dict) -> str:
     )
     if decision["kind"] == "top_model":
         name, rival = decision["model_name"], decision["closest_rival_name"]
+        if decision["votes"] == 0:
+            return f"No votes yet: all {decision['n_models']} models are level."
         by_rival = {r["model"]: r for r in decision["rivals"]}
         r = by_rival[decision["closest_rival"]]
         elo = ELO_PER_NAT * r["difference"]
