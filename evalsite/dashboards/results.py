@@ -24,7 +24,6 @@ from django.db.models import Count, Sum
 
 from analysis.bradley_terry import count_pairs, fit_bradley_terry, sd3_win_rates, win_rate_matrix
 from analysis.breakdowns import breakdown
-from analysis.metrics import spearman_with_human
 from analysis.rater_quality import rater_report
 from analysis.sequential import DEFAULT_ALPHA, campaign_decisions
 from evalsite.dashboards.data import counted_votes, quality_frame, votes_frame
@@ -167,8 +166,10 @@ def progress_for(campaign: Campaign, votes: pd.DataFrame, counted_by_criterion: 
 
 
 def correlations(metrics: dict[str, dict[str, dict]], fit: pd.DataFrame | None) -> list[dict]:
-    if fit is None:
+    if fit is None or not metrics:
         return []
+    from analysis.metrics import spearman_with_human  # imports torch: only when there are metrics to show
+
     human = fit["score"].to_dict()
     out = []
     for metric, by_model in metrics.items():

@@ -14,22 +14,32 @@ CATEGORIES = ["Animals", "Writing & Symbols", "Animals", "Abstract"]
 CHALLENGES = ["Basic", "Writing", "Complex", "Basic"]
 
 
-def add_vote(campaign, rater, image_left, image_right, criterion, choice, *, is_gold=False, gold=None,
-             gold_correct=None, ms=3000):
-    """One answered assignment (reused across criteria) and its vote on `criterion`."""
+def add_votes(campaign, answers):
+    """Store answers as Assignment + Vote rows in bulk (one assignment per rater and image pair).
+
+    answers: dicts with rater, left, right (Image rows), criterion, choice and optionally is_gold, gold,
+    gold_correct, ms."""
     from evalsite.rating.models import Assignment, Vote
 
-    key = Assignment.make_pair_key(image_left.pk, image_right.pk)
-    assignment = Assignment.objects.filter(rater=rater, pair_key=key, campaign=campaign).first()
-    if assignment is None:
-        now = timezone.now()
-        assignment = Assignment.objects.create(
-            campaign=campaign, rater=rater, prompt=image_left.prompt, image_left=image_left, image_right=image_right,
-            gold=gold, status=Assignment.Status.ANSWERED, expires_at=now + timedelta(minutes=10), answered_at=now)
-    return Vote.objects.create(
-        assignment=assignment, campaign=campaign, rater=rater, criterion=criterion, choice=choice,
-        model_left=image_left.model, model_right=image_right.model, time_taken_ms=ms,
-        idempotency_key=f"{assignment.pk}-{criterion}", is_gold=is_gold, gold_correct=gold_correct)
+    now = timezone.now()
+    assignments = {}
+    for a in answers:
+        key = (a["rater"].pk, Assignment.make_pair_key(a["left"].pk, a["right"].pk))
+        if key not in assignments:
+            assignments[key] = Assignment(
+                campaign=campaign, rater=a["rater"], prompt=a["left"].prompt, image_left=a["left"],
+                image_right=a["right"], pair_key=key[1], gold=a.get("gold"), status=Assignment.Status.ANSWERED,
+                expires_at=now + timedelta(minutes=10), answered_at=now)
+    Assignment.objects.bulk_create(assignments.values())
+    votes = []
+    for a in answers:
+        assignment = assignments[(a["rater"].pk, Assignment.make_pair_key(a["left"].pk, a["right"].pk))]
+        votes.append(Vote(
+            assignment=assignment, campaign=campaign, rater=a["rater"], criterion=a["criterion"], choice=a["choice"],
+            model_left=a["left"].model, model_right=a["right"].model, time_taken_ms=a.get("ms", 3000),
+            idempotency_key=f"{assignment.pk}-{a['criterion']}", is_gold=a.get("is_gold", False),
+            gold_correct=a.get("gold_correct")))
+    return Vote.objects.bulk_create(votes)
 
 
 @pytest.fixture
@@ -54,6 +64,7 @@ def voted_campaign(make_run, make_rater, make_campaign):
     rng = np.random.default_rng(7)
     images = {(img.model_id, img.prompt_id, img.seed): img for img in Image.objects.filter(run=run)}
     flip = itertools.count()
+    answers = []
     for rater in raters:
         for prompt in run.prompt_set.prompts.all():
             for seed in (0, 1):
@@ -65,8 +76,9 @@ def voted_campaign(make_run, make_rater, make_campaign):
                         p_left = 1 / (1 + np.exp(-(STRENGTHS[left] - STRENGTHS[right])))
                         u = rng.random()
                         choice = Choice.TIE if u < 0.08 else (Choice.LEFT if rng.random() < p_left else Choice.RIGHT)
-                        add_vote(campaign, rater, img_l, img_r, criterion, choice,
-                                 ms=500 if rater.user.username == "speedy" else int(2500 + 1000 * rng.random()))
+                        answers.append({"rater": rater, "left": img_l, "right": img_r, "criterion": criterion,
+                                        "choice": choice, "ms": 500 if rater.user.username == "speedy"
+                                        else int(2500 + 1000 * rng.random())})
     # gold checks: an image of prompt 0 against an image of prompt 2 (same model); the first is right
     prompt0, prompt2 = run.prompt_set.prompts.order_by("position")[0], run.prompt_set.prompts.order_by("position")[2]
     for i, rater in enumerate(raters):
@@ -79,8 +91,9 @@ def voted_campaign(make_run, make_rater, make_campaign):
             left, right = (correct, wrong) if seed == 0 else (wrong, correct)
             choice = (Choice.LEFT if seed == 0 else Choice.RIGHT) if right_answer else (
                 Choice.RIGHT if seed == 0 else Choice.LEFT)
-            add_vote(campaign, rater, left, right, Criterion.PROMPT_FOLLOWING, choice, is_gold=True, gold=gold,
-                     gold_correct=right_answer)
+            answers.append({"rater": rater, "left": left, "right": right, "criterion": Criterion.PROMPT_FOLLOWING,
+                            "choice": choice, "is_gold": True, "gold": gold, "gold_correct": right_answer})
+    add_votes(campaign, answers)
     return campaign
 
 
@@ -95,3 +108,9 @@ def rater_client(client, make_rater):
     rater = make_rater("plainrater")
     client.force_login(rater.user)
     return client
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Users are created in every test; the production hasher's work factor is not what is tested here."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
