@@ -309,34 +309,40 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def generate_in_batches(backend: Backend, prompts: Sequence[str], seeds: Sequence[int], settings: dict,
-                        batch_size: int) -> Iterator[tuple[range, list[Image.Image], float]]:
-    """Yield (indices, images, seconds per image) batch after batch.
+class generate_in_batches:  # noqa: N801 - used like a generator function
+    """Iterate (indices, images, seconds per image) batch after batch; `.batch_size` is the size in use.
 
     On an out-of-memory error the batch is retried at half the size (and the smaller size is kept for the
     rest); at batch size 1 the error becomes OutOfMemory. Any other error propagates unchanged."""
-    if len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    size, start = max(1, int(batch_size)), 0
-    while start < len(prompts):
-        stop = min(start + size, len(prompts))
-        t0 = time.perf_counter()
-        try:
-            images = backend.generate(list(prompts[start:stop]), list(seeds[start:stop]), settings)
-        except Exception as e:
-            if not is_out_of_memory(e):
-                raise
-            release_memory()
-            if size == 1:
-                raise OutOfMemory("out of memory even with one image per batch") from e
-            size = max(1, size // 2)
-            log.warning("out of memory with %d images per batch; retrying with %d", stop - start, size)
-            continue
-        if len(images) != stop - start:
-            raise RuntimeError(f"the backend returned {len(images)} images for {stop - start} prompts")
-        seconds = (time.perf_counter() - t0) / (stop - start)
-        yield range(start, stop), images, seconds
-        start = stop
+
+    def __init__(self, backend: Backend, prompts: Sequence[str], seeds: Sequence[int], settings: dict,
+                 batch_size: int):
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        self.backend, self.prompts, self.seeds, self.settings = backend, list(prompts), list(seeds), settings
+        self.batch_size = max(1, int(batch_size))
+
+    def __iter__(self) -> Iterator[tuple[range, list[Image.Image], float]]:
+        start = 0
+        while start < len(self.prompts):
+            stop = min(start + self.batch_size, len(self.prompts))
+            t0 = time.perf_counter()
+            try:
+                images = self.backend.generate(self.prompts[start:stop], self.seeds[start:stop], self.settings)
+            except Exception as e:
+                if not is_out_of_memory(e):
+                    raise
+                release_memory()
+                if self.batch_size == 1:
+                    raise OutOfMemory("out of memory even with one image per batch") from e
+                self.batch_size = max(1, self.batch_size // 2)
+                log.warning("out of memory with %d images per batch; retrying with %d", stop - start,
+                            self.batch_size)
+                continue
+            if len(images) != stop - start:
+                raise RuntimeError(f"the backend returned {len(images)} images for {stop - start} prompts")
+            yield range(start, stop), images, (time.perf_counter() - t0) / (stop - start)
+            start = stop
 
 
 def png_bytes(image: Image.Image) -> bytes:

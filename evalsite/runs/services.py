@@ -1,0 +1,403 @@
+"""Comparison runs and their generation jobs: creating, dispatching, claiming, storing, retrying, sweeping.
+
+The web process and management commands create runs; Celery workers claim jobs and store images through the
+functions here, so every database rule lives in one place:
+
+- A run's images are created up front, in the same transaction as the run, one row per (model, prompt, seed,
+  settings); the unique constraint makes a second row impossible. An image an earlier run already made is
+  reused, not made again.
+- Images are grouped into jobs (one model, at most `batch_size` images). Tasks are sent after the commit,
+  by name, so the web process never imports torch.
+- A job holds a lease: queued jobs for EVALSITE_DISPATCH_LEASE_SECONDS, running jobs for
+  EVALSITE_JOB_LEASE_SECONDS renewed after every stored batch. `sweep_lost_jobs` sends again every open job
+  whose lease ran out (a lost message, a killed worker); a job started EVALSITE_JOB_MAX_ATTEMPTS times fails.
+- A worker writes an image's file under the image's unguessable token, then marks it done in a transaction;
+  an image already done is never touched again.
+
+Nothing here imports generation/ (torch): the worker side passes PNG bytes in.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.db import connection, transaction
+from django.utils import timezone
+
+from evalsite.catalog.models import ImageModel, Prompt, PromptSet, default_sampler_settings, validate_sampler_settings
+from evalsite.runs.models import ComparisonRun, GenerationJob, Image, image_upload_to, settings_hash
+
+log = logging.getLogger(__name__)
+
+GENERATE_TASK = "generation.generate_batch"
+# Settings each kind of model understands (generation.backends.SETTING_KEYS, repeated here so that the web
+# process need not import torch; tests/runs/test_create_run.py checks the two agree).
+SETTING_KEYS = {
+    ImageModel.Kind.INHOUSE: {"steps", "guidance_scale", "shift", "height", "width"},
+    ImageModel.Kind.DIFFUSERS: {"steps", "guidance_scale", "shift", "height", "width", "scheduler"},
+    ImageModel.Kind.UNET_BASELINE: {"steps", "guidance_scale", "shift", "height", "width", "scheduler"},
+}
+OPEN_JOB_STATES = (GenerationJob.Status.PENDING, GenerationJob.Status.QUEUED, GenerationJob.Status.RUNNING)
+
+
+class RunError(ValueError):
+    """A run cannot be created or changed as asked; the message says why."""
+
+
+def batch_size_setting() -> int:
+    return int(getattr(settings, "EVALSITE_GENERATION_BATCH_SIZE", 16))
+
+
+def job_lease() -> timedelta:
+    return timedelta(seconds=int(getattr(settings, "EVALSITE_JOB_LEASE_SECONDS", 600)))
+
+
+def dispatch_lease() -> timedelta:
+    return timedelta(seconds=int(getattr(settings, "EVALSITE_DISPATCH_LEASE_SECONDS", 3600)))
+
+
+def max_attempts() -> int:
+    return int(getattr(settings, "EVALSITE_JOB_MAX_ATTEMPTS", 3))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Creating runs
+
+
+def effective_settings(model: ImageModel, overrides: dict | None) -> dict:
+    """The platform defaults, then the model's own settings, then the run's overrides (None removes a key)."""
+    merged = {**default_sampler_settings(), **(model.sampler_settings or {}), **(overrides or {})}
+    merged = {k: v for k, v in merged.items() if v is not None}
+    unknown = set(merged) - SETTING_KEYS[model.kind]
+    if unknown:
+        raise RunError(f"model {model.name} ({model.kind}) does not take the setting(s) {', '.join(sorted(unknown))}")
+    try:
+        validate_sampler_settings(merged)
+    except ValidationError as e:
+        raise RunError(f"model {model.name}: {' '.join(e.messages)}") from None
+    return merged
+
+
+def _check_seeds(seeds: Iterable) -> list[int]:
+    seeds = list(seeds)
+    if not seeds:
+        raise RunError("give at least one seed")
+    if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 or s >= 2**63 for s in seeds):
+        raise RunError(f"seeds must be non-negative integers, got {seeds}")
+    if len(set(seeds)) != len(seeds):
+        raise RunError(f"seeds repeat: {seeds}")
+    return seeds
+
+
+@dataclass
+class PlannedRun:
+    run: ComparisonRun
+    job_ids: list[int]
+    new_images: int
+    reused_images: int
+
+
+def create_run(*, name: str, prompt_set: PromptSet, image_models: Sequence[ImageModel], seeds: Iterable[int],
+               sampler_overrides: dict | None = None, prompts: Sequence[Prompt] | None = None,
+               created_by=None, batch_size: int | None = None, dispatch: bool = True) -> PlannedRun:
+    """Create a run with all its image rows and jobs in one transaction; send the jobs after the commit."""
+    name = (name or "").strip()
+    if not name:
+        raise RunError("a run needs a name")
+    image_models = list(dict.fromkeys(image_models))
+    if not image_models:
+        raise RunError("choose at least one model")
+    inactive = [m.name for m in image_models if not m.is_active]
+    if inactive:
+        raise RunError(f"inactive model(s): {', '.join(inactive)}")
+    seeds = _check_seeds(seeds)
+    batch_size = batch_size or batch_size_setting()
+    if batch_size < 1:
+        raise RunError("batch size must be at least 1")
+    overrides = dict(sampler_overrides or {})
+    per_model = {m.pk: effective_settings(m, overrides) for m in image_models}
+    chosen = list(prompts) if prompts else []
+    if any(p.prompt_set_id != prompt_set.pk for p in chosen):
+        raise RunError(f"every chosen prompt must belong to the prompt set {prompt_set.name!r}")
+    run_prompts = sorted(chosen, key=lambda p: p.position) if chosen else list(prompt_set.prompts.order_by("position"))
+    if not run_prompts:
+        raise RunError(f"the prompt set {prompt_set.name!r} has no prompts")
+
+    with transaction.atomic():
+        run = ComparisonRun.objects.create(name=name, prompt_set=prompt_set, seeds=seeds,
+                                           sampler_overrides=overrides, created_by=created_by)
+        run.image_models.set(image_models)
+        if chosen:
+            run.prompts.set(chosen)
+        job_ids, new, reused = _plan_images(run, image_models, per_model, run_prompts, seeds, batch_size)
+        run.refresh_status()
+        if dispatch and job_ids:
+            transaction.on_commit(lambda: dispatch_jobs(job_ids))
+    log.info("run %s (%s): %d new images in %d jobs, %d reused", run.pk, run.name, new, len(job_ids), reused)
+    return PlannedRun(run=run, job_ids=job_ids, new_images=new, reused_images=reused)
+
+
+def _plan_images(run, image_models, per_model, run_prompts, seeds, batch_size) -> tuple[list[int], int, int]:
+    prompt_ids = [p.pk for p in run_prompts]
+    keys = [(pid, s) for pid in prompt_ids for s in seeds]
+    job_ids, new_count, reused_ids = [], 0, []
+    lease_end = timezone.now() + timedelta(seconds=60)  # the sweeper dispatches it if the on-commit send is lost
+    for model in image_models:
+        sampler = per_model[model.pk]
+        digest = settings_hash(sampler)
+        existing = Image.objects.filter(model=model, settings_hash=digest, prompt_id__in=prompt_ids, seed__in=seeds)
+        have = {(i.prompt_id, i.seed): i for i in existing.only("id", "prompt_id", "seed", "run_id")}
+        missing = [k for k in keys if k not in have]
+        for index, start in enumerate(range(0, len(missing), batch_size)):
+            job = GenerationJob.objects.create(run=run, model=model, batch_index=index, sampler_settings=sampler,
+                                               lease_expires_at=lease_end)
+            job_ids.append(job.pk)
+            Image.objects.bulk_create(
+                [Image(run=run, job=job, model=model, prompt_id=pid, seed=seed, sampler_settings=sampler,
+                       settings_hash=digest) for pid, seed in missing[start : start + batch_size]],
+                ignore_conflicts=True,  # a concurrent run made it first: it is reused below
+            )
+        # Everything this run needs that belongs to another run is reused (including rows a concurrent run
+        # created between our read and our insert).
+        mine = Image.objects.filter(model=model, settings_hash=digest, prompt_id__in=prompt_ids, seed__in=seeds)
+        for image_id, _prompt_id, _seed, owner in mine.values_list("id", "prompt_id", "seed", "run_id"):
+            if owner != run.pk:
+                reused_ids.append(image_id)
+            else:
+                new_count += 1
+    if reused_ids:
+        run.reused_images.add(*reused_ids)
+    return job_ids, new_count, len(reused_ids)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Dispatching
+
+
+def _send(job_id: int, task_id: str) -> bool:
+    from evalsite.celery import app
+
+    try:
+        app.send_task(GENERATE_TASK, args=[job_id], task_id=task_id)
+    except Exception:  # broker down: the job stays queued and the sweeper sends it when its lease ends
+        log.exception("could not send job %s to the broker; the sweeper will retry", job_id)
+        return False
+    return True
+
+
+def dispatch_job(job_id: int, *, only_if_lease_before=None) -> str | None:
+    """Mark an open job queued under a new task id and send it. Returns the task id, or None if not sent.
+
+    With only_if_lease_before, only a job whose lease ended before that time is taken (the sweeper's guard
+    against a worker that renewed its lease a moment ago)."""
+    now = timezone.now()
+    task_id = str(uuid.uuid4())
+    jobs = GenerationJob.objects.filter(pk=job_id, status__in=OPEN_JOB_STATES)
+    if only_if_lease_before is not None:
+        jobs = jobs.filter(lease_expires_at__lt=only_if_lease_before)
+    if not jobs.update(status=GenerationJob.Status.QUEUED, task_id=task_id, dispatched_at=now,
+                       lease_expires_at=now + dispatch_lease()):
+        return None
+    return task_id if _send(job_id, task_id) else None
+
+
+def dispatch_jobs(job_ids: Iterable[int]) -> int:
+    return sum(dispatch_job(job_id) is not None for job_id in job_ids)
+
+
+def sweep_lost_jobs(now=None) -> dict[str, int]:
+    """Send again every open job whose lease ran out; fail those already started too often."""
+    now = now or timezone.now()
+    resent, failed = 0, 0
+    lost = GenerationJob.objects.filter(status__in=OPEN_JOB_STATES, lease_expires_at__lt=now)
+    for job_id, status, attempts in lost.values_list("id", "status", "attempts"):
+        if status == GenerationJob.Status.RUNNING and attempts >= max_attempts():
+            mark_job_failed(job_id, f"gave up after {attempts} attempts: each time the worker was lost or hit "
+                                    f"the time limit before the job finished")
+            failed += 1
+        elif dispatch_job(job_id, only_if_lease_before=now):
+            resent += 1
+    if resent or failed:
+        log.warning("sweeper: re-sent %d lost job(s), failed %d", resent, failed)
+    return {"resent": resent, "failed": failed}
+
+
+def retry_failed(run: ComparisonRun, job_ids: Iterable[int] | None = None) -> int:
+    """Reset the run's failed jobs (or the given ones) and their failed images, and send them again."""
+    failed_images = run.all_images().filter(status=Image.Status.FAILED, job__isnull=False)
+    candidates = set(failed_images.values_list("job_id", flat=True))
+    candidates |= set(run.jobs.filter(status=GenerationJob.Status.FAILED).values_list("id", flat=True))
+    if job_ids is not None:
+        candidates &= set(job_ids)
+    with transaction.atomic():
+        jobs = list(GenerationJob.objects.select_for_update().filter(pk__in=candidates)
+                    .exclude(status__in=OPEN_JOB_STATES))
+        ids = [j.pk for j in jobs]
+        Image.objects.filter(job_id__in=ids, status=Image.Status.FAILED).update(status=Image.Status.PENDING, error="")
+        GenerationJob.objects.filter(pk__in=ids).update(
+            status=GenerationJob.Status.PENDING, error="", attempts=0, finished_at=None,
+            lease_expires_at=timezone.now() + timedelta(seconds=60))
+        for owner in ComparisonRun.objects.filter(jobs__in=ids).distinct():
+            owner.refresh_status()
+        run.refresh_status()
+        if ids:
+            transaction.on_commit(lambda: dispatch_jobs(ids))
+    return len(ids)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The worker side (called by generation/tasks.py)
+
+
+def claim_job(job_id: int, task_id: str, worker: str = "") -> GenerationJob | None:
+    """Take a job for this task, or None when it must not run: done, failed, unknown, or running under
+    another task whose lease still holds (a duplicate delivery)."""
+    now = timezone.now()
+    with transaction.atomic():
+        job = GenerationJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None:
+            log.warning("job %s does not exist (its run was deleted?)", job_id)
+            return None
+        if job.status in (GenerationJob.Status.DONE, GenerationJob.Status.FAILED):
+            return None
+        live_elsewhere = job.lease_expires_at is not None and job.lease_expires_at > now and job.task_id != task_id
+        if job.status == GenerationJob.Status.RUNNING and live_elsewhere:
+            return None
+        if job.attempts >= max_attempts():
+            _fail(job, f"gave up after {job.attempts} attempts: each time the worker was lost or hit the time "
+                       f"limit before the job finished")
+            refresh = job.run
+        else:
+            job.status, job.task_id, job.worker = GenerationJob.Status.RUNNING, task_id, worker[:200]
+            job.attempts += 1
+            job.started_at, job.lease_expires_at = now, now + job_lease()
+            job.save(update_fields=["status", "task_id", "worker", "attempts", "started_at", "lease_expires_at"])
+            refresh = None
+    if refresh is not None:
+        refresh.refresh_status()
+        return None
+    job.run.refresh_status()
+    return GenerationJob.objects.select_related("model", "run").get(pk=job.pk)
+
+
+def images_to_make(job: GenerationJob) -> list[Image]:
+    """The job's images that are not done yet, in a fixed order, with their prompts."""
+    return list(job.images.exclude(status=Image.Status.DONE).select_related("prompt").order_by("id"))
+
+
+@dataclass
+class Generated:
+    image: Image
+    png: bytes
+    width: int
+    height: int
+    seconds: float
+
+
+def store_images(job: GenerationJob, results: Sequence[Generated], software_versions: dict) -> int:
+    """Write the files, then mark the images done in one transaction and renew the job's lease.
+
+    A file left by a killed worker under the same name is replaced; an image a duplicate delivery finished
+    in the meantime is left alone. Returns how many images this call marked done."""
+    storage = Image._meta.get_field("file").storage
+    ids = [r.image.pk for r in results]
+    already = set(Image.objects.filter(pk__in=ids, status=Image.Status.DONE).values_list("id", flat=True))
+    written = {}
+    for r in results:
+        if r.image.pk in already:
+            continue
+        name = image_upload_to(r.image, "image.png")
+        if storage.exists(name):
+            storage.delete(name)
+        saved = storage.save(name, ContentFile(r.png))
+        if saved != name:
+            raise RuntimeError(f"storage saved {name} as {saved}; image files must keep their token names")
+        written[r.image.pk] = (r, name)
+    now = timezone.now()
+    with transaction.atomic():
+        rows = Image.objects.filter(pk__in=written).exclude(status=Image.Status.DONE)
+        if connection.features.has_select_for_update_skip_locked:
+            rows = rows.select_for_update(skip_locked=True)
+        rows = list(rows)
+        for row in rows:
+            r, name = written[row.pk]
+            row.file.name, row.width, row.height = name, r.width, r.height
+            row.status, row.error, row.finished_at = Image.Status.DONE, "", now
+            row.generation_seconds, row.software_versions = r.seconds, software_versions
+        Image.objects.bulk_update(rows, ["file", "width", "height", "status", "error", "finished_at",
+                                         "generation_seconds", "software_versions"])
+        GenerationJob.objects.filter(pk=job.pk, task_id=job.task_id).update(lease_expires_at=now + job_lease())
+    return len(rows)
+
+
+def finish_job(job: GenerationJob, batch_size: int | None = None) -> bool:
+    """Mark the job done when all its images are; returns whether it is done."""
+    with transaction.atomic():
+        remaining = Image.objects.filter(job_id=job.pk).exclude(status=Image.Status.DONE).count()
+        fields = {"batch_size": batch_size} if batch_size else {}
+        if remaining == 0:
+            fields.update(status=GenerationJob.Status.DONE, error="", finished_at=timezone.now())
+        if fields:
+            GenerationJob.objects.filter(pk=job.pk).update(**fields)
+    job.run.refresh_status()
+    return remaining == 0
+
+
+def _fail(job: GenerationJob, reason: str) -> None:
+    reason = reason.strip()[:4000] or "unknown error"
+    GenerationJob.objects.filter(pk=job.pk).update(status=GenerationJob.Status.FAILED, error=reason,
+                                                   finished_at=timezone.now())
+    Image.objects.filter(job_id=job.pk).exclude(status=Image.Status.DONE).update(status=Image.Status.FAILED,
+                                                                                error=reason)
+
+
+def mark_job_failed(job_id: int, reason: str) -> None:
+    """The job and its unfinished images fail with a reason a researcher can read; finished images stay."""
+    with transaction.atomic():
+        job = GenerationJob.objects.select_for_update().select_related("run").filter(pk=job_id).first()
+        if job is None or job.status == GenerationJob.Status.DONE:
+            return
+        _fail(job, reason)
+    job.run.refresh_status()
+    for other in ComparisonRun.objects.filter(reused_images__job_id=job_id).distinct():
+        other.refresh_status()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Progress
+
+
+def progress_by_model(run: ComparisonRun) -> list[dict]:
+    """Per model: image counts by status, job counts by status and the reasons of failed jobs."""
+    from django.db.models import Count
+
+    rows = {m.pk: {"model_id": m.pk, "model": m.name, "kind": m.kind, "total": 0, "done": 0, "pending": 0,
+                   "running": 0, "failed": 0, "jobs": {}, "failures": []}
+            for m in run.image_models.order_by("name")}
+    counts = run.all_images().order_by().values("model_id", "status").annotate(n=Count("id"))
+    for c in counts:
+        row = rows.get(c["model_id"])
+        if row is not None:
+            row[c["status"]] = row.get(c["status"], 0) + c["n"]
+            row["total"] += c["n"]
+    for c in run.jobs.order_by().values("model_id", "status").annotate(n=Count("id")):
+        rows[c["model_id"]]["jobs"][c["status"]] = c["n"]
+    running = run.jobs.filter(status=GenerationJob.Status.RUNNING).values("model_id").annotate(n=Count("id"))
+    for c in running:
+        rows[c["model_id"]]["running_jobs"] = c["n"]
+    failed_jobs = (GenerationJob.objects.filter(status=GenerationJob.Status.FAILED)
+                   .filter(pk__in=run.all_images().filter(status=Image.Status.FAILED).values("job_id"))
+                   | run.jobs.filter(status=GenerationJob.Status.FAILED))
+    for job in failed_jobs.distinct().order_by("model_id", "batch_index"):
+        if job.model_id in rows:
+            rows[job.model_id]["failures"].append({"job": job.pk, "batch": job.batch_index, "error": job.error,
+                                                   "attempts": job.attempts, "images": job.images.count()})
+    for row in rows.values():
+        row["percent"] = round(100 * row["done"] / row["total"], 1) if row["total"] else 0.0
+    return list(rows.values())

@@ -1,0 +1,191 @@
+"""Helpers shared by the tests and the benchmark of the generation service (not used in production paths).
+
+- `tiny_unet_checkpoint` / `tiny_inhouse_checkpoint`: real, small, randomly initialised checkpoints in the formats
+  the backends load, fast enough for tests on a CPU.
+- `WorkerProcess`: a real `celery worker` subprocess against the same database, broker and media folder as the
+  calling process, which can be stopped gracefully or killed with SIGKILL (whole process group).
+- `use_broker_folder`: point this process's Celery app at a private filesystem broker folder, so a test's
+  messages never mix with a development worker's; `queued_messages` reads what is waiting there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+
+TINY_UNET = {"sample_size": 16, "block_out_channels": [16, 32], "norm_num_groups": 8, "attention_head_dim": 8,
+             "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+             "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"]}
+
+
+def tiny_unet_checkpoint(path: str | Path, seed: int = 0) -> Path:
+    """A UNet baseline checkpoint (about 0.3M parameters, 16x16 images, MiniLM text) with random weights."""
+    import torch
+
+    from generation.unet_baseline import UNetBaseline, UNetBaselineConfig, save_checkpoint
+
+    torch.manual_seed(seed)
+    model = UNetBaseline(UNetBaselineConfig(**TINY_UNET))
+    return save_checkpoint(model, {"text_encoder": "minilm", "trained_by": "tests (random weights)"}, path)
+
+
+def tiny_inhouse_checkpoint(path: str | Path, seed: int = 0, step: int | None = None) -> Path:
+    """An in-house MM-DiT checkpoint (2 blocks, width 32, 16x16 pixels, MiniLM text) with random weights."""
+    import torch
+
+    from generation.mmdit import MMDiT, MMDiTConfig, save_checkpoint
+
+    torch.manual_seed(seed)
+    model = MMDiT(MMDiTConfig(in_channels=3, sample_size=16, patch_size=4, depth=2, hidden_size=32, num_heads=2,
+                              text_dim=384, pooled_dim=384))
+    with torch.no_grad():  # adaLN-Zero starts at zero: randomise so that images depend on prompt and seed
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    recipe = {"objective": "rf/lognorm(0.00,1.00)", "text_encoder": "minilm", "image_size": 16}
+    if step is not None:
+        recipe["steps_done"] = step
+    return save_checkpoint(model, recipe, path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Broker and worker
+
+
+def broker_options(var_dir: str | Path) -> dict:
+    """The filesystem broker's folders under `var_dir`, exactly as evalsite.settings lays them out."""
+    broker = Path(var_dir) / "broker"
+    for sub in ("queue", "control", "processed"):
+        (broker / sub).mkdir(parents=True, exist_ok=True)
+    return {"data_folder_in": str(broker / "queue"), "data_folder_out": str(broker / "queue"),
+            "control_folder": str(broker / "control"), "processed_folder": str(broker / "processed"),
+            "store_processed": False}
+
+
+def uses_filesystem_broker() -> bool:
+    return settings.CELERY_BROKER_URL.startswith("filesystem://")
+
+
+def use_broker_folder(var_dir: str | Path):
+    """Send this process's tasks to the filesystem broker under `var_dir` (no-op with Redis/AMQP, whose test
+    database or vhost CI already keeps apart). Returns a function that restores the previous broker."""
+    from evalsite.celery import app
+
+    if not uses_filesystem_broker():
+        return lambda: None
+    previous = app.conf.broker_transport_options
+
+    def switch(options):
+        app.conf.broker_transport_options = options
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    switch(broker_options(var_dir))
+    return lambda: switch(previous)
+
+
+def queued_messages(var_dir: str | Path) -> list[dict]:
+    """Tasks waiting in the filesystem broker under `var_dir`: [{'task', 'id', 'args', 'queue'}], oldest first."""
+    folder = Path(var_dir) / "broker" / "queue"
+    out = []
+    for path in sorted(folder.glob("*.msg")):
+        message = json.loads(path.read_text())
+        headers = message.get("headers", {})
+        out.append({"task": headers.get("task"), "id": headers.get("id"), "args": headers.get("argsrepr"),
+                    "queue": path.name.rsplit(".", 2)[-2]})
+    return out
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the database this process is connected to (the test database under pytest)."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    if not db["ENGINE"].endswith(("postgresql", "postgis")):
+        raise RuntimeError(f"no DATABASE_URL for engine {db['ENGINE']}")
+    auth = quote(db["USER"] or "")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"])
+    host = db["HOST"] or "localhost"
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}@{host}{port}/{db['NAME']}"
+
+
+class WorkerProcess:
+    """`celery -A evalsite worker -Q gpu,default --concurrency 1 --prefetch-multiplier 1 -P prefork` in its own
+    process group, sharing this process's database, broker and media folder."""
+
+    def __init__(self, var_dir: str | Path, media_root: str | Path, log_file: str | Path, queues: str = "gpu,default",
+                 extra_env: dict | None = None):
+        self.var_dir, self.media_root, self.log_file = Path(var_dir), Path(media_root), Path(log_file)
+        self.queues, self.extra_env = queues, extra_env or {}
+        self.proc: subprocess.Popen | None = None
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update({
+            "DJANGO_SETTINGS_MODULE": "evalsite.settings", "DATABASE_URL": database_url(),
+            "EVALSITE_VAR_DIR": str(self.var_dir), "EVALSITE_MEDIA_ROOT": str(self.media_root),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "EVALSITE_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "EVALSITE_TORCH_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> WorkerProcess:
+        celery = Path(sys.executable).with_name("celery")
+        command = [str(celery), "-A", "evalsite", "worker", "-Q", self.queues, "--concurrency", "1",
+                   "--prefetch-multiplier", "1", "-P", "prefork", "--without-gossip", "--without-mingle",
+                   "--without-heartbeat", "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h", "-l", "INFO"]
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(command, cwd=settings.BASE_DIR, env=self.env(), stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the main process and its pool child) at once."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 20) -> None:
+        """Warm shutdown (SIGTERM), then SIGKILL if it does not exit in time."""
+        if not self.alive():
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
+def wait_for(condition, timeout: float, interval: float = 0.2, what: str = "condition", worker=None):
+    """Poll `condition()` until it is truthy; fail with the worker's log when it never is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if worker is not None and not worker.alive():
+            raise AssertionError(f"the worker exited while waiting for {what}:\n{worker.log()[-4000:]}")
+        time.sleep(interval)
+    tail = worker.log()[-4000:] if worker is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")

@@ -1,0 +1,103 @@
+"""Celery tasks of the gpu queue: the only module of generation/ that touches Django.
+
+`generation.generate_batch(job_id)` makes the images of one GenerationJob (one model, one batch of prompts,
+one seed per image). It is thin: the database rules are in evalsite.runs.services (claim, store, fail), the
+model work in generation.backends (load, generate in batches, PNG bytes).
+
+Reliability: acks_late + reject_on_worker_lost (a worker killed mid-task leaves the message to be delivered
+again where the broker can, e.g. Redis after its visibility timeout), hard and soft time limits, and
+idempotency by construction (a job that is done, or running under a live lease elsewhere, is skipped; an
+image that is done is never made again). A broken model fails its own jobs with a readable reason.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
+from django.conf import settings
+from django.db import DatabaseError
+
+from evalsite.runs import services
+from generation.backends import (
+    BackendCache,
+    ModelLoadError,
+    OutOfMemory,
+    generate_in_batches,
+    png_bytes,
+    resolve_device,
+    software_versions,
+)
+
+log = logging.getLogger(__name__)
+_cache: BackendCache | None = None
+
+
+def backend_cache() -> BackendCache:
+    """The worker process's models, at most EVALSITE_MODEL_CACHE_SIZE of them."""
+    global _cache
+    if _cache is None:
+        _cache = BackendCache(max_size=settings.EVALSITE_MODEL_CACHE_SIZE)
+    return _cache
+
+
+@worker_process_init.connect
+def _limit_threads(**_kwargs) -> None:
+    """EVALSITE_TORCH_THREADS caps torch's CPU threads in each worker process (0 = torch's default)."""
+    threads = int(os.environ.get("EVALSITE_TORCH_THREADS") or getattr(settings, "EVALSITE_TORCH_THREADS", 0) or 0)
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@shared_task(name=services.GENERATE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
+             time_limit=settings.CELERY_TASK_TIME_LIMIT, soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT)
+def generate_batch(self, job_id: int) -> dict:
+    return run_job(job_id, task_id=self.request.id or "", worker=self.request.hostname or "")
+
+
+def run_job(job_id: int, task_id: str, worker: str = "", cache: BackendCache | None = None) -> dict:
+    """Claim the job, load its model (cached), generate what is missing batch by batch, store each batch."""
+    job = services.claim_job(job_id, task_id, worker)
+    if job is None:
+        return {"job": job_id, "skipped": True}
+    todo = services.images_to_make(job)
+    if not todo:  # everything was made by an earlier delivery
+        services.finish_job(job)
+        return {"job": job_id, "made": 0}
+    model, device = job.model, resolve_device(settings.EVALSITE_DEVICE)
+    try:
+        backend = (cache if cache is not None else backend_cache()).get(model.kind, model.source, device)
+    except ModelLoadError as e:
+        log.warning("job %s: %s", job_id, e)
+        services.mark_job_failed(job.pk, f"model {model.name}: {e}")
+        return {"job": job_id, "failed": str(e)}
+    versions = software_versions(device)
+    made = 0
+    batches = generate_in_batches(backend, [i.prompt.text for i in todo], [i.seed for i in todo],
+                                  job.sampler_settings, batch_size=max(1, len(todo)))
+    try:
+        for indices, images, seconds in batches:
+            results = [services.Generated(todo[i], png_bytes(img), img.width, img.height, seconds)
+                       for i, img in zip(indices, images, strict=True)]
+            made += services.store_images(job, results, versions)
+    except SoftTimeLimitExceeded:
+        reason = (f"time limit of {settings.CELERY_TASK_SOFT_TIME_LIMIT} s exceeded after {made} images; "
+                  f"finished images are kept, retry to make the rest")
+        services.mark_job_failed(job.pk, reason)
+        return {"job": job_id, "failed": reason, "made": made}
+    except DatabaseError:
+        raise  # the job keeps its lease; the sweeper sends it again once the lease ends
+    except OutOfMemory as e:
+        services.mark_job_failed(job.pk, f"model {model.name}: {e}")
+        return {"job": job_id, "failed": str(e), "made": made}
+    except Exception as e:  # the model or its settings failed: say so on the job, keep the worker going
+        log.exception("job %s failed", job_id)
+        reason = f"model {model.name}: {type(e).__name__}: {e}"
+        services.mark_job_failed(job.pk, reason)
+        return {"job": job_id, "failed": reason, "made": made}
+    services.finish_job(job, batch_size=batches.batch_size)
+    return {"job": job_id, "made": made, "batch_size": batches.batch_size}
