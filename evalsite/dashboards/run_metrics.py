@@ -54,7 +54,7 @@ def read_pixels(image: Image) -> np.ndarray:
     """(H, W, 3) uint8 of a stored image."""
     with image.file.open("rb") as handle:
         data = handle.read()
-    return np.asarray(PILImage.open(io.BytesIO(data)).convert("RGB"))
+    return np.array(PILImage.open(io.BytesIO(data)).convert("RGB"))
 
 
 def _stack(pixels: list[np.ndarray]) -> np.ndarray:

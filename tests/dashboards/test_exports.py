@@ -47,7 +47,8 @@ def test_api_exports_round_trip_in_every_format(staff_client, voted_campaign):
     names = {"votes": "api-votes", "images": "api-images", "results": "api-results-table"}
     for table, n in rows.items():
         for fmt, read in READERS.items():
-            response = staff_client.get(reverse(f"dashboards:{names[table]}", args=[voted_campaign.pk]), {"format": fmt})
+            url = reverse(f"dashboards:{names[table]}", args=[voted_campaign.pk])
+            response = staff_client.get(url, {"format": fmt})
             assert response.status_code == 200, (table, fmt)
             assert len(read(response.content)) == n, (table, fmt)
     results = READERS["json"](staff_client.get(reverse("dashboards:api-results-table", args=[voted_campaign.pk]),
