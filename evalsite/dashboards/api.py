@@ -88,7 +88,7 @@ class CampaignResultsView(StaffAPIView):
     )
     def get(self, request, campaign_id: int):
         campaign = get_object_or_404(Campaign.objects.select_related("run"), pk=campaign_id)
-        votes = votes_frame(campaign)
+        votes = votes_frame(campaign, for_export=False)
         try:
             options = read_options(request, campaign, votes)
         except BadOption as exc:

@@ -12,6 +12,7 @@ from django.db.models import Count
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from evalsite.dashboards import charts, exports
@@ -75,7 +76,7 @@ def campaign_list(request):
 @staff_required
 def campaign_detail(request, campaign_id: int):
     campaign = get_object_or_404(Campaign.objects.select_related("run"), pk=campaign_id)
-    votes = votes_frame(campaign)
+    votes = votes_frame(campaign, for_export=False)
     try:
         options = read_options(request, campaign, votes)
     except BadOption as exc:
@@ -184,7 +185,7 @@ def filter_votes(votes, campaign: Campaign, params) -> tuple:
 @staff_required
 def votes_page(request, campaign_id: int):
     campaign = get_object_or_404(Campaign.objects.select_related("run"), pk=campaign_id)
-    votes = votes_frame(campaign)
+    votes = votes_frame(campaign, for_export=False)
     try:
         selected, filters = filter_votes(votes, campaign, request.GET.dict())
     except BadOption as exc:
@@ -226,4 +227,8 @@ def compute_metrics(request, run_id: int):
     run = get_object_or_404(ComparisonRun, pk=run_id)
     compute_run_metrics.delay_on_commit(run.pk)
     messages.info(request, f"CLIP score and FID for run “{run.name}” are being computed by a worker.")
-    return redirect(request.POST.get("next") or reverse("dashboards:campaigns"))
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        target = reverse("dashboards:campaigns")
+    return redirect(target)

@@ -95,3 +95,8 @@ def test_compute_button_queues_the_task(staff_client, voted_campaign, django_cap
     assert response.status_code == 302
     assert response["Location"] == reverse("dashboards:campaign", args=[voted_campaign.pk])
     assert sent == [(voted_campaign.run_id,)]
+    # only same-site "next" targets are followed
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(reverse("dashboards:compute-metrics", args=[voted_campaign.run_id]),
+                                     {"next": "https://elsewhere.example/"})
+    assert response["Location"] == reverse("dashboards:campaigns")
