@@ -1,4 +1,7 @@
+import logging
+
 from django.contrib import admin
+from django.db import transaction
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -19,6 +22,12 @@ class CampaignAdmin(admin.ModelAdmin):
     filter_horizontal = ("raters",)
     readonly_fields = ("invite_token", "invite_link", "paired_image_count")
     actions = ["prepare", "recompute_quality"]
+
+    def save_model(self, request, obj, form, change):
+        """Pair the run's images in the background (large runs take seconds); the engine would otherwise
+        do it on the first rater's request."""
+        super().save_model(request, obj, form, change)
+        transaction.on_commit(lambda: _enqueue_prepare(obj.pk))
 
     @admin.display(description="Invite link")
     def invite_link(self, obj):
@@ -75,3 +84,13 @@ class RaterStatsAdmin(admin.ModelAdmin):
     list_display = ("rater", "campaign", "pairs_answered", "gold_correct", "gold_answered", "gold_accuracy",
                     "median_seconds_per_pair", "left_share", "flagged")
     list_filter = ("campaign", "flagged")
+
+
+def _enqueue_prepare(campaign_id: int) -> None:
+    from evalsite.rating.tasks import prepare_campaign
+
+    try:
+        prepare_campaign.delay(campaign_id)
+    except Exception:  # noqa: BLE001 - a broker outage must not fail the save; the engine pairs lazily
+        logging.getLogger(__name__).warning("could not enqueue rating.prepare_campaign(%s)", campaign_id,
+                                            exc_info=True)

@@ -133,13 +133,14 @@ class ImagePair(models.Model):
     is the test for "still needs votes"; it is changed only under a row lock (engine.py).
     """
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="image_pairs")
-    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
+    # Only the indexes below: a campaign has ~10^5 pairs, and every index slows building them down.
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="image_pairs", db_index=False)
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+", db_index=False)
     # image_a belongs to the model with the smaller id: (model_a, model_b) names the model pair once.
-    image_a = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
-    image_b = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+")
-    model_a = models.ForeignKey(ImageModel, on_delete=models.CASCADE, related_name="+")
-    model_b = models.ForeignKey(ImageModel, on_delete=models.CASCADE, related_name="+")
+    image_a = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+", db_index=False)
+    image_b = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="+", db_index=False)
+    model_a = models.ForeignKey(ImageModel, on_delete=models.CASCADE, related_name="+", db_index=False)
+    model_b = models.ForeignKey(ImageModel, on_delete=models.CASCADE, related_name="+", db_index=False)
     pair_key = models.CharField(max_length=50)
     assigned = models.PositiveIntegerField(default=0)
     answered = models.PositiveIntegerField(default=0)

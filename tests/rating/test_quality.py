@@ -33,6 +33,8 @@ def answer_gold(rater, campaign, correct: bool, seconds: float = 3.0):
 def test_gold_checks_compare_a_prompts_image_with_the_same_models_image_for_another_prompt(gold_campaign):
     checks = list(gold_campaign.gold_checks.select_related("correct_image", "wrong_image"))
     assert len(checks) == 8
+    pair_keys = {frozenset((c.correct_image_id, c.wrong_image_id)) for c in checks}
+    assert len(pair_keys) == 8  # never P-vs-Q and Q-vs-P with the same images: a rater could get only one
     for check in checks:
         assert check.correct_image.prompt_id == check.prompt_id != check.wrong_image.prompt_id
         assert check.correct_image.model_id == check.wrong_image.model_id
