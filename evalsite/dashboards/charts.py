@@ -99,7 +99,8 @@ def heatmap(win_rates: dict | None, link: Link, *, cell: int = 56, label_width: 
                 "href": link(model=row_model, opponent=col_model) if n else None,
             })
     return {
-        "width": label_width + k * cell + 10, "height": header + k * cell + 10, "cell": cell,
+        # the slanted column labels need room on the right
+        "width": label_width + k * cell + 110, "height": header + k * cell + 10, "cell": cell,
         "cells": cells,
         "row_labels": [{"x": label_width - 8, "y": header + i * cell + cell / 2 + 4, "text": m}
                        for i, m in enumerate(models)],
@@ -123,7 +124,7 @@ def grouped_bars(sd3: dict | None, criteria: list[dict], link: Link, *, height: 
     opponents = list(dict.fromkeys(r["opponent"] for r in sd3["rows"]))
     left, top, plot_h = 50, 20, height - 90
     bar_w = (group_width - 30) / max(len(present), 1)
-    width = left + group_width * len(opponents) + 20
+    width = max(left + group_width * len(opponents) + 20, left + 160 * len(present) + 20)  # room for the legend
 
     def y(rate: float) -> float:
         return round(top + (1 - rate) * plot_h, 2)
