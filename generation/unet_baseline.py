@@ -108,7 +108,7 @@ class UNetBaselineConfig:
     def scheduler_config(self) -> dict:
         return {"num_train_timesteps": self.num_train_timesteps, "beta_start": self.beta_start,
                 "beta_end": self.beta_end, "beta_schedule": self.beta_schedule, "prediction_type": "epsilon",
-                "clip_sample": False}
+                "clip_sample": True}  # pixel space: x0 predictions are clipped to [-1, 1] while sampling
 
 
 class UNetBaseline(nn.Module):
@@ -411,6 +411,17 @@ def train(cfg: TrainConfig) -> Path:
     return Path(cfg.out)
 
 
+def unet_config(widths: Sequence[int], space_to_depth: int, **kw) -> UNetBaselineConfig:
+    """A UNet with one level per width: cross-attention at every level but the first when there are 3 or
+    more levels (at the highest resolution it costs most and helps least), at every level otherwise."""
+    levels = len(widths)
+    attends = [levels < 3 or i > 0 for i in range(levels)]
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attends)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attends))
+    return UNetBaselineConfig(block_out_channels=tuple(widths), space_to_depth=space_to_depth,
+                              down_block_types=down, up_block_types=up, **kw)
+
+
 def _parse_kinds(text: str) -> dict[str, float]:
     out = {}
     for part in text.split(","):
@@ -430,12 +441,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--kinds", type=_parse_kinds, default=defaults.kinds, help="e.g. shape=1,position=0.5,word=0.5")
+    p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    p.add_argument("--widths", default="32,64,128", help="UNet widths, one resolution level each")
+    p.add_argument("--space-to-depth", type=int, default=2, help="f: f x f pixel blocks become channels")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     if args.minutes <= 0:
         p.error("--minutes must be positive")
+    try:
+        model = unet_config([int(w) for w in args.widths.split(",")], args.space_to_depth)
+    except ValueError as e:
+        p.error(f"--widths/--space-to-depth: {e}")
     train(TrainConfig(out=args.out, minutes=args.minutes, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                      kinds=args.kinds, threads=args.threads))
+                      warmup_steps=args.warmup_steps, kinds=args.kinds, threads=args.threads, model=model))
 
 
 if __name__ == "__main__":

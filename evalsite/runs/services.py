@@ -81,6 +81,11 @@ def effective_settings(model: ImageModel, overrides: dict | None) -> dict:
         validate_sampler_settings(merged)
     except ValidationError as e:
         raise RunError(f"model {model.name}: {' '.join(e.messages)}") from None
+    if model.kind == ImageModel.Kind.UNET_BASELINE:
+        if merged.get("shift", 1.0) != 1.0:
+            raise RunError(f"model {model.name}: the UNet baseline has no timestep shift (leave shift at 1)")
+        if merged.get("scheduler", "ddim") not in ("ddim", "ddpm"):
+            raise RunError(f"model {model.name}: the UNet baseline samples with 'ddim' or 'ddpm'")
     return merged
 
 

@@ -1,4 +1,13 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from evalsite.runs import views
 
 app_name = "runs"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.run_list, name="list"),
+    path("new", views.run_new, name="new"),
+    path("<int:run_id>/", views.run_detail, name="detail"),
+    path("<int:run_id>/progress.json", views.run_progress, name="progress"),
+    path("<int:run_id>/retry", views.run_retry, name="retry"),
+    path("images/<str:token>.png", views.image_file, name="image"),
+]

@@ -1,8 +1,15 @@
-"""Create the demo data: a researcher account, a rater account and the demo prompt sets.
+"""Create the demo data: a researcher account, a rater account, the demo prompt sets, the demo models and
+the demo comparison run.
 
 Idempotent: running it again changes nothing that exists. Passwords come from DEMO_ADMIN_PASSWORD /
 DEMO_RATER_PASSWORD (defaults are for a local demo only and are printed).
+
+Demo models: every checkpoint directly inside demo_models/ (or --models-dir) whose config.json says it is an
+in-house MM-DiT ("t2i-arena/mmdit") or a UNet baseline ("t2i-arena/unet-baseline") is registered under its
+folder name. With at least two of them, the demo comparison run (all of them on the demo prompt set, seeds
+0 and 1, 28 steps, guidance 4, 32x32) is created once and its jobs are sent to the gpu queue.
 """
+import json
 import os
 from pathlib import Path
 
@@ -11,13 +18,45 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from evalsite.catalog.models import PromptSet
+from evalsite.catalog.models import ImageModel, PromptSet
 from evalsite.catalog.prompt_files import PromptRow, read_prompt_file
 from evalsite.catalog.services import create_prompt_set
 from evalsite.rating.models import Rater
 
 PARTI_PROMPTS = Path(settings.BASE_DIR) / "data" / "PartiPrompts.tsv"
 DEMO_SET = "Demo shapes, positions and words"
+DEMO_MODELS_DIR = Path(settings.BASE_DIR) / "demo_models"
+DEMO_RUN = "Demo comparison"
+DEMO_RUN_SEEDS = [0, 1]
+DEMO_RUN_SETTINGS = {"steps": 28, "guidance_scale": 4.0, "height": 32, "width": 32}
+CHECKPOINT_KINDS = {"t2i-arena/mmdit": ImageModel.Kind.INHOUSE,
+                    "t2i-arena/unet-baseline": ImageModel.Kind.UNET_BASELINE}
+
+
+def demo_checkpoints(directory: Path) -> list[tuple[str, str, Path, dict]]:
+    """(name, kind, path, meta) of every image-model checkpoint directly inside `directory`, by name."""
+    found = []
+    for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+        config = path / "config.json"
+        if not config.is_file():
+            continue
+        try:
+            meta = json.loads(config.read_text())
+        except (OSError, ValueError):
+            continue
+        kind = CHECKPOINT_KINDS.get(meta.get("format")) if isinstance(meta, dict) else None
+        if kind is not None:
+            found.append((path.name, kind, path.resolve(), meta))
+    return found
+
+
+def sampler_settings_from(meta: dict) -> dict:
+    """A checkpoint's own sampler defaults (recipe.sampler_defaults) at its training resolution."""
+    recipe = meta.get("recipe") or {}
+    size = int(recipe.get("image_size") or (meta.get("config") or {}).get("sample_size") or 32)
+    defaults = {k: v for k, v in (recipe.get("sampler_defaults") or {}).items()
+                if k in ("steps", "guidance_scale", "shift", "scheduler")}
+    return {"steps": 28, "guidance_scale": 4.0, "shift": 1.0, **defaults, "height": size, "width": size}
 
 
 def demo_prompt_rows() -> list[PromptRow]:
@@ -30,7 +69,11 @@ def demo_prompt_rows() -> list[PromptRow]:
 
 
 class Command(BaseCommand):
-    help = "Create demo users and prompt sets (safe to run more than once)."
+    help = "Create demo users, prompt sets, models and the demo comparison run (safe to run more than once)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--models-dir", default=str(DEMO_MODELS_DIR), help="where the demo checkpoints are")
+        parser.add_argument("--no-run", action="store_true", help="register the demo models, start no run")
 
     def handle(self, **options):
         with transaction.atomic():
@@ -43,6 +86,44 @@ class Command(BaseCommand):
                                   description="Procedural demo domain; prompts marked held-out were never trained on.")
         for prompt_set in PromptSet.objects.all():
             self.stdout.write(f"prompt set {prompt_set.name!r}: {prompt_set.prompts.count()} prompts")
+        models = self._models(Path(options.get("models_dir") or DEMO_MODELS_DIR))
+        if not options.get("no_run"):
+            self._demo_run(models)
+
+    def _models(self, directory: Path) -> list[ImageModel]:
+        models = []
+        for name, kind, path, meta in demo_checkpoints(directory):
+            recipe = meta.get("recipe") or {}
+            description = f"Demo checkpoint {path.name}: {recipe.get('objective', kind)}"
+            if recipe.get("steps_done"):
+                description += f", {recipe['steps_done']} training steps"
+            model, created = ImageModel.objects.get_or_create(
+                name=name, defaults={"kind": kind, "source": str(path), "sampler_settings": sampler_settings_from(meta),
+                                     "description": description})
+            if not created and (model.kind, model.source) != (kind, str(path)):
+                self.stderr.write(f"model {name!r} exists with another source ({model.source}); left as it is")
+                continue
+            models.append(model)
+            self.stdout.write(f"model {name!r} ({kind}) {'registered' if created else 'present'}: {path}")
+        return models
+
+    def _demo_run(self, models: list[ImageModel]) -> None:
+        from evalsite.runs.models import ComparisonRun
+        from evalsite.runs.services import create_run
+
+        existing = ComparisonRun.objects.filter(name=DEMO_RUN).first()
+        if existing is not None:
+            progress = existing.progress()
+            self.stdout.write(f"demo run {existing.pk} exists: {existing.status}, "
+                              f"{progress.get('done', 0)}/{progress['total']} images")
+            return
+        if len(models) < 2:
+            self.stdout.write(f"demo run not started: {len(models)} demo model(s) found in demo_models/, 2 needed")
+            return
+        planned = create_run(name=DEMO_RUN, prompt_set=PromptSet.objects.get(name=DEMO_SET), image_models=models,
+                             seeds=DEMO_RUN_SEEDS, sampler_overrides=DEMO_RUN_SETTINGS)
+        self.stdout.write(f"demo run {planned.run.pk} started: {len(models)} models, {planned.new_images} images "
+                          f"in {len(planned.job_ids)} jobs on the gpu queue (progress: /runs/{planned.run.pk}/)")
 
     def _users(self):
         User = get_user_model()

@@ -1,0 +1,21 @@
+"""Send a run's failed generation jobs again (after fixing a broken checkpoint, for example)."""
+from django.core.management.base import BaseCommand, CommandError
+
+from evalsite.runs import services
+from evalsite.runs.models import ComparisonRun
+
+
+class Command(BaseCommand):
+    help = "Reset a run's failed jobs and images and dispatch them again."
+
+    def add_arguments(self, parser):
+        parser.add_argument("run", help="run id or exact name")
+
+    def handle(self, *args, **opts):
+        key = opts["run"]
+        runs = ComparisonRun.objects.filter(pk=int(key)) if key.isdigit() else ComparisonRun.objects.filter(name=key)
+        if runs.count() != 1:
+            raise CommandError(f"{key!r} matches {runs.count()} runs; give the run id")
+        run = runs.get()
+        count = services.retry_failed(run)
+        self.stdout.write(f"run {run.pk}: sent {count} failed job(s) again")
