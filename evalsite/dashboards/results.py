@@ -77,11 +77,24 @@ def criteria_of(campaign: Campaign, votes: pd.DataFrame) -> list[str]:
     return listed + extra
 
 
+def _with_known_times(votes: pd.DataFrame) -> pd.DataFrame:
+    """rater_report needs a time for every vote. A vote stored without one gets its rater's median time
+    (which leaves the rater's median unchanged); if some rater has no time at all, speed is left out."""
+    seconds = votes["seconds"]
+    if not seconds.isna().any():
+        return votes
+    filled = seconds.fillna(seconds.groupby(votes["rater"]).transform("median"))
+    if filled.isna().any():
+        return votes.drop(columns="seconds")
+    return votes.assign(seconds=filled)
+
+
 def rater_table(campaign: Campaign, votes: pd.DataFrame) -> pd.DataFrame:
     """One row per rater: rater_report's measures and flags, plus the platform's flag (Rater.flagged)."""
     if votes.empty:
         return pd.DataFrame(columns=["rater", "n_votes", "flagged", "reasons"])
-    report = rater_report(quality_frame(votes), min_gold_accuracy=campaign.min_gold_accuracy).reset_index()
+    report = rater_report(_with_known_times(quality_frame(votes)),
+                          min_gold_accuracy=campaign.min_gold_accuracy).reset_index()
     platform = votes.groupby("rater")["rater_flagged"].any()
     report["platform_flagged"] = report["rater"].map(platform).fillna(False).astype(bool)
     report["analysis_flagged"] = report["flagged"].astype(bool)
@@ -90,8 +103,7 @@ def rater_table(campaign: Campaign, votes: pd.DataFrame) -> pd.DataFrame:
         ", ".join(filter(None, [r, "flagged on the platform" if p else ""]))
         for r, p in zip(report["reasons"], report["platform_flagged"], strict=True)
     ]
-    speed = votes.groupby("rater")["seconds"].median()
-    report["median_seconds"] = report["rater"].map(speed)
+    report["median_seconds"] = report["rater"].map(votes.groupby("rater")["seconds"].median())
     return report.sort_values(["flagged", "rater"], ascending=[False, True])
 
 

@@ -82,3 +82,16 @@ def test_page_renders_every_section(staff_client, voted_campaign):
                     "breakdown-challenge", "metrics", "raters", "exports"):
         assert f'id="{section}"' in page, section
     assert page.count("<svg") == 3  # interval chart, heat map, SD3 bars
+
+
+@pytest.mark.django_db
+def test_page_renders_with_only_gold_votes_and_votes_without_times(staff_client, voted_campaign):
+    from evalsite.rating.models import Vote
+
+    Vote.objects.filter(campaign=voted_campaign, rater__user__username="alice").update(time_taken_ms=None)
+    page = staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk])).content.decode()
+    assert leaderboard_rows(page)
+    Vote.objects.filter(campaign=voted_campaign, is_gold=False).delete()
+    response = staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk]))
+    assert response.status_code == 200
+    assert b"No counted votes on this criterion yet." in response.content
