@@ -255,8 +255,10 @@ def load_backend(kind: str, source: str, device: str = "cpu", dtype: torch.dtype
         raise ModelLoadError(f"cannot load {kind} model from {source}: {reason}") from e
 
 
-def release_memory() -> None:
-    gc.collect()
+def release_memory(collect: bool = True) -> None:
+    """Free what a dropped model or a failed batch held (the garbage collector, then CUDA's cached blocks)."""
+    if collect:
+        gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -332,7 +334,7 @@ class generate_in_batches:  # noqa: N801 - used like a generator function
             except Exception as e:
                 if not is_out_of_memory(e):
                     raise
-                release_memory()
+                release_memory(collect=torch.cuda.is_available())
                 if self.batch_size == 1:
                     raise OutOfMemory("out of memory even with one image per batch") from e
                 self.batch_size = max(1, self.batch_size // 2)

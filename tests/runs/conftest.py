@@ -7,10 +7,12 @@ from evalsite.runs.testing import broker_options, queued_messages, tiny_unet_che
 
 
 @pytest.fixture
-def broker(tmp_path):
+def broker(tmp_path, monkeypatch):
     """Tasks sent by this process go to a filesystem broker in tmp_path, whatever CELERY_BROKER_URL says;
     `broker.messages()` lists what waits there."""
     from evalsite.celery import app
+
+    monkeypatch.setenv("CELERY_BROKER_URL", "filesystem://")  # Celery reads this variable before its config
 
     previous = app.conf.broker_url, app.conf.broker_transport_options
 
