@@ -114,10 +114,9 @@ def test_committed_checkpoint_ranks_matching_captions_higher_on_heldout_prompts(
     report = de.retrieval_report(model, text_features, "heldout", seed=5, max_prompts_per_kind=40)
     kinds = report["kinds"]
     # an image's own caption against a random other held-out caption (chance 50%)
-    assert report["beats_random_caption"] >= 0.95, report
+    assert report["beats_random_caption"] >= 0.98, report
     # ... against every caption that changes one attribute (a colour, the shape, the relation, the word)
-    assert report["beats_one_attribute_change"] >= 0.8, report
-    # top-1 among the kind's captions, far above chance (1/14 shapes, 1/40 positions, 1/36 words)
-    assert kinds["shape"]["top1_accuracy"] >= 0.5, kinds["shape"]
-    assert kinds["word"]["top1_accuracy"] >= 0.5, kinds["word"]
-    assert kinds["position"]["top1_accuracy"] >= 10 * kinds["position"]["top1_chance"], kinds["position"]
+    assert report["beats_one_attribute_change"] >= 0.95, report
+    # top-1 among the kind's sampled captions (chance: 1/14 shapes, 1/40 positions, 1/36 words)
+    for kind in ("shape", "position", "word"):
+        assert kinds[kind]["top1_accuracy"] >= 0.8, kinds[kind]
