@@ -127,9 +127,10 @@ def _as_model_and_processor(model_and_processor) -> ModelAndProcessor:
 def clip_score(
     images: torch.Tensor | np.ndarray, prompts: Sequence[str], model_and_processor, batch_size: int = 64
 ) -> float:
-    """torchmetrics CLIPScore: mean over images of max(100 * cos(image, its prompt), 0)... see note.
+    """torchmetrics CLIPScore of images against their prompts: max(mean over images of 100 * cos, 0).
 
-    Note: torchmetrics clamps the *mean* at 0, not each image's score (CLIPScore.compute)."""
+    torchmetrics clamps the mean at 0, not each image's score (CLIPScore.compute).
+    model_and_processor: a callable returning (model, processor), or such a pair."""
     from torchmetrics.multimodal.clip_score import CLIPScore
 
     images = as_uint8_nchw(images)
