@@ -101,8 +101,8 @@ def main() -> None:
     sampler = services.effective_settings(model, {})
 
     print(f"model: {what} ({kind}, {source})")
-    print(f"{args.images} images per measurement, batch {args.batch}, {args.steps} steps, {size}x{size}, CPU, 1 thread, "
-          f"{args.repeats} repeats per path, alternating")
+    print(f"{args.images} images per measurement, batch {args.batch}, {args.steps} steps, {size}x{size}, CPU, "
+          f"1 thread, {args.repeats} repeats per path, alternating")
     backend = load_backend(kind, source, "cpu")
     backend.generate([prompts[0].text], [0], sampler)  # warm-up
 
