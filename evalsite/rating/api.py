@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.db.models import Exists, OuterRef
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -100,10 +101,11 @@ class RaterAPIView(APIView):
 def _campaign_for(rater: Rater, raw_id: str | None) -> Campaign:
     if raw_id is None or not raw_id.isdigit():
         raise ApiError(400, "bad_campaign", "the query parameter campaign=<numeric id> is required")
-    campaign = Campaign.objects.select_related("run").filter(pk=int(raw_id)).first()
+    membership = Campaign.raters.through.objects.filter(campaign_id=OuterRef("pk"), rater_id=rater.pk)
+    campaign = Campaign.objects.annotate(is_member=Exists(membership)).filter(pk=int(raw_id)).first()
     if campaign is None:
         raise ApiError(404, "campaign_not_found", f"no campaign {raw_id}")
-    if not campaign.raters.filter(pk=rater.pk).exists():
+    if not campaign.is_member:
         raise ApiError(403, "not_in_campaign", "you are not a rater of this campaign")
     if not campaign.is_open:
         raise ApiError(409, "campaign_closed", "this campaign is closed")
@@ -141,14 +143,14 @@ class NextAssignmentView(RaterAPIView):
         for raw in exclude:
             _parse_uuid(raw, "exclude")
         try:
-            assignment = engine.next_assignment(rater, campaign, exclude=tuple(exclude))
+            handout = engine.hand_out(rater, campaign, exclude=tuple(exclude))
         except engine.TooManyOpenAssignments as exc:
             raise ApiError(409, "too_many_open_assignments", str(exc)) from None
         payload = None
-        if assignment is not None:
-            assignment.campaign = campaign
-            payload = assignment_payload(assignment)
-        return Response({"assignment": payload, "progress": progress_payload(engine.progress(rater, campaign))},
+        if handout.assignment is not None:
+            handout.assignment.campaign = campaign
+            payload = assignment_payload(handout.assignment)
+        return Response({"assignment": payload, "progress": progress_payload(handout.progress)},
                         headers={"Cache-Control": "no-store"})
 
 
@@ -181,7 +183,7 @@ class VoteView(RaterAPIView):
             votes, created = record_votes(key, rater, submission)
         except VoteRefused as refused:
             raise ApiError(refused.status, refused.code, refused.detail) from None
-        campaign = votes[0].campaign
+        campaign = votes[0].assignment.campaign
         payload = vote_payload(key, votes, not created, engine.progress(rater, campaign))
         return Response(payload, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 

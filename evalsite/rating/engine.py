@@ -17,10 +17,15 @@ One call of `next_assignment(rater, campaign)`:
    and that this rater has never been given, fewest assignments first, random among equals. The row
    is taken with select_for_update(skip_locked=True): two raters asking at once lock different rows,
    and the `assigned` counter cannot overshoot the target. The rater_never_gets_pair_twice constraint
-   is the last line of defence; an IntegrityError moves on to the next candidate. When every free row of
+   is the last line of defence: an IntegrityError rolls the hand-out back and it is tried again without
+   that pair. When every free row of
    the model pair is locked by other raters' transactions in flight, the engine waits for one (blocking
    FOR UPDATE, re-checked after the wait) instead of wrongly answering "nothing left".
-6. Left/right: the model this rater has seen on the left more often goes right (random when even).
+6. Left/right: the model this rater has seen on the left more often goes right (random when even); the
+   correct image of a gold check goes to the side it has been on less often for this rater.
+
+One query reads the rater's history in the campaign (open assignments to resume, pairs answered, the
+left/right lean), so a new pair costs about ten round trips, a resumed one five.
 
 Expired assignments are swept lazily (at most every EXPIRY_SWEEP_SECONDS per campaign and process) and
 by the `rating.expire_assignments` task; they give their slot back to the image pair.
@@ -38,7 +43,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from django.core.cache import cache
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F
 from django.utils import timezone
 
 from analysis.active_sampling import NoPairAvailable, choose_model_pair
@@ -61,6 +66,7 @@ PAIR_CHECK_SECONDS = 60  # how often a process checks whether new images need pa
 EXPIRY_SWEEP_SECONDS = 15  # how often a process sweeps a campaign's expired assignments
 DEFAULT_GOLD_POOL = 50  # gold checks created per campaign (each rater gets each at most once)
 WINS_CRITERION = Criterion.PROMPT_FOLLOWING
+MAX_INTEGRITY_RETRIES = 5  # hand-outs retried after the database refused a pair the rater already had
 LOCKED_RETRIES = 3  # waits for a locked image pair before a model pair counts as used up for this request
 
 
@@ -318,84 +324,128 @@ def progress(rater: Rater, campaign: Campaign) -> Progress:
     return Progress(answered=answered, target=campaign.pairs_per_rater)
 
 
-def next_assignment(
+@dataclass
+class Handout:
+    assignment: Assignment | None  # None: nothing is left for this rater
+    progress: Progress  # before this assignment is answered
+
+
+@dataclass
+class _History:
+    """What one query tells about this rater in this campaign (expired assignments left out)."""
+
+    open_ids: list  # open and unexpired, oldest first
+    answered: int
+    lean: Counter  # model id -> times on the left minus times on the right (real pairs only)
+    gold_sides: Counter  # "left"/"right" -> where the correct gold image was shown
+
+
+def _history(rater: Rater, campaign: Campaign, now: datetime) -> _History:
+    rows = (Assignment.objects.filter(rater=rater, campaign=campaign).exclude(status=Assignment.Status.EXPIRED)
+            .order_by("created_at")
+            .values_list("id", "status", "expires_at", "image_pair_id", "image_left__model_id",
+                         "image_right__model_id", "image_left_id", "gold__correct_image_id"))
+    history = _History(open_ids=[], answered=0, lean=Counter(), gold_sides=Counter())
+    for pk, status, expires_at, pair_id, left_model, right_model, left_image, gold_correct_image in rows:
+        if status == Assignment.Status.ANSWERED:
+            history.answered += 1
+        elif expires_at > now:
+            history.open_ids.append(pk)
+        if pair_id is not None:
+            history.lean[left_model] += 1
+            history.lean[right_model] -= 1
+        elif gold_correct_image is not None:
+            history.gold_sides["left" if left_image == gold_correct_image else "right"] += 1
+    return history
+
+
+def next_assignment(rater: Rater, campaign: Campaign, **kwargs) -> Assignment | None:
+    """The assignment this rater should answer next, or None when nothing is left (see hand_out)."""
+    return hand_out(rater, campaign, **kwargs).assignment
+
+
+def hand_out(
     rater: Rater,
     campaign: Campaign,
     *,
     exclude: tuple = (),
     now: datetime | None = None,
     rng: np.random.Generator | None = None,
-) -> Assignment | None:
-    """The assignment this rater should answer next, or None when nothing is left for them.
+) -> Handout:
+    """The assignment this rater should answer next (None when nothing is left) and their progress.
 
     exclude: ids of open assignments the caller already has (the page asks for "the one after this").
     Raises TooManyOpenAssignments when the rater holds MAX_OPEN_PER_CAMPAIGN open ones, all excluded.
+    The returned assignment has its prompt and images loaded.
     """
     now = now or timezone.now()
     rng = rng or np.random.default_rng()
     exclude = {str(e) for e in exclude}
     _maybe_sweep(campaign)
     ensure_prepared(campaign)
-    with transaction.atomic():
-        # One rater's requests run one at a time: two tabs asking at once get the same open assignment.
-        Rater.objects.select_for_update().filter(pk=rater.pk).values_list("pk", flat=True).first()
-        open_now = list(Assignment.objects.filter(rater=rater, campaign=campaign, status=Assignment.Status.OPEN,
-                                                  expires_at__gt=now).order_by("created_at"))
-        for assignment in open_now:
-            if str(assignment.id) not in exclude:
-                return assignment
-        if len(open_now) >= MAX_OPEN_PER_CAMPAIGN:
-            raise TooManyOpenAssignments(f"at most {MAX_OPEN_PER_CAMPAIGN} open assignments per campaign")
-        if campaign.pairs_per_rater is not None:
-            held = Assignment.objects.filter(rater=rater, campaign=campaign).filter(
-                Q(status=Assignment.Status.ANSWERED) | Q(status=Assignment.Status.OPEN, expires_at__gt=now)).count()
-            if held >= campaign.pairs_per_rater:
-                return None
-        expires_at = now + timedelta(seconds=campaign.assignment_ttl_seconds)
-        if campaign.gold_rate > 0 and rng.random() < campaign.gold_rate:
-            assignment = _gold_assignment(rater, campaign, expires_at, rng)
-            if assignment is not None:
-                return assignment
-        return _pair_assignment(rater, campaign, expires_at, rng)
-
-
-def _gold_assignment(rater: Rater, campaign: Campaign, expires_at: datetime,
-                     rng: np.random.Generator) -> Assignment | None:
-    had = Assignment.objects.filter(rater=rater, gold__isnull=False).values("gold_id")
-    pool = list(GoldCheck.objects.filter(campaign=campaign).exclude(pk__in=had)
-                .select_related("correct_image", "wrong_image"))
-    if not pool:
-        return None
-    # The correct image goes to the side it has appeared on less often for this rater.
-    sides = Counter(
-        "left" if left == correct else "right"
-        for left, correct in Assignment.objects.filter(rater=rater, campaign=campaign, gold__isnull=False)
-        .exclude(status=Assignment.Status.EXPIRED).values_list("image_left_id", "gold__correct_image_id")
-    )
-    correct_left = sides["left"] < sides["right"] or (sides["left"] == sides["right"] and rng.random() < 0.5)
-    for index in rng.permutation(len(pool)):
-        gold = pool[int(index)]
-        left, right = ((gold.correct_image, gold.wrong_image) if correct_left
-                       else (gold.wrong_image, gold.correct_image))
+    refused_keys: list[str] = []  # pairs the database refused for this rater (rater_never_gets_pair_twice)
+    for _ in range(MAX_INTEGRITY_RETRIES):
+        tried: list[str] = []
         try:
             with transaction.atomic():
-                return Assignment.objects.create(campaign=campaign, rater=rater, prompt_id=gold.prompt_id,
-                                                 image_left=left, image_right=right, gold=gold,
-                                                 expires_at=expires_at)
-        except IntegrityError:  # the rater already had this pair (e.g. in another campaign)
-            continue
-    return None
+                return _hand_out(rater, campaign, exclude, now, rng, refused_keys, tried)
+        except IntegrityError:
+            # The rater already had the pair (written outside the engine, or in another campaign): the
+            # whole transaction rolled back, counters included; try again without that pair.
+            if not tried:
+                raise
+            refused_keys.append(tried[-1])
+    return Handout(None, progress(rater, campaign))
 
 
-def _pair_assignment(rater: Rater, campaign: Campaign, expires_at: datetime,
-                     rng: np.random.Generator) -> Assignment | None:
+def _hand_out(rater, campaign, exclude, now, rng, refused_keys, tried) -> Handout:
+    # One rater's requests run one at a time: two tabs asking at once get the same open assignment.
+    Rater.objects.select_for_update().filter(pk=rater.pk).values_list("pk", flat=True).first()
+    history = _history(rater, campaign, now)
+    made = Progress(answered=history.answered, target=campaign.pairs_per_rater)
+    for pk in history.open_ids:
+        if str(pk) not in exclude:
+            resumed = Assignment.objects.select_related("prompt", "image_left", "image_right").get(pk=pk)
+            return Handout(resumed, made)
+    if len(history.open_ids) >= MAX_OPEN_PER_CAMPAIGN:
+        raise TooManyOpenAssignments(f"at most {MAX_OPEN_PER_CAMPAIGN} open assignments per campaign")
+    if campaign.pairs_per_rater is not None and history.answered + len(history.open_ids) >= campaign.pairs_per_rater:
+        return Handout(None, made)
+    expires_at = now + timedelta(seconds=campaign.assignment_ttl_seconds)
+    assignment = None
+    if campaign.gold_rate > 0 and rng.random() < campaign.gold_rate:
+        assignment = _gold_assignment(rater, campaign, history, expires_at, rng, refused_keys, tried)
+    if assignment is None:
+        assignment = _pair_assignment(rater, campaign, history, expires_at, rng, refused_keys, tried)
+    return Handout(assignment, made)
+
+
+def _gold_assignment(rater, campaign, history, expires_at, rng, refused_keys, tried) -> Assignment | None:
+    had = Assignment.objects.filter(rater=rater, gold__isnull=False).values("gold_id")
+    pool = [gold for gold in GoldCheck.objects.filter(campaign=campaign).exclude(pk__in=had)
+            .select_related("prompt", "correct_image", "wrong_image")
+            if Assignment.make_pair_key(gold.correct_image_id, gold.wrong_image_id) not in refused_keys]
+    if not pool:
+        return None
+    gold = pool[int(rng.integers(len(pool)))]
+    # The correct image goes to the side it has appeared on less often for this rater.
+    sides = history.gold_sides
+    correct_left = sides["left"] < sides["right"] or (sides["left"] == sides["right"] and rng.random() < 0.5)
+    left, right = (gold.correct_image, gold.wrong_image) if correct_left else (gold.wrong_image, gold.correct_image)
+    assignment = Assignment(campaign=campaign, rater=rater, prompt=gold.prompt, image_left=left, image_right=right,
+                            gold=gold, expires_at=expires_at)
+    tried.append(Assignment.make_pair_key(left.pk, right.pk))
+    assignment.save(force_insert=True)
+    return assignment
+
+
+def _pair_assignment(rater, campaign, history, expires_at, rng, refused_keys, tried) -> Assignment | None:
     model_ids = campaign_model_ids(campaign)
     if len(model_ids) < 2:
         return None
     allowed = open_model_pairs(campaign, model_ids)
     wins, theta = _cached_wins_and_theta(campaign, model_ids)
-    refused_keys: list[str] = []
-    for _ in range(len(model_ids) ** 2 + 10):
+    for _ in range(len(model_ids) ** 2):
         if not allowed.any():
             return None
         try:
@@ -407,15 +457,11 @@ def _pair_assignment(rater: Rater, campaign: Campaign, expires_at: datetime,
         if pair is None:  # nothing left of this model pair for this rater
             allowed[i, j] = allowed[j, i] = False
             continue
-        left, right = _orient(rater, campaign, pair, rng)
-        try:
-            with transaction.atomic():
-                assignment = Assignment.objects.create(campaign=campaign, rater=rater, prompt_id=pair.prompt_id,
-                                                       image_left_id=left, image_right_id=right,
-                                                       image_pair=pair, expires_at=expires_at)
-        except IntegrityError:  # rater_never_gets_pair_twice: try the next candidate
-            refused_keys.append(pair.pair_key)
-            continue
+        left, right = _orient(history.lean, pair, rng)
+        assignment = Assignment(campaign=campaign, rater=rater, prompt=pair.prompt, image_left=left,
+                                image_right=right, image_pair=pair, expires_at=expires_at)
+        tried.append(pair.pair_key)
+        assignment.save(force_insert=True)
         ImagePair.objects.filter(pk=pair.pk).update(assigned=F("assigned") + 1)
         return assignment
     return None
@@ -430,7 +476,7 @@ def _lock_image_pair(rater: Rater, campaign: Campaign, model_a: int, model_b: in
                   .exclude(pair_key__in=seen))
     if refused_keys:
         candidates = candidates.exclude(pair_key__in=refused_keys)
-    candidates = candidates.order_by("assigned", "shuffle")
+    candidates = candidates.order_by("assigned", "shuffle").select_related("prompt", "image_a", "image_b")
     pair = candidates.select_for_update(skip_locked=True, of=("self",)).first()
     if pair is not None or connection.vendor == "sqlite":  # SQLite: serialised, nothing is ever skipped
         return pair
@@ -446,17 +492,8 @@ def _lock_image_pair(rater: Rater, campaign: Campaign, model_a: int, model_b: in
     return None
 
 
-def _orient(rater: Rater, campaign: Campaign, pair: ImagePair, rng: np.random.Generator) -> tuple[int, int]:
-    """(left image id, right image id): the model this rater has seen more on the left goes right."""
-    lean = Counter()  # model id -> (times on the left) - (times on the right), for this rater
-    shown = (Assignment.objects.filter(rater=rater, campaign=campaign, image_pair__isnull=False)
-             .exclude(status=Assignment.Status.EXPIRED)
-             .filter(Q(image_left__model_id__in=(pair.model_a_id, pair.model_b_id))
-                     | Q(image_right__model_id__in=(pair.model_a_id, pair.model_b_id)))
-             .values_list("image_left__model_id", "image_right__model_id"))
-    for left_model, right_model in shown:
-        lean[left_model] += 1
-        lean[right_model] -= 1
+def _orient(lean: Counter, pair: ImagePair, rng: np.random.Generator) -> tuple[Image, Image]:
+    """(left image, right image): the model this rater has seen more often on the left goes right."""
     a_left = lean[pair.model_a_id] < lean[pair.model_b_id] or (
         lean[pair.model_a_id] == lean[pair.model_b_id] and rng.random() < 0.5)
-    return (pair.image_a_id, pair.image_b_id) if a_left else (pair.image_b_id, pair.image_a_id)
+    return (pair.image_a, pair.image_b) if a_left else (pair.image_b, pair.image_a)

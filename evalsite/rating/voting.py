@@ -64,9 +64,8 @@ def record_votes(assignment_id, rater: Rater, submission: VoteSubmission,
             if assignment.rater_id != rater.pk:
                 raise VoteRefused(403, "not_your_assignment", "this assignment belongs to another rater")
             check_choices(assignment, submission.choices)
-            stored = list(assignment.votes.order_by("id"))
-            if stored:
-                return _replay(stored, submission), False
+            if assignment.status == Assignment.Status.ANSWERED:  # votes and status are written together
+                return _replay(list(assignment.votes.order_by("id")), submission), False
             if assignment.status != Assignment.Status.OPEN or assignment.expires_at <= now:
                 raise VoteRefused(410, "assignment_expired",
                                   "this pair expired before the answer arrived; ask for the next pair")
@@ -79,7 +78,8 @@ def record_votes(assignment_id, rater: Rater, submission: VoteSubmission,
             return votes, True
     except IntegrityError:
         # A concurrent submission for this assignment committed first (only reachable without row locks).
-        stored = list(Vote.objects.filter(assignment_id=assignment_id).order_by("id"))
+        stored = list(Vote.objects.filter(assignment_id=assignment_id).select_related("assignment__campaign")
+                      .order_by("id"))
         if not stored:
             raise
         return _replay(stored, submission), False

@@ -1,0 +1,346 @@
+"""Vote submission under load: 200 concurrent simulated raters for 60 s against gunicorn + PostgreSQL.
+
+    .venv/bin/python bench/vote_load.py [--users 200] [--seconds 60] [--workers 3] [--threads 4]
+
+What it does, in one command:
+  1. creates its own PostgreSQL database (default postgres://postgres@127.0.0.1:5432/evalsite_bench; dropped at
+     the end unless --keep), migrates it and seeds a finished run of 10 models x 300 prompts x 2 seeds (Image
+     rows only: raters here never fetch image files) and a campaign (3 votes per pair, 10% gold);
+  2. collects static files (manifest storage, as in production) and starts the site under gunicorn (gthread
+     workers) in the production settings shape (DJANGO_DEBUG=0, secure cookies, requests marked HTTPS by
+     X-Forwarded-Proto as a TLS proxy would), the per-rater throttle raised out of the way
+     (EVALSITE_RATER_RATE), persistent DB connections (DATABASE_CONN_MAX_AGE=60);
+  3. runs locust (library mode, FastHttpUser, no wait time) with --users simulated raters. Each joins through
+     the campaign's invite link (GET and POST /join/<token>: a new account and session, CSRF token from the
+     cookie), then loops: GET /api/assignments/next, POST /api/assignments/<id>/votes with an answer per
+     criterion and an idempotency key; 5% of the votes are sent a second time (a double click), which must be
+     answered 200 "replayed" and stored once. After --seconds no new pair is started; requests in flight finish;
+  4. compares what the server acknowledged (201, or 200 replayed) with the rows in the database.
+
+Prints votes/s (acknowledged pair submissions per second of the run; each stores one row per criterion),
+p50/p99 latency of the vote POST and of /next, the count of 5xx and of connection errors, and
+"acknowledged == stored". The baseline, timed in the same run, is GET /healthz (one SELECT 1 through the same
+gunicorn and database): the ratio says what the vote path costs over the cheapest request the stack can serve.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/evalsite_bench"
+N_MODELS, N_PROMPTS, N_SEEDS = 10, 300, 2
+DOUBLE_SUBMIT_SHARE = 0.05
+
+
+# --------------------------------------------------------------------------------------------------
+# Orchestration (plain process: no Django, no gevent)
+# --------------------------------------------------------------------------------------------------
+
+
+def server_env(database_url: str, var_dir: str) -> dict:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DATABASE_CONN_MAX_AGE": "60",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "EVALSITE_RATER_RATE": "1000000/min",
+        "EVALSITE_VAR_DIR": var_dir,
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"server did not answer {url}")
+        time.sleep(0.5)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def stored_votes(database_url: str, campaign_id: int) -> tuple[set[str], int, int]:
+    """(assignment ids with votes, vote rows, largest number of rows for one assignment and criterion)."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        ids = {str(r[0]) for r in conn.execute(
+            "SELECT DISTINCT assignment_id FROM rating_vote WHERE campaign_id = %s", [campaign_id])}
+        rows = conn.execute("SELECT count(*) FROM rating_vote WHERE campaign_id = %s", [campaign_id]).fetchone()[0]
+        dup = conn.execute("SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM rating_vote "
+                           "WHERE campaign_id = %s GROUP BY assignment_id, criterion) t", [campaign_id]).fetchone()[0]
+    return ids, rows, dup
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default=DEFAULT_DB)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--baseline-seconds", type=int, default=15)
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from next_assignment import drop_database, recreate_database
+
+    recreate_database(args.database_url)
+    var_dir = tempfile.mkdtemp(prefix="vote-load-")
+    env = server_env(args.database_url, var_dir)
+    server = None
+    try:
+        subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+        subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+        seeded = json.loads(subprocess.run([PYTHON, __file__, "_seed"], cwd=ROOT, env=env, check=True,
+                                           capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        print(f"seeded {seeded['images']} images, {seeded['pairs']} image pairs; campaign {seeded['campaign']}",
+              flush=True)
+        port = free_port()
+        log = open(Path(var_dir) / "gunicorn.log", "w")  # noqa: SIM115 - closed with the server
+        server = subprocess.Popen(
+            [str(Path(PYTHON).parent / "gunicorn"), "evalsite.wsgi:application", "--bind", f"127.0.0.1:{port}",
+             "--workers", str(args.workers), "--worker-class", "gthread", "--threads", str(args.threads),
+             "--timeout", "60", "--backlog", "2048"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        host = f"http://127.0.0.1:{port}"
+        wait_for(f"{host}/healthz")
+        print(f"gunicorn: {args.workers} workers x {args.threads} threads on {host}; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+
+        results = {}
+        for mode, seconds in (("baseline", args.baseline_seconds), ("votes", args.seconds)):
+            out = Path(var_dir) / f"{mode}.json"
+            subprocess.run([PYTHON, __file__, "_swarm", "--host", host, "--mode", mode, "--users", str(args.users),
+                            "--seconds", str(seconds), "--invite", seeded["invite"],
+                            "--campaign", str(seeded["campaign"]), "--out", str(out)], cwd=ROOT, env=env, check=True)
+            results[mode] = json.loads(out.read_text())
+
+        ids, rows, most = stored_votes(args.database_url, seeded["campaign"])
+        report(results, ids, rows, most, args)
+        fives = sum(1 for line in (Path(var_dir) / "gunicorn.log").read_text().splitlines() if "Traceback" in line)
+        if fives:
+            print(f"gunicorn log has {fives} tracebacks: {var_dir}/gunicorn.log")
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+        if not args.keep:
+            drop_database(args.database_url)
+
+
+def report(results: dict, stored_ids: set[str], stored_rows: int, most: int, args) -> None:
+    votes, base = results["votes"], results["baseline"]
+    acked = set(votes["acknowledged"])
+    expected_rows = sum(votes["acknowledged"].values())
+    vote_ms, next_ms, health_ms = votes["latency"]["vote"], votes["latency"]["next"], base["latency"]["healthz"]
+    print()
+    print(f"{args.users} simulated raters (locust FastHttpUser), {votes['seconds']:.0f} s of voting")
+    print(f"votes acknowledged   {len(acked)} pair submissions ({expected_rows} criterion rows), "
+          f"{votes['replayed']} double submissions answered 'replayed'")
+    print(f"votes stored         {len(stored_ids)} pair submissions ({stored_rows} criterion rows); "
+          f"at most {most} row per assignment and criterion")
+    print(f"acknowledged == stored: {acked == stored_ids and expected_rows == stored_rows}")
+    for sample in votes["samples_4xx"]:
+        print(f"  4xx sample: {sample}")
+    print(f"5xx responses        {votes['status_5xx']} (baseline {base['status_5xx']}); "
+          f"connection errors {votes['errors']}; other 4xx {votes['status_4xx']}")
+    print(f"votes/s              {len(acked) / votes['seconds']:.1f} pairs/s ({expected_rows / votes['seconds']:.1f} "
+          f"rows/s)")
+    print(f"vote POST latency    p50 {percentile(vote_ms, .5):.0f} ms, p99 {percentile(vote_ms, .99):.0f} ms "
+          f"(n={len(vote_ms)})")
+    print(f"next GET latency     p50 {percentile(next_ms, .5):.0f} ms, p99 {percentile(next_ms, .99):.0f} ms "
+          f"(n={len(next_ms)})")
+    print(f"baseline /healthz    p50 {percentile(health_ms, .5):.0f} ms, p99 {percentile(health_ms, .99):.0f} ms, "
+          f"{len(health_ms) / base['seconds']:.0f} req/s with the same {args.users} users")
+    print(f"ratio vote / healthz p50 {percentile(vote_ms, .5) / percentile(health_ms, .5):.1f}x, "
+          f"p99 {percentile(vote_ms, .99) / percentile(health_ms, .99):.1f}x")
+
+
+# --------------------------------------------------------------------------------------------------
+# Seeding (a Django process)
+# --------------------------------------------------------------------------------------------------
+
+
+def seed_for_load() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evalsite.settings")
+    import django
+
+    django.setup()
+    from next_assignment import seed
+
+    from evalsite.rating import engine
+
+    campaign, _ = seed(N_MODELS, N_PROMPTS, N_SEEDS, n_raters=0)
+    made = engine.prepare_campaign(campaign)
+    print(json.dumps({"campaign": campaign.pk, "invite": campaign.invite_token, "images": made["images"],
+                      "pairs": made["new_pairs"]}))
+
+
+# --------------------------------------------------------------------------------------------------
+# The swarm (a gevent process: locust monkey-patches on import)
+# --------------------------------------------------------------------------------------------------
+
+
+def swarm(argv: list[str]) -> None:
+    import gevent
+    from locust import FastHttpUser, constant, events, task
+    from locust.env import Environment
+    from locust.exception import StopUser
+
+    parser = argparse.ArgumentParser()
+    for name in ("--host", "--mode", "--invite", "--out"):
+        parser.add_argument(name, required=True)
+    for name in ("--users", "--seconds", "--campaign"):
+        parser.add_argument(name, type=int, required=True)
+    args = parser.parse_args(argv)
+
+    state = {"stop": False, "in_flight": 0, "acknowledged": {}, "replayed": 0, "status_5xx": 0, "status_4xx": 0,
+             "errors": 0, "samples_4xx": [], "latency": {"vote": [], "next": [], "healthz": [], "join": []}}
+    origin = args.host.replace("http://", "https://")
+
+    def on_request(request_type, name, response_time, response_length, response=None, exception=None, **kw):
+        if exception is not None and getattr(response, "status_code", 0) == 0:
+            state["errors"] += 1
+            return
+        code = response.status_code
+        if code >= 500:
+            state["status_5xx"] += 1
+        elif code >= 400:
+            state["status_4xx"] += 1
+            if len(state["samples_4xx"]) < 5:
+                text = response.text or ""
+                state["samples_4xx"].append(f"{name} {code} {text[:160]}")
+        if state["measuring"]:
+            state["latency"].setdefault(name, []).append(response_time)
+
+    events.request.add_listener(on_request)
+    state["measuring"] = True
+
+    class SimulatedRater(FastHttpUser):
+        host = args.host
+        wait_time = constant(0)
+
+        # The session and CSRF cookies are Secure (production settings). geventhttpclient's cookie jar sends
+        # Secure cookies only over https, and this client talks plain HTTP to gunicorn as a TLS proxy would,
+        # so the rater keeps its cookies itself.
+        cookies: dict
+
+        def remember(self, response):
+            for raw in response.headers.getlist("set-cookie") if response.headers else []:
+                parsed = SimpleCookie()
+                parsed.load(raw)
+                self.cookies.update({name: morsel.value for name, morsel in parsed.items()})
+
+        def headers(self, **extra):
+            cookie = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+            return {"X-Forwarded-Proto": "https", "Origin": origin, "Accept": "application/json", "Cookie": cookie,
+                    **extra}
+
+        def csrf(self) -> str:
+            return self.cookies["csrftoken"]
+
+        def on_start(self):
+            self.cookies = {}
+            if args.mode == "baseline":
+                return
+            url = f"/join/{args.invite}"
+            self.remember(self.client.get(url, headers=self.headers(), name="join"))
+            self.remember(self.client.post(url, data={"csrfmiddlewaretoken": self.csrf()}, headers=self.headers(),
+                                           allow_redirects=False, name="join"))
+
+        @task
+        def rate_one(self):
+            if state["stop"]:
+                raise StopUser()
+            if args.mode == "baseline":
+                self.client.get("/healthz", headers=self.headers(), name="healthz")
+                return
+            state["in_flight"] += 1
+            try:
+                self.vote_once()
+            finally:
+                state["in_flight"] -= 1
+
+        def vote_once(self):
+            with self.client.get(f"/api/assignments/next?campaign={args.campaign}", headers=self.headers(),
+                                 name="next", catch_response=True) as response:
+                if response.status_code != 200:
+                    response.failure(f"next {response.status_code}")
+                    return
+                assignment = response.json()["assignment"]
+            if assignment is None:
+                raise StopUser()
+            body = json.dumps({"idempotency_key": secrets.token_hex(12),
+                               "choices": {c["key"]: secrets.choice(["left", "right", "tie", "both_bad"])
+                                           for c in assignment["criteria"]},
+                               "time_taken_ms": 1500})
+            sends = 2 if secrets.randbelow(10_000) < DOUBLE_SUBMIT_SHARE * 10_000 else 1
+            for attempt in range(sends):
+                response = self.client.post(assignment["votes_url"], data=body, name="vote",
+                                            headers=self.headers(**{"Content-Type": "application/json",
+                                                                    "X-CSRFToken": self.csrf()}))
+                if response.status_code in (200, 201):
+                    state["acknowledged"][assignment["id"]] = len(response.json()["choices"])
+                    state["replayed"] += int(attempt > 0 and response.json()["replayed"])
+
+    environment = Environment(user_classes=[SimulatedRater], events=events)
+    runner = environment.create_local_runner()
+    runner.start(args.users, spawn_rate=max(1, args.users / 5))
+    start = time.monotonic()
+    gevent.sleep(args.seconds)
+    state["stop"] = True  # no new pair from now on; submissions in flight finish
+    elapsed = time.monotonic() - start
+    deadline = time.monotonic() + 30
+    while state["in_flight"] and time.monotonic() < deadline:
+        gevent.sleep(0.1)
+    state["measuring"] = False
+    runner.quit()
+    Path(args.out).write_text(json.dumps({
+        "seconds": elapsed, "acknowledged": state["acknowledged"], "replayed": state["replayed"],
+        "status_5xx": state["status_5xx"], "status_4xx": state["status_4xx"], "errors": state["errors"],
+        "latency": state["latency"], "unfinished": state["in_flight"], "samples_4xx": state["samples_4xx"],
+    }))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_seed":
+        seed_for_load()
+    elif len(sys.argv) > 1 and sys.argv[1] == "_swarm":
+        swarm(sys.argv[2:])
+    else:
+        main()
