@@ -197,6 +197,10 @@ EVALSITE_ASSIGNMENT_TTL_SECONDS = env_int("EVALSITE_ASSIGNMENT_TTL_SECONDS", 600
 EVALSITE_MODEL_CACHE_SIZE = env_int("EVALSITE_MODEL_CACHE_SIZE", 2, minimum=1)
 EVALSITE_DEVICE = env_str("EVALSITE_DEVICE", "auto")
 EVALSITE_MIN_GOLD_ACCURACY = env_float("EVALSITE_MIN_GOLD_ACCURACY", 0.7)
+# CLIP model for CLIP score and CLIP-feature FID: a local transformers CLIP directory or the demo dual encoder.
+EVALSITE_CLIP_MODEL = env_str("EVALSITE_CLIP_MODEL", str(BASE_DIR / "demo_models" / "clip-demo"))
+# torch-fidelity's Inception weights file; when set, FID is also computed on Inception features.
+EVALSITE_INCEPTION_WEIGHTS = env_str("EVALSITE_INCEPTION_WEIGHTS", "")
 
 # --- Production hardening ---------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -13,7 +13,6 @@ otherwise the images of a reference model of the run (`reference_model`), whose 
 from __future__ import annotations
 
 import io
-import os
 import time
 from pathlib import Path
 
@@ -32,13 +31,11 @@ REFERENCE_SEED = 1234  # seeds the ground-truth drawings
 
 
 def clip_model_path() -> Path:
-    configured = getattr(settings, "EVALSITE_CLIP_MODEL", None) or os.environ.get("EVALSITE_CLIP_MODEL")
-    return Path(configured) if configured else Path(settings.BASE_DIR) / "demo_models" / "clip-demo"
+    return Path(settings.EVALSITE_CLIP_MODEL)
 
 
 def inception_weights_path() -> Path | None:
-    configured = getattr(settings, "EVALSITE_INCEPTION_WEIGHTS", None) or os.environ.get("EVALSITE_INCEPTION_WEIGHTS")
-    return Path(configured) if configured else None
+    return Path(settings.EVALSITE_INCEPTION_WEIGHTS) if settings.EVALSITE_INCEPTION_WEIGHTS else None
 
 
 def load_clip(path: Path) -> tuple[object, object]:
