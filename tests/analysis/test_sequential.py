@@ -142,7 +142,8 @@ def test_decisions_reuse_a_given_fit_and_refuse_bad_input():
 
 
 def test_no_winner_is_certified_when_the_top_two_are_equal():
-    """Any certification is wrong here; the rate must stay below alpha (observed: none in 40)."""
+    """Any certification is wrong here. Only "0 beats 1" or "1 beats 0" can realistically be claimed,
+    each at alpha / (K-1) = alpha / 2, so the rate must stay below alpha (observed: none in 40)."""
     strengths = np.array([0.0, 0.0, -1.0])
     rng = np.random.default_rng(6)
     certified = [
