@@ -181,8 +181,10 @@ def campaign_decisions(
     choose_model_pair) and the current estimates are the truth.
     Returns a JSON-friendly dict:
       votes, alpha, theta, order (model indices, best first),
-      top_model: {model, certified, confidence, level, closest_rival, rivals[...], votes_still_needed, explain}
-      neighbours: [{higher, lower, settled, difference, interval, confidence, votes_still_needed, explain}]
+      top_model: {model, certified, confidence, level, closest_rival, rivals [{model, difference,
+        lower_bound, p_value}], votes, votes_still_needed, explain}
+      neighbours: [{rank, higher, lower, settled, difference, lower_bound, confidence, votes_still_needed,
+        explain}]  (lower_bound: of the difference, at the level of the whole ranking)
       intervals: {'lower', 'upper'}: (K, K) anytime-valid (1 - alpha) interval of theta_i - theta_j per pair
     """
     from analysis.active_sampling import DEFAULT_EXPLORATION, check_policy
