@@ -6,7 +6,8 @@ DDPM (ancestral) with classifier-free guidance. It is trained here on the demo d
 encoder as the in-house MM-DiT, so the demo compares genuinely different models on equal terms.
 
 Like LDM, the UNet does not run on raw pixels: a fixed, lossless space-to-depth "autoencoder" turns a
-(3, 32, 32) image into a (12, 16, 16) latent (pixel_unshuffle by 2), which keeps this CPU's training fast.
+(3, 32, 32) image into a (48, 8, 8) latent (pixel_unshuffle by 4, the same 4x4 cells the MM-DiT's patches
+see), which keeps this CPU's training fast.
 
     x (B, 3, H, W) --pixel_unshuffle(f)--> (B, 3f^2, H/f, W/f) --UNet(t, text tokens, pooled text)--> eps
     text: token states (B, T, 384) -> cross-attention (padding masked); pooled (B, 384) -> added to the
@@ -14,7 +15,7 @@ Like LDM, the UNet does not run on raw pixels: a fixed, lossless space-to-depth 
 
 A checkpoint is a directory with model.safetensors + config.json = {format, format_version, config, recipe}.
 
-    python -m generation.unet_baseline --out demo_models/unet-baseline --minutes 10
+    python -m generation.unet_baseline --out demo_models/unet-baseline --minutes 10     # or --steps 1056
     pipe = UNetBaselinePipeline.from_checkpoint("demo_models/unet-baseline", device="cpu")
     images = pipe(["a red circle on a blue background"], seeds=[0], steps=28, guidance_scale=4.0)
 """
@@ -27,6 +28,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -55,10 +57,10 @@ SCHEDULERS = ("ddim", "ddpm")
 class UNetBaselineConfig:
     sample_size: int = 32  # side of the training images in pixels
     in_channels: int = 3  # image channels (RGB)
-    space_to_depth: int = 2  # the fixed "autoencoder": f x f pixel blocks become channels (1 = raw pixels)
-    block_out_channels: tuple[int, ...] = (32, 64, 128)  # UNet widths per resolution level
-    down_block_types: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
-    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    space_to_depth: int = 4  # the fixed "autoencoder": f x f pixel blocks become channels (1 = raw pixels)
+    block_out_channels: tuple[int, ...] = (64, 128)  # UNet widths per resolution level
+    down_block_types: tuple[str, ...] = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    up_block_types: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
     layers_per_block: int = 1  # ResNet blocks per level
     attention_head_dim: int = 32  # width of one attention head
     norm_num_groups: int = 16  # GroupNorm groups (must divide every block width)
@@ -301,10 +303,11 @@ class UNetBaselinePipeline:
 class TrainConfig:
     out: str  # output directory: model.safetensors + config.json (the EMA weights)
     minutes: float = 10.0  # budget in CPU minutes of this process (a busy shared machine gets the same training)
+    steps: int | None = None  # planned optimizer steps; None = planned from the speed of the first 20 steps
     seed: int = 0  # seeds data, noise, timesteps, dropout and initialisation
-    batch_size: int = 64  # images per step
-    lr: float = 1e-3  # peak AdamW learning rate
-    warmup_steps: int = 100  # linear warm-up, then cosine to lr * min_lr_ratio at the planned last step
+    batch_size: int = 32  # images per step
+    lr: float = 2e-3  # peak AdamW learning rate
+    warmup_steps: int = 50  # linear warm-up, then cosine to lr * min_lr_ratio at the planned last step
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.01
     grad_clip: float = 1.0  # max gradient norm (0 = off)
@@ -352,15 +355,17 @@ def train(cfg: TrainConfig) -> Path:
 
     start, cpu_start = time.time(), time.process_time()
     next_save = start + cfg.save_every_minutes * 60
+    planned = cfg.steps
 
     def cpu_used() -> float:
         return time.process_time() - cpu_start
-    planned, step, window = None, 0, []
+    step, window = 0, []
 
     def recipe() -> dict:
         import diffusers
 
         return {"trained_by": "generation.unet_baseline", "objective": "eps/linear (DDPM, scaled-linear betas)",
+                "command": "python -m generation.unet_baseline " + " ".join(sys.argv[1:]),
                 "steps_done": step, "planned_steps": planned, "elapsed_seconds": round(time.time() - start, 1),
                 "cpu_seconds": round(cpu_used(), 1),
                 "text_encoder": cfg.text_encoder,
@@ -370,7 +375,7 @@ def train(cfg: TrainConfig) -> Path:
                 "software": {"python": platform.python_version(), "torch": torch.__version__,
                              "diffusers": diffusers.__version__}}
 
-    while cpu_used() < cfg.minutes * 60 and (planned is None or step < planned):
+    while (cfg.steps is not None or cpu_used() < cfg.minutes * 60) and (planned is None or step < planned):
         if cfg.threads == 0 and step % 25 == 0:
             _adapt_threads()
         for group in opt.param_groups:
@@ -394,7 +399,7 @@ def train(cfg: TrainConfig) -> Path:
                 e.lerp_(p, 1 - decay)
         step += 1
         window.append(loss.item())
-        if step == 20:  # fix the cosine plan from the measured speed
+        if step == 20 and cfg.steps is None:  # fix the cosine plan from the measured speed (start-up included)
             rate = step / cpu_used()
             planned = step + int(rate * (cfg.minutes * 60 - cpu_used()))
             print(f"{rate:.2f} steps per CPU second: planning {planned} steps", flush=True)
@@ -437,23 +442,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m generation.unet_baseline", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--minutes", type=float, default=defaults.minutes, help="training budget in CPU minutes")
+    p.add_argument("--steps", type=int, help="train exactly this many steps (no clock; reproduces a --minutes run)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)
     p.add_argument("--kinds", type=_parse_kinds, default=defaults.kinds, help="e.g. shape=1,position=0.5,word=0.5")
     p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    p.add_argument("--widths", default="32,64,128", help="UNet widths, one resolution level each")
-    p.add_argument("--space-to-depth", type=int, default=2, help="f: f x f pixel blocks become channels")
+    p.add_argument("--widths", default="64,128", help="UNet widths, one resolution level each")
+    p.add_argument("--space-to-depth", type=int, default=4, help="f: f x f pixel blocks become channels")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
-    if args.minutes <= 0:
-        p.error("--minutes must be positive")
+    if args.minutes <= 0 or (args.steps is not None and args.steps < 1):
+        p.error("--minutes and --steps must be positive")
     try:
         model = unet_config([int(w) for w in args.widths.split(",")], args.space_to_depth)
     except ValueError as e:
         p.error(f"--widths/--space-to-depth: {e}")
-    train(TrainConfig(out=args.out, minutes=args.minutes, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-                      warmup_steps=args.warmup_steps, kinds=args.kinds, threads=args.threads, model=model))
+    train(TrainConfig(out=args.out, minutes=args.minutes, steps=args.steps, seed=args.seed,
+                      batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, kinds=args.kinds,
+                      threads=args.threads, model=model))
 
 
 if __name__ == "__main__":

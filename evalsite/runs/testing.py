@@ -21,7 +21,8 @@ from urllib.parse import quote
 from django.conf import settings
 from django.db import connection
 
-TINY_UNET = {"sample_size": 16, "block_out_channels": [16, 32], "norm_num_groups": 8, "attention_head_dim": 8,
+TINY_UNET = {"sample_size": 16, "space_to_depth": 2, "block_out_channels": [16, 32], "norm_num_groups": 8,
+             "attention_head_dim": 8,
              "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
              "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"]}
 

@@ -116,7 +116,8 @@ def tiny_unet_dir(tmp_path_factory):
     from generation.unet_baseline import UNetBaseline, UNetBaselineConfig, save_checkpoint
 
     torch.manual_seed(0)
-    model = UNetBaseline(UNetBaselineConfig(sample_size=16, block_out_channels=(16, 32), norm_num_groups=8,
+    model = UNetBaseline(UNetBaselineConfig(sample_size=16, space_to_depth=2, block_out_channels=(16, 32),
+                                            norm_num_groups=8,
                                             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8))
     path = tmp_path_factory.mktemp("tiny-unet")
