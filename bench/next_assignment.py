@@ -5,19 +5,20 @@
 Creates its own PostgreSQL database (default postgres://postgres@127.0.0.1:5432/evalsite_bench_next, dropped
 at the end unless --keep), migrates it, seeds the run with bulk_create (Image rows only, no files: the
 endpoint never opens an image) and a campaign (3 votes per image pair, 10% gold), builds the image pairs
-(timed), then measures:
+(timed), then measures, each figure against a baseline doing comparable work in the same run:
 
-  engine      GET /api/assignments/next through Django's test client (session auth, throttle, engine,
-              serialisation) in the production settings shape (DJANGO_DEBUG=0); after every call the rater
-              answers, so every call hands out a new assignment (the slow path; resumes are cheaper)
-  baseline    the plainest possible hand-out, timed in the same run: pick a random prompt, seed and two
-              models, read their two images, create the Assignment (no rater history, no balance, no
-              target, no locking)
-  on-the-fly  the same constraints as the engine without the materialised ImagePair table: one SQL query
-              that self-joins the images, counts the pair's assignments, excludes the rater's pairs and
-              takes the least-assigned (fewer repetitions; it is slow)
+  /next endpoint   GET /api/assignments/next through Django's test client (session auth, throttle, engine,
+                   serialisation) in the production settings shape (DJANGO_DEBUG=0); after every call the
+                   rater answers, so every call hands out a new assignment (resumes are cheaper).
+  hand-out         engine.hand_out() as a function, against the plainest possible hand-out: pick a random
+                   prompt, seed and two models, read their two images, create the Assignment (no rater
+                   history, no balance, no target, no policy, no locking).
+  candidate query  the engine's pick of the concrete image pair (locked ImagePair row, index scan), against
+                   the same constraints computed on the fly without the ImagePair table: one SQL query that
+                   self-joins the images, counts each pair's assignments, excludes the rater's pairs and takes
+                   the least assigned.
 
-and prints p50 / p99 / mean in ms and the ratios engine / baseline and on-the-fly / engine.
+Prints p50 / p99 / mean in ms and the ratios.
 """
 from __future__ import annotations
 
@@ -114,12 +115,12 @@ def percentile(values: list[float], q: float) -> float:
 def summary(name: str, ms: list[float]) -> dict:
     row = {"name": name, "n": len(ms), "p50": percentile(ms, 0.5), "p99": percentile(ms, 0.99),
            "mean": statistics.fmean(ms)}
-    print(f"{name:<12} n={row['n']:>5}  p50 {row['p50']:7.2f} ms  p99 {row['p99']:7.2f} ms  mean {row['mean']:7.2f} ms",
+    print(f"{name:<11} n={row['n']:>5}  p50 {row['p50']:7.2f} ms  p99 {row['p99']:7.2f} ms  mean {row['mean']:7.2f} ms",
           flush=True)
     return row
 
 
-def time_engine(campaign, raters, n_requests: int) -> list[float]:
+def time_endpoint(campaign, raters, n_requests: int) -> list[float]:
     from django.test import Client
 
     from evalsite.rating.models import Assignment
@@ -145,6 +146,39 @@ def time_engine(campaign, raters, n_requests: int) -> list[float]:
         choices = {c["key"]: secrets.choice(["left", "right", "tie", "both_bad"]) for c in a["criteria"]}
         record_votes(a["id"], rater, VoteSubmission(f"bench-{a['id']}", choices, 1000))
     assert Assignment.objects.filter(campaign=campaign).count() == before + n_requests
+    return timings
+
+
+def time_hand_out(campaign, raters, n_requests: int) -> list[float]:
+    from evalsite.rating import engine
+    from evalsite.rating.voting import VoteSubmission, record_votes
+
+    timings = []
+    for i in range(n_requests):
+        rater = raters[i % len(raters)]
+        start = time.perf_counter()
+        a = engine.hand_out(rater, campaign).assignment
+        timings.append((time.perf_counter() - start) * 1000)
+        choices = {c: secrets.choice(["left", "right", "tie", "both_bad"]) for c in campaign.criteria_for(a.prompt)}
+        record_votes(a.id, rater, VoteSubmission(f"bench-{a.id}", choices, 1000))
+    return timings
+
+
+def time_candidate_query(campaign, raters, n_requests: int) -> list[float]:
+    import random
+
+    from django.db import transaction
+
+    from evalsite.rating import engine
+
+    model_ids = sorted(campaign.run.image_models.values_list("id", flat=True))
+    timings = []
+    for i in range(n_requests):
+        model_a, model_b = sorted(random.sample(model_ids, 2))
+        start = time.perf_counter()
+        with transaction.atomic():
+            assert engine._lock_image_pair(raters[i % len(raters)], campaign, model_a, model_b, []) is not None
+        timings.append((time.perf_counter() - start) * 1000)
     return timings
 
 
@@ -215,9 +249,10 @@ def time_on_the_fly(campaign, raters, n_requests: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default=DEFAULT_DB)
-    parser.add_argument("--requests", type=int, default=1500, help="timed /next calls (default %(default)s)")
+    parser.add_argument("--requests", type=int, default=1500,
+                        help="timed /next calls, and as many hand_out calls (default %(default)s)")
     parser.add_argument("--baseline-requests", type=int, default=1500)
-    parser.add_argument("--on-the-fly-requests", type=int, default=30)
+    parser.add_argument("--on-the-fly-requests", type=int, default=100)
     parser.add_argument("--raters", type=int, default=50)
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     args = parser.parse_args()
@@ -246,15 +281,18 @@ def main() -> None:
 
         print(f"PostgreSQL {connection.cursor().connection.info.server_version}; load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-        time_engine(campaign, raters, min(100, args.requests))  # warm caches and connections
-        rows = [summary("engine", time_engine(campaign, raters, args.requests))]
-        rows.append(summary("baseline", time_baseline(campaign, raters, args.baseline_requests)))
-        rows.append(summary("on-the-fly", time_on_the_fly(campaign, raters, args.on_the_fly_requests)))
-        engine_row, baseline_row, fly_row = rows
-        print(f"ratio engine / baseline: p50 {engine_row['p50'] / baseline_row['p50']:.2f}x, "
-              f"p99 {engine_row['p99'] / baseline_row['p99']:.2f}x")
-        print(f"ratio on-the-fly / engine: p50 {fly_row['p50'] / engine_row['p50']:.1f}x, "
-              f"p99 {fly_row['p99'] / engine_row['p99']:.1f}x")
+        time_endpoint(campaign, raters, min(100, args.requests))  # warm caches and connections
+        endpoint = summary("/next", time_endpoint(campaign, raters, args.requests))
+        hand_out = summary("hand_out", time_hand_out(campaign, raters, args.requests))
+        naive = summary("naive", time_baseline(campaign, raters, args.baseline_requests))
+        candidate = summary("candidate", time_candidate_query(campaign, raters, args.on_the_fly_requests))
+        on_the_fly = summary("on-the-fly", time_on_the_fly(campaign, raters, args.on_the_fly_requests))
+        print(f"/next endpoint: p50 {endpoint['p50']:.1f} ms, p99 {endpoint['p99']:.1f} ms "
+              f"({N_MODELS} models x {N_PROMPTS} prompts x {N_SEEDS} seeds)")
+        print(f"ratio hand_out / naive hand-out: p50 {hand_out['p50'] / naive['p50']:.1f}x, "
+              f"p99 {hand_out['p99'] / naive['p99']:.1f}x")
+        print(f"ratio on-the-fly / ImagePair candidate query: p50 {on_the_fly['p50'] / candidate['p50']:.1f}x, "
+              f"p99 {on_the_fly['p99'] / candidate['p99']:.1f}x")
         connection.close()
     finally:
         if not args.keep:
