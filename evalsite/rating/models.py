@@ -56,6 +56,14 @@ def default_criteria() -> list[str]:
     return [c.value for c in Criterion]
 
 
+def default_assignment_ttl() -> int:
+    return settings.EVALSITE_ASSIGNMENT_TTL_SECONDS
+
+
+def default_min_gold_accuracy() -> float:
+    return settings.EVALSITE_MIN_GOLD_ACCURACY
+
+
 class Rater(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rater")
     instructions_seen_at = models.DateTimeField(null=True, blank=True)
@@ -78,8 +86,9 @@ class Campaign(models.Model):
     invite_token = models.CharField(max_length=40, unique=True, default=new_invite_token)
     votes_per_pair = models.PositiveIntegerField(default=3, help_text="Target votes per image pair.")
     gold_rate = models.FloatField(default=0.1, help_text="Share of assignments that are gold checks.")
-    min_gold_accuracy = models.FloatField(default=0.7, help_text="Raters below this are flagged.")
-    assignment_ttl_seconds = models.PositiveIntegerField(default=600)
+    min_gold_accuracy = models.FloatField(default=default_min_gold_accuracy, help_text="Raters below this are flagged.")
+    assignment_ttl_seconds = models.PositiveIntegerField(
+        default=default_assignment_ttl, help_text="How long a rater holds a pair before it goes to someone else.")
     is_open = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # --- pair choice (see evalsite/rating/engine.py) ---

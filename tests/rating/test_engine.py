@@ -236,3 +236,13 @@ def test_both_policies_hand_out_every_pair(campaign, rater_of, policy):
     assert len(given) == 9
     assert {frozenset((a.image_left.model_id, a.image_right.model_id)) for a in given} == {
         frozenset(p) for p in itertools.combinations(engine.campaign_model_ids(campaign), 2)}
+
+
+def test_new_campaigns_take_expiry_and_gold_threshold_from_settings(make_campaign, rater_of, settings):
+    settings.EVALSITE_ASSIGNMENT_TTL_SECONDS = 42
+    settings.EVALSITE_MIN_GOLD_ACCURACY = 0.9
+    campaign = make_campaign(gold_rate=0.0)
+    assert (campaign.assignment_ttl_seconds, campaign.min_gold_accuracy) == (42, 0.9)
+    before = timezone.now()
+    a = engine.next_assignment(rater_of(campaign), campaign)
+    assert timedelta(seconds=41) <= a.expires_at - before <= timedelta(seconds=43)
