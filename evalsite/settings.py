@@ -6,6 +6,7 @@ production shape, which requires DJANGO_SECRET_KEY and DJANGO_ALLOWED_HOSTS and 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -93,7 +94,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Web server and worker write to the same file: wait for locks instead of failing at once.
     _db["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE",
                       "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
-    _db.setdefault("TEST", {})["NAME"] = str(VAR_DIR / "test-evalsite.sqlite3")
+    # One test database file per test process, so that two test runs on one machine never share it.
+    _db.setdefault("TEST", {})["NAME"] = str(VAR_DIR / f"test-evalsite-{os.getpid()}.sqlite3")
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -172,6 +174,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3300, minimum=1)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Housekeeping entries; beat's DatabaseScheduler copies them into the database, where staff can edit them.
+CELERY_BEAT_SCHEDULE = {
+    "expire rater assignments": {"task": "rating.expire_assignments", "schedule": 60.0},
+    "update rater quality": {"task": "rating.update_rater_quality", "schedule": 3600.0},
+}
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
@@ -203,6 +210,7 @@ EVALSITE_CLIP_MODEL = env_str("EVALSITE_CLIP_MODEL", str(BASE_DIR / "demo_models
 EVALSITE_INCEPTION_WEIGHTS = env_str("EVALSITE_INCEPTION_WEIGHTS", "")
 
 # --- Production hardening ---------------------------------------------------------------------------
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
