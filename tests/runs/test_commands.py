@@ -6,6 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from evalsite.catalog.models import ImageModel, PromptSet
+from evalsite.rating.models import Campaign
 from evalsite.runs import services
 from evalsite.runs.models import CheckpointSchedule, ComparisonRun
 from evalsite.runs.testing import tiny_inhouse_checkpoint, tiny_unet_checkpoint
@@ -100,6 +101,8 @@ def test_seed_demo_registers_the_demo_models_and_starts_the_demo_run_once(db, me
     with django_capture_on_commit_callbacks(execute=True):
         call_command("seed_demo", "--models-dir", str(demo))  # idempotent: no second run, nothing sent
     assert ComparisonRun.objects.count() == 1 and len(broker.messages()) == sent
+    campaign = Campaign.objects.get(name="Demo campaign")  # one campaign, the demo rater in it
+    assert campaign.run == run and list(campaign.raters.values_list("user__username", flat=True)) == ["rater"]
 
 
 def test_seed_demo_without_demo_models_starts_no_run(db, media_root, tmp_path, capsys):

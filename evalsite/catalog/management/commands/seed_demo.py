@@ -28,6 +28,7 @@ DEMO_SET = "Demo shapes, positions and words"
 DEMO_MODELS_DIR = Path(settings.BASE_DIR) / "demo_models"
 DEMO_RUN = "Demo comparison"
 DEMO_RUN_SEEDS = [0, 1]
+DEMO_CAMPAIGN = "Demo campaign"
 DEMO_RUN_SETTINGS = {"steps": 28, "guidance_scale": 4.0, "height": 32, "width": 32}
 CHECKPOINT_KINDS = {"t2i-arena/mmdit": ImageModel.Kind.INHOUSE,
                     "t2i-arena/unet-baseline": ImageModel.Kind.UNET_BASELINE}
@@ -89,6 +90,7 @@ class Command(BaseCommand):
         models = self._models(Path(options.get("models_dir") or DEMO_MODELS_DIR))
         if not options.get("no_run"):
             self._demo_run(models)
+            self._demo_campaign()
 
     def _models(self, directory: Path) -> list[ImageModel]:
         models = []
@@ -124,6 +126,20 @@ class Command(BaseCommand):
                              seeds=DEMO_RUN_SEEDS, sampler_overrides=DEMO_RUN_SETTINGS)
         self.stdout.write(f"demo run {planned.run.pk} started: {len(models)} models, {planned.new_images} images "
                           f"in {len(planned.job_ids)} jobs on the gpu queue (progress: /runs/{planned.run.pk}/)")
+
+    def _demo_campaign(self) -> None:
+        """A rating campaign on the demo run that the demo rater can vote on as soon as images exist."""
+        from evalsite.rating.models import Campaign
+        from evalsite.runs.models import ComparisonRun
+
+        run = ComparisonRun.objects.filter(name=DEMO_RUN).first()
+        if run is None:
+            return
+        campaign, created = Campaign.objects.get_or_create(
+            name=DEMO_CAMPAIGN, run=run, defaults={"votes_per_pair": 3, "gold_rate": 0.1})
+        campaign.raters.add(*Rater.objects.filter(user__username="rater"))
+        self.stdout.write(f"campaign {campaign.pk} {'created' if created else 'present'}: rate at "
+                          f"/rate/{campaign.pk}/, invite link /join/{campaign.invite_token}")
 
     def _users(self):
         User = get_user_model()
