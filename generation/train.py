@@ -3,6 +3,7 @@
     python -m generation.train --out runs/demo --minutes 20
     python -m generation.train --out runs/eps --objective eps --schedule linear --steps 1000 --seed 0
     python -m generation.train --out runs/demo --resume            # continue from runs/demo/train_state.pt
+    python -m generation.train --export runs/demo --out demo_models/demo   # fp16 copy of the EMA checkpoint
 
 What a run writes into --out:
     model.safetensors + config.json   the EMA weights of the latest checkpoint (generation.mmdit format);
@@ -391,12 +392,34 @@ def build_parser() -> argparse.ArgumentParser:
         kind = kind or {"int": int, "float": float, "str": str}[str(f.type)]
         p.add_argument(flag, type=kind, default=getattr(defaults, f.name))
     p.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in float32")
+    p.add_argument("--export", metavar="SRC", help="do not train: copy checkpoint SRC to --out in --export-dtype")
+    p.add_argument("--export-dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     return p
+
+
+def export_checkpoint(source: str | Path, out: str | Path, dtype: str = "float16") -> Path:
+    """Copy the (EMA) checkpoint in `source` to `out` with its weights stored in `dtype` (buffers such as the
+    position table stay float32), for committing small demo checkpoints. The recipe gains "exported_from"
+    and "stored_dtype"; load_mmdit / InHousePipeline cast back to float32 when loading."""
+    from generation.mmdit import load_mmdit
+
+    model, meta = load_mmdit(source)
+    target = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.to(target)
+    recipe = {**meta["recipe"], "exported_from": str(source), "stored_dtype": dtype}
+    return save_checkpoint(model, recipe, out)
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = vars(build_parser().parse_args(argv))
     resume, device = args.pop("resume"), args.pop("device")
+    export, export_dtype = args.pop("export"), args.pop("export_dtype")
+    if export:
+        path = export_checkpoint(export, args["out"], export_dtype)
+        print(f"exported {export} to {path} ({export_dtype})")
+        return path
     cfg = TrainConfig(**args)
     print("command: python -m generation.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     print(json.dumps(asdict(cfg)), flush=True)

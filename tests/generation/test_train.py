@@ -82,3 +82,17 @@ def test_minutes_budget_fixes_a_plan_and_stops(tmp_path, tiny_text):
     recipe = json.loads((out / "config.json").read_text())["recipe"]
     assert recipe["planned_steps"] >= recipe["steps_done"] >= 1
     assert recipe["elapsed_seconds"] < 30
+
+
+def test_export_stores_half_precision_weights_that_load_back_as_float32(tmp_path, tiny_text):
+    src = train(tiny(tmp_path / "run", tiny_text, steps=1))
+    out = main(["--export", str(src), "--out", str(tmp_path / "small")])
+    stored = load_file(str(out / "model.safetensors"))
+    assert stored["final_layer.linear.weight"].dtype == torch.float16
+    assert stored["patch_embed.pos_embed"].dtype == torch.float32  # buffers keep full precision
+    model, meta = load_mmdit(out, dtype=torch.float32)
+    assert meta["recipe"]["stored_dtype"] == "float16" and meta["recipe"]["steps_done"] == 1
+    original, _ = load_mmdit(src)
+    for (name, a), b in zip(original.state_dict().items(), model.state_dict().values(), strict=True):
+        assert b.dtype == torch.float32 and torch.allclose(a, b, atol=1e-3), name
+    assert (out / "model.safetensors").stat().st_size < (src / "model.safetensors").stat().st_size
