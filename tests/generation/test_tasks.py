@@ -56,6 +56,15 @@ def run_all(run, cache=CACHE):
             for job in run.jobs.order_by("id")]
 
 
+def test_the_task_is_declared_for_at_least_once_delivery_with_time_limits(settings):
+    from generation.tasks import generate_batch
+
+    assert generate_batch.name == "generation.generate_batch"
+    assert generate_batch.acks_late is True and generate_batch.reject_on_worker_lost is True
+    assert generate_batch.time_limit == settings.CELERY_TASK_TIME_LIMIT
+    assert 0 < generate_batch.soft_time_limit < generate_batch.time_limit
+
+
 def test_a_job_stores_every_image_with_its_settings_versions_time_and_an_unguessable_file(
         media_root, make_prompt_set, unet_dir):
     model = register("unet-under-test", "unet_baseline", unet_dir)
