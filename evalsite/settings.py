@@ -161,6 +161,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_BROKER_DIR / "control"),
         "processed_folder": str(_BROKER_DIR / "processed"),
         "store_processed": False,
+        "polling_interval": 0.2,  # kombu's default of 1 s idles the worker between jobs
     }
 else:
     # Redis: a task not acknowledged within this time is delivered again (must exceed the hard time limit).
@@ -202,6 +203,13 @@ CACHES = {
 # --- Platform ---------------------------------------------------------------------------------------
 EVALSITE_ASSIGNMENT_TTL_SECONDS = env_int("EVALSITE_ASSIGNMENT_TTL_SECONDS", 600, minimum=10)
 EVALSITE_MODEL_CACHE_SIZE = env_int("EVALSITE_MODEL_CACHE_SIZE", 2, minimum=1)
+# Generation jobs: images per job (= per backend call), leases after which the sweeper sends a job again,
+# attempts before a job fails, torch CPU threads per worker process (0 = torch's default).
+EVALSITE_GENERATION_BATCH_SIZE = env_int("EVALSITE_GENERATION_BATCH_SIZE", 16, minimum=1)
+EVALSITE_JOB_LEASE_SECONDS = env_int("EVALSITE_JOB_LEASE_SECONDS", 600, minimum=10)
+EVALSITE_DISPATCH_LEASE_SECONDS = env_int("EVALSITE_DISPATCH_LEASE_SECONDS", 3600, minimum=10)
+EVALSITE_JOB_MAX_ATTEMPTS = env_int("EVALSITE_JOB_MAX_ATTEMPTS", 3, minimum=1)
+EVALSITE_TORCH_THREADS = env_int("EVALSITE_TORCH_THREADS", 0, minimum=0)
 EVALSITE_DEVICE = env_str("EVALSITE_DEVICE", "auto")
 EVALSITE_MIN_GOLD_ACCURACY = env_float("EVALSITE_MIN_GOLD_ACCURACY", 0.7)
 # CLIP model for CLIP score and CLIP-feature FID: a local transformers CLIP directory or the demo dual encoder.

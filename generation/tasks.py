@@ -12,7 +12,6 @@ image that is done is never made again). A broken model fails its own jobs with 
 from __future__ import annotations
 
 import logging
-import os
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -46,7 +45,7 @@ def backend_cache() -> BackendCache:
 @worker_process_init.connect
 def _limit_threads(**_kwargs) -> None:
     """EVALSITE_TORCH_THREADS caps torch's CPU threads in each worker process (0 = torch's default)."""
-    threads = int(os.environ.get("EVALSITE_TORCH_THREADS") or getattr(settings, "EVALSITE_TORCH_THREADS", 0) or 0)
+    threads = settings.EVALSITE_TORCH_THREADS
     if threads > 0:
         import torch
 

@@ -95,7 +95,7 @@ def votes_frame(campaign: Campaign, *, criterion: str | None = None, include_gol
 
 def images_frame(campaign: Campaign) -> pd.DataFrame:
     """Every image of the campaign's run with its model, prompt, seed, settings and access-checked URL."""
-    rows = (Image.objects.filter(run=campaign.run).order_by("model__name", "prompt__position", "seed")
+    rows = (Image.objects.in_run(campaign.run).order_by("model__name", "prompt__position", "seed")
             .values_list("token", "model__name", "prompt_id", "prompt__text", "prompt__category",
                          "prompt__challenge", "seed", "status", "width", "height", "sampler_settings",
                          "generation_seconds", "error", "created_at", "finished_at"))

@@ -86,7 +86,7 @@ class Progress:
 
 
 def _done_images(campaign: Campaign):
-    return Image.objects.filter(run_id=campaign.run_id, status=Image.Status.DONE)
+    return Image.objects.in_run(campaign.run_id).filter(status=Image.Status.DONE)
 
 
 def build_image_pairs(campaign: Campaign, rng: random.Random | None = None) -> int:

@@ -51,19 +51,19 @@ class RunError(ValueError):
 
 
 def batch_size_setting() -> int:
-    return int(getattr(settings, "EVALSITE_GENERATION_BATCH_SIZE", 16))
+    return int(settings.EVALSITE_GENERATION_BATCH_SIZE)
 
 
 def job_lease() -> timedelta:
-    return timedelta(seconds=int(getattr(settings, "EVALSITE_JOB_LEASE_SECONDS", 600)))
+    return timedelta(seconds=int(settings.EVALSITE_JOB_LEASE_SECONDS))
 
 
 def dispatch_lease() -> timedelta:
-    return timedelta(seconds=int(getattr(settings, "EVALSITE_DISPATCH_LEASE_SECONDS", 3600)))
+    return timedelta(seconds=int(settings.EVALSITE_DISPATCH_LEASE_SECONDS))
 
 
 def max_attempts() -> int:
-    return int(getattr(settings, "EVALSITE_JOB_MAX_ATTEMPTS", 3))
+    return int(settings.EVALSITE_JOB_MAX_ATTEMPTS)
 
 
 # ------------------------------------------------------------------------------------------------------------

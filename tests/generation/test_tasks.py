@@ -202,7 +202,7 @@ def test_a_job_started_too_often_fails_with_a_reason(db, make_prompt_set, unet_d
 
 @pytest.mark.worker
 @pytest.mark.slow
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # keeps migration data for later tests
+@pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_run_with_sigkill_finishes_the_run_after_a_restart(tmp_path, settings, make_prompt_set,
                                                                              unet_dir):
     """A real worker (prefork, concurrency 1) on the real broker is killed with SIGKILL (its whole process group)
