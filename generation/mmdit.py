@@ -17,7 +17,6 @@ model.safetensors + config.json.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, fields
@@ -27,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from generation.checkpoint_io import CONFIG_FILE, WEIGHTS_FILE, write_checkpoint
+from generation.checkpoint_io import read_checkpoint_meta as _read_meta
+
 CHECKPOINT_FORMAT = "t2i-arena/mmdit"
 CHECKPOINT_FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 
 @dataclass
@@ -542,8 +542,6 @@ def save_checkpoint(model: MMDiT, recipe: dict | None, directory: str | os.PathL
     steps, sampler defaults...). Files are written to temporary names and renamed, config.json last, so a
     directory with a config.json always holds a complete checkpoint.
     """
-    from safetensors.torch import save_file
-
     model = getattr(model, "_orig_mod", model)  # a torch.compile'd model saves its original's weights
     recipe = {} if recipe is None else recipe
     if not isinstance(recipe, dict):
@@ -554,40 +552,14 @@ def save_checkpoint(model: MMDiT, recipe: dict | None, directory: str | os.PathL
         "config": model.config.to_dict(),
         "recipe": recipe,
     }
-    try:
-        meta_text = json.dumps(meta, indent=2, sort_keys=True)
-    except TypeError as e:
-        raise ValueError(f"recipe is not JSON-serialisable: {e}") from e
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp_weights, tmp_config = directory / (WEIGHTS_FILE + ".tmp"), directory / (CONFIG_FILE + ".tmp")
-    save_file(state, str(tmp_weights), metadata={"format": "pt"})
-    tmp_config.write_text(meta_text + "\n")
-    os.replace(tmp_weights, directory / WEIGHTS_FILE)
-    os.replace(tmp_config, directory / CONFIG_FILE)
-    return directory
+    return write_checkpoint(directory, model.state_dict(), meta)
 
 
 def read_checkpoint_meta(directory: str | os.PathLike) -> dict:
     """config.json of a checkpoint directory, checked: {format, format_version, config, recipe}."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: not an MMDiT checkpoint directory")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an MMDiT checkpoint config (format must be {CHECKPOINT_FORMAT!r})")
-    if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported format_version {meta.get('format_version')!r}")
+    meta = _read_meta(directory, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_FORMAT_VERSION, what="an MMDiT")
     if "config" not in meta:
-        raise ValueError(f"{path} has no 'config'")
-    meta.setdefault("recipe", {})
+        raise ValueError(f"{Path(directory) / CONFIG_FILE} has no 'config'")
     return meta
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import platform
@@ -41,6 +40,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from generation import demo_domain
+from generation.checkpoint_io import WEIGHTS_FILE, write_checkpoint
+from generation.checkpoint_io import read_checkpoint_meta as _read_meta
 from generation.sampling import initial_noise
 from generation.text import CachedTextEncoder, concat_encodings, drop_conditioning, load_text_encoder
 
@@ -48,8 +49,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 CHECKPOINT_FORMAT = "t2i-arena/unet-baseline"
 CHECKPOINT_FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 SCHEDULERS = ("ddim", "ddpm")
 
 
@@ -157,38 +156,13 @@ class UNetBaseline(nn.Module):
 
 def save_checkpoint(model: UNetBaseline, recipe: dict | None, directory: str | os.PathLike) -> Path:
     """Write model.safetensors and config.json (config.json last, so its presence means complete)."""
-    from safetensors.torch import save_file
-
     meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION,
             "config": model.config.to_dict(), "recipe": recipe or {}}
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp_weights, tmp_config = directory / (WEIGHTS_FILE + ".tmp"), directory / (CONFIG_FILE + ".tmp")
-    save_file(state, str(tmp_weights), metadata={"format": "pt"})
-    tmp_config.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp_weights, directory / WEIGHTS_FILE)
-    os.replace(tmp_config, directory / CONFIG_FILE)
-    return directory
+    return write_checkpoint(directory, model.state_dict(), meta)
 
 
 def read_checkpoint_meta(directory: str | os.PathLike) -> dict:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: not a UNet baseline checkpoint directory")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a UNet baseline config (format must be {CHECKPOINT_FORMAT!r})")
-    if meta.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported format_version {meta.get('format_version')!r}")
-    meta.setdefault("recipe", {})
-    return meta
+    return _read_meta(directory, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_FORMAT_VERSION, what="a UNet baseline")
 
 
 def load_unet_baseline(directory: str | os.PathLike, device: str | torch.device = "cpu",
