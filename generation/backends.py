@@ -82,50 +82,62 @@ def _size(settings: dict) -> tuple[int | None, int | None]:
 # The three backends
 
 
-class InHouseBackend:
+class _TrainedHereBackend:
+    """A checkpoint directory trained by this project, run by its own pipeline class in float32."""
+
+    kind = ""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    @staticmethod
+    def pipeline_class():
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, source: str, device: str, dtype: torch.dtype = torch.float32) -> _TrainedHereBackend:
+        return cls(cls.pipeline_class().from_checkpoint(source, device=device))
+
+    def extra_arguments(self, prompts: list[str], settings: dict) -> dict:
+        return {}
+
+    def generate(self, prompts: list[str], seeds: list[int], settings: dict) -> list[Image.Image]:
+        check_settings(self.kind, settings)
+        height, width = _size(settings)
+        return self.pipeline(list(prompts), list(seeds), steps=int(settings.get("steps", 28)),
+                             guidance_scale=float(settings.get("guidance_scale", 4.0)),
+                             shift=float(settings.get("shift", 1.0)), height=height, width=width,
+                             **self.extra_arguments(prompts, settings))
+
+
+class InHouseBackend(_TrainedHereBackend):
     """An in-house MM-DiT checkpoint directory (model.safetensors + config.json). Runs in float32."""
 
     kind = "inhouse"
 
-    def __init__(self, pipeline):
-        self.pipeline = pipeline
-
-    @classmethod
-    def load(cls, source: str, device: str, dtype: torch.dtype = torch.float32) -> InHouseBackend:
+    @staticmethod
+    def pipeline_class():
         from generation.pipeline import InHousePipeline
 
-        return cls(InHousePipeline.from_checkpoint(source, device=device))
+        return InHousePipeline
 
-    def generate(self, prompts: list[str], seeds: list[int], settings: dict) -> list[Image.Image]:
-        check_settings(self.kind, settings)
-        height, width = _size(settings)
-        return self.pipeline(list(prompts), list(seeds), steps=int(settings.get("steps", 28)),
-                             guidance_scale=float(settings.get("guidance_scale", 4.0)),
-                             shift=float(settings.get("shift", 1.0)), height=height, width=width,
-                             batch_size=max(1, len(prompts)))
+    def extra_arguments(self, prompts: list[str], settings: dict) -> dict:
+        return {"batch_size": max(1, len(prompts))}
 
 
-class UNetBaselineBackend:
+class UNetBaselineBackend(_TrainedHereBackend):
     """The UNet eps-prediction baseline trained here (generation.unet_baseline). Runs in float32."""
 
     kind = "unet_baseline"
 
-    def __init__(self, pipeline):
-        self.pipeline = pipeline
-
-    @classmethod
-    def load(cls, source: str, device: str, dtype: torch.dtype = torch.float32) -> UNetBaselineBackend:
+    @staticmethod
+    def pipeline_class():
         from generation.unet_baseline import UNetBaselinePipeline
 
-        return cls(UNetBaselinePipeline.from_checkpoint(source, device=device))
+        return UNetBaselinePipeline
 
-    def generate(self, prompts: list[str], seeds: list[int], settings: dict) -> list[Image.Image]:
-        check_settings(self.kind, settings)
-        height, width = _size(settings)
-        return self.pipeline(list(prompts), list(seeds), steps=int(settings.get("steps", 28)),
-                             guidance_scale=float(settings.get("guidance_scale", 4.0)),
-                             shift=float(settings.get("shift", 1.0)), height=height, width=width,
-                             scheduler=settings.get("scheduler") or "ddim")
+    def extra_arguments(self, prompts: list[str], settings: dict) -> dict:
+        return {"scheduler": settings.get("scheduler") or "ddim"}
 
 
 def _looks_like_path(source: str) -> bool:
