@@ -14,9 +14,9 @@ What a run writes into --out:
     step-NNNNNN/                      optional snapshots (--snapshot-every), model + config only
 
 The learning rate warms up linearly, then follows a cosine to --min-lr-ratio of its peak at the planned last
-step. With --minutes (and no --steps), the plan is fixed after --calibration-steps steps from the measured
-speed and written to the recipe as planned_steps, so `--steps <planned_steps>` reproduces the run without a
-clock; the run also stops when the time is up.
+step. With --minutes (and no --steps), the plan is fixed from the speed measured over --calibration-steps
+steps after --calibration-start warm-up steps and written to the recipe as planned_steps, so
+`--steps <planned_steps>` reproduces the run without a clock; the run also stops when the time is up.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ class TrainConfig:
     steps: int | None = None  # planned number of optimizer steps (fixes the cosine schedule)
     minutes: float | None = None  # wall-clock budget; without --steps the plan is derived from the speed
     stop_at: int | None = None  # stop (and save) at this step even if the plan is longer; --resume goes on
-    calibration_steps: int = 30  # steps timed before a --minutes plan is fixed
+    calibration_start: int = 50  # warm-up steps not timed (the first steps compile kernels and run slowly)
+    calibration_steps: int = 100  # steps timed, after calibration_start, before a --minutes plan is fixed
     # --- optimisation
     seed: int = 0  # seeds data, noise, timesteps, dropout and initialisation
     batch_size: int = 64  # images per step
@@ -88,8 +89,9 @@ class TrainConfig:
     save_every: int = 500  # steps between checkpoints (and one at the end)
     snapshot_every: int = 0  # steps between kept step-NNNNNN snapshots (0 = none)
     log_every: int = 100  # steps between plain log lines (for log files)
-    threads: int = 0  # torch CPU threads; 0 = adapt: all cores when the machine is idle, 1 when others load it
-    # (on a shared 2-core machine two OpenMP threads fighting other processes ran 6x slower than one)
+    threads: int = 1  # torch CPU threads; 0 = adapt (all cores while the machine is idle, 1 when others load it).
+    # 1 by default: on the shared 2-core machine two OpenMP threads fighting other processes ran 2-30x slower
+    # per step than one thread, while one thread is only ~25% slower than two on an idle machine.
 
 
 def objective_name(cfg: TrainConfig) -> str:
@@ -305,9 +307,9 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr_at(self.step - 1, cfg, self.planned or 1):.2e}")
             if self.planned is None:  # a --minutes plan: time some steps, then fix the number of steps
-                if self.step == 3:
+                if self.step == cfg.calibration_start:
                     calibration_start = (time.time(), self.step)
-                elif calibration_start and self.step == 3 + cfg.calibration_steps:
+                elif calibration_start and self.step == cfg.calibration_start + cfg.calibration_steps:
                     rate = cfg.calibration_steps / (time.time() - calibration_start[0])
                     self.planned = self.step + int(rate * (deadline - time.time()))
                     bar.total = self.planned

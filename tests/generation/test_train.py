@@ -78,7 +78,7 @@ def test_command_line_trains_the_eps_ablation_with_snapshots(tmp_path, tiny_text
 
 
 def test_minutes_budget_fixes_a_plan_and_stops(tmp_path, tiny_text):
-    out = train(tiny(tmp_path / "timed", tiny_text, steps=None, minutes=0.05, calibration_steps=3))
+    out = train(tiny(tmp_path / "timed", tiny_text, steps=None, minutes=0.05, calibration_start=1, calibration_steps=3))
     recipe = json.loads((out / "config.json").read_text())["recipe"]
     assert recipe["planned_steps"] >= recipe["steps_done"] >= 1
     assert recipe["elapsed_seconds"] < 30
