@@ -5,11 +5,15 @@
 
 SD3-medium size (the default): depth 24 (width 1536, 24 heads of 64), a 1024x1024 image = 128x128x16 latent,
 patch 2 -> 4096 image tokens, 333 text tokens of width 4096 (77 CLIP + 256 T5), pooled width 2048, bf16.
-Both models get the same (random) weights through `to_diffusers`; every row is timed in the same run, with
-warm-up and the median of --iters calls (CUDA events on the GPU, perf_counter on the CPU); compiled rows use
-torch.compile (in-house with fullgraph=True; by default block by block, so the 23 alike blocks share one
-compiled graph) and report their first-call (compile) time separately. Most of a GPU run's wall time is
+Both models get the same (random) weights through `to_diffusers`; every row is timed in the same run, in
+--rounds interleaved rounds (diffusers, in-house, diffusers, ...), each the median of --iters calls after
+warm-up (CUDA events on the GPU, perf_counter on the CPU); a row reports the median over rounds and their
+spread. Compiled rows use torch.compile (in-house with fullgraph=True; by default block by block, so the 23
+alike blocks share one compiled graph) and report their first-call (compile) time separately. --attention
+times both models under other attention-kernel orders too (default: torch's own). The measured bf16 matmul
+ceiling is printed, and each row's TFLOP/s as a fraction of it. A GPU run takes about 2 minutes, mostly
 compilation (four graphs per model: two block kinds x two batch sizes); --no-compile gives the eager rows only.
+Figures measured on an H200: docs/mmdit-gpu-benchmark.md.
 
 FLOPs are counted analytically for the in-house forward (`forward_flops`, a multiply-add = 2 FLOPs):
     per block, image stream: 2 B N (3D^2 + D^2 + 2 D M)        qkv, attention out-proj, MLP (M = 4D)
@@ -31,13 +35,34 @@ import os
 import statistics
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from functools import partial
 
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
+
 from generation.mmdit import MMDiT, MMDiTConfig, to_diffusers  # noqa: E402
+
+# Orders in which scaled_dot_product_attention tries its CUDA kernels (torch takes the first that accepts the
+# inputs). "torch": torch's own order, what diffusers gets by default.
+ATTENTION = {
+    "torch": None,
+    "cudnn": (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+              SDPBackend.MATH),
+    "flash": (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH),
+}
+
+
+@contextmanager
+def attention_variant(name: str):
+    """Both models try the attention kernels in ATTENTION[name]'s order (a compiled model keeps the kernel it
+    was traced with, so each variant's compiled rows are traced under it)."""
+    order = ATTENTION[name]
+    with sdpa_kernel(list(order), set_priority=True) if order else nullcontext():
+        yield
 
 
 def sd3_medium_config() -> MMDiTConfig:
@@ -134,6 +159,20 @@ def timer(device: torch.device, warmup: int, iters: int):
     return measure
 
 
+def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int = 8192, iters: int = 10) -> float:
+    """Rate of one large n^3 matrix product on random data: the ceiling the TFLOP/s columns are read against."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    for _ in range(iters):
+        a @ b
+    end.record()
+    end.synchronize()
+    return 2 * n**3 * iters / (begin.elapsed_time(end) * 1e-3) / 1e12
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="a tiny model and image (for a CPU smoke run)")
@@ -143,8 +182,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default 2 8 (tiny: 1 2)")
     parser.add_argument("--image-size", type=int, default=None, help="latent side; default 128 (tiny: 16)")
     parser.add_argument("--text-tokens", type=int, default=None, help="default 333 (tiny: 7)")
-    parser.add_argument("--warmup", type=int, default=None, help="default 5 (tiny: 1)")
-    parser.add_argument("--iters", type=int, default=None, help="default 20 (tiny: 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="default 3 (tiny: 1)")
+    parser.add_argument("--iters", type=int, default=None, help="default 10 (tiny: 3)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds; default 3 (tiny: 1)")
+    parser.add_argument("--attention", nargs="+", choices=sorted(ATTENTION), default=None,
+                        help="attention kernel orders to time, each for both models (default: torch's own order)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (tests: eager)")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
@@ -178,8 +220,9 @@ def run(args: argparse.Namespace) -> dict:
     batch_sizes = args.batch_sizes or ([1, 2] if args.tiny else [2, 8])
     side = args.image_size or (16 if args.tiny else 128)
     text_tokens = args.text_tokens or (7 if args.tiny else 333)
-    warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
-    iters = args.iters or (3 if args.tiny else 20)
+    warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 3)
+    iters = args.iters or (3 if args.tiny else 10)
+    rounds = args.rounds or (1 if args.tiny else 3)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -210,51 +253,116 @@ def run(args: argparse.Namespace) -> dict:
     if theirs is not None:
         models = {"diffusers": (theirs, partial(call_diffusers, timestep_scale=cfg.timestep_scale)), **models}
     inputs = {batch: make_inputs(cfg, batch, side, text_tokens, device, dtype) for batch in batch_sizes}
-    rows = []
+    variants = args.attention or ["torch"]
+    info.update(attention_variants={v: [b.name for b in ATTENTION[v] or ()] or "torch's order" for v in variants},
+                rounds=rounds)
+    if device.type == "cuda":
+        info["matmul_peak_tflops"] = matmul_peak_tflops(device, dtype)
+        print(f"measured {info['dtype']} matmul ceiling (8192^3, random data): {info['matmul_peak_tflops']:.0f} "
+              "TFLOP/s")
+    samples: dict[tuple, dict] = {}  # (batch, model, mode, variant) -> {"first": ms, "medians": [ms per round]}
 
-    def time_all(mode: str):
-        for batch in batch_sizes:
-            flops = forward_flops(cfg, batch, side, side, text_tokens)
-            for name, (model, call) in models.items():
-                first_ms, ms = measure(partial(call, model, **inputs[batch]))
-                rows.append({"batch": batch, "impl": f"{name} {mode}", "ms": ms, "first_call_ms": first_ms,
-                             "tflops": flops / (ms * 1e-3) / 1e12, "gflop": flops / 1e9})
+    def save_partial():
+        if args.json:  # what is measured so far, so that a run cut short still leaves its numbers
+            with open(args.json, "w") as f:
+                json.dump({**info, "rows": table(samples, cfg, side, text_tokens), "complete": False}, f, indent=2)
+
+    def time_all(mode: str, variant: str):
+        for r in range(rounds):  # interleaved rounds: drift of clocks or temperature hits both models alike
+            for batch in batch_sizes:
+                for name, (model, call) in models.items():
+                    with attention_variant(variant):
+                        first_ms, ms = measure(partial(call, model, **inputs[batch]))
+                    entry = samples.setdefault((batch, name, mode, variant), {"first": first_ms, "medians": []})
+                    entry["medians"].append(ms)
+                    print(f"  round {r + 1}: batch {batch} {name} {mode} [{variant}]: {ms:.3f} ms (first call "
+                          f"{first_ms:.0f} ms)", flush=True)
+                    save_partial()
+
+    def guarded(time_rows, mode: str, variant: str):
+        """A variant the device cannot run (no such kernel, a compile failure) is reported, not fatal, as long as
+        torch's own order ran."""
+        try:
+            time_rows(mode, variant)
+        except Exception as e:
+            if variant == "torch":
+                raise
+            info.setdefault("errors", {})[f"{mode} [{variant}]"] = f"{type(e).__name__}: {e}"[:2000]
+            print(f"  {mode} [{variant}] failed: {type(e).__name__}: {str(e)[:500]}", flush=True)
 
     with torch.inference_mode():
         for batch in batch_sizes:
-            if theirs is not None:
-                a = call_in_house(ours, **inputs[batch]).float()
-                b = models["diffusers"][1](theirs, **inputs[batch]).float()
-                info[f"max_diff_batch_{batch}"] = float((a - b).abs().max())
-                print(f"batch {batch}: max |in-house - diffusers| = {float((a - b).abs().max()):.3g} "
-                      f"(output mean |.| {float(a.abs().mean()):.3g}, {info['dtype']})")
-        time_all("eager")
+            if theirs is None:
+                continue
+            reference = models["diffusers"][1](theirs, **inputs[batch]).float()  # diffusers, torch's order
+            for variant in variants:
+                try:
+                    with attention_variant(variant):
+                        a = call_in_house(ours, **inputs[batch]).float()
+                except Exception as e:
+                    if variant == "torch":
+                        raise
+                    print(f"batch {batch}: in-house [{variant}] failed: {type(e).__name__}: {str(e)[:300]}")
+                    continue
+                diff = float((a - reference).abs().max())
+                info[f"max_diff_batch_{batch}_{variant}"] = diff
+                print(f"batch {batch}: max |in-house [{variant}] - diffusers [torch]| = {diff:.3g} (output mean "
+                      f"|.| {float(a.abs().mean()):.3g}, {info['dtype']})")
+        for variant in variants:
+            guarded(time_all, "eager", variant)
         if not args.no_compile:
             for name, (model, call) in models.items():
                 compiled = compile_model(model, args.compile_scope, fullgraph=name == "in-house",
                                          backend=args.compile_backend, mode=args.compile_mode)
                 models[name] = (compiled, call)
-            time_all("compiled")
+            for variant in variants:
+                torch._dynamo.reset()  # trace again under this variant's kernel order
+                guarded(time_all, "compiled", variant)
 
-    baseline = {(r["batch"], r["impl"].split()[1]): r["ms"] for r in rows if r["impl"].startswith("diffusers")}
-    print(f"\n{'batch':>5}  {'implementation':<20} {'median ms':>10} {'first ms':>10} {'TFLOP/s':>8} "
-          f"{'speed-up vs diffusers (same mode)':>34}")
-    rows.sort(key=lambda r: (r["batch"], r["impl"].split()[1], r["impl"]))
+    rows = table(samples, cfg, side, text_tokens)
+    print(f"\n{'batch':>5}  {'implementation':<30} {'median ms':>10} {'spread':>7} {'first ms':>9} {'TFLOP/s':>8} "
+          f"{'vs diffusers, same kernels':>26} {'vs diffusers [torch]':>21}")
     for r in rows:
-        base = baseline.get((r["batch"], r["impl"].split()[1]))
-        r["speedup_vs_diffusers"] = None if base is None else base / r["ms"]
-        ratio = "" if base is None else f"{base / r['ms']:.3f}x"
-        print(f"{r['batch']:>5}  {r['impl']:<20} {r['ms']:>10.3f} {r['first_call_ms']:>10.1f} "
-              f"{r['tflops']:>8.3g} {ratio:>34}")
+        same = "" if r["speedup_vs_diffusers"] is None else f"{r['speedup_vs_diffusers']:.3f}x"
+        shipped = "" if r["speedup_vs_diffusers_torch"] is None else f"{r['speedup_vs_diffusers_torch']:.3f}x"
+        print(f"{r['batch']:>5}  {r['impl']:<30} {r['ms']:>10.3f} {r['spread_pct']:>6.1f}% "
+              f"{r['first_call_ms']:>9.0f} {r['tflops']:>8.3g} {same:>26} {shipped:>21}")
     per_batch = [f"batch {b}: {forward_flops(cfg, b, side, side, text_tokens) / 1e9:.4g} GFLOP" for b in batch_sizes]
     print(f"(FLOPs per forward, analytic: {', '.join(per_batch)})")
-
-    print("(first ms: the first call, which includes compilation for the compiled rows)")
-    result = {**info, "rows": rows}
+    print(f"(median ms: median over {rounds} interleaved round(s) of each round's median of {iters} calls; spread: "
+          "(max - min) / median over the rounds; first ms: the first call, compilation included for compiled rows)")
+    print(f"(attention kernels tried, in order: {info['attention_variants']})")
+    if "matmul_peak_tflops" in info:
+        for r in rows:
+            r["fraction_of_matmul_peak"] = r["tflops"] / info["matmul_peak_tflops"]
+        print("(TFLOP/s as a fraction of the measured matmul ceiling: "
+              + ", ".join(f"{r['impl']} b{r['batch']} {r['fraction_of_matmul_peak']:.0%}" for r in rows) + ")")
+    result = {**info, "rows": rows, "complete": True}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
     return result
+
+
+def table(samples: dict, cfg: MMDiTConfig, side: int, text_tokens: int) -> list[dict]:
+    """One row per (batch, model, mode, attention variant), with its speed-up over diffusers in the same mode,
+    both with the same kernels and with diffusers in torch's own order."""
+    rows = []
+    for (batch, name, mode, variant), entry in samples.items():
+        ms = statistics.median(entry["medians"])
+        flops = forward_flops(cfg, batch, side, side, text_tokens)
+        rows.append({"batch": batch, "model": name, "mode": mode, "attention": variant,
+                     "impl": f"{name} {mode} [{variant}]", "ms": ms, "round_ms": entry["medians"],
+                     "spread_pct": 100 * (max(entry["medians"]) - min(entry["medians"])) / ms,
+                     "first_call_ms": entry["first"], "tflops": flops / (ms * 1e-3) / 1e12, "gflop": flops / 1e9})
+    base = {(r["batch"], r["mode"], r["attention"]): r["ms"] for r in rows if r["model"] == "diffusers"}
+    for r in rows:
+        same = base.get((r["batch"], r["mode"], r["attention"]))
+        torch_order = base.get((r["batch"], r["mode"], "torch"))
+        r["speedup_vs_diffusers"] = None if same is None else same / r["ms"]
+        r["speedup_vs_diffusers_torch"] = None if torch_order is None else torch_order / r["ms"]
+    rows.sort(key=lambda r: (r["batch"], r["mode"], r["attention"], r["model"]))
+    return rows
 
 
 if __name__ == "__main__":

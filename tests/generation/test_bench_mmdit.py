@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,19 +52,75 @@ def test_sd3_medium_size_matches_the_published_parameter_count(bench):
 def test_cpu_run_times_both_models_and_reports_ratios(bench, tmp_path, capsys):
     out = tmp_path / "bench.json"
     result = bench.main(["--tiny", "--device", "cpu", "--batch-sizes", "2", "--no-compile", "--threads", "1",
-                         "--json", str(out)])
-    assert json.loads(out.read_text())["rows"] == result["rows"]
+                         "--rounds", "2", "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["complete"] and saved["rows"] == result["rows"]
     rows = {r["impl"]: r for r in result["rows"]}
-    assert set(rows) == {"diffusers eager", "in-house eager"}
-    assert all(r["ms"] > 0 and r["tflops"] > 0 for r in rows.values())
-    assert result["max_diff_batch_2"] < 1e-4  # same weights, same output
-    assert rows["in-house eager"]["speedup_vs_diffusers"] == pytest.approx(
-        rows["diffusers eager"]["ms"] / rows["in-house eager"]["ms"])
-    assert "speed-up vs diffusers" in capsys.readouterr().out
+    assert set(rows) == {"diffusers eager [torch]", "in-house eager [torch]"}
+    assert all(r["ms"] > 0 and r["tflops"] > 0 and len(r["round_ms"]) == 2 for r in rows.values())
+    assert result["max_diff_batch_2_torch"] < 1e-4  # same weights, same output
+    ours, theirs = rows["in-house eager [torch]"], rows["diffusers eager [torch]"]
+    assert ours["speedup_vs_diffusers"] == pytest.approx(theirs["ms"] / ours["ms"])
+    assert ours["speedup_vs_diffusers_torch"] == ours["speedup_vs_diffusers"]
+    assert "vs diffusers, same kernels" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("scope", ["full", "blocks"])
 def test_in_house_model_compiles_without_graph_breaks(bench, scope):
     result = bench.main(["--tiny", "--device", "cpu", "--batch-sizes", "1", "--skip-diffusers", "--compile-scope",
                          scope, "--compile-backend", "eager", "--iters", "1", "--warmup", "0", "--threads", "1"])
-    assert [r["impl"] for r in result["rows"]] == ["in-house compiled", "in-house eager"]
+    assert [r["impl"] for r in result["rows"]] == ["in-house compiled [torch]", "in-house eager [torch]"]
+
+
+def test_attention_variants_time_both_models_under_each_kernel_order(bench):
+    result = bench.main(["--tiny", "--device", "cpu", "--batch-sizes", "1", "--no-compile", "--threads", "1",
+                         "--attention", "torch", "flash"])
+    assert sorted(r["impl"] for r in result["rows"]) == [
+        "diffusers eager [flash]", "diffusers eager [torch]", "in-house eager [flash]", "in-house eager [torch]"]
+    assert result["max_diff_batch_1_flash"] < 1e-4
+    flash = next(r for r in result["rows"] if r["impl"] == "in-house eager [flash]")
+    assert flash["speedup_vs_diffusers_torch"] != flash["speedup_vs_diffusers"]  # two different baselines
+
+
+def test_sdpa_layout_bench_times_both_layouts_with_the_same_values(tmp_path):
+    spec = importlib.util.spec_from_file_location("sdpa_layout_bench", BENCH.parent / "sdpa_layout.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.main(["--device", "cpu", "--batch", "1", "--heads", "2", "--tokens", "40", "--iters", "2",
+                        "--json", str(tmp_path / "sdpa.json")])
+    assert {(r["layout"], r["kernel"]) for r in rows} == {
+        (layout, kernel) for layout in ("heads-major", "tokens-major") for kernel in ("torch", "flash", "math")}
+    assert all(r["ms"] > 0 and r["max_diff_vs_first"] < 1e-5 for r in rows)
+    assert all(r["torch_picks"] for r in rows if r["kernel"] == "torch")
+    assert json.loads((tmp_path / "sdpa.json").read_text())["rows"] == rows
+
+
+def test_kernel_profile_compares_both_models_by_kind(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("mmdit_kernels_bench", BENCH.parent / "mmdit_kernels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--tiny", "--device", "cpu", "--no-compile", "--forwards", "1",
+                          "--json", str(tmp_path / "kernels.json")])
+    for name in ("diffusers", "in-house"):
+        model = result["models"][name]
+        assert model["groups"]["matmul"] > 0 and model["total_us"] == pytest.approx(sum(model["groups"].values()))
+    assert "in-house - diffusers" in capsys.readouterr().out
+    assert module.group_of("sm90_xmma_gemm_bf16bf16_bf16f32") == "matmul"
+    assert module.group_of("cudnn_generated_fort_native_sdpa_sm90_flash_fprop") == "attention"
+    assert module.group_of("triton_per_fused_add_cat_mean_mul_pow_rsqrt_0") == "triton (fused pointwise / norm)"
+
+
+def test_attention_variants_compute_the_same_function_and_restore_the_model(tmp_path, monkeypatch):
+    from generation import mmdit
+
+    spec = importlib.util.spec_from_file_location("mmdit_variants_bench", BENCH.parent / "mmdit_attention_variants.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # torch.compile looks the patched functions' module up
+    spec.loader.exec_module(module)
+    before = (mmdit.JointAttention.forward, mmdit.RMSNorm.forward)
+    result = module.main(["--tiny", "--device", "cpu", "--compile-backend", "eager", "--rounds", "1", "--iters", "1",
+                          "--json", str(tmp_path / "variants.json")])
+    assert [r["impl"] for r in result["rows"]] == ["diffusers", "current", "heads-major", "manual-rms", "both",
+                                                   "diffusers"]
+    assert all(r["max_diff_vs_current"] < 1e-5 for r in result["rows"][2:5])
+    assert (mmdit.JointAttention.forward, mmdit.RMSNorm.forward) == before
