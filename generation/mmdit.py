@@ -226,13 +226,23 @@ class MLP(nn.Module):
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hd)) v for (B, H, L, hd) inputs, in v's dtype.
+    """softmax(q k^T / sqrt(hd)) v for (B, H, L, hd) inputs, in v's dtype; attn_mask (B, 1, 1, L) bool, True for
+    keys that may be attended.
 
-    On the CPU it runs in float32 even under bf16 autocast: the CPU's bf16 attention kernels are slower than
-    its float32 ones (bf16-autocast training step of a 6-layer, width-128 model, batch 64, one thread: about
-    35% less time with 64 + 12 tokens, about 10% less with 256 + 12)."""
+    On CUDA torch picks the kernel (2.11 on an H200 picks cuDNN's, 1.4x faster than its flash kernel there:
+    bench/results/sdpa_layout_h200.log). On the CPU, torch's fused kernels are slow for the demo model's small
+    heads, in bf16 most of all; measured forward + backward of one block's attention (batch 32, 4 heads of 32,
+    73 tokens, 2 threads): flash float32 6.4 ms, flash bf16 15-18 ms, written out with bf16 products and a
+    float32 softmax 2.9 ms. So low-precision inputs on the CPU (bf16 autocast training) take the written-out
+    form, float32 inputs the fused float32 kernel."""
     if q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    if q.dtype in (torch.bfloat16, torch.float16):
+        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, Lq, L), in the low precision
+        scores = scores.float()
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        return scores.softmax(-1).to(v.dtype) @ v
     with torch.autocast("cpu", enabled=False):
         return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(v.dtype)
 

@@ -117,6 +117,34 @@ def test_masked_text_tokens_are_ignored():
     assert (unmasked - short).abs().max() > 1e-2
 
 
+def test_cpu_low_precision_attention_matches_the_float32_kernel_and_honours_the_mask():
+    """bf16 inputs on the CPU take the written-out attention (bf16 products, float32 softmax)."""
+    from generation.mmdit import attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 10, 8, generator=g) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 10, dtype=torch.bool)
+    mask[0, ..., 2:5] = False
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - reference).abs().max() < 3e-2
+    poisoned = v.clone()
+    poisoned[0, :, 2:5] = 1e4  # values of masked keys must not leak into the output
+    assert torch.equal(attention(q.bfloat16(), k.bfloat16(), poisoned.bfloat16(), mask)[0], out[0])
+    torch.testing.assert_close(attention(q, k, v, mask), reference)  # float32 keeps the fused kernel
+
+
+def test_bf16_autocast_training_forward_stays_close_to_float32():
+    model = randomised_model()
+    x, t, ctx, pooled = inputs()
+    with torch.no_grad():
+        full = model(x, t, ctx, pooled)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x, t, ctx, pooled)
+    assert (low.float() - full).abs().max() / full.abs().max() < 0.05
+
+
 @pytest.mark.parametrize("qk_norm", ["rms", None])
 def test_diffusers_sd3_transformer_with_the_same_weights_gives_the_same_output(qk_norm):
     model = randomised_model(qk_norm=qk_norm)
