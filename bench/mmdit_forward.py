@@ -139,24 +139,29 @@ def timer(device: torch.device, warmup: int, iters: int):
         if device.type == "cuda":
             torch.cuda.synchronize()
         first = (time.perf_counter() - start) * 1e3
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(iters):
-            if device.type == "cuda":
-                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                begin.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(begin.elapsed_time(end))
-            else:
-                begin = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - begin) * 1e3)
-        return first, statistics.median(times)
+        return first, median_ms(fn, device, warmup, iters)
 
     return measure
+
+
+def median_ms(fn, device: torch.device, warmup: int, iters: int) -> float:
+    """Median ms of `iters` calls after `warmup` untimed ones: CUDA events on the GPU, perf_counter on the CPU."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        if device.type == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(begin.elapsed_time(end))
+        else:
+            begin = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - begin) * 1e3)
+    return statistics.median(times)
 
 
 def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int = 8192, iters: int = 10) -> float:

@@ -13,14 +13,18 @@ which kernel torch's order picks. FLOPs: 4 B H L^2 hd (QK^T and AV).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import statistics
-import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+_spec = importlib.util.spec_from_file_location("mmdit_forward_bench", Path(__file__).with_name("mmdit_forward.py"))
+forward_bench = importlib.util.module_from_spec(_spec)  # its timing loop
+_spec.loader.exec_module(forward_bench)
 
 KERNELS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
            "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
@@ -31,25 +35,6 @@ def make_qkv(layout: str, batch: int, heads: int, tokens: int, head_dim: int, de
     out = [torch.randn(batch, heads, tokens, head_dim, generator=g).to(device, dtype) for _ in range(3)]
     # the same values either way; tokens-major is stored (B, L, H, hd) and seen as (B, H, L, hd)
     return out if layout == "heads-major" else [t.transpose(1, 2).contiguous().transpose(1, 2) for t in out]
-
-
-def time_ms(fn, device: torch.device, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(begin.elapsed_time(end))
-        else:
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -82,7 +67,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     if reference is None:
                         reference = out
                     row["max_diff_vs_first"] = float((out - reference).abs().max())
-                    row["ms"] = time_ms(call, device, args.warmup, args.iters)
+                    row["ms"] = forward_bench.median_ms(call, device, args.warmup, args.iters)
                 row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
             except RuntimeError as e:  # no such kernel for these inputs on this device
                 row["error"] = str(e).splitlines()[0][:200]
