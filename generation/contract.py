@@ -1,0 +1,53 @@
+"""What the web side and the model side must agree on, in one torch-free module.
+
+`evalsite/` imports this (never the torch modules of `generation/`) to validate settings, recognise
+checkpoint folders and send generation tasks by name; `generation/` imports it to write checkpoints and to
+check the settings its backends receive. Importing it loads neither torch nor diffusers nor Django
+(a test asserts this), so the web process stays light.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------------------------- model kinds
+
+INHOUSE = "inhouse"  # an in-house MM-DiT checkpoint directory (generation.mmdit format)
+DIFFUSERS = "diffusers"  # any diffusers pipeline: a local directory, or a hub id already in the HF cache
+UNET_BASELINE = "unet_baseline"  # the UNet eps-prediction baseline trained here
+MODEL_KINDS: tuple[str, ...] = (INHOUSE, DIFFUSERS, UNET_BASELINE)
+
+# The sampler settings each kind of model understands. Every image stores the settings it was made with.
+SETTING_KEYS: dict[str, frozenset[str]] = {
+    INHOUSE: frozenset({"steps", "guidance_scale", "shift", "height", "width"}),
+    DIFFUSERS: frozenset({"steps", "guidance_scale", "shift", "height", "width", "scheduler"}),
+    UNET_BASELINE: frozenset({"steps", "guidance_scale", "shift", "height", "width", "scheduler"}),
+}
+# Settings a model gets when it names none (the demo domain's 32x32 images, the SD3 paper's 28 steps).
+DEFAULT_SAMPLER_SETTINGS: dict[str, int | float] = {
+    "steps": 28, "guidance_scale": 4.0, "shift": 1.0, "height": 32, "width": 32,
+}
+# The settings a checkpoint may recommend in its recipe's "sampler_defaults" (size comes from its training).
+RECIPE_SAMPLER_KEYS: frozenset[str] = frozenset({"steps", "guidance_scale", "shift", "scheduler"})
+
+# --------------------------------------------------------------------------------------------- checkpoints
+
+CONFIG_FILE = "config.json"  # written last: its presence means the checkpoint is complete
+WEIGHTS_FILE = "model.safetensors"
+MMDIT_FORMAT = "t2i-arena/mmdit"  # config.json "format" of an in-house MM-DiT checkpoint
+UNET_BASELINE_FORMAT = "t2i-arena/unet-baseline"  # ... of a UNet baseline checkpoint
+# Which model kind a checkpoint folder holds, by the "format" its config.json records.
+KIND_OF_CHECKPOINT_FORMAT: dict[str, str] = {MMDIT_FORMAT: INHOUSE, UNET_BASELINE_FORMAT: UNET_BASELINE}
+
+# --------------------------------------------------------------------------------------------- Celery
+
+GENERATE_TASK = "generation.generate_batch"  # args: [job_id]; makes the missing images of one job
+GPU_QUEUE = "gpu"  # consumed by workers with concurrency 1 and prefetch 1
+
+
+def check_settings(kind: str, settings: dict) -> dict:
+    """Refuse settings this kind of model does not understand, with a readable message; returns `settings`."""
+    if kind not in SETTING_KEYS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+    unknown = set(settings) - SETTING_KEYS[kind]
+    if unknown:
+        raise ValueError(f"{kind} models do not take the setting(s) {', '.join(sorted(unknown))}")
+    return settings
