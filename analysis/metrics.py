@@ -187,8 +187,9 @@ def inception_features(weights_path: str | Path) -> nn.Module:
     except ImportError as exc:  # pragma: no cover - torchmetrics layout changed
         raise RuntimeError(f"torchmetrics has no NoTrainInceptionV3: {exc}") from exc
     try:
-        module = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                                    feature_extractor_weights_path=str(path))
+        module = NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path)
+        )
     except ModuleNotFoundError as exc:
         raise RuntimeError("Inception FID needs the torch-fidelity package: pip install torch-fidelity") from exc
     module.num_features = 2048
@@ -235,8 +236,14 @@ class Correlation:
     note: str  # why rho is undefined, or "" when it is defined
 
     def as_dict(self) -> dict:
-        return {"metric": self.metric, "rho": _nan_to_none(self.rho), "agreement": _nan_to_none(self.agreement),
-                "p_value": _nan_to_none(self.p_value), "n": self.n, "note": self.note}
+        return {
+            "metric": self.metric,
+            "rho": _nan_to_none(self.rho),
+            "agreement": _nan_to_none(self.agreement),
+            "p_value": _nan_to_none(self.p_value),
+            "n": self.n,
+            "note": self.note,
+        }
 
 
 def _nan_to_none(x: float) -> float | None:
@@ -244,7 +251,10 @@ def _nan_to_none(x: float) -> float | None:
 
 
 def spearman_with_human(
-    metric_by_model: Mapping[str, float], human_by_model: Mapping[str, float], *, metric: str = "metric",
+    metric_by_model: Mapping[str, float],
+    human_by_model: Mapping[str, float],
+    *,
+    metric: str = "metric",
     higher_is_better: bool = True,
 ) -> Correlation:
     """Spearman rank correlation between a metric and human (Bradley-Terry) scores over the common models.
@@ -252,12 +262,14 @@ def spearman_with_human(
     For FID pass higher_is_better=False: `agreement` is then -rho, so +1 still means "same order as humans"."""
     from scipy.stats import spearmanr
 
-    models = sorted(m for m in metric_by_model if m in human_by_model
-                    and _finite(metric_by_model[m]) and _finite(human_by_model[m]))
+    models = sorted(
+        m for m in metric_by_model if m in human_by_model and _finite(metric_by_model[m]) and _finite(human_by_model[m])
+    )
     n = len(models)
     if n < 3:
-        return Correlation(metric, math.nan, math.nan, math.nan, n,
-                           f"needs at least 3 models with both values, has {n}")
+        return Correlation(
+            metric, math.nan, math.nan, math.nan, n, f"needs at least 3 models with both values, has {n}"
+        )
     x = np.array([metric_by_model[m] for m in models], dtype=float)
     y = np.array([human_by_model[m] for m in models], dtype=float)
     if np.ptp(x) == 0 or np.ptp(y) == 0:

@@ -110,11 +110,19 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(args.rounds):
             f, ms = measure(lambda: call(model, **x))
             first, medians = first or f, medians + [ms]
-        row = {"impl": label, "ms": statistics.median(medians), "round_ms": medians, "first_call_ms": first,
-               "tflops": flops / (statistics.median(medians) * 1e-3) / 1e12, "max_diff_vs_current": diff}
+        row = {
+            "impl": label,
+            "ms": statistics.median(medians),
+            "round_ms": medians,
+            "first_call_ms": first,
+            "tflops": flops / (statistics.median(medians) * 1e-3) / 1e12,
+            "max_diff_vs_current": diff,
+        }
         result["rows"].append(row)
-        print(f"  {label:<16} {row['ms']:9.3f} ms  rounds {[round(m, 3) for m in medians]}  "
-              f"max diff vs current {diff}", flush=True)
+        print(
+            f"  {label:<16} {row['ms']:9.3f} ms  rounds {[round(m, 3) for m in medians]}  max diff vs current {diff}",
+            flush=True,
+        )
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(result, fh, indent=2)

@@ -50,8 +50,7 @@ from generation.mmdit import MMDiT, MMDiTConfig, to_diffusers  # noqa: E402
 # inputs). "torch": torch's own order, what diffusers gets by default.
 ATTENTION = {
     "torch": None,
-    "cudnn": (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-              SDPBackend.MATH),
+    "cudnn": (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH),
     "flash": (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH),
 }
 
@@ -66,13 +65,30 @@ def attention_variant(name: str):
 
 
 def sd3_medium_config() -> MMDiTConfig:
-    return MMDiTConfig.from_depth(24, in_channels=16, sample_size=128, patch_size=2, text_dim=4096,
-                                  pooled_dim=2048, pos_embed_max_size=192, qk_norm="rms")
+    return MMDiTConfig.from_depth(
+        24,
+        in_channels=16,
+        sample_size=128,
+        patch_size=2,
+        text_dim=4096,
+        pooled_dim=2048,
+        pos_embed_max_size=192,
+        qk_norm="rms",
+    )
 
 
 def tiny_config() -> MMDiTConfig:
-    return MMDiTConfig(in_channels=4, sample_size=16, patch_size=2, depth=2, hidden_size=64, num_heads=2,
-                       text_dim=32, pooled_dim=16, qk_norm="rms")
+    return MMDiTConfig(
+        in_channels=4,
+        sample_size=16,
+        patch_size=2,
+        depth=2,
+        hidden_size=64,
+        num_heads=2,
+        text_dim=32,
+        pooled_dim=16,
+        qk_norm="rms",
+    )
 
 
 def forward_flops(cfg: MMDiTConfig, batch: int, height: int, width: int, text_tokens: int) -> int:
@@ -83,9 +99,14 @@ def forward_flops(cfg: MMDiTConfig, batch: int, height: int, width: int, text_to
     stream = 3 * D * D + D * D + 2 * D * M  # weights a token meets in one full block
     full_block = 2 * B * (N + T) * stream + 4 * B * L * L * D + 2 * B * D * 12 * D
     last_block = 2 * B * N * stream + 2 * B * T * 3 * D * D + 4 * B * N * L * D + 2 * B * D * 8 * D
-    once = (2 * B * N * cfg.in_channels * p * p * D + 2 * B * T * cfg.text_dim * D
-            + 2 * B * D * 2 * D + 2 * B * N * D * p * p * cfg.out_channels
-            + 2 * B * (cfg.frequency_embedding_size * D + D * D) + 2 * B * (cfg.pooled_dim * D + D * D))
+    once = (
+        2 * B * N * cfg.in_channels * p * p * D
+        + 2 * B * T * cfg.text_dim * D
+        + 2 * B * D * 2 * D
+        + 2 * B * N * D * p * p * cfg.out_channels
+        + 2 * B * (cfg.frequency_embedding_size * D + D * D)
+        + 2 * B * (cfg.pooled_dim * D + D * D)
+    )
     return (cfg.depth - 1) * full_block + last_block + once
 
 
@@ -104,8 +125,13 @@ def call_in_house(model, x, t, context, pooled):
 
 def call_diffusers(model, x, t, context, pooled, timestep_scale=1000.0):
     """diffusers takes the timestep in its own scale (t * 1000)."""
-    return model(hidden_states=x, encoder_hidden_states=context, pooled_projections=pooled,
-                 timestep=t * timestep_scale, return_dict=False)[0]
+    return model(
+        hidden_states=x,
+        encoder_hidden_states=context,
+        pooled_projections=pooled,
+        timestep=t * timestep_scale,
+        return_dict=False,
+    )[0]
 
 
 def make_inputs(cfg: MMDiTConfig, batch: int, side: int, text_tokens: int, device, dtype) -> dict:
@@ -182,22 +208,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="a tiny model and image (for a CPU smoke run)")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
-                        help="default bf16 on CUDA, fp32 on the CPU")
+    parser.add_argument(
+        "--dtype", default=None, choices=["bf16", "fp16", "fp32"], help="default bf16 on CUDA, fp32 on the CPU"
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default 2 8 (tiny: 1 2)")
     parser.add_argument("--image-size", type=int, default=None, help="latent side; default 128 (tiny: 16)")
     parser.add_argument("--text-tokens", type=int, default=None, help="default 333 (tiny: 7)")
     parser.add_argument("--warmup", type=int, default=None, help="default 3 (tiny: 1)")
     parser.add_argument("--iters", type=int, default=None, help="default 10 (tiny: 3)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds; default 3 (tiny: 1)")
-    parser.add_argument("--attention", nargs="+", choices=sorted(ATTENTION), default=None,
-                        help="attention kernel orders to time, each for both models (default: torch's own order)")
+    parser.add_argument(
+        "--attention",
+        nargs="+",
+        choices=sorted(ATTENTION),
+        default=None,
+        help="attention kernel orders to time, each for both models (default: torch's own order)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (tests: eager)")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
-    parser.add_argument("--compile-scope", default="blocks", choices=["blocks", "full"],
-                        help="compile each transformer block (one compile serves all alike blocks: minutes less "
-                             "than the whole model) or the whole model")
+    parser.add_argument(
+        "--compile-scope",
+        default="blocks",
+        choices=["blocks", "full"],
+        help="compile each transformer block (one compile serves all alike blocks: minutes less "
+        "than the whole model) or the whole model",
+    )
     parser.add_argument("--skip-diffusers", action="store_true", help="time the in-house model only")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -220,7 +256,8 @@ def run(args: argparse.Namespace) -> dict:
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("CUDA is not available here; run with --tiny --device cpu for a smoke run")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
-        args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+        args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    ]
     cfg = tiny_config() if args.tiny else sd3_medium_config()
     batch_sizes = args.batch_sizes or ([1, 2] if args.tiny else [2, 8])
     side = args.image_size or (16 if args.tiny else 128)
@@ -244,27 +281,34 @@ def run(args: argparse.Namespace) -> dict:
 
     info = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "dtype": str(dtype).replace("torch.", ""),
-        "config": cfg.to_dict(), "image_tokens": (side // cfg.patch_size) ** 2, "text_tokens": text_tokens,
+        "torch": torch.__version__,
+        "dtype": str(dtype).replace("torch.", ""),
+        "config": cfg.to_dict(),
+        "image_tokens": (side // cfg.patch_size) ** 2,
+        "text_tokens": text_tokens,
         "params_in_house": ours.num_params(),
         "params_diffusers": None if theirs is None else sum(p.numel() for p in theirs.parameters()),
     }
-    print(f"device {info['device']}, torch {info['torch']}, {info['dtype']}; depth {cfg.depth}, width "
-          f"{cfg.hidden_size}, {cfg.num_heads} heads; {info['image_tokens']} image + {text_tokens} text tokens; "
-          f"params in-house {info['params_in_house'] / 1e6:.1f}M, diffusers "
-          f"{(info['params_diffusers'] or 0) / 1e6:.1f}M")
+    print(
+        f"device {info['device']}, torch {info['torch']}, {info['dtype']}; depth {cfg.depth}, width "
+        f"{cfg.hidden_size}, {cfg.num_heads} heads; {info['image_tokens']} image + {text_tokens} text tokens; "
+        f"params in-house {info['params_in_house'] / 1e6:.1f}M, diffusers "
+        f"{(info['params_diffusers'] or 0) / 1e6:.1f}M"
+    )
 
     models = {"in-house": (ours, call_in_house)}
     if theirs is not None:
         models = {"diffusers": (theirs, partial(call_diffusers, timestep_scale=cfg.timestep_scale)), **models}
     inputs = {batch: make_inputs(cfg, batch, side, text_tokens, device, dtype) for batch in batch_sizes}
     variants = args.attention or ["torch"]
-    info.update(attention_variants={v: [b.name for b in ATTENTION[v] or ()] or "torch's order" for v in variants},
-                rounds=rounds)
+    info.update(
+        attention_variants={v: [b.name for b in ATTENTION[v] or ()] or "torch's order" for v in variants}, rounds=rounds
+    )
     if device.type == "cuda":
         info["matmul_peak_tflops"] = matmul_peak_tflops(device, dtype)
-        print(f"measured {info['dtype']} matmul ceiling (8192^3, random data): {info['matmul_peak_tflops']:.0f} "
-              "TFLOP/s")
+        print(
+            f"measured {info['dtype']} matmul ceiling (8192^3, random data): {info['matmul_peak_tflops']:.0f} TFLOP/s"
+        )
     samples: dict[tuple, dict] = {}  # (batch, model, mode, variant) -> {"first": ms, "medians": [ms per round]}
 
     def save_partial():
@@ -280,8 +324,11 @@ def run(args: argparse.Namespace) -> dict:
                         first_ms, ms = measure(partial(call, model, **inputs[batch]))
                     entry = samples.setdefault((batch, name, mode, variant), {"first": first_ms, "medians": []})
                     entry["medians"].append(ms)
-                    print(f"  round {r + 1}: batch {batch} {name} {mode} [{variant}]: {ms:.3f} ms (first call "
-                          f"{first_ms:.0f} ms)", flush=True)
+                    print(
+                        f"  round {r + 1}: batch {batch} {name} {mode} [{variant}]: {ms:.3f} ms (first call "
+                        f"{first_ms:.0f} ms)",
+                        flush=True,
+                    )
                     save_partial()
 
     def guarded(time_rows, mode: str, variant: str):
@@ -311,37 +358,53 @@ def run(args: argparse.Namespace) -> dict:
                     continue
                 diff = float((a - reference).abs().max())
                 info[f"max_diff_batch_{batch}_{variant}"] = diff
-                print(f"batch {batch}: max |in-house [{variant}] - diffusers [torch]| = {diff:.3g} (output mean "
-                      f"|.| {float(a.abs().mean()):.3g}, {info['dtype']})")
+                print(
+                    f"batch {batch}: max |in-house [{variant}] - diffusers [torch]| = {diff:.3g} (output mean "
+                    f"|.| {float(a.abs().mean()):.3g}, {info['dtype']})"
+                )
         for variant in variants:
             guarded(time_all, "eager", variant)
         if not args.no_compile:
             for name, (model, call) in models.items():
-                compiled = compile_model(model, args.compile_scope, fullgraph=name == "in-house",
-                                         backend=args.compile_backend, mode=args.compile_mode)
+                compiled = compile_model(
+                    model,
+                    args.compile_scope,
+                    fullgraph=name == "in-house",
+                    backend=args.compile_backend,
+                    mode=args.compile_mode,
+                )
                 models[name] = (compiled, call)
             for variant in variants:
                 torch._dynamo.reset()  # trace again under this variant's kernel order
                 guarded(time_all, "compiled", variant)
 
     rows = table(samples, cfg, side, text_tokens)
-    print(f"\n{'batch':>5}  {'implementation':<30} {'median ms':>10} {'spread':>7} {'first ms':>9} {'TFLOP/s':>8} "
-          f"{'vs diffusers, same kernels':>26} {'vs diffusers [torch]':>21}")
+    print(
+        f"\n{'batch':>5}  {'implementation':<30} {'median ms':>10} {'spread':>7} {'first ms':>9} {'TFLOP/s':>8} "
+        f"{'vs diffusers, same kernels':>26} {'vs diffusers [torch]':>21}"
+    )
     for r in rows:
         same = "" if r["speedup_vs_diffusers"] is None else f"{r['speedup_vs_diffusers']:.3f}x"
         shipped = "" if r["speedup_vs_diffusers_torch"] is None else f"{r['speedup_vs_diffusers_torch']:.3f}x"
-        print(f"{r['batch']:>5}  {r['impl']:<30} {r['ms']:>10.3f} {r['spread_pct']:>6.1f}% "
-              f"{r['first_call_ms']:>9.0f} {r['tflops']:>8.3g} {same:>26} {shipped:>21}")
+        print(
+            f"{r['batch']:>5}  {r['impl']:<30} {r['ms']:>10.3f} {r['spread_pct']:>6.1f}% "
+            f"{r['first_call_ms']:>9.0f} {r['tflops']:>8.3g} {same:>26} {shipped:>21}"
+        )
     per_batch = [f"batch {b}: {forward_flops(cfg, b, side, side, text_tokens) / 1e9:.4g} GFLOP" for b in batch_sizes]
     print(f"(FLOPs per forward, analytic: {', '.join(per_batch)})")
-    print(f"(median ms: median over {rounds} interleaved round(s) of each round's median of {iters} calls; spread: "
-          "(max - min) / median over the rounds; first ms: the first call, compilation included for compiled rows)")
+    print(
+        f"(median ms: median over {rounds} interleaved round(s) of each round's median of {iters} calls; spread: "
+        "(max - min) / median over the rounds; first ms: the first call, compilation included for compiled rows)"
+    )
     print(f"(attention kernels tried, in order: {info['attention_variants']})")
     if "matmul_peak_tflops" in info:
         for r in rows:
             r["fraction_of_matmul_peak"] = r["tflops"] / info["matmul_peak_tflops"]
-        print("(TFLOP/s as a fraction of the measured matmul ceiling: "
-              + ", ".join(f"{r['impl']} b{r['batch']} {r['fraction_of_matmul_peak']:.0%}" for r in rows) + ")")
+        print(
+            "(TFLOP/s as a fraction of the measured matmul ceiling: "
+            + ", ".join(f"{r['impl']} b{r['batch']} {r['fraction_of_matmul_peak']:.0%}" for r in rows)
+            + ")"
+        )
     result = {**info, "rows": rows, "complete": True}
     if args.json:
         with open(args.json, "w") as f:
@@ -356,10 +419,21 @@ def table(samples: dict, cfg: MMDiTConfig, side: int, text_tokens: int) -> list[
     for (batch, name, mode, variant), entry in samples.items():
         ms = statistics.median(entry["medians"])
         flops = forward_flops(cfg, batch, side, side, text_tokens)
-        rows.append({"batch": batch, "model": name, "mode": mode, "attention": variant,
-                     "impl": f"{name} {mode} [{variant}]", "ms": ms, "round_ms": entry["medians"],
-                     "spread_pct": 100 * (max(entry["medians"]) - min(entry["medians"])) / ms,
-                     "first_call_ms": entry["first"], "tflops": flops / (ms * 1e-3) / 1e12, "gflop": flops / 1e9})
+        rows.append(
+            {
+                "batch": batch,
+                "model": name,
+                "mode": mode,
+                "attention": variant,
+                "impl": f"{name} {mode} [{variant}]",
+                "ms": ms,
+                "round_ms": entry["medians"],
+                "spread_pct": 100 * (max(entry["medians"]) - min(entry["medians"])) / ms,
+                "first_call_ms": entry["first"],
+                "tflops": flops / (ms * 1e-3) / 1e12,
+                "gflop": flops / 1e9,
+            }
+        )
     base = {(r["batch"], r["mode"], r["attention"]): r["ms"] for r in rows if r["model"] == "diffusers"}
     for r in rows:
         same = base.get((r["batch"], r["mode"], r["attention"]))

@@ -86,14 +86,17 @@ def main(argv: list[str] | None = None) -> dict:
     ours.to(dtype).eval()
     theirs.to(dtype).eval()
     inputs = forward_bench.make_inputs(cfg, batch, side, tokens, device, dtype)
-    calls = {"diffusers": partial(forward_bench.call_diffusers, theirs, timestep_scale=cfg.timestep_scale),
-             "in-house": partial(forward_bench.call_in_house, ours)}
+    calls = {
+        "diffusers": partial(forward_bench.call_diffusers, theirs, timestep_scale=cfg.timestep_scale),
+        "in-house": partial(forward_bench.call_in_house, ours),
+    }
     result: dict = {"batch": batch, "compiled": not args.no_compile, "models": {}}
     with torch.inference_mode():
         if not args.no_compile:
             for name, model in (("diffusers", theirs), ("in-house", ours)):
-                forward_bench.compile_model(model, "blocks", fullgraph=name == "in-house",
-                                            backend=args.compile_backend, mode=None)
+                forward_bench.compile_model(
+                    model, "blocks", fullgraph=name == "in-house", backend=args.compile_backend, mode=None
+                )
         for name, call in calls.items():
             for _ in range(3):  # compile and warm up
                 call(**inputs)
@@ -101,8 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
             groups: dict[str, float] = defaultdict(float)
             for kernel, entry in times.items():
                 groups[group_of(kernel)] += entry["us"]
-            result["models"][name] = {"kernels": times, "groups": dict(groups),
-                                      "total_us": sum(e["us"] for e in times.values())}
+            result["models"][name] = {
+                "kernels": times,
+                "groups": dict(groups),
+                "total_us": sum(e["us"] for e in times.values()),
+            }
 
     unit = "device" if device.type == "cuda" else "CPU"
     ours_g, theirs_g = result["models"]["in-house"]["groups"], result["models"]["diffusers"]["groups"]

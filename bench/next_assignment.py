@@ -20,6 +20,7 @@ endpoint never opens an image) and a campaign (3 votes per image pair, 10% gold)
 
 Prints p50 / p99 / mean in ms and the ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,14 +59,16 @@ def drop_database(url: str) -> None:
 
 
 def configure_django(url: str) -> None:
-    os.environ.update({
-        "DATABASE_URL": url,
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
-        "DJANGO_ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",
-        "EVALSITE_RATER_RATE": "1000000/min",  # the bench measures the engine, not the throttle
-        "LOG_LEVEL": "WARNING",
-    })
+    os.environ.update(
+        {
+            "DATABASE_URL": url,
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
+            "DJANGO_ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",
+            "EVALSITE_RATER_RATE": "1000000/min",  # the bench measures the engine, not the throttle
+            "LOG_LEVEL": "WARNING",
+        }
+    )
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evalsite.settings")
     sys.path.insert(0, str(ROOT))
     import django
@@ -82,22 +85,48 @@ def seed(n_models: int, n_prompts: int, n_seeds: int, n_raters: int):
     from evalsite.rating.models import Campaign, Rater
     from evalsite.runs.models import ComparisonRun, Image, new_image_token, settings_hash
 
-    models = ImageModel.objects.bulk_create([
-        ImageModel(name=f"bench-model-{i}", kind=ImageModel.Kind.INHOUSE, source=f"/ckpt/{i}")
-        for i in range(n_models)])
+    models = ImageModel.objects.bulk_create(
+        [
+            ImageModel(name=f"bench-model-{i}", kind=ImageModel.Kind.INHOUSE, source=f"/ckpt/{i}")
+            for i in range(n_models)
+        ]
+    )
     prompt_set = PromptSet.objects.create(name="bench prompts")
-    prompts = Prompt.objects.bulk_create([
-        Prompt(prompt_set=prompt_set, position=i, text=f"bench prompt {i}" + (' with "TEXT"' if i % 10 == 0 else ""),
-               detected_needs_text=i % 10 == 0) for i in range(n_prompts)])
-    run = ComparisonRun.objects.create(name="bench run", prompt_set=prompt_set, seeds=list(range(n_seeds)),
-                                       status=ComparisonRun.Status.DONE)
+    prompts = Prompt.objects.bulk_create(
+        [
+            Prompt(
+                prompt_set=prompt_set,
+                position=i,
+                text=f"bench prompt {i}" + (' with "TEXT"' if i % 10 == 0 else ""),
+                detected_needs_text=i % 10 == 0,
+            )
+            for i in range(n_prompts)
+        ]
+    )
+    run = ComparisonRun.objects.create(
+        name="bench run", prompt_set=prompt_set, seeds=list(range(n_seeds)), status=ComparisonRun.Status.DONE
+    )
     run.image_models.set(models)
     sampler = {"steps": 28}
     digest = settings_hash(sampler)
-    images = [Image(run=run, model=m, prompt=p, seed=s, sampler_settings=sampler, settings_hash=digest,
-                    token=new_image_token(), file=f"images/bench/{m.pk}-{p.pk}-{s}.png", width=32, height=32,
-                    status=Image.Status.DONE)
-              for m in models for p in prompts for s in range(n_seeds)]
+    images = [
+        Image(
+            run=run,
+            model=m,
+            prompt=p,
+            seed=s,
+            sampler_settings=sampler,
+            settings_hash=digest,
+            token=new_image_token(),
+            file=f"images/bench/{m.pk}-{p.pk}-{s}.png",
+            width=32,
+            height=32,
+            status=Image.Status.DONE,
+        )
+        for m in models
+        for p in prompts
+        for s in range(n_seeds)
+    ]
     Image.objects.bulk_create(images, batch_size=5000)
     campaign = Campaign.objects.create(name="bench campaign", run=run, votes_per_pair=3, gold_rate=0.1)
     user_model = get_user_model()
@@ -113,10 +142,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(name: str, ms: list[float]) -> dict:
-    row = {"name": name, "n": len(ms), "p50": percentile(ms, 0.5), "p99": percentile(ms, 0.99),
-           "mean": statistics.fmean(ms)}
-    print(f"{name:<11} n={row['n']:>5}  p50 {row['p50']:7.2f} ms  p99 {row['p99']:7.2f} ms  mean {row['mean']:7.2f} ms",
-          flush=True)
+    row = {
+        "name": name,
+        "n": len(ms),
+        "p50": percentile(ms, 0.5),
+        "p99": percentile(ms, 0.99),
+        "mean": statistics.fmean(ms),
+    }
+    print(
+        f"{name:<11} n={row['n']:>5}  p50 {row['p50']:7.2f} ms  p99 {row['p99']:7.2f} ms  mean {row['mean']:7.2f} ms",
+        flush=True,
+    )
     return row
 
 
@@ -201,12 +237,21 @@ def time_baseline(campaign, raters, n_requests: int) -> list[float]:
         try:
             with transaction.atomic():
                 model_a, model_b = random.sample(model_ids, 2)
-                left, right = Image.objects.filter(run=campaign.run, prompt_id=random.choice(prompt_ids),
-                                                   seed=random.randrange(N_SEEDS), model_id__in=(model_a, model_b),
-                                                   status=Image.Status.DONE)[:2]
-                Assignment.objects.create(campaign=campaign, rater=raters[i % len(raters)],
-                                          prompt_id=left.prompt_id, image_left=left, image_right=right,
-                                          expires_at=timezone.now() + timedelta(seconds=600))
+                left, right = Image.objects.filter(
+                    run=campaign.run,
+                    prompt_id=random.choice(prompt_ids),
+                    seed=random.randrange(N_SEEDS),
+                    model_id__in=(model_a, model_b),
+                    status=Image.Status.DONE,
+                )[:2]
+                Assignment.objects.create(
+                    campaign=campaign,
+                    rater=raters[i % len(raters)],
+                    prompt_id=left.prompt_id,
+                    image_left=left,
+                    image_right=right,
+                    expires_at=timezone.now() + timedelta(seconds=600),
+                )
         except IntegrityError:  # a random pair this rater already had: the baseline has no such check
             pass
         timings.append((time.perf_counter() - start) * 1000)
@@ -238,9 +283,17 @@ def time_on_the_fly(campaign, raters, n_requests: int) -> list[float]:
         model_a, model_b = sorted(random.sample(model_ids, 2))
         start = time.perf_counter()
         with connection.cursor() as cursor:
-            cursor.execute(ON_THE_FLY_SQL, {"campaign": campaign.pk, "run": campaign.run_id, "model_a": model_a,
-                                            "model_b": model_b, "target": campaign.votes_per_pair,
-                                            "rater": raters[i % len(raters)].pk})
+            cursor.execute(
+                ON_THE_FLY_SQL,
+                {
+                    "campaign": campaign.pk,
+                    "run": campaign.run_id,
+                    "model_a": model_a,
+                    "model_b": model_b,
+                    "target": campaign.votes_per_pair,
+                    "rater": raters[i % len(raters)].pk,
+                },
+            )
             assert cursor.fetchone() is not None
         timings.append((time.perf_counter() - start) * 1000)
     return timings
@@ -249,8 +302,9 @@ def time_on_the_fly(campaign, raters, n_requests: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default=DEFAULT_DB)
-    parser.add_argument("--requests", type=int, default=1500,
-                        help="timed /next calls, and as many hand_out calls (default %(default)s)")
+    parser.add_argument(
+        "--requests", type=int, default=1500, help="timed /next calls, and as many hand_out calls (default %(default)s)"
+    )
     parser.add_argument("--baseline-requests", type=int, default=1500)
     parser.add_argument("--on-the-fly-requests", type=int, default=100)
     parser.add_argument("--raters", type=int, default=50)
@@ -269,30 +323,45 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         start = time.perf_counter()
         campaign, raters = seed(N_MODELS, N_PROMPTS, N_SEEDS, args.raters)
-        print(f"seeded {N_MODELS} models x {N_PROMPTS} prompts x {N_SEEDS} seeds = "
-              f"{N_MODELS * N_PROMPTS * N_SEEDS} images in {time.perf_counter() - start:.1f} s", flush=True)
+        print(
+            f"seeded {N_MODELS} models x {N_PROMPTS} prompts x {N_SEEDS} seeds = "
+            f"{N_MODELS * N_PROMPTS * N_SEEDS} images in {time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
         start = time.perf_counter()
         made = engine.prepare_campaign(campaign)
-        print(f"prepare_campaign: {made['new_pairs']} image pairs, {made['new_gold_checks']} gold checks in "
-              f"{time.perf_counter() - start:.1f} s", flush=True)
+        print(
+            f"prepare_campaign: {made['new_pairs']} image pairs, {made['new_gold_checks']} gold checks in "
+            f"{time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
         assert ImagePair.objects.filter(campaign=campaign).count() == made["new_pairs"]
 
-        print(f"PostgreSQL {connection.cursor().connection.info.server_version}; load average "
-              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+        print(
+            f"PostgreSQL {connection.cursor().connection.info.server_version}; load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+            flush=True,
+        )
         time_endpoint(campaign, raters, min(100, args.requests))  # warm caches and connections
         endpoint = summary("/next", time_endpoint(campaign, raters, args.requests))
         hand_out = summary("hand_out", time_hand_out(campaign, raters, args.requests))
         naive = summary("naive", time_baseline(campaign, raters, args.baseline_requests))
         candidate = summary("candidate", time_candidate_query(campaign, raters, args.on_the_fly_requests))
         on_the_fly = summary("on-the-fly", time_on_the_fly(campaign, raters, args.on_the_fly_requests))
-        print(f"/next endpoint: p50 {endpoint['p50']:.1f} ms, p99 {endpoint['p99']:.1f} ms "
-              f"({N_MODELS} models x {N_PROMPTS} prompts x {N_SEEDS} seeds)")
-        print(f"ratio hand_out / naive hand-out: p50 {hand_out['p50'] / naive['p50']:.1f}x, "
-              f"p99 {hand_out['p99'] / naive['p99']:.1f}x")
-        print(f"ratio on-the-fly / ImagePair candidate query: p50 {on_the_fly['p50'] / candidate['p50']:.1f}x, "
-              f"p99 {on_the_fly['p99'] / candidate['p99']:.1f}x")
+        print(
+            f"/next endpoint: p50 {endpoint['p50']:.1f} ms, p99 {endpoint['p99']:.1f} ms "
+            f"({N_MODELS} models x {N_PROMPTS} prompts x {N_SEEDS} seeds)"
+        )
+        print(
+            f"ratio hand_out / naive hand-out: p50 {hand_out['p50'] / naive['p50']:.1f}x, "
+            f"p99 {hand_out['p99'] / naive['p99']:.1f}x"
+        )
+        print(
+            f"ratio on-the-fly / ImagePair candidate query: p50 {on_the_fly['p50'] / candidate['p50']:.1f}x, "
+            f"p99 {on_the_fly['p99'] / candidate['p99']:.1f}x"
+        )
         connection.close()
     finally:
         if not args.keep:

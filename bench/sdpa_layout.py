@@ -26,8 +26,12 @@ _spec = importlib.util.spec_from_file_location("mmdit_forward_bench", Path(__fil
 forward_bench = importlib.util.module_from_spec(_spec)  # its timing loop
 _spec.loader.exec_module(forward_bench)
 
-KERNELS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-           "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+KERNELS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
 
 
 def make_qkv(layout: str, batch: int, heads: int, tokens: int, head_dim: int, device, dtype, seed: int = 0):
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         q, k, v = make_qkv(layout, args.batch, args.heads, args.tokens, args.head_dim, device, dtype)
         chosen = SDPBackend(torch._fused_sdp_choice(q, k, v)).name
         for kernel in kernels:
+
             def call(q=q, k=k, v=v):
                 return F.scaled_dot_product_attention(q, k, v)
 
@@ -72,8 +77,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             except RuntimeError as e:  # no such kernel for these inputs on this device
                 row["error"] = str(e).splitlines()[0][:200]
             rows.append(row)
-            shown = (f"{row['ms']:8.3f} ms {row['tflops']:7.1f} TFLOP/s  max diff {row['max_diff_vs_first']:.3g}"
-                     if "ms" in row else f"unavailable: {row['error']}")
+            shown = (
+                f"{row['ms']:8.3f} ms {row['tflops']:7.1f} TFLOP/s  max diff {row['max_diff_vs_first']:.3g}"
+                if "ms" in row
+                else f"unavailable: {row['error']}"
+            )
             picks = f" (torch picks {chosen})" if kernel == "torch" else ""
             print(f"{layout:>12} {kernel:>9}{picks}: {shown}", flush=True)
     if args.json:

@@ -15,6 +15,7 @@ Embedded defaults: a fresh SQLite database, the filesystem broker and a media fo
 directory. The model is the first in-house checkpoint in demo_models/, else demo_models/unet-baseline, else a
 tiny random in-house checkpoint (printed). Target: task / direct >= 0.9.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,12 @@ def pick_model(args, workdir: Path) -> tuple[str, str, str, int]:
         if meta.get("format") == "t2i-arena/mmdit":
             return "inhouse", str(path), f"demo in-house MM-DiT {path.name}", args.size
     if (demo / "unet-baseline" / "config.json").is_file():
-        return ("unet_baseline", str(demo / "unet-baseline"), "demo UNet baseline (no in-house demo model yet)",
-                args.size)
+        return (
+            "unet_baseline",
+            str(demo / "unet-baseline"),
+            "demo UNet baseline (no in-house demo model yet)",
+            args.size,
+        )
     from evalsite.runs.testing import tiny_inhouse_checkpoint
 
     path = tiny_inhouse_checkpoint(workdir / "tiny-inhouse")
@@ -69,12 +74,18 @@ def pick_model(args, workdir: Path) -> tuple[str, str, str, int]:
 def main() -> None:
     args = parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="task-overhead-"))
-    os.environ.update({
-        "DJANGO_SETTINGS_MODULE": "evalsite.settings", "EVALSITE_VAR_DIR": str(workdir),
-        "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}", "CELERY_BROKER_URL": "filesystem://",
-        "EVALSITE_MEDIA_ROOT": str(workdir / "media"), "EVALSITE_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
-        "LOG_LEVEL": "WARNING",
-    })
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "evalsite.settings",
+            "EVALSITE_VAR_DIR": str(workdir),
+            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "CELERY_BROKER_URL": "filesystem://",
+            "EVALSITE_MEDIA_ROOT": str(workdir / "media"),
+            "EVALSITE_DEVICE": "cpu",
+            "HF_HUB_OFFLINE": "1",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
     import django
 
     django.setup()
@@ -95,25 +106,33 @@ def main() -> None:
     kind, source, what, size = pick_model(args, workdir)
     rows = demo_prompt_rows()
     prompt_set = PromptSet.objects.create(name="bench prompts")
-    Prompt.objects.bulk_create(Prompt(prompt_set=prompt_set, position=i, text=rows[i % len(rows)]["text"])
-                               for i in range(args.images))
+    Prompt.objects.bulk_create(
+        Prompt(prompt_set=prompt_set, position=i, text=rows[i % len(rows)]["text"]) for i in range(args.images)
+    )
     prompts = list(prompt_set.prompts.order_by("position"))
     settings = {"steps": args.steps, "guidance_scale": 4.0, "height": size, "width": size}
     model = ImageModel.objects.create(name="bench-model", kind=kind, source=source, sampler_settings=settings)
     sampler = services.effective_settings(model, {})
 
     print(f"model: {what} ({kind}, {source})")
-    print(f"{args.images} images per measurement, batch {args.batch}, {args.steps} steps, {size}x{size}, CPU, "
-          f"1 thread, {args.repeats} repeats per path, alternating")
+    print(
+        f"{args.images} images per measurement, batch {args.batch}, {args.steps} steps, {size}x{size}, CPU, "
+        f"1 thread, {args.repeats} repeats per path, alternating"
+    )
     backend = load_backend(kind, source, "cpu")
     backend.generate([prompts[0].text], [0], sampler)  # warm-up
 
     worker = WorkerProcess(workdir, workdir / "media", workdir / "worker.log", queues="gpu").start()
     try:
-        warm = services.create_run(name="warm-up", prompt_set=prompt_set, image_models=[model], seeds=[999_999],
-                                   prompts=prompts[:1]).run
-        wait_for(lambda: Image.objects.filter(run=warm, status="done").exists(), timeout=300,
-                 what="the warm-up job", worker=worker)
+        warm = services.create_run(
+            name="warm-up", prompt_set=prompt_set, image_models=[model], seeds=[999_999], prompts=prompts[:1]
+        ).run
+        wait_for(
+            lambda: Image.objects.filter(run=warm, status="done").exists(),
+            timeout=300,
+            what="the warm-up job",
+            worker=worker,
+        )
 
         direct, task, worker_generation = [], [], []
         for rep in range(args.repeats):
@@ -125,29 +144,38 @@ def main() -> None:
             direct.append(args.images / (time.perf_counter() - t0))
 
             started = timezone.now()
-            run = services.create_run(name=f"bench {rep}", prompt_set=prompt_set, image_models=[model],
-                                      seeds=seeds, batch_size=args.batch).run
+            run = services.create_run(
+                name=f"bench {rep}", prompt_set=prompt_set, image_models=[model], seeds=seeds, batch_size=args.batch
+            ).run
             # Poll slowly (polling must not steal the worker's CPU); the end is the last row's finished_at.
-            wait_for(lambda run=run: Image.objects.filter(run=run, status="done").count() == args.images,
-                     timeout=3600, interval=0.5, what=f"run {run.pk}", worker=worker)
+            wait_for(
+                lambda run=run: Image.objects.filter(run=run, status="done").count() == args.images,
+                timeout=3600,
+                interval=0.5,
+                what=f"run {run.pk}",
+                worker=worker,
+            )
             last = Image.objects.filter(run=run).aggregate(last=Max("finished_at"))["last"]
             elapsed = (last - started).total_seconds()
             task.append(args.images / elapsed)
             generation = sum(Image.objects.filter(run=run).values_list("generation_seconds", flat=True))
             worker_generation.append(generation / elapsed)
-            print(f"  repeat {rep}: direct {direct[-1]:.3f} img/s, task {task[-1]:.3f} img/s "
-                  f"(ratio {task[-1] / direct[-1]:.3f}; worker generating {100 * worker_generation[-1]:.1f}% "
-                  f"of the task wall time)")
+            print(
+                f"  repeat {rep}: direct {direct[-1]:.3f} img/s, task {task[-1]:.3f} img/s "
+                f"(ratio {task[-1] / direct[-1]:.3f}; worker generating {100 * worker_generation[-1]:.1f}% "
+                f"of the task wall time)"
+            )
     finally:
         worker.stop()
     d, t = statistics.median(direct), statistics.median(task)
     paired = statistics.median(tk / dr for tk, dr in zip(task, direct, strict=True))
     print(f"direct backend: {d:.3f} images/s (median)")
     print(f"task path:      {t:.3f} images/s (median)")
-    print(f"ratio task/direct: {t / d:.3f} of the medians, {paired:.3f} median of the paired repeats "
-          f"(target >= 0.9)")
-    print(f"time the worker spent outside the model (dispatch, broker, PNG, storage, database): "
-          f"{100 * (1 - statistics.median(worker_generation)):.1f}% of the task wall time (median)")
+    print(f"ratio task/direct: {t / d:.3f} of the medians, {paired:.3f} median of the paired repeats (target >= 0.9)")
+    print(
+        f"time the worker spent outside the model (dispatch, broker, PNG, storage, database): "
+        f"{100 * (1 - statistics.median(worker_generation)):.1f}% of the task wall time (median)"
+    )
     print(f"work dir (database, media, worker log): {workdir}")
 
 

@@ -22,6 +22,7 @@ p50/p99 latency of the vote POST and of /next, the count of 5xx and of connectio
 "acknowledged == stored". The baseline, timed in the same run, is GET /healthz (one SELECT 1 through the same
 gunicorn and database): the ratio says what the vote path costs over the cheapest request the stack can serve.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,11 +97,18 @@ def stored_votes(database_url: str, campaign_id: int) -> tuple[set[str], int, in
     import psycopg
 
     with psycopg.connect(database_url) as conn:
-        ids = {str(r[0]) for r in conn.execute(
-            "SELECT DISTINCT assignment_id FROM rating_vote WHERE campaign_id = %s", [campaign_id])}
+        ids = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT DISTINCT assignment_id FROM rating_vote WHERE campaign_id = %s", [campaign_id]
+            )
+        }
         rows = conn.execute("SELECT count(*) FROM rating_vote WHERE campaign_id = %s", [campaign_id]).fetchone()[0]
-        dup = conn.execute("SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM rating_vote "
-                           "WHERE campaign_id = %s GROUP BY assignment_id, criterion) t", [campaign_id]).fetchone()[0]
+        dup = conn.execute(
+            "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM rating_vote "
+            "WHERE campaign_id = %s GROUP BY assignment_id, criterion) t",
+            [campaign_id],
+        ).fetchone()[0]
     return ids, rows, dup
 
 
@@ -125,28 +133,74 @@ def main() -> None:
     try:
         subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
         subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-        seeded = json.loads(subprocess.run([PYTHON, __file__, "_seed"], cwd=ROOT, env=env, check=True,
-                                           capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        print(f"seeded {seeded['images']} images, {seeded['pairs']} image pairs; campaign {seeded['campaign']}",
-              flush=True)
+        seeded = json.loads(
+            subprocess.run([PYTHON, __file__, "_seed"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        print(
+            f"seeded {seeded['images']} images, {seeded['pairs']} image pairs; campaign {seeded['campaign']}",
+            flush=True,
+        )
         port = free_port()
         log = open(Path(var_dir) / "gunicorn.log", "w")  # noqa: SIM115 - closed with the server
         server = subprocess.Popen(
-            [str(Path(PYTHON).parent / "gunicorn"), "evalsite.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(args.workers), "--worker-class", "gthread", "--threads", str(args.threads),
-             "--timeout", "60", "--backlog", "2048"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                str(Path(PYTHON).parent / "gunicorn"),
+                "evalsite.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(args.workers),
+                "--worker-class",
+                "gthread",
+                "--threads",
+                str(args.threads),
+                "--timeout",
+                "60",
+                "--backlog",
+                "2048",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         host = f"http://127.0.0.1:{port}"
         wait_for(f"{host}/healthz")
-        print(f"gunicorn: {args.workers} workers x {args.threads} threads on {host}; load average "
-              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+        print(
+            f"gunicorn: {args.workers} workers x {args.threads} threads on {host}; load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+            flush=True,
+        )
 
         results = {}
         for mode, seconds in (("baseline", args.baseline_seconds), ("votes", args.seconds)):
             out = Path(var_dir) / f"{mode}.json"
-            subprocess.run([PYTHON, __file__, "_swarm", "--host", host, "--mode", mode, "--users", str(args.users),
-                            "--seconds", str(seconds), "--invite", seeded["invite"],
-                            "--campaign", str(seeded["campaign"]), "--out", str(out)], cwd=ROOT, env=env, check=True)
+            subprocess.run(
+                [
+                    PYTHON,
+                    __file__,
+                    "_swarm",
+                    "--host",
+                    host,
+                    "--mode",
+                    mode,
+                    "--users",
+                    str(args.users),
+                    "--seconds",
+                    str(seconds),
+                    "--invite",
+                    seeded["invite"],
+                    "--campaign",
+                    str(seeded["campaign"]),
+                    "--out",
+                    str(out),
+                ],
+                cwd=ROOT,
+                env=env,
+                check=True,
+            )
             results[mode] = json.loads(out.read_text())
 
         ids, rows, most = stored_votes(args.database_url, seeded["campaign"])
@@ -169,25 +223,41 @@ def report(results: dict, stored_ids: set[str], stored_rows: int, most: int, arg
     vote_ms, next_ms, health_ms = votes["latency"]["vote"], votes["latency"]["next"], base["latency"]["healthz"]
     print()
     print(f"{args.users} simulated raters (locust FastHttpUser), {votes['seconds']:.0f} s of voting")
-    print(f"votes acknowledged   {len(acked)} pair submissions ({expected_rows} criterion rows), "
-          f"{votes['replayed']} double submissions answered 'replayed'")
-    print(f"votes stored         {len(stored_ids)} pair submissions ({stored_rows} criterion rows); "
-          f"at most {most} row per assignment and criterion")
+    print(
+        f"votes acknowledged   {len(acked)} pair submissions ({expected_rows} criterion rows), "
+        f"{votes['replayed']} double submissions answered 'replayed'"
+    )
+    print(
+        f"votes stored         {len(stored_ids)} pair submissions ({stored_rows} criterion rows); "
+        f"at most {most} row per assignment and criterion"
+    )
     print(f"acknowledged == stored: {acked == stored_ids and expected_rows == stored_rows}")
     for sample in votes["samples_4xx"]:
         print(f"  4xx sample: {sample}")
-    print(f"5xx responses        {votes['status_5xx']} (baseline {base['status_5xx']}); "
-          f"connection errors {votes['errors']}; other 4xx {votes['status_4xx']}")
-    print(f"votes/s              {len(acked) / votes['seconds']:.1f} pairs/s ({expected_rows / votes['seconds']:.1f} "
-          f"rows/s)")
-    print(f"vote POST latency    p50 {percentile(vote_ms, .5):.0f} ms, p99 {percentile(vote_ms, .99):.0f} ms "
-          f"(n={len(vote_ms)})")
-    print(f"next GET latency     p50 {percentile(next_ms, .5):.0f} ms, p99 {percentile(next_ms, .99):.0f} ms "
-          f"(n={len(next_ms)})")
-    print(f"baseline /healthz    p50 {percentile(health_ms, .5):.0f} ms, p99 {percentile(health_ms, .99):.0f} ms, "
-          f"{len(health_ms) / base['seconds']:.0f} req/s with the same {args.users} users")
-    print(f"ratio vote / healthz p50 {percentile(vote_ms, .5) / percentile(health_ms, .5):.1f}x, "
-          f"p99 {percentile(vote_ms, .99) / percentile(health_ms, .99):.1f}x")
+    print(
+        f"5xx responses        {votes['status_5xx']} (baseline {base['status_5xx']}); "
+        f"connection errors {votes['errors']}; other 4xx {votes['status_4xx']}"
+    )
+    print(
+        f"votes/s              {len(acked) / votes['seconds']:.1f} pairs/s ({expected_rows / votes['seconds']:.1f} "
+        f"rows/s)"
+    )
+    print(
+        f"vote POST latency    p50 {percentile(vote_ms, 0.5):.0f} ms, p99 {percentile(vote_ms, 0.99):.0f} ms "
+        f"(n={len(vote_ms)})"
+    )
+    print(
+        f"next GET latency     p50 {percentile(next_ms, 0.5):.0f} ms, p99 {percentile(next_ms, 0.99):.0f} ms "
+        f"(n={len(next_ms)})"
+    )
+    print(
+        f"baseline /healthz    p50 {percentile(health_ms, 0.5):.0f} ms, p99 {percentile(health_ms, 0.99):.0f} ms, "
+        f"{len(health_ms) / base['seconds']:.0f} req/s with the same {args.users} users"
+    )
+    print(
+        f"ratio vote / healthz p50 {percentile(vote_ms, 0.5) / percentile(health_ms, 0.5):.1f}x, "
+        f"p99 {percentile(vote_ms, 0.99) / percentile(health_ms, 0.99):.1f}x"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,8 +277,16 @@ def seed_for_load() -> None:
 
     campaign, _ = seed(N_MODELS, N_PROMPTS, N_SEEDS, n_raters=0)
     made = engine.prepare_campaign(campaign)
-    print(json.dumps({"campaign": campaign.pk, "invite": campaign.invite_token, "images": made["images"],
-                      "pairs": made["new_pairs"]}))
+    print(
+        json.dumps(
+            {
+                "campaign": campaign.pk,
+                "invite": campaign.invite_token,
+                "images": made["images"],
+                "pairs": made["new_pairs"],
+            }
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,8 +307,17 @@ def swarm(argv: list[str]) -> None:
         parser.add_argument(name, type=int, required=True)
     args = parser.parse_args(argv)
 
-    state = {"stop": False, "in_flight": 0, "acknowledged": {}, "replayed": 0, "status_5xx": 0, "status_4xx": 0,
-             "errors": 0, "samples_4xx": [], "latency": {"vote": [], "next": [], "healthz": [], "join": []}}
+    state = {
+        "stop": False,
+        "in_flight": 0,
+        "acknowledged": {},
+        "replayed": 0,
+        "status_5xx": 0,
+        "status_4xx": 0,
+        "errors": 0,
+        "samples_4xx": [],
+        "latency": {"vote": [], "next": [], "healthz": [], "join": []},
+    }
     origin = args.host.replace("http://", "https://")
 
     def on_request(request_type, name, response_time, response_length, response=None, exception=None, **kw):
@@ -268,8 +355,13 @@ def swarm(argv: list[str]) -> None:
 
         def headers(self, **extra):
             cookie = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
-            return {"X-Forwarded-Proto": "https", "Origin": origin, "Accept": "application/json", "Cookie": cookie,
-                    **extra}
+            return {
+                "X-Forwarded-Proto": "https",
+                "Origin": origin,
+                "Accept": "application/json",
+                "Cookie": cookie,
+                **extra,
+            }
 
         def csrf(self) -> str:
             return self.cookies["csrftoken"]
@@ -280,8 +372,15 @@ def swarm(argv: list[str]) -> None:
                 return
             url = f"/join/{args.invite}"
             self.remember(self.client.get(url, headers=self.headers(), name="join"))
-            self.remember(self.client.post(url, data={"csrfmiddlewaretoken": self.csrf()}, headers=self.headers(),
-                                           allow_redirects=False, name="join"))
+            self.remember(
+                self.client.post(
+                    url,
+                    data={"csrfmiddlewaretoken": self.csrf()},
+                    headers=self.headers(),
+                    allow_redirects=False,
+                    name="join",
+                )
+            )
 
         @task
         def rate_one(self):
@@ -297,23 +396,35 @@ def swarm(argv: list[str]) -> None:
                 state["in_flight"] -= 1
 
         def vote_once(self):
-            with self.client.get(f"/api/assignments/next?campaign={args.campaign}", headers=self.headers(),
-                                 name="next", catch_response=True) as response:
+            with self.client.get(
+                f"/api/assignments/next?campaign={args.campaign}",
+                headers=self.headers(),
+                name="next",
+                catch_response=True,
+            ) as response:
                 if response.status_code != 200:
                     response.failure(f"next {response.status_code}")
                     return
                 assignment = response.json()["assignment"]
             if assignment is None:
                 raise StopUser()
-            body = json.dumps({"idempotency_key": secrets.token_hex(12),
-                               "choices": {c["key"]: secrets.choice(["left", "right", "tie", "both_bad"])
-                                           for c in assignment["criteria"]},
-                               "time_taken_ms": 1500})
+            body = json.dumps(
+                {
+                    "idempotency_key": secrets.token_hex(12),
+                    "choices": {
+                        c["key"]: secrets.choice(["left", "right", "tie", "both_bad"]) for c in assignment["criteria"]
+                    },
+                    "time_taken_ms": 1500,
+                }
+            )
             sends = 2 if secrets.randbelow(10_000) < DOUBLE_SUBMIT_SHARE * 10_000 else 1
             for attempt in range(sends):
-                response = self.client.post(assignment["votes_url"], data=body, name="vote",
-                                            headers=self.headers(**{"Content-Type": "application/json",
-                                                                    "X-CSRFToken": self.csrf()}))
+                response = self.client.post(
+                    assignment["votes_url"],
+                    data=body,
+                    name="vote",
+                    headers=self.headers(**{"Content-Type": "application/json", "X-CSRFToken": self.csrf()}),
+                )
                 if response.status_code in (200, 201):
                     state["acknowledged"][assignment["id"]] = len(response.json()["choices"])
                     state["replayed"] += int(attempt > 0 and response.json()["replayed"])
@@ -330,11 +441,21 @@ def swarm(argv: list[str]) -> None:
         gevent.sleep(0.1)
     state["measuring"] = False
     runner.quit()
-    Path(args.out).write_text(json.dumps({
-        "seconds": elapsed, "acknowledged": state["acknowledged"], "replayed": state["replayed"],
-        "status_5xx": state["status_5xx"], "status_4xx": state["status_4xx"], "errors": state["errors"],
-        "latency": state["latency"], "unfinished": state["in_flight"], "samples_4xx": state["samples_4xx"],
-    }))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "seconds": elapsed,
+                "acknowledged": state["acknowledged"],
+                "replayed": state["replayed"],
+                "status_5xx": state["status_5xx"],
+                "status_4xx": state["status_4xx"],
+                "errors": state["errors"],
+                "latency": state["latency"],
+                "unfinished": state["in_flight"],
+                "samples_4xx": state["samples_4xx"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Queues: `default` for light work (sweepers, metrics bookkeeping, schedules) and `gpu` for image
 generation, consumed by workers started with `--concurrency 1 --prefetch-multiplier 1 -Q gpu`.
 """
+
 import os
 
 from celery import Celery

@@ -4,6 +4,7 @@ Every value the platform needs is read here, once, at start-up. A value that can
 start-up with ImproperlyConfigured naming the variable, instead of surfacing later as a confusing error.
 Secrets may also come from a file: NAME_FILE=/run/secrets/x is read when NAME is unset.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Worker health: a task round trip recorded in the database."""
+
 import socket
 
 

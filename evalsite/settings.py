@@ -4,6 +4,7 @@ Defaults run on one machine with nothing else installed: SQLite and a Celery bro
 var/. DATABASE_URL and CELERY_BROKER_URL switch to PostgreSQL and Redis. DJANGO_DEBUG=0 selects the
 production shape, which requires DJANGO_SECRET_KEY and DJANGO_ALLOWED_HOSTS and hardens cookies and TLS.
 """
+
 from __future__ import annotations
 
 import os
@@ -92,8 +93,11 @@ except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL={_db_url!r} cannot be parsed: {exc}") from exc
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Web server and worker write to the same file: wait for locks instead of failing at once.
-    _db["OPTIONS"] = {"timeout": 30, "transaction_mode": "IMMEDIATE",
-                      "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+    _db["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
     # One test database file per test process, so that two test runs on one machine never share it.
     _db.setdefault("TEST", {})["NAME"] = str(VAR_DIR / f"test-evalsite-{os.getpid()}.sqlite3")
 DATABASES = {"default": _db}
@@ -137,13 +141,16 @@ if _storage_backend == "s3":
         },
     }
 else:
-    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                        "OPTIONS": {"location": str(MEDIA_ROOT)}}
+    _default_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(MEDIA_ROOT)},
+    }
 STORAGES = {
     "default": _default_storage,
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if not DEBUG else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
 
@@ -197,7 +204,8 @@ SPECTACULAR_SETTINGS = {
 }
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env_str("CACHE_URL")}
-    if env_str("CACHE_URL") else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    if env_str("CACHE_URL")
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
 
 # --- Platform ---------------------------------------------------------------------------------------

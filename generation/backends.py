@@ -104,10 +104,16 @@ class _TrainedHereBackend:
     def generate(self, prompts: list[str], seeds: list[int], settings: dict) -> list[Image.Image]:
         check_settings(self.kind, settings)
         height, width = _size(settings)
-        return self.pipeline(list(prompts), list(seeds), steps=int(settings.get("steps", 28)),
-                             guidance_scale=float(settings.get("guidance_scale", 4.0)),
-                             shift=float(settings.get("shift", 1.0)), height=height, width=width,
-                             **self.extra_arguments(prompts, settings))
+        return self.pipeline(
+            list(prompts),
+            list(seeds),
+            steps=int(settings.get("steps", 28)),
+            guidance_scale=float(settings.get("guidance_scale", 4.0)),
+            shift=float(settings.get("shift", 1.0)),
+            height=height,
+            width=width,
+            **self.extra_arguments(prompts, settings),
+        )
 
 
 class InHouseBackend(_TrainedHereBackend):
@@ -163,8 +169,11 @@ def _null_components(source: str) -> dict:
         entries = json.loads(index.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{index} is not valid JSON: {e}") from e
-    return {name: None for name, value in entries.items()
-            if not name.startswith("_") and isinstance(value, list) and value == [None, None]}
+    return {
+        name: None
+        for name, value in entries.items()
+        if not name.startswith("_") and isinstance(value, list) and value == [None, None]
+    }
 
 
 class DiffusersBackend:
@@ -201,8 +210,10 @@ class DiffusersBackend:
             if name and name != cls.__name__:
                 compatible = {c.__name__: c for c in base.compatibles}
                 if name not in compatible:
-                    raise ValueError(f"scheduler {name!r} is not compatible with this pipeline; choose one of "
-                                     f"{', '.join(sorted(compatible))}")
+                    raise ValueError(
+                        f"scheduler {name!r} is not compatible with this pipeline; choose one of "
+                        f"{', '.join(sorted(compatible))}"
+                    )
                 cls = compatible[name]
             overrides = {}
             if shift is not None:
@@ -223,9 +234,15 @@ class DiffusersBackend:
         height, width = _size(settings)
         # One CPU generator per image: an image's noise depends on its seed only (not on batch-mates or device).
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        out = self.pipe(prompt=list(prompts), num_inference_steps=int(settings.get("steps", 28)),
-                        guidance_scale=float(settings.get("guidance_scale", 4.0)), height=height, width=width,
-                        generator=generators, output_type="pil")
+        out = self.pipe(
+            prompt=list(prompts),
+            num_inference_steps=int(settings.get("steps", 28)),
+            guidance_scale=float(settings.get("guidance_scale", 4.0)),
+            height=height,
+            width=width,
+            generator=generators,
+            output_type="pil",
+        )
         return list(out.images)
 
 
@@ -329,8 +346,7 @@ class generate_in_batches:  # noqa: N801 - used like a generator function
     On an out-of-memory error the batch is retried at half the size (and the smaller size is kept for the
     rest); at batch size 1 the error becomes OutOfMemory. Any other error propagates unchanged."""
 
-    def __init__(self, backend: Backend, prompts: Sequence[str], seeds: Sequence[int], settings: dict,
-                 batch_size: int):
+    def __init__(self, backend: Backend, prompts: Sequence[str], seeds: Sequence[int], settings: dict, batch_size: int):
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         self.backend, self.prompts, self.seeds, self.settings = backend, list(prompts), list(seeds), settings
@@ -350,8 +366,7 @@ class generate_in_batches:  # noqa: N801 - used like a generator function
                 if self.batch_size == 1:
                     raise OutOfMemory("out of memory even with one image per batch") from e
                 self.batch_size = max(1, self.batch_size // 2)
-                log.warning("out of memory with %d images per batch; retrying with %d", stop - start,
-                            self.batch_size)
+                log.warning("out of memory with %d images per batch; retrying with %d", stop - start, self.batch_size)
                 continue
             if len(images) != stop - start:
                 raise RuntimeError(f"the backend returned {len(images)} images for {stop - start} prompts")
@@ -374,9 +389,16 @@ def software_versions(device: str = "cpu") -> dict:
     import PIL
     import transformers
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-                "transformers": transformers.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
-                "device": device, "machine": platform.machine()}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "device": device,
+        "machine": platform.machine(),
+    }
     if device.startswith("cuda"):
         versions["cuda"] = torch.version.cuda
         versions["gpu"] = torch.cuda.get_device_name(torch.device(device))

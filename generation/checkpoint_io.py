@@ -3,6 +3,7 @@
 Files are written to temporary names and renamed, config.json last, so a directory holding a config.json
 always holds a complete checkpoint. Reading checks the format tag and version and says what is wrong.
 """
+
 from __future__ import annotations
 
 import json

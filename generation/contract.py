@@ -23,7 +23,11 @@ SETTING_KEYS: dict[str, frozenset[str]] = {
 }
 # Settings a model gets when it names none (the demo domain's 32x32 images, the SD3 paper's 28 steps).
 DEFAULT_SAMPLER_SETTINGS: dict[str, int | float] = {
-    "steps": 28, "guidance_scale": 4.0, "shift": 1.0, "height": 32, "width": 32,
+    "steps": 28,
+    "guidance_scale": 4.0,
+    "shift": 1.0,
+    "height": 32,
+    "width": 32,
 }
 # The settings a checkpoint may recommend in its recipe's "sampler_defaults" (size comes from its training).
 RECIPE_SAMPLER_KEYS: frozenset[str] = frozenset({"steps", "guidance_scale", "shift", "scheduler"})

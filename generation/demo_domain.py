@@ -197,9 +197,7 @@ def validate_spec(spec: DemoSpec) -> DemoSpec:
 
 def _every_spec(kind: str) -> list[DemoSpec]:
     if kind == "shape":
-        return [
-            ShapeSpec(c, s, bg) for bg in COLOURS for c in COLOURS for s in SHAPES if c != bg
-        ]
+        return [ShapeSpec(c, s, bg) for bg in COLOURS for c in COLOURS for s in SHAPES if c != bg]
     if kind == "position":
         return [
             PositionSpec(c, s, rel, c2, s2, bg)

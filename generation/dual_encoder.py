@@ -206,8 +206,9 @@ class DualEncoderProcessor:
             texts = [text] if isinstance(text, str) else list(text)
             if not all(isinstance(t, str) for t in texts):
                 raise TypeError("text must be a string or a list of strings")
-            batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                                   return_tensors="pt")
+            batch = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+            )
             out["input_ids"], out["attention_mask"] = batch["input_ids"], batch["attention_mask"]
         if images is not None:
             out["pixel_values"] = self.pixel_values(images)
@@ -248,8 +249,9 @@ class DualEncoderProcessor:
     def _resize(self, img: torch.Tensor) -> torch.Tensor:
         if img.shape[-2:] == (self.image_size, self.image_size):
             return img
-        return F.interpolate(img[None], size=(self.image_size, self.image_size), mode="bilinear",
-                             antialias=True, align_corners=False)[0]
+        return F.interpolate(
+            img[None], size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
+        )[0]
 
 
 # --------------------------------------------------------------------------------------------- save / load
@@ -383,7 +385,10 @@ def make_batch(
 
 @torch.no_grad()
 def retrieval_report(
-    model: DualEncoder, text_features: Callable[[list[str]], torch.Tensor], split: str = "heldout", seed: int = 0,
+    model: DualEncoder,
+    text_features: Callable[[list[str]], torch.Tensor],
+    split: str = "heldout",
+    seed: int = 0,
     max_prompts_per_kind: int = 500,
 ) -> dict:
     """How often an image's own caption outranks the others, on the prompts of `split`.
@@ -400,8 +405,9 @@ def retrieval_report(
     report: dict = {"split": split, "kinds": {}}
 
     def embed(captions: list[str]) -> torch.Tensor:
-        return torch.cat([F.normalize(text_features(captions[i : i + 512]), dim=-1)
-                          for i in range(0, len(captions), 512)])
+        return torch.cat(
+            [F.normalize(text_features(captions[i : i + 512]), dim=-1) for i in range(0, len(captions), 512)]
+        )
 
     for kind in demo_domain.KINDS:
         specs = demo_domain.all_specs(split, [kind])
@@ -411,8 +417,9 @@ def retrieval_report(
         cap_emb = embed([s.caption for s in specs])  # (P, E)
         imgs = np.stack([demo_domain.render(s, rng) for s in specs])
         x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        img_emb = torch.cat([F.normalize(model.get_image_features(x[i : i + 512]), dim=-1)
-                             for i in range(0, p, 512)])  # (P, E)
+        img_emb = torch.cat(
+            [F.normalize(model.get_image_features(x[i : i + 512]), dim=-1) for i in range(0, p, 512)]
+        )  # (P, E)
         sims = img_emb @ cap_emb.t()  # (P, P)
         own = sims.diagonal()
         top1 = int((sims.argmax(1) == torch.arange(p)).sum())
@@ -440,10 +447,9 @@ def retrieval_report(
     total = sum(k["prompts"] for k in kinds)
     report["top1_accuracy"] = sum(k["top1_accuracy"] * k["prompts"] for k in kinds) / total
     report["beats_random_caption"] = sum(k["beats_random_caption"] * k["prompts"] for k in kinds) / total
-    report["beats_one_attribute_change"] = (
-        sum(k["beats_one_attribute_change"] * k["one_attribute_pairs"] for k in kinds)
-        / max(sum(k["one_attribute_pairs"] for k in kinds), 1)
-    )
+    report["beats_one_attribute_change"] = sum(
+        k["beats_one_attribute_change"] * k["one_attribute_pairs"] for k in kinds
+    ) / max(sum(k["one_attribute_pairs"] for k in kinds), 1)
     return report
 
 
@@ -496,8 +502,9 @@ def train(
         model.train()
         x, texts, positives = make_batch(tcfg.batch_size, rng, negatives, cfg.image_size)
         states, mask = cache.batch(texts)
-        loss = contrastive_loss(model.get_image_features(x), model.text_features_from_states(states, mask),
-                                positives, model.logit_scale)
+        loss = contrastive_loss(
+            model.get_image_features(x), model.text_features_from_states(states, mask), positives, model.logit_scale
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -505,8 +512,13 @@ def train(
         running.append(loss.item())
         step += 1
         if step % tcfg.log_every == 0:
-            entry = {"step": step, "seconds": round(time.time() - t0, 1), "loss": float(np.mean(running)),
-                     "lr": opt.param_groups[0]["lr"], "temperature": 1 / model.logit_scale.exp().item()}
+            entry = {
+                "step": step,
+                "seconds": round(time.time() - t0, 1),
+                "loss": float(np.mean(running)),
+                "lr": opt.param_groups[0]["lr"],
+                "temperature": 1 / model.logit_scale.exp().item(),
+            }
             history.append(entry)
             log(json.dumps(entry))
             running = []
@@ -548,11 +560,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error("--minutes must be positive")
-    tcfg = TrainConfig(minutes=args.minutes, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
-                       seed=args.seed, threads=args.threads)
+    tcfg = TrainConfig(
+        minutes=args.minutes,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+    )
     _, report = train(args.out, tcfg, log=lambda s: print(s, flush=True))
-    print(json.dumps({"out": args.out, "steps": report["steps"],
-                      "heldout_top1": report["retrieval"]["heldout"]["top1_accuracy"]}))
+    print(
+        json.dumps(
+            {"out": args.out, "steps": report["steps"], "heldout_top1": report["retrieval"]["heldout"]["top1_accuracy"]}
+        )
+    )
 
 
 if __name__ == "__main__":

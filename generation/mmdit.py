@@ -185,9 +185,7 @@ class PooledTextEmbedder(nn.Module):
 
     def __init__(self, pooled_dim: int, hidden_size: int):
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(pooled_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
-        )
+        self.mlp = nn.Sequential(nn.Linear(pooled_dim, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.mlp(pooled)
@@ -413,8 +411,10 @@ class MMDiT(nn.Module):
         cfg = self.config
         B, C, H, W = x.shape
         if C != cfg.in_channels or H % cfg.patch_size or W % cfg.patch_size:
-            raise ValueError(f"x has shape {tuple(x.shape)}; expected (B, {cfg.in_channels}, H, W), H and W "
-                             f"multiples of {cfg.patch_size}")
+            raise ValueError(
+                f"x has shape {tuple(x.shape)}; expected (B, {cfg.in_channels}, H, W), H and W "
+                f"multiples of {cfg.patch_size}"
+            )
         if context.ndim != 3 or context.shape[0] != B or context.shape[2] != cfg.text_dim:
             raise ValueError(f"context has shape {tuple(context.shape)}; expected ({B}, T, {cfg.text_dim})")
         if pooled.shape != (B, cfg.pooled_dim):
@@ -502,8 +502,10 @@ def diffusers_state_dict(model: MMDiT) -> dict[str, torch.Tensor]:
             if block.context_pre_only:
                 txt_mod = _swap_halves(txt_mod)  # AdaLayerNormContinuous: (scale, shift)
             out[b + f"norm1_context.linear.{p}"] = txt_mod
-            for ours, names in [("img_qkv", ("to_q", "to_k", "to_v")),
-                                ("txt_qkv", ("add_q_proj", "add_k_proj", "add_v_proj"))]:
+            for ours, names in [
+                ("img_qkv", ("to_q", "to_k", "to_v")),
+                ("txt_qkv", ("add_q_proj", "add_k_proj", "add_v_proj")),
+            ]:
                 for name, part in zip(names, sd[a + f"attn.{ours}.{p}"].chunk(3, dim=0), strict=True):
                     out[b + f"attn.{name}.{p}"] = part
             out[b + f"attn.to_out.0.{p}"] = sd[a + f"attn.img_out.{p}"]
@@ -514,8 +516,12 @@ def diffusers_state_dict(model: MMDiT) -> dict[str, torch.Tensor]:
                 out[b + f"ff_context.net.0.proj.{p}"] = sd[a + f"txt_mlp.fc1.{p}"]
                 out[b + f"ff_context.net.2.{p}"] = sd[a + f"txt_mlp.fc2.{p}"]
         if model.config.qk_norm == "rms":
-            for ours, theirs in [("img_q_norm", "norm_q"), ("img_k_norm", "norm_k"),
-                                 ("txt_q_norm", "norm_added_q"), ("txt_k_norm", "norm_added_k")]:
+            for ours, theirs in [
+                ("img_q_norm", "norm_q"),
+                ("img_k_norm", "norm_k"),
+                ("txt_q_norm", "norm_added_q"),
+                ("txt_k_norm", "norm_added_k"),
+            ]:
                 if block.context_pre_only and ours == "txt_q_norm":
                     # diffusers computes text queries in the last block and then drops their output
                     out[b + f"attn.{theirs}.weight"] = torch.ones_like(sd[a + "attn.txt_k_norm.weight"])
@@ -601,8 +607,11 @@ def load_mmdit(
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs config {expected[k]}"
-             for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs config {expected[k]}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != expected[k]
+    ]
     if missing or unexpected or wrong:
         raise ValueError(
             f"{path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}, "

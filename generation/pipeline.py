@@ -165,7 +165,15 @@ class InHousePipeline:
             cond = {"context": tokens, "pooled": pooled, "context_mask": mask}
             uncond = {"context": e_tokens, "pooled": e_pooled, "context_mask": e_mask}
             latents = generate_latents(
-                self.model, self.objective, cond, uncond, shape, steps, guidance_scale, shift, chunk_seeds,
+                self.model,
+                self.objective,
+                cond,
+                uncond,
+                shape,
+                steps,
+                guidance_scale,
+                shift,
+                chunk_seeds,
                 device=self.device,
             )
             images += [Image.fromarray(a) for a in self.space.decode(latents)]

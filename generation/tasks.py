@@ -9,6 +9,7 @@ again where the broker can, e.g. Redis after its visibility timeout), hard and s
 idempotency by construction (a job that is done, or running under a live lease elsewhere, is skipped; an
 image that is done is never made again). A broken model fails its own jobs with a readable reason.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,8 +53,14 @@ def _limit_threads(**_kwargs) -> None:
         torch.set_num_threads(threads)
 
 
-@shared_task(name=services.GENERATE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
-             time_limit=settings.CELERY_TASK_TIME_LIMIT, soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT)
+@shared_task(
+    name=services.GENERATE_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=settings.CELERY_TASK_TIME_LIMIT,
+    soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+)
 def generate_batch(self, job_id: int) -> dict:
     return run_job(job_id, task_id=self.request.id or "", worker=self.request.hostname or "")
 
@@ -76,16 +83,25 @@ def run_job(job_id: int, task_id: str, worker: str = "", cache: BackendCache | N
         return {"job": job_id, "failed": str(e)}
     versions = software_versions(device)
     made = 0
-    batches = generate_in_batches(backend, [i.prompt.text for i in todo], [i.seed for i in todo],
-                                  job.sampler_settings, batch_size=max(1, len(todo)))
+    batches = generate_in_batches(
+        backend,
+        [i.prompt.text for i in todo],
+        [i.seed for i in todo],
+        job.sampler_settings,
+        batch_size=max(1, len(todo)),
+    )
     try:
         for indices, images, seconds in batches:
-            results = [services.Generated(todo[i], png_bytes(img), img.width, img.height, seconds)
-                       for i, img in zip(indices, images, strict=True)]
+            results = [
+                services.Generated(todo[i], png_bytes(img), img.width, img.height, seconds)
+                for i, img in zip(indices, images, strict=True)
+            ]
             made += services.store_images(job, results, versions)
     except SoftTimeLimitExceeded:
-        reason = (f"time limit of {settings.CELERY_TASK_SOFT_TIME_LIMIT} s exceeded after {made} images; "
-                  f"finished images are kept, retry to make the rest")
+        reason = (
+            f"time limit of {settings.CELERY_TASK_SOFT_TIME_LIMIT} s exceeded after {made} images; "
+            f"finished images are kept, retry to make the rest"
+        )
         services.mark_job_failed(job.pk, reason)
         return {"job": job_id, "failed": reason, "made": made}
     except DatabaseError:

@@ -36,6 +36,7 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
 
+
 Encoding = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # tokens (B, T, D), mask (B, T), pooled (B, P)
 
 

@@ -77,8 +77,9 @@ class UNetBaselineConfig:
         if not (len(self.block_out_channels) == len(self.down_block_types) == len(self.up_block_types)):
             raise ValueError("block_out_channels, down_block_types and up_block_types need the same length")
         if self.space_to_depth < 1 or self.sample_size % self.space_to_depth:
-            raise ValueError(f"sample_size {self.sample_size} is not a multiple of space_to_depth "
-                             f"{self.space_to_depth}")
+            raise ValueError(
+                f"sample_size {self.sample_size} is not a multiple of space_to_depth {self.space_to_depth}"
+            )
         if any(c % self.norm_num_groups for c in self.block_out_channels):
             raise ValueError(f"every block width must be a multiple of norm_num_groups {self.norm_num_groups}")
 
@@ -107,9 +108,14 @@ class UNetBaselineConfig:
         return cls(**d)
 
     def scheduler_config(self) -> dict:
-        return {"num_train_timesteps": self.num_train_timesteps, "beta_start": self.beta_start,
-                "beta_end": self.beta_end, "beta_schedule": self.beta_schedule, "prediction_type": "epsilon",
-                "clip_sample": True}  # pixel space: x0 predictions are clipped to [-1, 1] while sampling
+        return {
+            "num_train_timesteps": self.num_train_timesteps,
+            "beta_start": self.beta_start,
+            "beta_end": self.beta_end,
+            "beta_schedule": self.beta_schedule,
+            "prediction_type": "epsilon",
+            "clip_sample": True,
+        }  # pixel space: x0 predictions are clipped to [-1, 1] while sampling
 
 
 class UNetBaseline(nn.Module):
@@ -138,15 +144,22 @@ class UNetBaseline(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, x: torch.Tensor, n: torch.Tensor, context: torch.Tensor, pooled: torch.Tensor,
-                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        n: torch.Tensor,
+        context: torch.Tensor,
+        pooled: torch.Tensor,
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """x (B, 3, H, W) noisy image, n (B,) integer steps, context (B, T, text_dim), pooled (B, pooled_dim),
         context_mask (B, T) bool (True = real token). Returns the predicted noise (B, 3, H, W)."""
         f = self.config.space_to_depth
         z = F.pixel_unshuffle(x, f) if f > 1 else x  # (B, 3f^2, H/f, W/f)
         mask = None if context_mask is None else context_mask.to(x.dtype)
-        eps = self.unet(z, n, encoder_hidden_states=context, class_labels=pooled.to(x.dtype),
-                        encoder_attention_mask=mask).sample
+        eps = self.unet(
+            z, n, encoder_hidden_states=context, class_labels=pooled.to(x.dtype), encoder_attention_mask=mask
+        ).sample
         return F.pixel_shuffle(eps, f) if f > 1 else eps  # (B, 3, H, W)
 
 
@@ -156,8 +169,12 @@ class UNetBaseline(nn.Module):
 
 def save_checkpoint(model: UNetBaseline, recipe: dict | None, directory: str | os.PathLike) -> Path:
     """Write model.safetensors and config.json (config.json last, so its presence means complete)."""
-    meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION,
-            "config": model.config.to_dict(), "recipe": recipe or {}}
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "recipe": recipe or {},
+    }
     return write_checkpoint(directory, model.state_dict(), meta)
 
 
@@ -165,8 +182,9 @@ def read_checkpoint_meta(directory: str | os.PathLike) -> dict:
     return _read_meta(directory, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_FORMAT_VERSION, what="a UNet baseline")
 
 
-def load_unet_baseline(directory: str | os.PathLike, device: str | torch.device = "cpu",
-                       dtype: torch.dtype = torch.float32) -> tuple[UNetBaseline, dict]:
+def load_unet_baseline(
+    directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[UNetBaseline, dict]:
     """-> (model in eval mode, meta). FileNotFoundError for missing files, ValueError for corrupt ones."""
     from safetensors.torch import load_file
 
@@ -184,8 +202,10 @@ def load_unet_baseline(directory: str | os.PathLike, device: str | torch.device 
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != expected[k]]
     if missing or unexpected or wrong:
-        raise ValueError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                         f"wrong shapes {wrong[:3]}")
+        raise ValueError(
+            f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"wrong shapes {wrong[:3]}"
+        )
     model.load_state_dict(state, strict=True)
     return model.to(device=device, dtype=dtype).eval(), meta
 
@@ -212,8 +232,7 @@ class UNetBaselinePipeline:
         self._empty = text_encoder.encode([""])
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu"
-                        ) -> UNetBaselinePipeline:
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetBaselinePipeline:
         path = Path(path)
         try:
             model, meta = load_unet_baseline(path, device=device)
@@ -227,17 +246,26 @@ class UNetBaselinePipeline:
         return cls(model, meta, text_encoder, device=device)
 
     @torch.no_grad()
-    def __call__(self, prompts: list[str], seeds: list[int], steps: int = 28, guidance_scale: float = 4.0,
-                 shift: float = 1.0, height: int | None = None, width: int | None = None,
-                 scheduler: str = "ddim") -> list[Image.Image]:
+    def __call__(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        steps: int = 28,
+        guidance_scale: float = 4.0,
+        shift: float = 1.0,
+        height: int | None = None,
+        width: int | None = None,
+        scheduler: str = "ddim",
+    ) -> list[Image.Image]:
         """One RGB image per (prompt, seed). `shift` belongs to rectified flow and must stay 1 here."""
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of strings, not one string")
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
         if shift != 1.0:
-            raise ValueError(f"the UNet baseline has no timestep shift (eps-prediction on a DDPM schedule); "
-                             f"got {shift}")
+            raise ValueError(
+                f"the UNet baseline has no timestep shift (eps-prediction on a DDPM schedule); got {shift}"
+            )
         cfg = self.model.config
         height, width = height or cfg.sample_size, width or cfg.sample_size
         if height % cfg.multiple or width % cfg.multiple:
@@ -250,8 +278,9 @@ class UNetBaselinePipeline:
         tokens, mask, pooled = concat_encodings([self.text_encoder.encode([p]) for p in prompts])
         e_tokens, e_mask, e_pooled = self._empty
         # [uncond; cond], padded to one length: (2B, T, D), (2B, T), (2B, P)
-        tokens, mask, pooled = concat_encodings([(e_tokens.expand(b, -1, -1), e_mask.expand(b, -1),
-                                                  e_pooled.expand(b, -1)), (tokens, mask, pooled)])
+        tokens, mask, pooled = concat_encodings(
+            [(e_tokens.expand(b, -1, -1), e_mask.expand(b, -1), e_pooled.expand(b, -1)), (tokens, mask, pooled)]
+        )
         tokens, mask, pooled = tokens.to(self.device), mask.to(self.device), pooled.to(self.device)
         x = initial_noise(seeds, (cfg.in_channels, height, width), self.device)  # (B, 3, H, W), one seed each
         # DDPM draws fresh noise every step: one generator per image keeps each image tied to its own seed.
@@ -261,8 +290,12 @@ class UNetBaselinePipeline:
             eps_uncond, eps_cond = self.model(torch.cat([x, x]), n_batch, tokens, pooled, mask).chunk(2)
             eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
             if scheduler == "ddpm":
-                x = torch.cat([sched.step(eps[i : i + 1], n, x[i : i + 1], generator=step_generators[i]).prev_sample
-                               for i in range(b)])
+                x = torch.cat(
+                    [
+                        sched.step(eps[i : i + 1], n, x[i : i + 1], generator=step_generators[i]).prev_sample
+                        for i in range(b)
+                    ]
+                )
             else:
                 x = sched.step(eps, n, x, eta=0.0).prev_sample
         pixels = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, 3, H, W)
@@ -333,21 +366,30 @@ def train(cfg: TrainConfig) -> Path:
 
     def cpu_used() -> float:
         return time.process_time() - cpu_start
+
     step, window = 0, []
 
     def recipe() -> dict:
         import diffusers
 
-        return {"trained_by": "generation.unet_baseline", "objective": "eps/linear (DDPM, scaled-linear betas)",
-                "command": "python -m generation.unet_baseline " + " ".join(sys.argv[1:]),
-                "steps_done": step, "planned_steps": planned, "elapsed_seconds": round(time.time() - start, 1),
-                "cpu_seconds": round(cpu_used(), 1),
-                "text_encoder": cfg.text_encoder,
-                "train_config": {k: v for k, v in asdict(cfg).items() if k != "model"},
-                "data": {"domain": "generation.demo_domain", "kinds": cfg.kinds, "split": "train"},
-                "sampler_defaults": {"steps": 28, "guidance_scale": 4.0, "scheduler": "ddim"},
-                "software": {"python": platform.python_version(), "torch": torch.__version__,
-                             "diffusers": diffusers.__version__}}
+        return {
+            "trained_by": "generation.unet_baseline",
+            "objective": "eps/linear (DDPM, scaled-linear betas)",
+            "command": "python -m generation.unet_baseline " + " ".join(sys.argv[1:]),
+            "steps_done": step,
+            "planned_steps": planned,
+            "elapsed_seconds": round(time.time() - start, 1),
+            "cpu_seconds": round(cpu_used(), 1),
+            "text_encoder": cfg.text_encoder,
+            "train_config": {k: v for k, v in asdict(cfg).items() if k != "model"},
+            "data": {"domain": "generation.demo_domain", "kinds": cfg.kinds, "split": "train"},
+            "sampler_defaults": {"steps": 28, "guidance_scale": 4.0, "scheduler": "ddim"},
+            "software": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "diffusers": diffusers.__version__,
+            },
+        }
 
     while (cfg.steps is not None or cpu_used() < cfg.minutes * 60) and (planned is None or step < planned):
         if cfg.threads == 0 and step % 25 == 0:
@@ -378,15 +420,20 @@ def train(cfg: TrainConfig) -> Path:
             planned = step + int(rate * (cfg.minutes * 60 - cpu_used()))
             print(f"{rate:.2f} steps per CPU second: planning {planned} steps", flush=True)
         if step % 25 == 0:
-            print(f"step {step} loss {np.mean(window):.4f} lr {_lr(step - 1, cfg, planned or 10**9):.2e} "
-                  f"{cpu_used() / 60:.1f} CPU min, {(time.time() - start) / 60:.1f} min", flush=True)
+            print(
+                f"step {step} loss {np.mean(window):.4f} lr {_lr(step - 1, cfg, planned or 10**9):.2e} "
+                f"{cpu_used() / 60:.1f} CPU min, {(time.time() - start) / 60:.1f} min",
+                flush=True,
+            )
             window = []
         if time.time() >= next_save:
             save_checkpoint(ema, recipe(), cfg.out)
             next_save = time.time() + cfg.save_every_minutes * 60
     save_checkpoint(ema, recipe(), cfg.out)
-    print(f"saved {cfg.out} at step {step} ({cpu_used() / 60:.1f} CPU min, {(time.time() - start) / 60:.1f} min)",
-          flush=True)
+    print(
+        f"saved {cfg.out} at step {step} ({cpu_used() / 60:.1f} CPU min, {(time.time() - start) / 60:.1f} min)",
+        flush=True,
+    )
     return Path(cfg.out)
 
 
@@ -397,8 +444,9 @@ def unet_config(widths: Sequence[int], space_to_depth: int, **kw) -> UNetBaselin
     attends = [levels < 3 or i > 0 for i in range(levels)]
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attends)
     up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attends))
-    return UNetBaselineConfig(block_out_channels=tuple(widths), space_to_depth=space_to_depth,
-                              down_block_types=down, up_block_types=up, **kw)
+    return UNetBaselineConfig(
+        block_out_channels=tuple(widths), space_to_depth=space_to_depth, down_block_types=down, up_block_types=up, **kw
+    )
 
 
 def _parse_kinds(text: str) -> dict[str, float]:
@@ -432,9 +480,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         model = unet_config([int(w) for w in args.widths.split(",")], args.space_to_depth)
     except ValueError as e:
         p.error(f"--widths/--space-to-depth: {e}")
-    train(TrainConfig(out=args.out, minutes=args.minutes, steps=args.steps, seed=args.seed,
-                      batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps, kinds=args.kinds,
-                      threads=args.threads, model=model))
+    train(
+        TrainConfig(
+            out=args.out,
+            minutes=args.minutes,
+            steps=args.steps,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup_steps=args.warmup_steps,
+            kinds=args.kinds,
+            threads=args.threads,
+            model=model,
+        )
+    )
 
 
 if __name__ == "__main__":

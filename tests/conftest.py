@@ -2,6 +2,7 @@
 
 Factories build real rows and real PNG files; nothing here is mocked.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,6 @@ from tests.support import png_bytes, start_worker, stop_worker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +26,10 @@ def media_root(tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.STORAGES = {
         **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                    "OPTIONS": {"location": str(tmp_path / "media")}},
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
     }
     return settings.MEDIA_ROOT
 
@@ -37,13 +39,21 @@ def make_prompt_set(db):
     from evalsite.catalog.models import Prompt, PromptSet
 
     def make(name="demo prompts", texts=None, categories=None):
-        texts = texts or ["a red circle on a blue background", 'the word "CAT" in red letters',
-                          "a green square on a white background"]
+        texts = texts or [
+            "a red circle on a blue background",
+            'the word "CAT" in red letters',
+            "a green square on a white background",
+        ]
         prompt_set = PromptSet.objects.create(name=name)
         for i, text in enumerate(texts):
-            Prompt.objects.create(prompt_set=prompt_set, position=i, text=text,
-                                  category=(categories or ["Shapes"] * len(texts))[i],
-                                  detected_needs_text='"' in text, rendered_text="CAT" if '"' in text else "")
+            Prompt.objects.create(
+                prompt_set=prompt_set,
+                position=i,
+                text=text,
+                category=(categories or ["Shapes"] * len(texts))[i],
+                detected_needs_text='"' in text,
+                rendered_text="CAT" if '"' in text else "",
+            )
         return prompt_set
 
     return make
@@ -54,8 +64,12 @@ def make_image_models(db):
     from evalsite.catalog.models import ImageModel
 
     def make(n=3, prefix="model"):
-        return [ImageModel.objects.create(name=f"{prefix}-{i}", kind=ImageModel.Kind.INHOUSE,
-                                          source=f"/checkpoints/{prefix}-{i}") for i in range(n)]
+        return [
+            ImageModel.objects.create(
+                name=f"{prefix}-{i}", kind=ImageModel.Kind.INHOUSE, source=f"/checkpoints/{prefix}-{i}"
+            )
+            for i in range(n)
+        ]
 
     return make
 
@@ -70,15 +84,24 @@ def make_run(db, media_root, make_prompt_set, make_image_models):
     def make(n_models=3, seeds=(0,), prompt_texts=None, name="run"):
         prompt_set = make_prompt_set(name=f"{name} prompts", texts=prompt_texts)
         image_models = make_image_models(n_models, prefix=f"{name}-model")
-        run = ComparisonRun.objects.create(name=name, prompt_set=prompt_set, seeds=list(seeds),
-                                           status=ComparisonRun.Status.DONE)
+        run = ComparisonRun.objects.create(
+            name=name, prompt_set=prompt_set, seeds=list(seeds), status=ComparisonRun.Status.DONE
+        )
         run.image_models.set(image_models)
         counter = 0
         for model in image_models:
             for prompt in prompt_set.prompts.all():
                 for seed in seeds:
-                    image = Image(run=run, model=model, prompt=prompt, seed=seed, sampler_settings={"steps": 2},
-                                  status=Image.Status.DONE, width=32, height=32)
+                    image = Image(
+                        run=run,
+                        model=model,
+                        prompt=prompt,
+                        seed=seed,
+                        sampler_settings={"steps": 2},
+                        status=Image.Status.DONE,
+                        width=32,
+                        height=32,
+                    )
                     image.file.save("ignored.png", ContentFile(png_bytes(counter)), save=False)
                     image.save()
                     counter += 1

@@ -1,4 +1,5 @@
 """Helpers shared by tests: real PNG bytes and real Celery worker processes."""
+
 from __future__ import annotations
 
 import io
@@ -9,8 +10,11 @@ import numpy as np
 SHARED_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 # The issue's reference copy lives in ../shared; the repository carries the same file for fresh machines.
-PARTI_PROMPTS = next(p for p in (os.path.join(SHARED_DIR, "data", "PartiPrompts.tsv"),
-                                 os.path.join(REPO_ROOT, "data", "PartiPrompts.tsv")) if os.path.exists(p))
+PARTI_PROMPTS = next(
+    p
+    for p in (os.path.join(SHARED_DIR, "data", "PartiPrompts.tsv"), os.path.join(REPO_ROOT, "data", "PartiPrompts.tsv"))
+    if os.path.exists(p)
+)
 
 
 def png_bytes(seed: int, size: int = 32) -> bytes:
@@ -51,8 +55,14 @@ def start_worker(queues: str = "default,gpu", log_path: str | None = None, extra
 
     env = {**worker_environment(), "WORKER_QUEUES": queues, "WORKER_CONCURRENCY": "1", **(extra_env or {})}
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 (handed to the child)
-    return subprocess.Popen([os.path.join(REPO_ROOT, "bin", "process"), "worker"], cwd=REPO_ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [os.path.join(REPO_ROOT, "bin", "process"), "worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop_worker(process, sig=None) -> None:

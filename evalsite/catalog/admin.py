@@ -13,8 +13,15 @@ class ImageModelAdmin(admin.ModelAdmin):
 class PromptInline(admin.TabularInline):
     model = Prompt
     extra = 0
-    fields = ("position", "text", "category", "challenge", "detected_needs_text", "needs_text_override",
-              "rendered_text")
+    fields = (
+        "position",
+        "text",
+        "category",
+        "challenge",
+        "detected_needs_text",
+        "needs_text_override",
+        "rendered_text",
+    )
     readonly_fields = ("detected_needs_text",)
     show_change_link = True
 

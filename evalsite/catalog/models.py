@@ -1,4 +1,5 @@
 """What is compared (registered image models) and on what (prompt sets and prompts)."""
+
 from __future__ import annotations
 
 import secrets

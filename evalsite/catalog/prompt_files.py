@@ -3,6 +3,7 @@
 Reading is all-or-nothing: every row is checked first, and any broken row makes `read_prompt_file`
 raise PromptFileError listing each problem with its line number, so that nothing is imported.
 """
+
 from __future__ import annotations
 
 import csv
@@ -52,11 +53,20 @@ def detect_rendered_text(prompt: str, category: str = "", challenge: str = "") -
     return needs, " / ".join(texts)
 
 
-def _row(line: int, text: str, category="", challenge="", note="", override: bool | None = None,
-         rendered: str = "") -> PromptRow:
+def _row(
+    line: int, text: str, category="", challenge="", note="", override: bool | None = None, rendered: str = ""
+) -> PromptRow:
     needs, detected = detect_rendered_text(text, category, challenge)
-    return PromptRow(line=line, text=text, category=category, challenge=challenge, note=note, needs_text=needs,
-                     rendered_text=rendered or detected, needs_text_override=override)
+    return PromptRow(
+        line=line,
+        text=text,
+        category=category,
+        challenge=challenge,
+        note=note,
+        needs_text=needs,
+        rendered_text=rendered or detected,
+        needs_text_override=override,
+    )
 
 
 def _parse_bool(value: str) -> bool | None:
@@ -129,8 +139,17 @@ def _read_csv(content: str) -> tuple[list[PromptRow], list[tuple[int, str]]]:
         except ValueError as exc:
             errors.append((number, f"needs_text: {exc}"))
             continue
-        rows.append(_row(number, record["prompt"], record.get("category", ""), record.get("challenge", ""),
-                         record.get("note", ""), override, record.get("rendered_text", "")))
+        rows.append(
+            _row(
+                number,
+                record["prompt"],
+                record.get("category", ""),
+                record.get("challenge", ""),
+                record.get("note", ""),
+                override,
+                record.get("rendered_text", ""),
+            )
+        )
     return rows, errors
 
 

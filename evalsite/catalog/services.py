@@ -1,4 +1,5 @@
 """Writing prompt sets to the database."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -14,8 +15,9 @@ class PromptSetExists(ValueError):
 
 
 @transaction.atomic
-def create_prompt_set(name: str, rows: Iterable[PromptRow], *, source_file: str = "", description: str = "",
-                      replace: bool = False) -> PromptSet:
+def create_prompt_set(
+    name: str, rows: Iterable[PromptRow], *, source_file: str = "", description: str = "", replace: bool = False
+) -> PromptSet:
     """Create a prompt set from parsed rows, all at once or not at all."""
     existing = PromptSet.objects.filter(name=name).first()
     if existing is not None:
@@ -26,9 +28,17 @@ def create_prompt_set(name: str, rows: Iterable[PromptRow], *, source_file: str 
         existing.delete()
     prompt_set = PromptSet.objects.create(name=name, source_file=source_file, description=description)
     Prompt.objects.bulk_create(
-        Prompt(prompt_set=prompt_set, position=i, text=row.text, category=row.category, challenge=row.challenge,
-               note=row.note, detected_needs_text=row.needs_text, needs_text_override=row.needs_text_override,
-               rendered_text=row.rendered_text)
+        Prompt(
+            prompt_set=prompt_set,
+            position=i,
+            text=row.text,
+            category=row.category,
+            challenge=row.challenge,
+            note=row.note,
+            detected_needs_text=row.needs_text,
+            needs_text_override=row.needs_text_override,
+            rendered_text=row.rendered_text,
+        )
         for i, row in enumerate(rows)
     )
     return prompt_set

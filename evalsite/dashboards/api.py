@@ -10,6 +10,7 @@
 
 `format` picks the renderer (DRF's URL format override), so the file formats are real renderers.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -55,8 +56,9 @@ class JSONTableRenderer(FrameRenderer):
     media_type, format = "application/json", "json"
 
 
-FORMAT_PARAMETER = OpenApiParameter("format", str, enum=list(exports.FORMATS), default="json",
-                                    description="File format of the table.")
+FORMAT_PARAMETER = OpenApiParameter(
+    "format", str, enum=list(exports.FORMATS), default="json", description="File format of the table."
+)
 
 
 class StaffAPIView(APIView):
@@ -64,27 +66,57 @@ class StaffAPIView(APIView):
 
 
 class CampaignListView(StaffAPIView):
-    @extend_schema(responses=inline_serializer("CampaignSummary", {
-        "id": serializers.IntegerField(), "name": serializers.CharField(), "run_id": serializers.IntegerField(),
-        "run": serializers.CharField(), "criteria": serializers.ListField(child=serializers.CharField()),
-        "votes": serializers.IntegerField(), "is_open": serializers.BooleanField()}, many=True))
+    @extend_schema(
+        responses=inline_serializer(
+            "CampaignSummary",
+            {
+                "id": serializers.IntegerField(),
+                "name": serializers.CharField(),
+                "run_id": serializers.IntegerField(),
+                "run": serializers.CharField(),
+                "criteria": serializers.ListField(child=serializers.CharField()),
+                "votes": serializers.IntegerField(),
+                "is_open": serializers.BooleanField(),
+            },
+            many=True,
+        )
+    )
     def get(self, request):
         rows = Campaign.objects.select_related("run").annotate(n_votes=Count("votes")).order_by("-created_at")
-        return Response([{"id": c.pk, "name": c.name, "run_id": c.run_id, "run": c.run.name, "criteria": c.criteria,
-                          "votes": c.n_votes, "is_open": c.is_open} for c in rows])
+        return Response(
+            [
+                {
+                    "id": c.pk,
+                    "name": c.name,
+                    "run_id": c.run_id,
+                    "run": c.run.name,
+                    "criteria": c.criteria,
+                    "votes": c.n_votes,
+                    "is_open": c.is_open,
+                }
+                for c in rows
+            ]
+        )
 
 
 class CampaignResultsView(StaffAPIView):
     @extend_schema(
-        parameters=[OpenApiParameter("criterion", str, description="Leaderboard criterion (default: the first)."),
-                    OpenApiParameter("flagged", str, enum=["exclude", "include"], default="exclude",
-                                     description="Leave flagged raters' votes out of every number."),
-                    OpenApiParameter("alpha", float, default=0.05, description="Error rate of the decisions."),
-                    OpenApiParameter("model", str, description="Model of the SD3-style win-rate chart.")],
+        parameters=[
+            OpenApiParameter("criterion", str, description="Leaderboard criterion (default: the first)."),
+            OpenApiParameter(
+                "flagged",
+                str,
+                enum=["exclude", "include"],
+                default="exclude",
+                description="Leave flagged raters' votes out of every number.",
+            ),
+            OpenApiParameter("alpha", float, default=0.05, description="Error rate of the decisions."),
+            OpenApiParameter("model", str, description="Model of the SD3-style win-rate chart."),
+        ],
         responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad option")},
         description="Leaderboard (Bradley-Terry scores, 95% intervals, ranks), win-rate matrix, SD3-style win "
-                    "rates, breakdowns, rater quality, metrics with their Spearman correlation, progress and "
-                    "the campaign decisions with their plain-words explanations.",
+        "rates, breakdowns, rater quality, metrics with their Spearman correlation, progress and "
+        "the campaign decisions with their plain-words explanations.",
     )
     def get(self, request, campaign_id: int):
         campaign = get_object_or_404(Campaign.objects.select_related("run"), pk=campaign_id)
@@ -110,18 +142,25 @@ class TableView(StaffAPIView):
 
 def _table_view(table: str, description: str):
     view = type(f"{table.title().replace('-', '')}TableView", (TableView,), {"table": table})
-    view.get = extend_schema(parameters=[FORMAT_PARAMETER], description=description,
-                             responses={(200, f): OpenApiTypes.BINARY for f in
-                                        ("text/csv", "application/vnd.apache.parquet", "application/json")})(
-        TableView.get)
+    view.get = extend_schema(
+        parameters=[FORMAT_PARAMETER],
+        description=description,
+        responses={
+            (200, f): OpenApiTypes.BINARY for f in ("text/csv", "application/vnd.apache.parquet", "application/json")
+        },
+    )(TableView.get)
     return view
 
 
-VotesTableView = _table_view("votes", "Every vote: criterion, choice, models left and right, rater, prompt, "
-                                      "image tokens, gold checks, time taken.")
+VotesTableView = _table_view(
+    "votes",
+    "Every vote: criterion, choice, models left and right, rater, prompt, image tokens, gold checks, time taken.",
+)
 ImagesTableView = _table_view("images", "Every image of the campaign's run with model, prompt, seed and settings.")
-ResultsTableView = _table_view("results", "Leaderboard of every criterion with metric values, one row per "
-                                          "criterion and model (flagged raters excluded).")
+ResultsTableView = _table_view(
+    "results",
+    "Leaderboard of every criterion with metric values, one row per criterion and model (flagged raters excluded).",
+)
 
 
 class MetricResultSerializer(serializers.ModelSerializer):

@@ -3,6 +3,7 @@
 Each function returns plain numbers and strings that templates/dashboards/_*.svg.html draw; `link` is a
 callable that turns drill-down filters into a URL, so every mark on a chart leads to its votes.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,13 +46,15 @@ def text_colour(rate: float | None) -> str:
     return "#ffffff" if rate is not None and math.isfinite(rate) and abs(rate - 0.5) > 0.3 else "#1b1f24"
 
 
-def interval_chart(leaderboard: list[dict], link: Link, *, width: int = 640, row_height: int = 26,
-                   label_width: int = 170) -> dict | None:
+def interval_chart(
+    leaderboard: list[dict], link: Link, *, width: int = 640, row_height: int = 26, label_width: int = 170
+) -> dict | None:
     """Forest plot of the leaderboard: one row per model, the interval as a bar, the score as a dot."""
     if not leaderboard:
         return None
-    finite = [v for r in leaderboard for v in (r["lower"], r["upper"], r["score"])
-              if v is not None and math.isfinite(v)]
+    finite = [
+        v for r in leaderboard for v in (r["lower"], r["upper"], r["score"]) if v is not None and math.isfinite(v)
+    ]
     lo, hi = min(finite), max(finite)
     pad = max((hi - lo) * 0.05, 5.0)
     lo, hi = lo - pad, hi + pad
@@ -65,17 +68,35 @@ def interval_chart(leaderboard: list[dict], link: Link, *, width: int = 640, row
     rows = []
     for i, r in enumerate(leaderboard):
         y = top + i * row_height + row_height / 2
-        rows.append({
-            "model": r["model"], "y": y, "text_y": y + 4,
-            "x_lower": x(r["lower"]), "x_upper": x(r["upper"]), "x_score": x(r["score"]),
-            "score": r["score"], "lower": r["lower"], "upper": r["upper"], "rank": r["rank"],
-            "href": link(model=r["model"]),
-        })
+        rows.append(
+            {
+                "model": r["model"],
+                "y": y,
+                "text_y": y + 4,
+                "x_lower": x(r["lower"]),
+                "x_upper": x(r["upper"]),
+                "x_score": x(r["score"]),
+                "score": r["score"],
+                "lower": r["lower"],
+                "upper": r["upper"],
+                "rank": r["rank"],
+                "href": link(model=r["model"]),
+            }
+        )
     axis_y = top + len(leaderboard) * row_height + 6
     ticks = [{"x": x(t), "label": f"{t:g}", "label_y": axis_y + 16} for t in nice_ticks(lo, hi)]
-    return {"width": width, "height": axis_y + 24, "rows": rows, "ticks": ticks, "axis_y": axis_y,
-            "label_x": label_width - 8, "plot_left": label_width, "plot_right": label_width + plot_w,
-            "mean_x": x(1000.0) if lo <= 1000.0 <= hi else None, "top": top}
+    return {
+        "width": width,
+        "height": axis_y + 24,
+        "rows": rows,
+        "ticks": ticks,
+        "axis_y": axis_y,
+        "label_x": label_width - 8,
+        "plot_left": label_width,
+        "plot_right": label_width + plot_w,
+        "mean_x": x(1000.0) if lo <= 1000.0 <= hi else None,
+        "top": top,
+    }
 
 
 def heatmap(win_rates: dict | None, link: Link, *, cell: int = 56, label_width: int = 150) -> dict | None:
@@ -91,21 +112,34 @@ def heatmap(win_rates: dict | None, link: Link, *, cell: int = 56, label_width: 
             if i == j:
                 continue
             rate, n = win_rates["rates"][i][j], win_rates["counts"][i][j]
-            cells.append({
-                "x": label_width + j * cell, "y": header + i * cell, "fill": win_rate_colour(rate),
-                "text": "–" if rate is None else f"{100 * rate:.0f}%", "n": n, "rate": rate,
-                "text_colour": text_colour(rate), "cx": label_width + j * cell + cell / 2,
-                "cy": header + i * cell + cell / 2, "row": row_model, "col": col_model,
-                "href": link(model=row_model, opponent=col_model) if n else None,
-            })
+            cells.append(
+                {
+                    "x": label_width + j * cell,
+                    "y": header + i * cell,
+                    "fill": win_rate_colour(rate),
+                    "text": "–" if rate is None else f"{100 * rate:.0f}%",
+                    "n": n,
+                    "rate": rate,
+                    "text_colour": text_colour(rate),
+                    "cx": label_width + j * cell + cell / 2,
+                    "cy": header + i * cell + cell / 2,
+                    "row": row_model,
+                    "col": col_model,
+                    "href": link(model=row_model, opponent=col_model) if n else None,
+                }
+            )
     return {
         # the slanted column labels need room on the right
-        "width": label_width + k * cell + 110, "height": header + k * cell + 10, "cell": cell,
+        "width": label_width + k * cell + 110,
+        "height": header + k * cell + 10,
+        "cell": cell,
         "cells": cells,
-        "row_labels": [{"x": label_width - 8, "y": header + i * cell + cell / 2 + 4, "text": m}
-                       for i, m in enumerate(models)],
-        "col_labels": [{"x": label_width + j * cell + cell / 2, "y": header - 8, "text": m}
-                       for j, m in enumerate(models)],
+        "row_labels": [
+            {"x": label_width - 8, "y": header + i * cell + cell / 2 + 4, "text": m} for i, m in enumerate(models)
+        ],
+        "col_labels": [
+            {"x": label_width + j * cell + cell / 2, "y": header - 8, "text": m} for j, m in enumerate(models)
+        ],
         "diagonal": [{"x": label_width + i * cell, "y": header + i * cell} for i in range(k)],
     }
 
@@ -113,8 +147,9 @@ def heatmap(win_rates: dict | None, link: Link, *, cell: int = 56, label_width: 
 CRITERION_COLOURS = {"prompt_following": "#2456d6", "aesthetics": "#e08a00", "typography": "#1e7b34"}
 
 
-def grouped_bars(sd3: dict | None, criteria: list[dict], link: Link, *, height: int = 280,
-                 group_width: int = 120) -> dict | None:
+def grouped_bars(
+    sd3: dict | None, criteria: list[dict], link: Link, *, height: int = 280, group_width: int = 120
+) -> dict | None:
     """The SD3 paper's figure: one model's win rate against each opponent, one bar per criterion,
     Wilson intervals as whiskers and a dashed line at 50%."""
     if not sd3 or not sd3["rows"]:
@@ -136,19 +171,50 @@ def grouped_bars(sd3: dict | None, criteria: list[dict], link: Link, *, height: 
             if row is None:
                 continue
             x0 = left + g * group_width + 15 + b * bar_w
-            bars.append({
-                "x": round(x0, 2), "w": round(bar_w - 3, 2), "y": y(row["win_rate"]),
-                "h": round(plot_h - (y(row["win_rate"]) - top), 2), "colour": CRITERION_COLOURS.get(criterion, "#666"),
-                "whisker_x": round(x0 + (bar_w - 3) / 2, 2), "y_lower": y(row["lower"]), "y_upper": y(row["upper"]),
-                "criterion": criterion, "opponent": opponent, "rate": row["win_rate"], "n": row["n"],
-                "href": link(model=sd3["model"], opponent=opponent, criterion=criterion),
-            })
-    groups = [{"x": left + g * group_width + group_width / 2, "y": top + plot_h + 18, "text": o}
-              for g, o in enumerate(opponents)]
+            bars.append(
+                {
+                    "x": round(x0, 2),
+                    "w": round(bar_w - 3, 2),
+                    "y": y(row["win_rate"]),
+                    "h": round(plot_h - (y(row["win_rate"]) - top), 2),
+                    "colour": CRITERION_COLOURS.get(criterion, "#666"),
+                    "whisker_x": round(x0 + (bar_w - 3) / 2, 2),
+                    "y_lower": y(row["lower"]),
+                    "y_upper": y(row["upper"]),
+                    "criterion": criterion,
+                    "opponent": opponent,
+                    "rate": row["win_rate"],
+                    "n": row["n"],
+                    "href": link(model=sd3["model"], opponent=opponent, criterion=criterion),
+                }
+            )
+    groups = [
+        {"x": left + g * group_width + group_width / 2, "y": top + plot_h + 18, "text": o}
+        for g, o in enumerate(opponents)
+    ]
     ticks = [{"y": y(t), "label": f"{100 * t:.0f}%", "label_x": left - 6} for t in (0, 0.25, 0.5, 0.75, 1.0)]
-    legend = [{"x": left + i * 160, "y": height - 22, "text_x": left + i * 160 + 18, "text_y": height - 12,
-               "colour": CRITERION_COLOURS.get(c, "#666"),
-               "text": next((x["label"] for x in criteria if x["criterion"] == c), c)} for i, c in enumerate(present)]
-    return {"width": width, "height": height, "bars": bars, "groups": groups, "ticks": ticks, "legend": legend,
-            "left": left, "right": width - 10, "y_half": y(0.5), "model": sd3["model"], "top": top,
-            "bottom": top + plot_h}
+    legend = [
+        {
+            "x": left + i * 160,
+            "y": height - 22,
+            "text_x": left + i * 160 + 18,
+            "text_y": height - 12,
+            "colour": CRITERION_COLOURS.get(c, "#666"),
+            "text": next((x["label"] for x in criteria if x["criterion"] == c), c),
+        }
+        for i, c in enumerate(present)
+    ]
+    return {
+        "width": width,
+        "height": height,
+        "bars": bars,
+        "groups": groups,
+        "ticks": ticks,
+        "legend": legend,
+        "left": left,
+        "right": width - 10,
+        "y_half": y(0.5),
+        "model": sd3["model"],
+        "top": top,
+        "bottom": top + plot_h,
+    }

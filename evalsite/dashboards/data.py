@@ -5,6 +5,7 @@
 right, winner "model_a" / "model_b" / "tie" / "both_bad", left_model = model_a. The raw choice and
 everything needed to find the vote again (ids, image tokens, prompt) come along for drill-down and export.
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -16,33 +17,82 @@ from evalsite.runs.models import Image
 WINNER_OF_CHOICE = {Choice.LEFT: "model_a", Choice.RIGHT: "model_b", Choice.TIE: "tie", Choice.BOTH_BAD: "both_bad"}
 
 VOTE_COLUMNS = [
-    "vote_id", "campaign_id", "criterion", "choice", "winner", "model_a", "model_b", "left_model", "rater",
-    "rater_id", "rater_flagged", "item", "assignment_id", "prompt_id", "prompt", "category", "challenge",
-    "seed", "image_left", "image_right", "is_gold", "gold_correct", "gold_correct_side", "seconds",
-    "time_taken_ms", "created_at",
+    "vote_id",
+    "campaign_id",
+    "criterion",
+    "choice",
+    "winner",
+    "model_a",
+    "model_b",
+    "left_model",
+    "rater",
+    "rater_id",
+    "rater_flagged",
+    "item",
+    "assignment_id",
+    "prompt_id",
+    "prompt",
+    "category",
+    "challenge",
+    "seed",
+    "image_left",
+    "image_right",
+    "is_gold",
+    "gold_correct",
+    "gold_correct_side",
+    "seconds",
+    "time_taken_ms",
+    "created_at",
 ]
 
 IMAGE_COLUMNS = [
-    "image_token", "image_url", "model", "prompt_id", "prompt", "category", "challenge", "seed", "status",
-    "width", "height", "sampler_settings", "generation_seconds", "error", "created_at", "finished_at",
+    "image_token",
+    "image_url",
+    "model",
+    "prompt_id",
+    "prompt",
+    "category",
+    "challenge",
+    "seed",
+    "status",
+    "width",
+    "height",
+    "sampler_settings",
+    "generation_seconds",
+    "error",
+    "created_at",
+    "finished_at",
 ]
 
 
 _VOTE_FIELDS = {  # frame column <- ORM path
-    "vote_id": "id", "criterion": "criterion", "choice": "choice", "model_a": "model_left__name",
-    "model_b": "model_right__name", "rater_id": "rater_id", "rater": "rater__user__username",
-    "rater_flagged": "rater__flagged", "pair_key": "assignment__pair_key",
-    "prompt_id": "assignment__prompt_id", "prompt": "assignment__prompt__text",
-    "category": "assignment__prompt__category", "challenge": "assignment__prompt__challenge",
-    "seed": "assignment__image_left__seed", "image_left": "assignment__image_left__token",
-    "image_right": "assignment__image_right__token", "is_gold": "is_gold", "gold_correct": "gold_correct",
-    "time_taken_ms": "time_taken_ms", "left_image_id": "assignment__image_left_id",
+    "vote_id": "id",
+    "criterion": "criterion",
+    "choice": "choice",
+    "model_a": "model_left__name",
+    "model_b": "model_right__name",
+    "rater_id": "rater_id",
+    "rater": "rater__user__username",
+    "rater_flagged": "rater__flagged",
+    "pair_key": "assignment__pair_key",
+    "prompt_id": "assignment__prompt_id",
+    "prompt": "assignment__prompt__text",
+    "category": "assignment__prompt__category",
+    "challenge": "assignment__prompt__challenge",
+    "seed": "assignment__image_left__seed",
+    "image_left": "assignment__image_left__token",
+    "image_right": "assignment__image_right__token",
+    "is_gold": "is_gold",
+    "gold_correct": "gold_correct",
+    "time_taken_ms": "time_taken_ms",
+    "left_image_id": "assignment__image_left_id",
     "gold_correct_image_id": "assignment__gold__correct_image_id",
 }
 
 
-def votes_frame(campaign: Campaign, *, criterion: str | None = None, include_gold: bool = True,
-                for_export: bool = True) -> pd.DataFrame:
+def votes_frame(
+    campaign: Campaign, *, criterion: str | None = None, include_gold: bool = True, for_export: bool = True
+) -> pd.DataFrame:
     """Every vote of the campaign (optionally one criterion, optionally without gold checks), oldest first.
 
     for_export=False leaves out assignment_id and created_at, the slowest columns to read (UUID and datetime
@@ -56,33 +106,35 @@ def votes_frame(campaign: Campaign, *, criterion: str | None = None, include_gol
     fields = dict(_VOTE_FIELDS, **extra)
     rows = list(votes.order_by("id").values_list(*fields.values()))
     raw = pd.DataFrame.from_records(rows, columns=list(fields)) if rows else pd.DataFrame(columns=list(fields))
-    frame = pd.DataFrame({
-        "vote_id": raw["vote_id"].astype("int64"),
-        "campaign_id": campaign.pk,
-        "criterion": raw["criterion"].astype(object),
-        "choice": raw["choice"].astype(object),
-        "winner": raw["choice"].map(WINNER_OF_CHOICE).astype(object),
-        "model_a": raw["model_a"].astype(object),
-        "model_b": raw["model_b"].astype(object),
-        "left_model": raw["model_a"].astype(object),
-        "rater": raw["rater"].astype(object),
-        "rater_id": raw["rater_id"].astype("int64"),
-        "rater_flagged": raw["rater_flagged"].astype(bool),
-        # one judged question: an image pair on one criterion
-        "item": (raw["pair_key"].astype(str) + ":" + raw["criterion"].astype(str)).astype(object),
-        "prompt_id": raw["prompt_id"].astype("int64"),
-        "prompt": raw["prompt"].astype(object),
-        "category": raw["category"].replace("", "(none)").fillna("(none)").astype(object),
-        "challenge": raw["challenge"].replace("", "(none)").fillna("(none)").astype(object),
-        "seed": raw["seed"].astype("Int64"),
-        "image_left": raw["image_left"].astype(object),
-        "image_right": raw["image_right"].astype(object),
-        "is_gold": raw["is_gold"].astype(bool),
-        "gold_correct": raw["gold_correct"].astype("boolean"),
-        "gold_correct_side": None,
-        "seconds": raw["time_taken_ms"].astype("float64") / 1000.0,
-        "time_taken_ms": raw["time_taken_ms"].astype("Int64"),
-    })
+    frame = pd.DataFrame(
+        {
+            "vote_id": raw["vote_id"].astype("int64"),
+            "campaign_id": campaign.pk,
+            "criterion": raw["criterion"].astype(object),
+            "choice": raw["choice"].astype(object),
+            "winner": raw["choice"].map(WINNER_OF_CHOICE).astype(object),
+            "model_a": raw["model_a"].astype(object),
+            "model_b": raw["model_b"].astype(object),
+            "left_model": raw["model_a"].astype(object),
+            "rater": raw["rater"].astype(object),
+            "rater_id": raw["rater_id"].astype("int64"),
+            "rater_flagged": raw["rater_flagged"].astype(bool),
+            # one judged question: an image pair on one criterion
+            "item": (raw["pair_key"].astype(str) + ":" + raw["criterion"].astype(str)).astype(object),
+            "prompt_id": raw["prompt_id"].astype("int64"),
+            "prompt": raw["prompt"].astype(object),
+            "category": raw["category"].replace("", "(none)").fillna("(none)").astype(object),
+            "challenge": raw["challenge"].replace("", "(none)").fillna("(none)").astype(object),
+            "seed": raw["seed"].astype("Int64"),
+            "image_left": raw["image_left"].astype(object),
+            "image_right": raw["image_right"].astype(object),
+            "is_gold": raw["is_gold"].astype(bool),
+            "gold_correct": raw["gold_correct"].astype("boolean"),
+            "gold_correct_side": None,
+            "seconds": raw["time_taken_ms"].astype("float64") / 1000.0,
+            "time_taken_ms": raw["time_taken_ms"].astype("Int64"),
+        }
+    )
     known = frame["is_gold"] & raw["gold_correct_image_id"].notna()
     left_is_correct = (raw["gold_correct_image_id"] == raw["left_image_id"]).to_numpy()
     frame["gold_correct_side"] = frame["gold_correct_side"].astype(object)
@@ -95,31 +147,65 @@ def votes_frame(campaign: Campaign, *, criterion: str | None = None, include_gol
 
 def images_frame(campaign: Campaign) -> pd.DataFrame:
     """Every image of the campaign's run with its model, prompt, seed, settings and access-checked URL."""
-    rows = (Image.objects.in_run(campaign.run).order_by("model__name", "prompt__position", "seed")
-            .values_list("token", "model__name", "prompt_id", "prompt__text", "prompt__category",
-                         "prompt__challenge", "seed", "status", "width", "height", "sampler_settings",
-                         "generation_seconds", "error", "created_at", "finished_at"))
+    rows = (
+        Image.objects.in_run(campaign.run)
+        .order_by("model__name", "prompt__position", "seed")
+        .values_list(
+            "token",
+            "model__name",
+            "prompt_id",
+            "prompt__text",
+            "prompt__category",
+            "prompt__challenge",
+            "seed",
+            "status",
+            "width",
+            "height",
+            "sampler_settings",
+            "generation_seconds",
+            "error",
+            "created_at",
+            "finished_at",
+        )
+    )
     records = []
-    for (token, model, prompt_id, prompt, category, challenge, seed, status, width, height, sampler, seconds,
-         error, created_at, finished_at) in rows:
-        records.append({
-            "image_token": token,
-            "image_url": reverse("rating:image", args=[token]),
-            "model": model,
-            "prompt_id": prompt_id,
-            "prompt": prompt,
-            "category": category or "(none)",
-            "challenge": challenge or "(none)",
-            "seed": seed,
-            "status": status,
-            "width": width,
-            "height": height,
-            "sampler_settings": sampler,
-            "generation_seconds": seconds,
-            "error": error,
-            "created_at": created_at,
-            "finished_at": finished_at,
-        })
+    for (
+        token,
+        model,
+        prompt_id,
+        prompt,
+        category,
+        challenge,
+        seed,
+        status,
+        width,
+        height,
+        sampler,
+        seconds,
+        error,
+        created_at,
+        finished_at,
+    ) in rows:
+        records.append(
+            {
+                "image_token": token,
+                "image_url": reverse("rating:image", args=[token]),
+                "model": model,
+                "prompt_id": prompt_id,
+                "prompt": prompt,
+                "category": category or "(none)",
+                "challenge": challenge or "(none)",
+                "seed": seed,
+                "status": status,
+                "width": width,
+                "height": height,
+                "sampler_settings": sampler,
+                "generation_seconds": seconds,
+                "error": error,
+                "created_at": created_at,
+                "finished_at": finished_at,
+            }
+        )
     frame = pd.DataFrame.from_records(records, columns=IMAGE_COLUMNS)
     for col in ("width", "height", "seed"):
         frame[col] = frame[col].astype("Int64")

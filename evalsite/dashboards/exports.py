@@ -1,4 +1,5 @@
 """Votes, images and results as CSV, Parquet or JSON files (the same bytes for the page and the API)."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Automated metrics stored per comparison run and model, shown beside the human scores."""
+
 from __future__ import annotations
 
 from django.db import models

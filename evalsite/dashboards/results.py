@@ -13,6 +13,7 @@
   decisions          analysis.sequential.campaign_decisions for every criterion, in plain words too
 Numbers are exactly those of the analysis functions; nothing is recomputed here.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,8 @@ from evalsite.rating.models import Campaign, Criterion, ImagePair
 BREAKDOWN_COLUMNS = ("category", "challenge")
 
 DECISIONS_MEANING = (
-    "A decision is a claim the votes already support at the stated confidence. \"Top model certified\" "
-    "means the named model beats every other model; \"ranking settled\" means the higher of two neighbours "
+    'A decision is a claim the votes already support at the stated confidence. "Top model certified" '
+    'means the named model beats every other model; "ranking settled" means the higher of two neighbours '
     "in the ranking is truly the better one. With confidence {level}, the chance that the top-model claim "
     "is ever wrong is at most {alpha}, and the chance that any of the ranking claims together is ever wrong "
     "is at most {alpha}. These error rates hold although the rating engine chooses which pairs to show "
@@ -93,8 +94,9 @@ def rater_table(campaign: Campaign, votes: pd.DataFrame) -> pd.DataFrame:
     """One row per rater: rater_report's measures and flags, plus the platform's flag (Rater.flagged)."""
     if votes.empty:
         return pd.DataFrame(columns=["rater", "n_votes", "flagged", "reasons"])
-    report = rater_report(_with_known_times(quality_frame(votes)),
-                          min_gold_accuracy=campaign.min_gold_accuracy).reset_index()
+    report = rater_report(
+        _with_known_times(quality_frame(votes)), min_gold_accuracy=campaign.min_gold_accuracy
+    ).reset_index()
     platform = votes.groupby("rater")["rater_flagged"].any()
     report["platform_flagged"] = report["rater"].map(platform).fillna(False).astype(bool)
     report["analysis_flagged"] = report["flagged"].astype(bool)
@@ -119,8 +121,9 @@ def _allowed_pairs(campaign: Campaign, models: list[str]) -> np.ndarray | None:
     """(K, K) bool: model pairs that still have image pairs under the votes-per-pair target.
 
     None (every pair allowed) when the campaign has no image pairs yet."""
-    rows = list(ImagePair.objects.filter(campaign=campaign)
-                .values_list("model_a__name", "model_b__name", "assigned").order_by())
+    rows = list(
+        ImagePair.objects.filter(campaign=campaign).values_list("model_a__name", "model_b__name", "assigned").order_by()
+    )
     if not rows:
         return None
     index = {m: i for i, m in enumerate(models)}
@@ -140,8 +143,12 @@ def decisions_for(campaign: Campaign, counted: pd.DataFrame, options: ResultOpti
         return None
     wins = pairs.half_wins()
     out = campaign_decisions(
-        wins, options.alpha, model_names=list(pairs.models), project=options.project,
-        policy=campaign.pair_policy, allowed=_allowed_pairs(campaign, list(pairs.models)),
+        wins,
+        options.alpha,
+        model_names=list(pairs.models),
+        project=options.project,
+        policy=campaign.pair_policy,
+        allowed=_allowed_pairs(campaign, list(pairs.models)),
         min_votes_per_pair=campaign.min_votes_per_model_pair,
     )
     out.pop("intervals", None)
@@ -149,23 +156,35 @@ def decisions_for(campaign: Campaign, counted: pd.DataFrame, options: ResultOpti
     return out
 
 
-def progress_for(campaign: Campaign, votes: pd.DataFrame, counted_by_criterion: dict[str, pd.DataFrame],
-                 decisions: dict[str, dict | None]) -> dict:
+def progress_for(
+    campaign: Campaign,
+    votes: pd.DataFrame,
+    counted_by_criterion: dict[str, pd.DataFrame],
+    decisions: dict[str, dict | None],
+) -> dict:
     pairs = ImagePair.objects.filter(campaign=campaign).aggregate(n=Count("id"), answered=Sum("answered"))
     per_criterion = []
     for criterion, counted in counted_by_criterion.items():
         decision = decisions.get(criterion)
         top_two = decision["neighbours"][0] if decision and decision["neighbours"] else None
-        per_criterion.append({
-            "criterion": criterion,
-            "votes": int((votes["criterion"] == criterion).sum()),
-            "counted_votes": len(counted),
-            "top_two": None if top_two is None else {
-                "higher": top_two["higher_name"], "lower": top_two["lower_name"], "settled": top_two["settled"],
-                "votes_still_needed": top_two["votes_still_needed"],
-            },
-            "top_model_votes_still_needed": None if decision is None else decision["top_model"]["votes_still_needed"],
-        })
+        per_criterion.append(
+            {
+                "criterion": criterion,
+                "votes": int((votes["criterion"] == criterion).sum()),
+                "counted_votes": len(counted),
+                "top_two": None
+                if top_two is None
+                else {
+                    "higher": top_two["higher_name"],
+                    "lower": top_two["lower_name"],
+                    "settled": top_two["settled"],
+                    "votes_still_needed": top_two["votes_still_needed"],
+                },
+                "top_model_votes_still_needed": None
+                if decision is None
+                else decision["top_model"]["votes_still_needed"],
+            }
+        )
     return {
         "votes": len(votes),
         "gold_votes": int(votes["is_gold"].astype(bool).sum()) if len(votes) else 0,
@@ -185,10 +204,18 @@ def correlations(metrics: dict[str, dict[str, dict]], fit: pd.DataFrame | None) 
     human = fit["score"].to_dict()
     out = []
     for metric, by_model in metrics.items():
-        corr = spearman_with_human({m: v["value"] for m, v in by_model.items()}, human, metric=metric,
-                                   higher_is_better=MetricResult.HIGHER_IS_BETTER.get(metric, True))
-        out.append({**corr.as_dict(), "label": MetricResult.Metric(metric).label
-                    if metric in MetricResult.Metric.values else metric})
+        corr = spearman_with_human(
+            {m: v["value"] for m, v in by_model.items()},
+            human,
+            metric=metric,
+            higher_is_better=MetricResult.HIGHER_IS_BETTER.get(metric, True),
+        )
+        out.append(
+            {
+                **corr.as_dict(),
+                "label": MetricResult.Metric(metric).label if metric in MetricResult.Metric.values else metric,
+            }
+        )
     return out
 
 
@@ -198,8 +225,7 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
     criteria = criteria_of(campaign, votes)
     raters = rater_table(campaign, votes)
     excluded = sorted(raters.loc[raters["flagged"], "rater"]) if options.exclude_flagged and len(raters) else []
-    counted_by_criterion = {c: counted_votes(votes[votes["criterion"] == c], exclude_raters=excluded)
-                            for c in criteria}
+    counted_by_criterion = {c: counted_votes(votes[votes["criterion"] == c], exclude_raters=excluded) for c in criteria}
     counted = counted_by_criterion.get(options.criterion, votes.iloc[0:0])
     metrics = metric_values(campaign)
 
@@ -214,9 +240,11 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
             entry["metrics"] = {m: by_model[model]["value"] for m, by_model in metrics.items() if model in by_model}
             leaderboard.append(entry)
         rates, counts = win_rate_matrix(counted, models=list(fit.index))
-        win_rates = {"models": list(fit.index),
-                     "rates": [[_clean(v) for v in row] for row in rates.to_numpy()],
-                     "counts": counts.to_numpy().astype(int).tolist()}
+        win_rates = {
+            "models": list(fit.index),
+            "rates": [[_clean(v) for v in row] for row in rates.to_numpy()],
+            "counts": counts.to_numpy().astype(int).tolist(),
+        }
         for column in BREAKDOWN_COLUMNS:
             breakdowns[column] = records(breakdown(counted, by=column, method="win_rate"))
 
@@ -225,18 +253,26 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
     sd3 = None
     sd3_model = options.sd3_model or (leaderboard[0]["model"] if leaderboard else None)
     if sd3_model is not None:
-        per_criterion = {c: v for c, v in counted_by_criterion.items()
-                         if ((v["model_a"] == sd3_model) | (v["model_b"] == sd3_model)).any()}
+        per_criterion = {
+            c: v
+            for c, v in counted_by_criterion.items()
+            if ((v["model_a"] == sd3_model) | (v["model_b"] == sd3_model)).any()
+        }
         if per_criterion:
             sd3 = {"model": sd3_model, "rows": records(sd3_win_rates(per_criterion, sd3_model))}
 
     level = 1 - options.alpha
     return {
-        "campaign": {"id": campaign.pk, "name": campaign.name, "run": campaign.run.name,
-                     "run_id": campaign.run_id},
+        "campaign": {"id": campaign.pk, "name": campaign.name, "run": campaign.run.name, "run_id": campaign.run_id},
         "criterion": options.criterion,
-        "criteria": [{"criterion": c, "label": Criterion(c).label if c in Criterion.values else c,
-                      "votes": len(counted_by_criterion[c])} for c in criteria],
+        "criteria": [
+            {
+                "criterion": c,
+                "label": Criterion(c).label if c in Criterion.values else c,
+                "votes": len(counted_by_criterion[c]),
+            }
+            for c in criteria
+        ],
         "exclude_flagged": options.exclude_flagged,
         "excluded_raters": excluded,
         "raters": records(raters),
@@ -251,8 +287,10 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
             "alpha": options.alpha,
             "level": level,
             "meaning": DECISIONS_MEANING.format(level=f"{100 * level:.0f}%", alpha=f"{100 * options.alpha:.0f}%"),
-            "by_criterion": [{"criterion": c, "label": Criterion(c).label if c in Criterion.values else c,
-                              "decision": decisions[c]} for c in criteria],
+            "by_criterion": [
+                {"criterion": c, "label": Criterion(c).label if c in Criterion.values else c, "decision": decisions[c]}
+                for c in criteria
+            ],
         },
     }
 

@@ -10,6 +10,7 @@ Reference images for FID: when every prompt of the run is a demo-domain prompt, 
 by `generation.demo_domain` for the same prompts (REFERENCE_PER_IMAGE per generated image, seeded);
 otherwise the images of a reference model of the run (`reference_model`), whose own FID is not computed.
 """
+
 from __future__ import annotations
 
 import io
@@ -58,8 +59,12 @@ def _stack(pixels: list[np.ndarray]) -> np.ndarray:
     sizes = {p.shape for p in pixels}
     if len(sizes) != 1:  # mixed resolutions: bring everything to the most common size
         target = max(sizes, key=lambda s: sum(p.shape == s for p in pixels))
-        pixels = [p if p.shape == target else
-                  np.asarray(PILImage.fromarray(p).resize((target[1], target[0]), PILImage.BICUBIC)) for p in pixels]
+        pixels = [
+            p
+            if p.shape == target
+            else np.asarray(PILImage.fromarray(p).resize((target[1], target[0]), PILImage.BICUBIC))
+            for p in pixels
+        ]
     return np.stack(pixels)
 
 
@@ -75,8 +80,9 @@ def ground_truth_images(prompts: list[str]) -> np.ndarray | None:
     return np.stack([demo_domain.render(s, rng) for s in specs for _ in range(REFERENCE_PER_IMAGE)])
 
 
-def compute_run_metrics(run: ComparisonRun, *, reference_model: ImageModel | None = None,
-                        clip_path: Path | None = None) -> list[MetricResult]:
+def compute_run_metrics(
+    run: ComparisonRun, *, reference_model: ImageModel | None = None, clip_path: Path | None = None
+) -> list[MetricResult]:
     """Compute and store CLIP score and FID for every model with finished images in `run`."""
     clip_path = clip_path or clip_model_path()
     model, processor = load_clip(clip_path)
@@ -84,8 +90,12 @@ def compute_run_metrics(run: ComparisonRun, *, reference_model: ImageModel | Non
     inception = inception_weights_path()
     inception_module = m.inception_features(inception) if inception else None
 
-    done = (Image.objects.filter(run=run, status=Image.Status.DONE).exclude(file="")
-            .select_related("model", "prompt").order_by("model__name", "prompt__position", "seed"))
+    done = (
+        Image.objects.filter(run=run, status=Image.Status.DONE)
+        .exclude(file="")
+        .select_related("model", "prompt")
+        .order_by("model__name", "prompt__position", "seed")
+    )
     by_model: dict[ImageModel, list[Image]] = {}
     for image in done:
         by_model.setdefault(image.model, []).append(image)
@@ -101,8 +111,15 @@ def compute_run_metrics(run: ComparisonRun, *, reference_model: ImageModel | Non
         prompts = [i.prompt.text for i in images]
         fake = pixels[image_model]
         value, seconds = m.timed(m.clip_score, fake, prompts, (model, processor))
-        results.append((image_model, MetricResult.Metric.CLIP_SCORE, value, len(images), {
-            "clip_model": str(clip_path), "seconds": round(seconds, 3)}))
+        results.append(
+            (
+                image_model,
+                MetricResult.Metric.CLIP_SCORE,
+                value,
+                len(images),
+                {"clip_model": str(clip_path), "seconds": round(seconds, 3)},
+            )
+        )
 
         if reference_model is not None:
             if image_model == reference_model:
@@ -112,22 +129,36 @@ def compute_run_metrics(run: ComparisonRun, *, reference_model: ImageModel | Non
             real, reference = ground_truth_images(prompts), "demo-domain ground truth for the same prompts"
             if real is None:
                 continue  # not demo prompts and no reference model: no FID
-        for metric, module in ((MetricResult.Metric.FID_CLIP, features),
-                               (MetricResult.Metric.FID_INCEPTION, inception_module)):
+        for metric, module in (
+            (MetricResult.Metric.FID_CLIP, features),
+            (MetricResult.Metric.FID_INCEPTION, inception_module),
+        ):
             if module is None:
                 continue
             value, seconds = m.timed(m.fid, real, fake, module)
-            results.append((image_model, metric, value, len(images), {
-                "reference": reference, "n_reference": int(len(real)), "num_features": module.num_features,
-                "reliable": m.fid_is_reliable(len(real), len(fake), module.num_features),
-                "feature_model": str(clip_path) if metric == MetricResult.Metric.FID_CLIP else str(inception),
-                "seconds": round(seconds, 3)}))
+            results.append(
+                (
+                    image_model,
+                    metric,
+                    value,
+                    len(images),
+                    {
+                        "reference": reference,
+                        "n_reference": int(len(real)),
+                        "num_features": module.num_features,
+                        "reliable": m.fid_is_reliable(len(real), len(fake), module.num_features),
+                        "feature_model": str(clip_path) if metric == MetricResult.Metric.FID_CLIP else str(inception),
+                        "seconds": round(seconds, 3),
+                    },
+                )
+            )
 
     stored = []
     with transaction.atomic():
         for image_model, metric, value, n, details in results:
             row, _ = MetricResult.objects.update_or_create(
-                run=run, model=image_model, metric=metric, defaults={"value": value, "n": n, "details": details})
+                run=run, model=image_model, metric=metric, defaults={"value": value, "n": n, "details": details}
+            )
             stored.append(row)
     return stored
 

@@ -1,4 +1,5 @@
 """Celery tasks of the dashboards app (default queue). Thin: they load rows and call tested functions."""
+
 from __future__ import annotations
 
 from celery import shared_task

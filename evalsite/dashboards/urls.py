@@ -7,8 +7,11 @@ urlpatterns = [
     path("", views.campaign_list, name="campaigns"),
     path("campaign/<int:campaign_id>/", views.campaign_detail, name="campaign"),
     path("campaign/<int:campaign_id>/votes/", views.votes_page, name="votes"),
-    re_path(r"^campaign/(?P<campaign_id>\d+)/export/(?P<table>votes|images|results)\.(?P<fmt>csv|parquet|json)$",
-            views.export, name="export"),
+    re_path(
+        r"^campaign/(?P<campaign_id>\d+)/export/(?P<table>votes|images|results)\.(?P<fmt>csv|parquet|json)$",
+        views.export,
+        name="export",
+    ),
     path("run/<int:run_id>/metrics", views.compute_metrics, name="compute-metrics"),
     path("api/campaigns/", api.CampaignListView.as_view(), name="api-campaigns"),
     path("api/campaigns/<int:campaign_id>/results", api.CampaignResultsView.as_view(), name="api-results"),

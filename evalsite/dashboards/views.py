@@ -1,4 +1,5 @@
 """Staff dashboards: campaign list, campaign results, drill-down to votes and images, exports."""
+
 from __future__ import annotations
 
 from functools import wraps
@@ -57,8 +58,12 @@ def read_options(request, campaign: Campaign, votes) -> ResultOptions:
         raise BadOption("alpha must be a number such as 0.05") from exc
     if not 0 < alpha < 0.5:
         raise BadOption("alpha must be between 0 and 0.5")
-    return ResultOptions(criterion=criterion, exclude_flagged=flagged == "exclude", alpha=alpha,
-                         sd3_model=request.GET.get("model") or None)
+    return ResultOptions(
+        criterion=criterion,
+        exclude_flagged=flagged == "exclude",
+        alpha=alpha,
+        sd3_model=request.GET.get("model") or None,
+    )
 
 
 def drilldown_url(campaign: Campaign, **filters) -> str:
@@ -68,8 +73,9 @@ def drilldown_url(campaign: Campaign, **filters) -> str:
 
 @staff_required
 def campaign_list(request):
-    campaigns = (Campaign.objects.select_related("run").annotate(n_votes=Count("votes", distinct=True))
-                 .order_by("-created_at"))
+    campaigns = (
+        Campaign.objects.select_related("run").annotate(n_votes=Count("votes", distinct=True)).order_by("-created_at")
+    )
     return render(request, "dashboards/campaign_list.html", {"campaigns": campaigns})
 
 
@@ -94,30 +100,47 @@ def campaign_detail(request, campaign_id: int):
         return f"{reverse('dashboards:campaign', args=[campaign.pk])}?{urlencode({k: v for k, v in base.items() if v})}"
 
     metric_names = list(results["metrics"]["values"])
-    breakdown_tables = {column: _breakdown_table(rows, column, results["leaderboard"], link)
-                        for column, rows in results["breakdowns"].items()}
+    breakdown_tables = {
+        column: _breakdown_table(rows, column, results["leaderboard"], link)
+        for column, rows in results["breakdowns"].items()
+    }
     context = {
         "campaign": campaign,
         "results": results,
-        "criterion_label": Criterion(options.criterion).label if options.criterion in Criterion.values
+        "criterion_label": Criterion(options.criterion).label
+        if options.criterion in Criterion.values
         else options.criterion,
-        "criterion_tabs": [{**c, "url": page_url(criterion=c["criterion"]),
-                            "active": c["criterion"] == options.criterion} for c in results["criteria"]],
+        "criterion_tabs": [
+            {**c, "url": page_url(criterion=c["criterion"]), "active": c["criterion"] == options.criterion}
+            for c in results["criteria"]
+        ],
         "flagged_toggle": page_url(flagged="include" if options.exclude_flagged else "exclude"),
         "interval_chart": charts.interval_chart(results["leaderboard"], link),
         "heatmap": charts.heatmap(results["win_rates"], link),
         "sd3_chart": charts.grouped_bars(results["sd3"], results["criteria"], link),
         "breakdown_tables": breakdown_tables,
-        "metric_columns": [{"key": k, "label": MetricResult.Metric(k).label if k in MetricResult.Metric.values else k}
-                           for k in metric_names],
+        "metric_columns": [
+            {"key": k, "label": MetricResult.Metric(k).label if k in MetricResult.Metric.values else k}
+            for k in metric_names
+        ],
         "metric_rows": _metric_rows(results, metric_names),
-        "leaderboard_rows": [{**row, "href": link(model=row["model"]),
-                              "metric_values": [row["metrics"].get(k) for k in metric_names]}
-                             for row in results["leaderboard"]],
-        "rater_rows": [{**r, "href": drilldown_url(campaign, rater=r["rater"], criterion="all", gold="include",
-                                                   flagged="include")} for r in results["raters"]],
-        "exports": [{"table": t, "links": [{"fmt": f, "url": reverse("dashboards:export", args=[campaign.pk, t, f])}
-                                           for f in exports.FORMATS]} for t in exports.TABLES],
+        "leaderboard_rows": [
+            {**row, "href": link(model=row["model"]), "metric_values": [row["metrics"].get(k) for k in metric_names]}
+            for row in results["leaderboard"]
+        ],
+        "rater_rows": [
+            {**r, "href": drilldown_url(campaign, rater=r["rater"], criterion="all", gold="include", flagged="include")}
+            for r in results["raters"]
+        ],
+        "exports": [
+            {
+                "table": t,
+                "links": [
+                    {"fmt": f, "url": reverse("dashboards:export", args=[campaign.pk, t, f])} for f in exports.FORMATS
+                ],
+            }
+            for t in exports.TABLES
+        ],
         "api_results": reverse("dashboards:api-results", args=[campaign.pk]),
         "flagged": flagged,
         "models": [row["model"] for row in results["leaderboard"]],
@@ -136,11 +159,20 @@ def _breakdown_table(rows: list[dict], column: str, leaderboard: list[dict], lin
         row_cells = []
         for model in models:
             r = cells.get((group, model))
-            row_cells.append(None if r is None else {
-                "text": f"{100 * r['win_rate']:.0f}%", "votes": r["votes"], "rate": r["win_rate"],
-                "colour": charts.win_rate_colour(r["win_rate"]), "text_colour": charts.text_colour(r["win_rate"]),
-                "lower": r["lower"], "upper": r["upper"], "href": link(model=model, **{column: group}),
-            })
+            row_cells.append(
+                None
+                if r is None
+                else {
+                    "text": f"{100 * r['win_rate']:.0f}%",
+                    "votes": r["votes"],
+                    "rate": r["win_rate"],
+                    "colour": charts.win_rate_colour(r["win_rate"]),
+                    "text_colour": charts.text_colour(r["win_rate"]),
+                    "lower": r["lower"],
+                    "upper": r["upper"],
+                    "href": link(model=model, **{column: group}),
+                }
+            )
         body.append({"group": group, "n_group": n_group, "cells": row_cells})
     return {"column": column, "models": models, "rows": body}
 
@@ -149,8 +181,14 @@ def _metric_rows(results: dict, metric_names: list[str]) -> list[dict]:
     values = results["metrics"]["values"]
     rows = []
     for entry in results["leaderboard"]:
-        rows.append({"model": entry["model"], "score": entry["score"], "rank": entry["rank"],
-                     "values": [values[k].get(entry["model"]) for k in metric_names]})
+        rows.append(
+            {
+                "model": entry["model"],
+                "score": entry["score"],
+                "rank": entry["rank"],
+                "values": [values[k].get(entry["model"]) for k in metric_names],
+            }
+        )
     return rows
 
 
@@ -195,17 +233,31 @@ def votes_page(request, campaign_id: int):
     rows = []
     for vote in page.object_list:
         chosen = {"model_a": vote["model_a"], "model_b": vote["model_b"]}.get(vote["winner"])
-        rows.append({**vote, "chosen": chosen,
-                     "left_url": reverse("rating:image", args=[vote["image_left"]]),
-                     "right_url": reverse("rating:image", args=[vote["image_right"]])})
+        rows.append(
+            {
+                **vote,
+                "chosen": chosen,
+                "left_url": reverse("rating:image", args=[vote["image_left"]]),
+                "right_url": reverse("rating:image", args=[vote["image_right"]]),
+            }
+        )
     query = request.GET.copy()
     query.pop("page", None)
-    return render(request, "dashboards/votes.html", {
-        "campaign": campaign, "rows": rows, "page": page, "filters": filters, "total": len(selected),
-        "query": query.urlencode(),
-        "back": reverse("dashboards:campaign", args=[campaign.pk]) + "?" + urlencode(
-            {k: v for k, v in filters.items() if k in ("criterion", "flagged") and v != "all"}),
-    })
+    return render(
+        request,
+        "dashboards/votes.html",
+        {
+            "campaign": campaign,
+            "rows": rows,
+            "page": page,
+            "filters": filters,
+            "total": len(selected),
+            "query": query.urlencode(),
+            "back": reverse("dashboards:campaign", args=[campaign.pk])
+            + "?"
+            + urlencode({k: v for k, v in filters.items() if k in ("criterion", "flagged") and v != "all"}),
+        },
+    )
 
 
 @staff_required
@@ -228,7 +280,8 @@ def compute_metrics(request, run_id: int):
     compute_run_metrics.delay_on_commit(run.pk)
     messages.info(request, f"CLIP score and FID for run “{run.name}” are being computed by a worker.")
     target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                           require_https=request.is_secure()):
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         target = reverse("dashboards:campaigns")
     return redirect(target)

@@ -41,8 +41,9 @@ class CampaignAdmin(admin.ModelAdmin):
     def prepare(self, request, queryset):
         for campaign in queryset:
             made = engine.prepare_campaign(campaign)
-            self.message_user(request, f"{campaign}: {made['new_pairs']} new pairs, "
-                                       f"{made['new_gold_checks']} new gold checks")
+            self.message_user(
+                request, f"{campaign}: {made['new_pairs']} new pairs, {made['new_gold_checks']} new gold checks"
+            )
 
     @admin.action(description="Recompute rater quality and flags")
     def recompute_quality(self, request, queryset):
@@ -81,8 +82,17 @@ class VoteAdmin(admin.ModelAdmin):
 
 @admin.register(RaterStats)
 class RaterStatsAdmin(admin.ModelAdmin):
-    list_display = ("rater", "campaign", "pairs_answered", "gold_correct", "gold_answered", "gold_accuracy",
-                    "median_seconds_per_pair", "left_share", "flagged")
+    list_display = (
+        "rater",
+        "campaign",
+        "pairs_answered",
+        "gold_correct",
+        "gold_answered",
+        "gold_accuracy",
+        "median_seconds_per_pair",
+        "left_share",
+        "flagged",
+    )
     list_filter = ("campaign", "flagged")
 
 
@@ -92,5 +102,4 @@ def _enqueue_prepare(campaign_id: int) -> None:
     try:
         prepare_campaign.delay(campaign_id)
     except Exception:  # noqa: BLE001 - a broker outage must not fail the save; the engine pairs lazily
-        logging.getLogger(__name__).warning("could not enqueue rating.prepare_campaign(%s)", campaign_id,
-                                            exc_info=True)
+        logging.getLogger(__name__).warning("could not enqueue rating.prepare_campaign(%s)", campaign_id, exc_info=True)

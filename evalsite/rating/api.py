@@ -6,6 +6,7 @@ POST /api/assignments/<id>/votes
 Session authentication (CSRF enforced on POST), per-rater throttling (scope "rater"), and every error
 as JSON {"error": code, "detail": words} with a 4xx status; a refused request stores nothing.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -131,8 +132,9 @@ class NextAssignmentView(RaterAPIView):
         ),
         parameters=[
             OpenApiParameter("campaign", OpenApiTypes.INT, required=True),
-            OpenApiParameter("exclude", OpenApiTypes.UUID, required=False,
-                             description="An open assignment the page already shows."),
+            OpenApiParameter(
+                "exclude", OpenApiTypes.UUID, required=False, description="An open assignment the page already shows."
+            ),
         ],
         responses={200: NextAssignmentSerializer, **_errors(400, 403, 404, 409, 429)},
     )
@@ -150,8 +152,10 @@ class NextAssignmentView(RaterAPIView):
         if handout.assignment is not None:
             handout.assignment.campaign = campaign
             payload = assignment_payload(handout.assignment)
-        return Response({"assignment": payload, "progress": progress_payload(handout.progress)},
-                        headers={"Cache-Control": "no-store"})
+        return Response(
+            {"assignment": payload, "progress": progress_payload(handout.progress)},
+            headers={"Cache-Control": "no-store"},
+        )
 
 
 class VoteView(RaterAPIView):
@@ -176,9 +180,11 @@ class VoteView(RaterAPIView):
         body = VoteRequestSerializer(data=request.data)
         if not body.is_valid():
             raise ApiError(400, "malformed_body", _words(body.errors))
-        submission = VoteSubmission(idempotency_key=body.validated_data["idempotency_key"],
-                                    choices=dict(body.validated_data["choices"]),
-                                    time_taken_ms=body.validated_data.get("time_taken_ms"))
+        submission = VoteSubmission(
+            idempotency_key=body.validated_data["idempotency_key"],
+            choices=dict(body.validated_data["choices"]),
+            time_taken_ms=body.validated_data.get("time_taken_ms"),
+        )
         try:
             votes, created = record_votes(key, rater, submission)
         except VoteRefused as refused:
@@ -186,4 +192,3 @@ class VoteView(RaterAPIView):
         campaign = votes[0].assignment.campaign
         payload = vote_payload(key, votes, not created, engine.progress(rater, campaign))
         return Response(payload, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
-

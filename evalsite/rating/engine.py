@@ -33,6 +33,7 @@ by the `rating.expire_assignments` task; they give their slot back to the image 
 On SQLite select_for_update is a no-op, but settings open every transaction with BEGIN IMMEDIATE, so
 the whole block is serialised and the same invariants hold.
 """
+
 from __future__ import annotations
 
 import random
@@ -99,15 +100,16 @@ def build_image_pairs(campaign: Campaign, rng: random.Random | None = None) -> i
     """
     rng = rng or random.Random()
     images = defaultdict(lambda: defaultdict(dict))  # prompt -> model -> seed -> image id
-    for image_id, model_id, prompt_id, seed in _done_images(campaign).values_list("id", "model_id", "prompt_id",
-                                                                                  "seed"):
+    for image_id, model_id, prompt_id, seed in _done_images(campaign).values_list(
+        "id", "model_id", "prompt_id", "seed"
+    ):
         images[prompt_id][model_id][seed] = image_id
     existing = set(ImagePair.objects.filter(campaign=campaign).values_list("pair_key", flat=True))
     rows = []  # (campaign, prompt, image_a, image_b, model_a, model_b, pair_key, assigned, answered, shuffle)
     for prompt_id, by_model in images.items():
         models = sorted(by_model)
         for a_index, model_a in enumerate(models):
-            for model_b in models[a_index + 1:]:
+            for model_b in models[a_index + 1 :]:
                 seeds_a, seeds_b = by_model[model_a], by_model[model_b]
                 matched = [(seeds_a[s], seeds_b[s]) for s in sorted(seeds_a.keys() & seeds_b.keys())]
                 only_a = [seeds_a[s] for s in sorted(seeds_a.keys() - seeds_b.keys())]
@@ -116,13 +118,35 @@ def build_image_pairs(campaign: Campaign, rng: random.Random | None = None) -> i
                     key = Assignment.make_pair_key(image_a, image_b)
                     if key not in existing:
                         existing.add(key)
-                        rows.append((campaign.pk, prompt_id, image_a, image_b, model_a, model_b, key, 0, 0,
-                                     rng.randrange(2**31)))
+                        rows.append(
+                            (
+                                campaign.pk,
+                                prompt_id,
+                                image_a,
+                                image_b,
+                                model_a,
+                                model_b,
+                                key,
+                                0,
+                                0,
+                                rng.randrange(2**31),
+                            )
+                        )
     return _insert_pairs(rows)
 
 
-PAIR_COLUMNS = ("campaign_id", "prompt_id", "image_a_id", "image_b_id", "model_a_id", "model_b_id", "pair_key",
-                "assigned", "answered", "shuffle")
+PAIR_COLUMNS = (
+    "campaign_id",
+    "prompt_id",
+    "image_a_id",
+    "image_b_id",
+    "model_a_id",
+    "model_b_id",
+    "pair_key",
+    "assigned",
+    "answered",
+    "shuffle",
+)
 
 
 def _insert_pairs(rows: list[tuple]) -> int:
@@ -133,23 +157,25 @@ def _insert_pairs(rows: list[tuple]) -> int:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":  # COPY into a scratch table, then one INSERT ... SELECT
             with transaction.atomic():
-                cursor.execute(f"CREATE TEMPORARY TABLE new_image_pairs AS SELECT {columns} FROM {table} "
-                               "WITH NO DATA")
+                cursor.execute(f"CREATE TEMPORARY TABLE new_image_pairs AS SELECT {columns} FROM {table} WITH NO DATA")
                 raw = cursor.cursor  # psycopg's own cursor, for COPY
                 with raw.copy(f"COPY new_image_pairs ({columns}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
-                cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM new_image_pairs "
-                               "ON CONFLICT DO NOTHING")
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) SELECT {columns} FROM new_image_pairs ON CONFLICT DO NOTHING"
+                )
                 created = cursor.rowcount
                 cursor.execute("DROP TABLE new_image_pairs")
             return created
         one_row = "(" + ", ".join(["%s"] * len(PAIR_COLUMNS)) + ")"
         created = 0
         for start in range(0, len(rows), 3000):
-            chunk = rows[start:start + 3000]
-            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {', '.join([one_row] * len(chunk))} "
-                           "ON CONFLICT DO NOTHING", [value for row in chunk for value in row])
+            chunk = rows[start : start + 3000]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([one_row] * len(chunk))} ON CONFLICT DO NOTHING",
+                [value for row in chunk for value in row],
+            )
             created += max(cursor.rowcount, 0)
         return created
 
@@ -168,8 +194,9 @@ def create_gold_checks(campaign: Campaign, n: int = DEFAULT_GOLD_POOL, rng: rand
         by_model[row[1]].append(row)
     prompts = sorted({row[2] for row in rows})
     rng.shuffle(prompts)
-    current = list(GoldCheck.objects.filter(campaign=campaign).values_list("prompt_id", "correct_image_id",
-                                                                         "wrong_image_id"))
+    current = list(
+        GoldCheck.objects.filter(campaign=campaign).values_list("prompt_id", "correct_image_id", "wrong_image_id")
+    )
     taken = {prompt_id for prompt_id, _, _ in current}
     # Two checks over the same two images (P vs Q and Q vs P) would be one pair to a rater: never both.
     used_pairs = {Assignment.make_pair_key(correct, wrong) for _, correct, wrong in current}
@@ -181,17 +208,27 @@ def create_gold_checks(campaign: Campaign, n: int = DEFAULT_GOLD_POOL, rng: rand
             continue
         candidates = [row for row in rows if row[2] == prompt_id]
         image_id, model_id, _, seed, category = rng.choice(candidates)
-        others = [row for row in by_model[model_id]
-                  if row[2] != prompt_id and Assignment.make_pair_key(image_id, row[0]) not in used_pairs]
+        others = [
+            row
+            for row in by_model[model_id]
+            if row[2] != prompt_id and Assignment.make_pair_key(image_id, row[0]) not in used_pairs
+        ]
         if not others:
             continue
         # Prefer another category, then the same seed: the two images then differ only in what was asked.
         others.sort(key=lambda row: (row[4] == category and bool(category), row[3] != seed, rng.random()))
         wrong = others[0]
         used_pairs.add(Assignment.make_pair_key(image_id, wrong[0]))
-        checks.append(GoldCheck(campaign=campaign, prompt_id=prompt_id, correct_image_id=image_id,
-                                wrong_image_id=wrong[0], criterion=Criterion.PROMPT_FOLLOWING,
-                                description="image made for the prompt vs the same model's image for another prompt"))
+        checks.append(
+            GoldCheck(
+                campaign=campaign,
+                prompt_id=prompt_id,
+                correct_image_id=image_id,
+                wrong_image_id=wrong[0],
+                criterion=Criterion.PROMPT_FOLLOWING,
+                description="image made for the prompt vs the same model's image for another prompt",
+            )
+        )
     GoldCheck.objects.bulk_create(checks, ignore_conflicts=True)
     return len(checks)
 
@@ -266,8 +303,13 @@ def wins_matrix(campaign: Campaign, model_ids: list[int]) -> np.ndarray:
 
     index = {model_id: i for i, model_id in enumerate(model_ids)}
     wins = np.zeros((len(model_ids), len(model_ids)))
-    rows = (votes_for_analysis(campaign).filter(criterion=WINS_CRITERION)
-            .values_list("model_left_id", "model_right_id", "choice").annotate(n=Count("id")).order_by())
+    rows = (
+        votes_for_analysis(campaign)
+        .filter(criterion=WINS_CRITERION)
+        .values_list("model_left_id", "model_right_id", "choice")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     for left, right, choice, n in rows:
         if left not in index or right not in index or left == right:
             continue
@@ -305,8 +347,12 @@ def open_model_pairs(campaign: Campaign, model_ids: list[int]) -> np.ndarray:
         return cached[1].copy()
     index = {model_id: i for i, model_id in enumerate(model_ids)}
     allowed = np.zeros((len(model_ids), len(model_ids)), dtype=bool)
-    rows = (ImagePair.objects.filter(campaign=campaign, assigned__lt=campaign.votes_per_pair)
-            .values_list("model_a_id", "model_b_id").distinct().order_by())
+    rows = (
+        ImagePair.objects.filter(campaign=campaign, assigned__lt=campaign.votes_per_pair)
+        .values_list("model_a_id", "model_b_id")
+        .distinct()
+        .order_by()
+    )
     for a, b in rows:
         if a in index and b in index:
             allowed[index[a], index[b]] = allowed[index[b], index[a]] = True
@@ -341,10 +387,21 @@ class _History:
 
 
 def _history(rater: Rater, campaign: Campaign, now: datetime) -> _History:
-    rows = (Assignment.objects.filter(rater=rater, campaign=campaign).exclude(status=Assignment.Status.EXPIRED)
-            .order_by("created_at")
-            .values_list("id", "status", "expires_at", "image_pair_id", "image_left__model_id",
-                         "image_right__model_id", "image_left_id", "gold__correct_image_id"))
+    rows = (
+        Assignment.objects.filter(rater=rater, campaign=campaign)
+        .exclude(status=Assignment.Status.EXPIRED)
+        .order_by("created_at")
+        .values_list(
+            "id",
+            "status",
+            "expires_at",
+            "image_pair_id",
+            "image_left__model_id",
+            "image_right__model_id",
+            "image_left_id",
+            "gold__correct_image_id",
+        )
+    )
     history = _History(open_ids=[], answered=0, lean=Counter(), gold_sides=Counter())
     for pk, status, expires_at, pair_id, left_model, right_model, left_image, gold_correct_image in rows:
         if status == Assignment.Status.ANSWERED:
@@ -422,9 +479,13 @@ def _hand_out(rater, campaign, exclude, now, rng, refused_keys, tried) -> Handou
 
 def _gold_assignment(rater, campaign, history, expires_at, rng, refused_keys, tried) -> Assignment | None:
     had = Assignment.objects.filter(rater=rater, gold__isnull=False).values("gold_id")
-    pool = [gold for gold in GoldCheck.objects.filter(campaign=campaign).exclude(pk__in=had)
-            .select_related("prompt", "correct_image", "wrong_image")
-            if Assignment.make_pair_key(gold.correct_image_id, gold.wrong_image_id) not in refused_keys]
+    pool = [
+        gold
+        for gold in GoldCheck.objects.filter(campaign=campaign)
+        .exclude(pk__in=had)
+        .select_related("prompt", "correct_image", "wrong_image")
+        if Assignment.make_pair_key(gold.correct_image_id, gold.wrong_image_id) not in refused_keys
+    ]
     if not pool:
         return None
     gold = pool[int(rng.integers(len(pool)))]
@@ -432,8 +493,15 @@ def _gold_assignment(rater, campaign, history, expires_at, rng, refused_keys, tr
     sides = history.gold_sides
     correct_left = sides["left"] < sides["right"] or (sides["left"] == sides["right"] and rng.random() < 0.5)
     left, right = (gold.correct_image, gold.wrong_image) if correct_left else (gold.wrong_image, gold.correct_image)
-    assignment = Assignment(campaign=campaign, rater=rater, prompt=gold.prompt, image_left=left, image_right=right,
-                            gold=gold, expires_at=expires_at)
+    assignment = Assignment(
+        campaign=campaign,
+        rater=rater,
+        prompt=gold.prompt,
+        image_left=left,
+        image_right=right,
+        gold=gold,
+        expires_at=expires_at,
+    )
     tried.append(Assignment.make_pair_key(left.pk, right.pk))
     assignment.save(force_insert=True)
     return assignment
@@ -449,8 +517,15 @@ def _pair_assignment(rater, campaign, history, expires_at, rng, refused_keys, tr
         if not allowed.any():
             return None
         try:
-            i, j = choose_model_pair(wins, allowed, rng, min_votes_per_pair=campaign.min_votes_per_model_pair,
-                                     target_votes_per_pair=None, policy=campaign.pair_policy, theta=theta)
+            i, j = choose_model_pair(
+                wins,
+                allowed,
+                rng,
+                min_votes_per_pair=campaign.min_votes_per_model_pair,
+                target_votes_per_pair=None,
+                policy=campaign.pair_policy,
+                theta=theta,
+            )
         except NoPairAvailable:
             return None
         pair = _lock_image_pair(rater, campaign, model_ids[i], model_ids[j], refused_keys)
@@ -458,8 +533,15 @@ def _pair_assignment(rater, campaign, history, expires_at, rng, refused_keys, tr
             allowed[i, j] = allowed[j, i] = False
             continue
         left, right = _orient(history.lean, pair, rng)
-        assignment = Assignment(campaign=campaign, rater=rater, prompt=pair.prompt, image_left=left,
-                                image_right=right, image_pair=pair, expires_at=expires_at)
+        assignment = Assignment(
+            campaign=campaign,
+            rater=rater,
+            prompt=pair.prompt,
+            image_left=left,
+            image_right=right,
+            image_pair=pair,
+            expires_at=expires_at,
+        )
         tried.append(pair.pair_key)
         assignment.save(force_insert=True)
         ImagePair.objects.filter(pk=pair.pk).update(assigned=F("assigned") + 1)
@@ -467,13 +549,14 @@ def _pair_assignment(rater, campaign, history, expires_at, rng, refused_keys, tr
     return None
 
 
-def _lock_image_pair(rater: Rater, campaign: Campaign, model_a: int, model_b: int,
-                     refused_keys: list[str]) -> ImagePair | None:
+def _lock_image_pair(
+    rater: Rater, campaign: Campaign, model_a: int, model_b: int, refused_keys: list[str]
+) -> ImagePair | None:
     """Lock the least-assigned image pair of this model pair that this rater has never been given."""
     seen = Assignment.objects.filter(rater=rater).values("pair_key")
-    candidates = (ImagePair.objects.filter(campaign=campaign, model_a_id=model_a, model_b_id=model_b,
-                                           assigned__lt=campaign.votes_per_pair)
-                  .exclude(pair_key__in=seen))
+    candidates = ImagePair.objects.filter(
+        campaign=campaign, model_a_id=model_a, model_b_id=model_b, assigned__lt=campaign.votes_per_pair
+    ).exclude(pair_key__in=seen)
     if refused_keys:
         candidates = candidates.exclude(pair_key__in=refused_keys)
     candidates = candidates.order_by("assigned", "shuffle").select_related("prompt", "image_a", "image_b")
@@ -495,5 +578,6 @@ def _lock_image_pair(rater: Rater, campaign: Campaign, model_a: int, model_b: in
 def _orient(lean: Counter, pair: ImagePair, rng: np.random.Generator) -> tuple[Image, Image]:
     """(left image, right image): the model this rater has seen more often on the left goes right."""
     a_left = lean[pair.model_a_id] < lean[pair.model_b_id] or (
-        lean[pair.model_a_id] == lean[pair.model_b_id] and rng.random() < 0.5)
+        lean[pair.model_a_id] == lean[pair.model_b_id] and rng.random() < 0.5
+    )
     return (pair.image_a, pair.image_b) if a_left else (pair.image_b, pair.image_a)

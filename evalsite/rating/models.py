@@ -4,6 +4,7 @@ A vote records which model was on which side, so position bias can be measured a
 left/right presentation can be undone in analysis. The database makes duplicates impossible: one vote
 per assignment and criterion; a rater never holds the same image pair twice (unless it expired unanswered).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -88,23 +89,30 @@ class Campaign(models.Model):
     gold_rate = models.FloatField(default=0.1, help_text="Share of assignments that are gold checks.")
     min_gold_accuracy = models.FloatField(default=default_min_gold_accuracy, help_text="Raters below this are flagged.")
     assignment_ttl_seconds = models.PositiveIntegerField(
-        default=default_assignment_ttl, help_text="How long a rater holds a pair before it goes to someone else.")
+        default=default_assignment_ttl, help_text="How long a rater holds a pair before it goes to someone else."
+    )
     is_open = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # --- pair choice (see evalsite/rating/engine.py) ---
     pair_policy = models.CharField(
-        max_length=20, choices=PairPolicy.choices, default=PairPolicy.ACTIVE,
+        max_length=20,
+        choices=PairPolicy.choices,
+        default=PairPolicy.ACTIVE,
         help_text="How the next model pair is chosen once every model pair has its minimum of votes.",
     )
     min_votes_per_model_pair = models.PositiveIntegerField(
-        default=10, help_text="Votes every model pair gets (round robin) before active sampling starts.",
+        default=10,
+        help_text="Votes every model pair gets (round robin) before active sampling starts.",
     )
     pairs_per_rater = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Pairs one rater answers in this campaign; empty means no limit.",
+        null=True,
+        blank=True,
+        help_text="Pairs one rater answers in this campaign; empty means no limit.",
     )
     # --- quality control (see evalsite/rating/quality.py) ---
     min_gold_answers = models.PositiveIntegerField(
-        default=5, help_text="Gold answers a rater needs before the accuracy threshold can flag them.",
+        default=5,
+        help_text="Gold answers a rater needs before the accuracy threshold can flag them.",
     )
     # Number of finished images the image pairs were last built from (the engine rebuilds when it changes).
     paired_image_count = models.PositiveIntegerField(default=0, editable=False)
@@ -182,8 +190,9 @@ class Assignment(models.Model):
     pair_key = models.CharField(max_length=50)
     gold = models.ForeignKey(GoldCheck, null=True, blank=True, on_delete=models.SET_NULL, related_name="assignments")
     # The campaign pair this assignment counts towards (empty for gold checks).
-    image_pair = models.ForeignKey(ImagePair, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="assignments")
+    image_pair = models.ForeignKey(
+        ImagePair, null=True, blank=True, on_delete=models.SET_NULL, related_name="assignments"
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
@@ -229,9 +238,7 @@ class Vote(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["assignment", "criterion"], name="one_vote_per_assignment_criterion"),
-            models.CheckConstraint(
-                condition=Q(choice__in=[c.value for c in Choice]), name="vote_choice_is_valid"
-            ),
+            models.CheckConstraint(condition=Q(choice__in=[c.value for c in Choice]), name="vote_choice_is_valid"),
         ]
         indexes = [models.Index(fields=["campaign", "criterion"]), models.Index(fields=["rater", "idempotency_key"])]
 

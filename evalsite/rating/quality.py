@@ -13,6 +13,7 @@ more; a flag a researcher set by hand (any other reason) is never touched.
 `votes_for_analysis(campaign)` is what every analysis should read: no gold votes, and no votes of
 flagged raters (exclude_flagged=False keeps them, e.g. to show what excluding them changes).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -36,18 +37,19 @@ def votes_for_analysis(campaign: Campaign, *, exclude_flagged: bool = True) -> Q
 
 def rater_figures(campaign: Campaign) -> dict[int, dict]:
     """rater id -> figures, from the campaign's answered assignments and votes."""
-    figures: dict[int, dict] = defaultdict(lambda: {"pairs_answered": 0, "gold_answered": 0, "gold_correct": 0,
-                                                    "seconds": [], "left": 0, "right": 0})
+    figures: dict[int, dict] = defaultdict(
+        lambda: {"pairs_answered": 0, "gold_answered": 0, "gold_correct": 0, "seconds": [], "left": 0, "right": 0}
+    )
     for rater_id in campaign.raters.values_list("id", flat=True):
         figures[rater_id]  # every rater of the campaign gets a row, voted or not
-    for rater_id in (Assignment.objects.filter(campaign=campaign, status=Assignment.Status.ANSWERED)
-                     .values_list("rater_id", flat=True)):
+    for rater_id in Assignment.objects.filter(campaign=campaign, status=Assignment.Status.ANSWERED).values_list(
+        "rater_id", flat=True
+    ):
         figures[rater_id]["pairs_answered"] += 1
     seconds_seen = set()
-    for rater_id, assignment_id, choice, is_gold, gold_correct, time_ms in (
-        Vote.objects.filter(campaign=campaign)
-        .values_list("rater_id", "assignment_id", "choice", "is_gold", "gold_correct", "time_taken_ms")
-    ):
+    for rater_id, assignment_id, choice, is_gold, gold_correct, time_ms in Vote.objects.filter(
+        campaign=campaign
+    ).values_list("rater_id", "assignment_id", "choice", "is_gold", "gold_correct", "time_taken_ms"):
         row = figures[rater_id]
         if is_gold and gold_correct is not None:
             row["gold_answered"] += 1
@@ -68,10 +70,14 @@ def update_rater_quality(campaign: Campaign) -> list[RaterStats]:
         for rater_id, row in figures.items():
             accuracy = row["gold_correct"] / row["gold_answered"] if row["gold_answered"] else None
             decisive = row["left"] + row["right"]
-            flagged = (accuracy is not None and row["gold_answered"] >= campaign.min_gold_answers
-                       and accuracy < campaign.min_gold_accuracy)
+            flagged = (
+                accuracy is not None
+                and row["gold_answered"] >= campaign.min_gold_answers
+                and accuracy < campaign.min_gold_accuracy
+            )
             stat, _ = RaterStats.objects.update_or_create(
-                campaign=campaign, rater_id=rater_id,
+                campaign=campaign,
+                rater_id=rater_id,
                 defaults={
                     "pairs_answered": row["pairs_answered"],
                     "gold_answered": row["gold_answered"],
@@ -96,7 +102,8 @@ def _apply_flag(rater: Rater) -> None:
     if flagging:
         reason = "; ".join(
             f"gold accuracy {s.gold_correct}/{s.gold_answered} ({s.gold_accuracy:.0%}) below "
-            f"{s.campaign.min_gold_accuracy:.0%} in campaign {s.campaign_id}" for s in flagging
+            f"{s.campaign.min_gold_accuracy:.0%} in campaign {s.campaign_id}"
+            for s in flagging
         )
         rater.flagged, rater.flagged_reason = True, f"{AUTO_FLAG_PREFIX} {reason}"[:300]
     else:

@@ -3,6 +3,7 @@
 Nothing here carries a model's name, id or any image attribute that could identify a model: an image
 is an unguessable URL and an alt text saying which side it is on.
 """
+
 from __future__ import annotations
 
 from django.urls import reverse
@@ -61,15 +62,16 @@ class NextAssignmentSerializer(serializers.Serializer):
 
 class VoteRequestSerializer(serializers.Serializer):
     idempotency_key = serializers.RegexField(
-        IDEMPOTENCY_KEY_PATTERN, help_text="8-80 characters [A-Za-z0-9_.:-], the same for every retry.",
+        IDEMPOTENCY_KEY_PATTERN,
+        help_text="8-80 characters [A-Za-z0-9_.:-], the same for every retry.",
         error_messages={"invalid": "must be 8-80 characters of A-Z, a-z, 0-9, _ . : -"},
     )
     choices = serializers.DictField(
-        child=serializers.CharField(), allow_empty=False,
+        child=serializers.CharField(),
+        allow_empty=False,
         help_text="One answer per criterion asked: " + ", ".join(c.value for c in Choice) + ".",
     )
-    time_taken_ms = serializers.IntegerField(min_value=0, max_value=MAX_TIME_TAKEN_MS, required=False,
-                                             allow_null=True)
+    time_taken_ms = serializers.IntegerField(min_value=0, max_value=MAX_TIME_TAKEN_MS, required=False, allow_null=True)
 
 
 class VoteResponseSerializer(serializers.Serializer):
@@ -81,8 +83,10 @@ class VoteResponseSerializer(serializers.Serializer):
 
 
 def criteria_payload(assignment: Assignment) -> list[dict]:
-    return [{"key": key, "label": Criterion(key).label, "question": CRITERION_QUESTIONS[Criterion(key)]}
-            for key in assignment.campaign.criteria_for(assignment.prompt)]
+    return [
+        {"key": key, "label": Criterion(key).label, "question": CRITERION_QUESTIONS[Criterion(key)]}
+        for key in assignment.campaign.criteria_for(assignment.prompt)
+    ]
 
 
 def assignment_payload(assignment: Assignment) -> dict:

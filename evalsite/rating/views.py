@@ -5,6 +5,7 @@ The rating page is a shell: evalsite/static/evalsite/rater.js drives it through 
 Nothing a rater can see names a model: the page shows no campaign name (researchers tend to put model
 names there), images come from /i/<random token>.png with their metadata stripped and no file name.
 """
+
 from __future__ import annotations
 
 import io
@@ -43,9 +44,15 @@ def join(request, invite_token: str):
     preview or prefetch creates nothing."""
     campaign = Campaign.objects.filter(invite_token=invite_token).first()
     if campaign is None or not campaign.is_open:
-        return render(request, "rating/message.html", {
-            "title": "Invite link not valid",
-            "message": "This invite link is unknown or its campaign is closed. Ask for a new link."}, status=404)
+        return render(
+            request,
+            "rating/message.html",
+            {
+                "title": "Invite link not valid",
+                "message": "This invite link is unknown or its campaign is closed. Ask for a new link.",
+            },
+            status=404,
+        )
     if request.method == "POST":
         if not request.user.is_authenticated:
             user = get_user_model().objects.create_user(username=f"rater-{_random_suffix()}")
@@ -65,12 +72,22 @@ def _rater_in_campaign(request, campaign_id: int):
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     rater = Rater.objects.filter(user=request.user).first()
     if rater is None or not campaign.raters.filter(pk=rater.pk).exists():
-        return None, render(request, "rating/message.html", {
-            "title": "Not invited",
-            "message": "You are not a rater of this campaign. Open the invite link you were sent."}, status=403)
+        return None, render(
+            request,
+            "rating/message.html",
+            {
+                "title": "Not invited",
+                "message": "You are not a rater of this campaign. Open the invite link you were sent.",
+            },
+            status=403,
+        )
     if not campaign.is_open:
-        return None, render(request, "rating/message.html", {
-            "title": "Campaign closed", "message": "This campaign is closed. Thank you for your votes."}, status=410)
+        return None, render(
+            request,
+            "rating/message.html",
+            {"title": "Campaign closed", "message": "This campaign is closed. Thank you for your votes."},
+            status=410,
+        )
     return (campaign, rater), None
 
 
@@ -87,8 +104,15 @@ def instructions(request, campaign_id: int):
             rater.save(update_fields=["instructions_seen_at"])
         return redirect("rating:rate", campaign_id=campaign.pk)
     questions = [(Criterion(c).label, CRITERION_QUESTIONS[Criterion(c)]) for c in campaign.criteria]
-    return render(request, "rating/instructions.html", {"campaign_id": campaign.pk, "questions": questions,
-                                                        "asks_typography": Criterion.TYPOGRAPHY in campaign.criteria})
+    return render(
+        request,
+        "rating/instructions.html",
+        {
+            "campaign_id": campaign.pk,
+            "questions": questions,
+            "asks_typography": Criterion.TYPOGRAPHY in campaign.criteria,
+        },
+    )
 
 
 @login_required
@@ -99,10 +123,14 @@ def rate(request, campaign_id: int):
     campaign, rater = found
     if rater.instructions_seen_at is None:
         return redirect("rating:instructions", campaign_id=campaign.pk)
-    response = render(request, "rating/rate.html", {
-        "campaign_id": campaign.pk,
-        "next_url": f"{reverse('rating:next-assignment')}?campaign={campaign.pk}",
-    })
+    response = render(
+        request,
+        "rating/rate.html",
+        {
+            "campaign_id": campaign.pk,
+            "next_url": f"{reverse('rating:next-assignment')}?campaign={campaign.pk}",
+        },
+    )
     response["Cache-Control"] = "no-store"
     return response
 
@@ -121,8 +149,11 @@ def image(request, token: str):
     if shown is None:
         raise Http404("no such image")
     if not request.user.is_staff:
-        own = Assignment.objects.filter(rater__user=request.user).filter(
-            Q(image_left=shown) | Q(image_right=shown)).exists()
+        own = (
+            Assignment.objects.filter(rater__user=request.user)
+            .filter(Q(image_left=shown) | Q(image_right=shown))
+            .exists()
+        )
         if not own:
             raise Http404("no such image")
     response = HttpResponse(clean_png(shown), content_type="image/png")
@@ -157,8 +188,11 @@ def clean_png(image: Image) -> bytes:
 
 @staff_member_required
 def staff_campaigns(request):
-    return render(request, "rating/staff_campaigns.html",
-                  {"campaigns": Campaign.objects.select_related("run").order_by("-created_at")})
+    return render(
+        request,
+        "rating/staff_campaigns.html",
+        {"campaigns": Campaign.objects.select_related("run").order_by("-created_at")},
+    )
 
 
 @staff_member_required
@@ -175,12 +209,16 @@ def staff_campaign_raters(request, campaign_id: int):
             made = engine.prepare_campaign(campaign)
             notice = f"{made['new_pairs']} new image pairs, {made['new_gold_checks']} new gold checks."
     stats = RaterStats.objects.filter(campaign=campaign).select_related("rater__user").order_by("rater__user__username")
-    return render(request, "rating/staff_campaign_raters.html", {
-        "campaign": campaign,
-        "invite_url": request.build_absolute_uri(reverse("rating:join", args=[campaign.invite_token])),
-        "pair_count": campaign.image_pairs.count(),
-        "gold_count": campaign.gold_checks.count(),
-        "answered": campaign.assignments.filter(status=Assignment.Status.ANSWERED).count(),
-        "stats": stats,
-        "notice": notice,
-    })
+    return render(
+        request,
+        "rating/staff_campaign_raters.html",
+        {
+            "campaign": campaign,
+            "invite_url": request.build_absolute_uri(reverse("rating:join", args=[campaign.invite_token])),
+            "pair_count": campaign.image_pairs.count(),
+            "gold_count": campaign.gold_checks.count(),
+            "answered": campaign.assignments.filter(status=Assignment.Status.ANSWERED).count(),
+            "stats": stats,
+            "notice": notice,
+        },
+    )

@@ -6,6 +6,7 @@ click, a retry after a lost response, or two tabs racing store the votes once. A
 same key gets the stored votes back; a different key gets "already answered". The unique constraint
 (assignment, criterion) backs this up: an IntegrityError is read back as "already recorded", not a 500.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,27 +39,35 @@ def check_choices(assignment: Assignment, choices: dict[str, str]) -> None:
     asked = assignment.campaign.criteria_for(assignment.prompt)
     unknown = sorted(set(choices) - set(asked))
     if unknown:
-        raise VoteRefused(400, "unknown_criterion",
-                          f"criteria not asked for this pair: {', '.join(unknown)}; asked: {', '.join(asked)}")
+        raise VoteRefused(
+            400,
+            "unknown_criterion",
+            f"criteria not asked for this pair: {', '.join(unknown)}; asked: {', '.join(asked)}",
+        )
     missing = [c for c in asked if c not in choices]
     if missing:
         raise VoteRefused(400, "missing_criterion", f"an answer is needed for: {', '.join(missing)}")
     valid = {c.value for c in Choice}
     for criterion, choice in choices.items():
         if choice not in valid:
-            raise VoteRefused(400, "unknown_choice",
-                              f"choices.{criterion}: {choice!r} is not one of {', '.join(sorted(valid))}")
+            raise VoteRefused(
+                400, "unknown_choice", f"choices.{criterion}: {choice!r} is not one of {', '.join(sorted(valid))}"
+            )
 
 
-def record_votes(assignment_id, rater: Rater, submission: VoteSubmission,
-                 now: datetime | None = None) -> tuple[list[Vote], bool]:
+def record_votes(
+    assignment_id, rater: Rater, submission: VoteSubmission, now: datetime | None = None
+) -> tuple[list[Vote], bool]:
     """Store one vote per criterion; returns (votes, created). Raises VoteRefused."""
     now = now or timezone.now()
     try:
         with transaction.atomic():
-            assignment = (Assignment.objects.select_for_update(of=("self",))
-                          .select_related("campaign", "prompt", "image_left", "image_right", "gold")
-                          .filter(pk=assignment_id).first())
+            assignment = (
+                Assignment.objects.select_for_update(of=("self",))
+                .select_related("campaign", "prompt", "image_left", "image_right", "gold")
+                .filter(pk=assignment_id)
+                .first()
+            )
             if assignment is None:
                 raise VoteRefused(404, "not_found", "no such assignment")
             if assignment.rater_id != rater.pk:
@@ -67,8 +76,9 @@ def record_votes(assignment_id, rater: Rater, submission: VoteSubmission,
             if assignment.status == Assignment.Status.ANSWERED:  # votes and status are written together
                 return _replay(list(assignment.votes.order_by("id")), submission), False
             if assignment.status != Assignment.Status.OPEN or assignment.expires_at <= now:
-                raise VoteRefused(410, "assignment_expired",
-                                  "this pair expired before the answer arrived; ask for the next pair")
+                raise VoteRefused(
+                    410, "assignment_expired", "this pair expired before the answer arrived; ask for the next pair"
+                )
             votes = Vote.objects.bulk_create(_votes(assignment, submission))
             assignment.status = Assignment.Status.ANSWERED
             assignment.answered_at = now
@@ -78,8 +88,9 @@ def record_votes(assignment_id, rater: Rater, submission: VoteSubmission,
             return votes, True
     except IntegrityError:
         # A concurrent submission for this assignment committed first (only reachable without row locks).
-        stored = list(Vote.objects.filter(assignment_id=assignment_id).select_related("assignment__campaign")
-                      .order_by("id"))
+        stored = list(
+            Vote.objects.filter(assignment_id=assignment_id).select_related("assignment__campaign").order_by("id")
+        )
         if not stored:
             raise
         return _replay(stored, submission), False
@@ -102,9 +113,19 @@ def _votes(assignment: Assignment, submission: VoteSubmission) -> list[Vote]:
         gold_correct = None
         if gold is not None and criterion == gold.criterion:
             gold_correct = choice == correct_side
-        votes.append(Vote(assignment=assignment, campaign_id=assignment.campaign_id, rater_id=assignment.rater_id,
-                          criterion=criterion, choice=choice, model_left_id=assignment.image_left.model_id,
-                          model_right_id=assignment.image_right.model_id, time_taken_ms=submission.time_taken_ms,
-                          idempotency_key=submission.idempotency_key, is_gold=gold is not None,
-                          gold_correct=gold_correct))
+        votes.append(
+            Vote(
+                assignment=assignment,
+                campaign_id=assignment.campaign_id,
+                rater_id=assignment.rater_id,
+                criterion=criterion,
+                choice=choice,
+                model_left_id=assignment.image_left.model_id,
+                model_right_id=assignment.image_right.model_id,
+                time_taken_ms=submission.time_taken_ms,
+                idempotency_key=submission.idempotency_key,
+                is_gold=gold is not None,
+                gold_correct=gold_correct,
+            )
+        )
     return votes

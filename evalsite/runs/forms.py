@@ -1,4 +1,5 @@
 """The form a researcher fills in to start a comparison run."""
+
 from __future__ import annotations
 
 from django import forms
@@ -26,8 +27,9 @@ def parse_numbers(text: str, what: str = "prompt numbers") -> list[int]:
     return list(dict.fromkeys(out))
 
 
-def select_prompts(prompt_set: PromptSet, numbers: list[int] | None = None,
-                   categories: list[str] | None = None) -> list[Prompt]:
+def select_prompts(
+    prompt_set: PromptSet, numbers: list[int] | None = None, categories: list[str] | None = None
+) -> list[Prompt]:
     """The prompts of a set picked by position numbers and/or categories (both empty: [] = the whole set)."""
     if not numbers and not categories:
         return []
@@ -37,15 +39,19 @@ def select_prompts(prompt_set: PromptSet, numbers: list[int] | None = None,
         found = set(prompts.values_list("position", flat=True))
         missing = [n for n in numbers if n not in found]
         if missing:
-            raise ValueError(f"the prompt set {prompt_set.name!r} has no prompt number(s) "
-                             f"{', '.join(map(str, missing[:10]))} (numbers go from 0 to "
-                             f"{prompt_set.prompts.count() - 1})")
+            raise ValueError(
+                f"the prompt set {prompt_set.name!r} has no prompt number(s) "
+                f"{', '.join(map(str, missing[:10]))} (numbers go from 0 to "
+                f"{prompt_set.prompts.count() - 1})"
+            )
     if categories:
         known = {c.lower(): c for c in prompt_set.prompts.values_list("category", flat=True).distinct()}
         unknown = [c for c in categories if c.lower() not in known]
         if unknown:
-            raise ValueError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; this set "
-                             f"has {', '.join(sorted(known.values())) or 'none'}")
+            raise ValueError(
+                f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; this set "
+                f"has {', '.join(sorted(known.values())) or 'none'}"
+            )
         prompts = prompts.filter(category__in=[known[c.lower()] for c in categories])
     chosen = list(prompts.order_by("position"))
     if not chosen:
@@ -56,19 +62,25 @@ def select_prompts(prompt_set: PromptSet, numbers: list[int] | None = None,
 class RunForm(forms.Form):
     name = forms.CharField(max_length=200)
     image_models = forms.ModelMultipleChoiceField(
-        label="Models", queryset=ImageModel.objects.filter(is_active=True), widget=forms.CheckboxSelectMultiple)
+        label="Models", queryset=ImageModel.objects.filter(is_active=True), widget=forms.CheckboxSelectMultiple
+    )
     prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.all())
     prompt_numbers = forms.CharField(required=False, help_text="Optional subset by position, e.g. 0-9, 15, 20.")
     categories = forms.CharField(required=False, help_text="Optional, comma-separated, e.g. Animals, Vehicles.")
     seeds_per_prompt = forms.IntegerField(min_value=1, max_value=64, initial=2)
     first_seed = forms.IntegerField(min_value=0, initial=0)
-    resolution = forms.IntegerField(required=False, min_value=8, max_value=4096,
-                                    help_text="Height = width in pixels; blank keeps each model's own.")
+    resolution = forms.IntegerField(
+        required=False, min_value=8, max_value=4096, help_text="Height = width in pixels; blank keeps each model's own."
+    )
     steps = forms.IntegerField(required=False, min_value=1, max_value=1000, help_text="Blank keeps each model's own.")
     guidance_scale = forms.FloatField(required=False, min_value=0, max_value=100)
     shift = forms.FloatField(required=False, min_value=0.01, max_value=100, help_text="Timestep shift (flow models).")
-    batch_size = forms.IntegerField(required=False, min_value=1, max_value=1024,
-                                    help_text="Images per generation job; blank uses the platform default.")
+    batch_size = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=1024,
+        help_text="Images per generation job; blank uses the platform default.",
+    )
 
     def overrides(self) -> dict:
         data = self.cleaned_data

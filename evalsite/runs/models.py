@@ -5,6 +5,7 @@ run asked for it first. A later run that needs the same image reuses it (`Compar
 `Image.objects.in_run(run)` / `run.all_images()` is the full set of a run's images; `run.images` only those
 it generated itself.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -100,8 +101,10 @@ class ImageQuerySet(models.QuerySet):
     def in_run(self, run: ComparisonRun | int):
         """Images a run generated itself plus those it reuses from earlier runs."""
         run_id = run.pk if isinstance(run, ComparisonRun) else run
-        return self.filter(Q(run_id=run_id) | Q(pk__in=ComparisonRun.reused_images.through.objects.filter(
-            comparisonrun_id=run_id).values("image_id")))
+        return self.filter(
+            Q(run_id=run_id)
+            | Q(pk__in=ComparisonRun.reused_images.through.objects.filter(comparisonrun_id=run_id).values("image_id"))
+        )
 
 
 class Image(models.Model):
@@ -207,17 +210,18 @@ class CheckpointSchedule(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     directory = models.CharField(max_length=500, help_text="Folder whose sub-folders are checkpoints.")
-    checkpoint_kind = models.CharField(max_length=20, choices=ImageModel.Kind.choices,
-                                       default=ImageModel.Kind.INHOUSE)
+    checkpoint_kind = models.CharField(max_length=20, choices=ImageModel.Kind.choices, default=ImageModel.Kind.INHOUSE)
     baseline_model = models.ForeignKey(ImageModel, on_delete=models.PROTECT, related_name="+")
     prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="+")
     seeds = models.JSONField(default=list)
     sampler_overrides = models.JSONField(default=dict, blank=True)
-    crontab = models.CharField(max_length=100, default="0 3 * * *",
-                               help_text="minute hour day-of-month month day-of-week (UTC)")
+    crontab = models.CharField(
+        max_length=100, default="0 3 * * *", help_text="minute hour day-of-month month day-of-week (UTC)"
+    )
     enabled = models.BooleanField(default=True)
-    periodic_task = models.OneToOneField("django_celery_beat.PeriodicTask", null=True, blank=True,
-                                         on_delete=models.SET_NULL, related_name="+")
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

@@ -7,6 +7,7 @@ time), registers it as an ImageModel (one per source path) and starts a run agai
 ScheduledCheckpoint row, unique per (schedule, checkpoint path), is created in the same transaction as the
 run: the same checkpoint never gets a second run, however often or concurrently the check runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,7 +83,10 @@ def register_checkpoint(path: Path, kind: str, schedule: CheckpointSchedule) -> 
         n += 1
         name = f"{base}-{n}"
     return ImageModel.objects.create(
-        name=name, kind=kind, source=source, sampler_settings=dict(schedule.baseline_model.sampler_settings or {}),
+        name=name,
+        kind=kind,
+        source=source,
+        sampler_settings=dict(schedule.baseline_model.sampler_settings or {}),
         description=f"Registered by the checkpoint schedule {schedule.name!r} on {timezone.now():%Y-%m-%d %H:%M} UTC.",
     )
 
@@ -104,13 +108,17 @@ def check_schedule(schedule: CheckpointSchedule) -> ScheduledCheckpoint | None:
     try:
         with transaction.atomic():
             model = register_checkpoint(newest.path, schedule.checkpoint_kind, schedule)
-            taken = ScheduledCheckpoint.objects.create(schedule=schedule, checkpoint_path=str(newest.path),
-                                                       image_model=model)
+            taken = ScheduledCheckpoint.objects.create(
+                schedule=schedule, checkpoint_path=str(newest.path), image_model=model
+            )
             planned = services.create_run(
                 name=f"{schedule.name}: {newest.path.name} vs {schedule.baseline_model.name}",
-                prompt_set=schedule.prompt_set, image_models=[model, schedule.baseline_model],
-                seeds=schedule.seeds or [0], sampler_overrides=schedule.sampler_overrides,
-                created_by=schedule.created_by)
+                prompt_set=schedule.prompt_set,
+                image_models=[model, schedule.baseline_model],
+                seeds=schedule.seeds or [0],
+                sampler_overrides=schedule.sampler_overrides,
+                created_by=schedule.created_by,
+            )
             taken.run = planned.run
             taken.save(update_fields=["run"])
     except IntegrityError:  # a concurrent check took this checkpoint first
@@ -145,12 +153,18 @@ def parse_crontab(expression: str) -> dict:
 
     minute, hour, day_of_month, month_of_year, day_of_week = parts
     try:
-        crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
-                day_of_week=day_of_week)
+        crontab(
+            minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year, day_of_week=day_of_week
+        )
     except Exception as e:
         raise ValueError(f"invalid crontab {expression!r}: {e}") from e
-    return {"minute": minute, "hour": hour, "day_of_month": day_of_month, "month_of_year": month_of_year,
-            "day_of_week": day_of_week}
+    return {
+        "minute": minute,
+        "hour": hour,
+        "day_of_month": day_of_month,
+        "month_of_year": month_of_year,
+        "day_of_week": day_of_week,
+    }
 
 
 def install_periodic_task(schedule: CheckpointSchedule) -> None:
@@ -160,13 +174,19 @@ def install_periodic_task(schedule: CheckpointSchedule) -> None:
     fields = parse_crontab(schedule.crontab)
     with transaction.atomic():
         cron, _ = CrontabSchedule.objects.get_or_create(**fields, timezone="UTC")
-        values = {"task": CHECK_TASK, "crontab": cron, "interval": None, "enabled": schedule.enabled,
-                  "kwargs": json.dumps({"schedule_id": schedule.pk}),
-                  "description": f"Newest checkpoint in {schedule.directory} vs {schedule.baseline_model.name}"}
+        values = {
+            "task": CHECK_TASK,
+            "crontab": cron,
+            "interval": None,
+            "enabled": schedule.enabled,
+            "kwargs": json.dumps({"schedule_id": schedule.pk}),
+            "description": f"Newest checkpoint in {schedule.directory} vs {schedule.baseline_model.name}",
+        }
         task = schedule.periodic_task
         if task is None:
-            task = PeriodicTask.objects.create(name=f"checkpoint schedule {schedule.pk}: {schedule.name}"[:200],
-                                               **values)
+            task = PeriodicTask.objects.create(
+                name=f"checkpoint schedule {schedule.pk}: {schedule.name}"[:200], **values
+            )
             CheckpointSchedule.objects.filter(pk=schedule.pk).update(periodic_task=task)
             schedule.periodic_task = task
         else:

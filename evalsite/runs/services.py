@@ -16,6 +16,7 @@ functions here, so every database rule lives in one place:
 
 Nothing here imports generation/ (torch): the worker side passes PNG bytes in.
 """
+
 from __future__ import annotations
 
 import logging
@@ -108,9 +109,18 @@ class PlannedRun:
     reused_images: int
 
 
-def create_run(*, name: str, prompt_set: PromptSet, image_models: Sequence[ImageModel], seeds: Iterable[int],
-               sampler_overrides: dict | None = None, prompts: Sequence[Prompt] | None = None,
-               created_by=None, batch_size: int | None = None, dispatch: bool = True) -> PlannedRun:
+def create_run(
+    *,
+    name: str,
+    prompt_set: PromptSet,
+    image_models: Sequence[ImageModel],
+    seeds: Iterable[int],
+    sampler_overrides: dict | None = None,
+    prompts: Sequence[Prompt] | None = None,
+    created_by=None,
+    batch_size: int | None = None,
+    dispatch: bool = True,
+) -> PlannedRun:
     """Create a run with all its image rows and jobs in one transaction; send the jobs after the commit."""
     name = (name or "").strip()
     if not name:
@@ -135,8 +145,9 @@ def create_run(*, name: str, prompt_set: PromptSet, image_models: Sequence[Image
         raise RunError(f"the prompt set {prompt_set.name!r} has no prompts")
 
     with transaction.atomic():
-        run = ComparisonRun.objects.create(name=name, prompt_set=prompt_set, seeds=seeds,
-                                           sampler_overrides=overrides, created_by=created_by)
+        run = ComparisonRun.objects.create(
+            name=name, prompt_set=prompt_set, seeds=seeds, sampler_overrides=overrides, created_by=created_by
+        )
         run.image_models.set(image_models)
         if chosen:
             run.prompts.set(chosen)
@@ -160,12 +171,23 @@ def _plan_images(run, image_models, per_model, run_prompts, seeds, batch_size) -
         have = {(i.prompt_id, i.seed): i for i in existing.only("id", "prompt_id", "seed", "run_id")}
         missing = [k for k in keys if k not in have]
         for index, start in enumerate(range(0, len(missing), batch_size)):
-            job = GenerationJob.objects.create(run=run, model=model, batch_index=index, sampler_settings=sampler,
-                                               lease_expires_at=lease_end)
+            job = GenerationJob.objects.create(
+                run=run, model=model, batch_index=index, sampler_settings=sampler, lease_expires_at=lease_end
+            )
             job_ids.append(job.pk)
             Image.objects.bulk_create(
-                [Image(run=run, job=job, model=model, prompt_id=pid, seed=seed, sampler_settings=sampler,
-                       settings_hash=digest) for pid, seed in missing[start : start + batch_size]],
+                [
+                    Image(
+                        run=run,
+                        job=job,
+                        model=model,
+                        prompt_id=pid,
+                        seed=seed,
+                        sampler_settings=sampler,
+                        settings_hash=digest,
+                    )
+                    for pid, seed in missing[start : start + batch_size]
+                ],
                 ignore_conflicts=True,  # a concurrent run made it first: it is reused below
             )
         # Everything this run needs that belongs to another run is reused (including rows a concurrent run
@@ -206,8 +228,9 @@ def dispatch_job(job_id: int, *, only_if_lease_before=None) -> str | None:
     jobs = GenerationJob.objects.filter(pk=job_id, status__in=OPEN_JOB_STATES)
     if only_if_lease_before is not None:
         jobs = jobs.filter(lease_expires_at__lt=only_if_lease_before)
-    if not jobs.update(status=GenerationJob.Status.QUEUED, task_id=task_id, dispatched_at=now,
-                       lease_expires_at=now + dispatch_lease()):
+    if not jobs.update(
+        status=GenerationJob.Status.QUEUED, task_id=task_id, dispatched_at=now, lease_expires_at=now + dispatch_lease()
+    ):
         return None
     return task_id if _send(job_id, task_id) else None
 
@@ -223,8 +246,11 @@ def sweep_lost_jobs(now=None) -> dict[str, int]:
     lost = GenerationJob.objects.filter(status__in=OPEN_JOB_STATES, lease_expires_at__lt=now)
     for job_id, status, attempts in lost.values_list("id", "status", "attempts"):
         if status == GenerationJob.Status.RUNNING and attempts >= max_attempts():
-            mark_job_failed(job_id, f"gave up after {attempts} attempts: each time the worker was lost or hit "
-                                    f"the time limit before the job finished")
+            mark_job_failed(
+                job_id,
+                f"gave up after {attempts} attempts: each time the worker was lost or hit "
+                f"the time limit before the job finished",
+            )
             failed += 1
         elif dispatch_job(job_id, only_if_lease_before=now):
             resent += 1
@@ -241,13 +267,18 @@ def retry_failed(run: ComparisonRun, job_ids: Iterable[int] | None = None) -> in
     if job_ids is not None:
         candidates &= set(job_ids)
     with transaction.atomic():
-        jobs = list(GenerationJob.objects.select_for_update().filter(pk__in=candidates)
-                    .exclude(status__in=OPEN_JOB_STATES))
+        jobs = list(
+            GenerationJob.objects.select_for_update().filter(pk__in=candidates).exclude(status__in=OPEN_JOB_STATES)
+        )
         ids = [j.pk for j in jobs]
         Image.objects.filter(job_id__in=ids, status=Image.Status.FAILED).update(status=Image.Status.PENDING, error="")
         GenerationJob.objects.filter(pk__in=ids).update(
-            status=GenerationJob.Status.PENDING, error="", attempts=0, finished_at=None,
-            lease_expires_at=timezone.now() + timedelta(seconds=60))
+            status=GenerationJob.Status.PENDING,
+            error="",
+            attempts=0,
+            finished_at=None,
+            lease_expires_at=timezone.now() + timedelta(seconds=60),
+        )
         for owner in ComparisonRun.objects.filter(jobs__in=ids).distinct():
             owner.refresh_status()
         run.refresh_status()
@@ -275,8 +306,11 @@ def claim_job(job_id: int, task_id: str, worker: str = "") -> GenerationJob | No
         if job.status == GenerationJob.Status.RUNNING and live_elsewhere:
             return None
         if job.attempts >= max_attempts():
-            _fail(job, f"gave up after {job.attempts} attempts: each time the worker was lost or hit the time "
-                       f"limit before the job finished")
+            _fail(
+                job,
+                f"gave up after {job.attempts} attempts: each time the worker was lost or hit the time "
+                f"limit before the job finished",
+            )
             refresh = job.run
         else:
             job.status, job.task_id, job.worker = GenerationJob.Status.RUNNING, task_id, worker[:200]
@@ -335,8 +369,10 @@ def store_images(job: GenerationJob, results: Sequence[Generated], software_vers
             row.file.name, row.width, row.height = name, r.width, r.height
             row.status, row.error, row.finished_at = Image.Status.DONE, "", now
             row.generation_seconds, row.software_versions = r.seconds, software_versions
-        Image.objects.bulk_update(rows, ["file", "width", "height", "status", "error", "finished_at",
-                                         "generation_seconds", "software_versions"])
+        Image.objects.bulk_update(
+            rows,
+            ["file", "width", "height", "status", "error", "finished_at", "generation_seconds", "software_versions"],
+        )
         GenerationJob.objects.filter(pk=job.pk, task_id=job.task_id).update(lease_expires_at=now + job_lease())
     return len(rows)
 
@@ -356,10 +392,12 @@ def finish_job(job: GenerationJob, batch_size: int | None = None) -> bool:
 
 def _fail(job: GenerationJob, reason: str) -> None:
     reason = reason.strip()[:4000] or "unknown error"
-    GenerationJob.objects.filter(pk=job.pk).update(status=GenerationJob.Status.FAILED, error=reason,
-                                                   finished_at=timezone.now())
-    Image.objects.filter(job_id=job.pk).exclude(status=Image.Status.DONE).update(status=Image.Status.FAILED,
-                                                                                error=reason)
+    GenerationJob.objects.filter(pk=job.pk).update(
+        status=GenerationJob.Status.FAILED, error=reason, finished_at=timezone.now()
+    )
+    Image.objects.filter(job_id=job.pk).exclude(status=Image.Status.DONE).update(
+        status=Image.Status.FAILED, error=reason
+    )
 
 
 def mark_job_failed(job_id: int, reason: str) -> None:
@@ -382,9 +420,21 @@ def progress_by_model(run: ComparisonRun) -> list[dict]:
     """Per model: image counts by status, job counts by status and the reasons of failed jobs."""
     from django.db.models import Count
 
-    rows = {m.pk: {"model_id": m.pk, "model": m.name, "kind": m.kind, "total": 0, "done": 0, "pending": 0,
-                   "running": 0, "failed": 0, "jobs": {}, "failures": []}
-            for m in run.image_models.order_by("name")}
+    rows = {
+        m.pk: {
+            "model_id": m.pk,
+            "model": m.name,
+            "kind": m.kind,
+            "total": 0,
+            "done": 0,
+            "pending": 0,
+            "running": 0,
+            "failed": 0,
+            "jobs": {},
+            "failures": [],
+        }
+        for m in run.image_models.order_by("name")
+    }
     counts = run.all_images().order_by().values("model_id", "status").annotate(n=Count("id"))
     for c in counts:
         row = rows.get(c["model_id"])
@@ -396,13 +446,20 @@ def progress_by_model(run: ComparisonRun) -> list[dict]:
     running = run.jobs.filter(status=GenerationJob.Status.RUNNING).values("model_id").annotate(n=Count("id"))
     for c in running:
         rows[c["model_id"]]["running_jobs"] = c["n"]
-    failed_jobs = (GenerationJob.objects.filter(status=GenerationJob.Status.FAILED)
-                   .filter(pk__in=run.all_images().filter(status=Image.Status.FAILED).values("job_id"))
-                   | run.jobs.filter(status=GenerationJob.Status.FAILED))
+    failed_jobs = GenerationJob.objects.filter(status=GenerationJob.Status.FAILED).filter(
+        pk__in=run.all_images().filter(status=Image.Status.FAILED).values("job_id")
+    ) | run.jobs.filter(status=GenerationJob.Status.FAILED)
     for job in failed_jobs.distinct().order_by("model_id", "batch_index"):
         if job.model_id in rows:
-            rows[job.model_id]["failures"].append({"job": job.pk, "batch": job.batch_index, "error": job.error,
-                                                   "attempts": job.attempts, "images": job.images.count()})
+            rows[job.model_id]["failures"].append(
+                {
+                    "job": job.pk,
+                    "batch": job.batch_index,
+                    "error": job.error,
+                    "attempts": job.attempts,
+                    "images": job.images.count(),
+                }
+            )
     for row in rows.values():
         row["percent"] = round(100 * row["done"] / row["total"], 1) if row["total"] else 0.0
     return list(rows.values())

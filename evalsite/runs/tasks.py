@@ -3,6 +3,7 @@
 Both are installed as django-celery-beat entries: the sweeper by migration 0003 (every minute), each
 CheckpointSchedule by `schedules.install_periodic_task` (its crontab).
 """
+
 from celery import shared_task
 
 from evalsite.runs import schedules, services

@@ -7,6 +7,7 @@
 - `use_broker_folder`: point this process's Celery app at a private filesystem broker folder, so a test's
   messages never mix with a development worker's; `queued_messages` reads what is waiting there.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,15 @@ from urllib.parse import quote
 from django.conf import settings
 from django.db import connection
 
-TINY_UNET = {"sample_size": 16, "space_to_depth": 2, "block_out_channels": [16, 32], "norm_num_groups": 8,
-             "attention_head_dim": 8,
-             "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-             "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"]}
+TINY_UNET = {
+    "sample_size": 16,
+    "space_to_depth": 2,
+    "block_out_channels": [16, 32],
+    "norm_num_groups": 8,
+    "attention_head_dim": 8,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+}
 
 
 def tiny_unet_checkpoint(path: str | Path, seed: int = 0) -> Path:
@@ -45,8 +51,18 @@ def tiny_inhouse_checkpoint(path: str | Path, seed: int = 0, step: int | None = 
     from generation.mmdit import MMDiT, MMDiTConfig, save_checkpoint
 
     torch.manual_seed(seed)
-    model = MMDiT(MMDiTConfig(in_channels=3, sample_size=16, patch_size=4, depth=2, hidden_size=32, num_heads=2,
-                              text_dim=384, pooled_dim=384))
+    model = MMDiT(
+        MMDiTConfig(
+            in_channels=3,
+            sample_size=16,
+            patch_size=4,
+            depth=2,
+            hidden_size=32,
+            num_heads=2,
+            text_dim=384,
+            pooled_dim=384,
+        )
+    )
     with torch.no_grad():  # adaLN-Zero starts at zero: randomise so that images depend on prompt and seed
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -65,9 +81,13 @@ def broker_options(var_dir: str | Path) -> dict:
     broker = Path(var_dir) / "broker"
     for sub in ("queue", "control", "processed"):
         (broker / sub).mkdir(parents=True, exist_ok=True)
-    return {"data_folder_in": str(broker / "queue"), "data_folder_out": str(broker / "queue"),
-            "control_folder": str(broker / "control"), "processed_folder": str(broker / "processed"),
-            "store_processed": False}
+    return {
+        "data_folder_in": str(broker / "queue"),
+        "data_folder_out": str(broker / "queue"),
+        "control_folder": str(broker / "control"),
+        "processed_folder": str(broker / "processed"),
+        "store_processed": False,
+    }
 
 
 def uses_filesystem_broker() -> bool:
@@ -99,8 +119,14 @@ def queued_messages(var_dir: str | Path) -> list[dict]:
     for path in sorted(folder.glob("*.msg")):
         message = json.loads(path.read_text())
         headers = message.get("headers", {})
-        out.append({"task": headers.get("task"), "id": headers.get("id"), "args": headers.get("argsrepr"),
-                    "queue": path.name.rsplit(".", 2)[-2]})
+        out.append(
+            {
+                "task": headers.get("task"),
+                "id": headers.get("id"),
+                "args": headers.get("argsrepr"),
+                "queue": path.name.rsplit(".", 2)[-2],
+            }
+        )
     return out
 
 
@@ -123,33 +149,71 @@ class WorkerProcess:
     """`celery -A evalsite worker -Q gpu,default --concurrency 1 --prefetch-multiplier 1 -P prefork` in its own
     process group, sharing this process's database, broker and media folder."""
 
-    def __init__(self, var_dir: str | Path, media_root: str | Path, log_file: str | Path, queues: str = "gpu,default",
-                 extra_env: dict | None = None):
+    def __init__(
+        self,
+        var_dir: str | Path,
+        media_root: str | Path,
+        log_file: str | Path,
+        queues: str = "gpu,default",
+        extra_env: dict | None = None,
+    ):
         self.var_dir, self.media_root, self.log_file = Path(var_dir), Path(media_root), Path(log_file)
         self.queues, self.extra_env = queues, extra_env or {}
         self.proc: subprocess.Popen | None = None
 
     def env(self) -> dict:
         env = dict(os.environ)
-        env.update({
-            "DJANGO_SETTINGS_MODULE": "evalsite.settings", "DATABASE_URL": database_url(),
-            "EVALSITE_VAR_DIR": str(self.var_dir), "EVALSITE_MEDIA_ROOT": str(self.media_root),
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "EVALSITE_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "EVALSITE_TORCH_THREADS": "1",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "evalsite.settings",
+                "DATABASE_URL": database_url(),
+                "EVALSITE_VAR_DIR": str(self.var_dir),
+                "EVALSITE_MEDIA_ROOT": str(self.media_root),
+                "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+                "EVALSITE_DEVICE": "cpu",
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "OMP_NUM_THREADS": "1",
+                "EVALSITE_TORCH_THREADS": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.update(self.extra_env)
         return env
 
     def start(self) -> WorkerProcess:
         celery = Path(sys.executable).with_name("celery")
-        command = [str(celery), "-A", "evalsite", "worker", "-Q", self.queues, "--concurrency", "1",
-                   "--prefetch-multiplier", "1", "-P", "prefork", "--without-gossip", "--without-mingle",
-                   "--without-heartbeat", "-n", f"test-{os.getpid()}-{time.monotonic_ns()}@%h", "-l", "INFO"]
+        command = [
+            str(celery),
+            "-A",
+            "evalsite",
+            "worker",
+            "-Q",
+            self.queues,
+            "--concurrency",
+            "1",
+            "--prefetch-multiplier",
+            "1",
+            "-P",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+            "-l",
+            "INFO",
+        ]
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(command, cwd=settings.BASE_DIR, env=self.env(), stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                command,
+                cwd=settings.BASE_DIR,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     def alive(self) -> bool:

@@ -1,4 +1,5 @@
 """Researcher pages for comparison runs (staff only): list, new run, progress per model, retry, previews."""
+
 from __future__ import annotations
 
 from functools import wraps
@@ -35,8 +36,11 @@ def staff_required(view):
 @require_GET
 @staff_required
 def run_list(request):
-    runs = list(ComparisonRun.objects.select_related("prompt_set", "created_by")
-                .annotate(n_models=Count("image_models", distinct=True))[:100])
+    runs = list(
+        ComparisonRun.objects.select_related("prompt_set", "created_by").annotate(
+            n_models=Count("image_models", distinct=True)
+        )[:100]
+    )
     for run in runs:
         run.counts = run.progress()
     return render(request, "runs/run_list.html", {"runs": runs})
@@ -50,22 +54,35 @@ def run_new(request):
         data = form.cleaned_data
         try:
             planned = services.create_run(
-                name=data["name"], prompt_set=data["prompt_set"], image_models=list(data["image_models"]),
-                prompts=data.get("prompts") or None, seeds=form.seeds(), sampler_overrides=form.overrides(),
-                batch_size=data.get("batch_size"), created_by=request.user)
+                name=data["name"],
+                prompt_set=data["prompt_set"],
+                image_models=list(data["image_models"]),
+                prompts=data.get("prompts") or None,
+                seeds=form.seeds(),
+                sampler_overrides=form.overrides(),
+                batch_size=data.get("batch_size"),
+                created_by=request.user,
+            )
         except services.RunError as e:
             form.add_error(None, str(e))
         else:
-            messages.success(request, f"Run created: {planned.new_images} images to generate in "
-                                      f"{len(planned.job_ids)} jobs, {planned.reused_images} reused.")
+            messages.success(
+                request,
+                f"Run created: {planned.new_images} images to generate in "
+                f"{len(planned.job_ids)} jobs, {planned.reused_images} reused.",
+            )
             return redirect("runs:detail", run_id=planned.run.pk)
     return render(request, "runs/run_new.html", {"form": form})
 
 
 def _progress_payload(run: ComparisonRun) -> dict:
-    return {"id": run.pk, "status": run.status, "progress": run.progress(),
-            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-            "models": services.progress_by_model(run)}
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "progress": run.progress(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "models": services.progress_by_model(run),
+    }
 
 
 @require_GET
@@ -76,15 +93,24 @@ def run_detail(request, run_id: int):
     previews = {}
     for row in payload["models"]:
         previews[row["model_id"]] = list(
-            run.all_images().filter(model_id=row["model_id"], status=Image.Status.DONE)
-            .select_related("prompt").order_by("prompt__position", "seed")[:PREVIEWS_PER_MODEL])
+            run.all_images()
+            .filter(model_id=row["model_id"], status=Image.Status.DONE)
+            .select_related("prompt")
+            .order_by("prompt__position", "seed")[:PREVIEWS_PER_MODEL]
+        )
     for row in payload["models"]:
         row["previews"] = previews[row["model_id"]]
-    return render(request, "runs/run_detail.html", {
-        "run": run, "payload": payload, "models": payload["models"],
-        "prompt_count": run.selected_prompts().count(),
-        "jobs_open": run.jobs.filter(status__in=services.OPEN_JOB_STATES).count(),
-    })
+    return render(
+        request,
+        "runs/run_detail.html",
+        {
+            "run": run,
+            "payload": payload,
+            "models": payload["models"],
+            "prompt_count": run.selected_prompts().count(),
+            "jobs_open": run.jobs.filter(status__in=services.OPEN_JOB_STATES).count(),
+        },
+    )
 
 
 @require_GET

@@ -1,4 +1,5 @@
 """Dashboards and their API are for staff only."""
+
 import pytest
 from django.urls import reverse
 

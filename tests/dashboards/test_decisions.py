@@ -1,4 +1,5 @@
 """Issue 7's decisions on the page and in the API, equal to analysis.sequential.campaign_decisions."""
+
 import html
 
 import pytest
@@ -13,8 +14,13 @@ def expected_decisions(campaign, criterion):
     votes = votes_frame(campaign)
     counted = votes[(votes.criterion == criterion) & ~votes.is_gold & (votes.rater != "speedy")]
     pairs = count_pairs(counted)
-    return campaign_decisions(pairs.half_wins(), 0.05, model_names=list(pairs.models), policy=campaign.pair_policy,
-                              min_votes_per_pair=campaign.min_votes_per_model_pair)
+    return campaign_decisions(
+        pairs.half_wins(),
+        0.05,
+        model_names=list(pairs.models),
+        policy=campaign.pair_policy,
+        min_votes_per_pair=campaign.min_votes_per_model_pair,
+    )
 
 
 @pytest.mark.django_db
@@ -28,9 +34,12 @@ def test_api_decisions_equal_campaign_decisions(staff_client, voted_campaign):
         assert shown["top_model"]["certified"] == expected["top_model"]["certified"]
         assert shown["top_model"]["confidence"] == pytest.approx(expected["top_model"]["confidence"])
         assert shown["top_model"]["votes_still_needed"] == expected["top_model"]["votes_still_needed"]
+
         def summary(decision):
-            return [(n["higher_name"], n["lower_name"], n["settled"], n["votes_still_needed"])
-                    for n in decision["neighbours"]]
+            return [
+                (n["higher_name"], n["lower_name"], n["settled"], n["votes_still_needed"])
+                for n in decision["neighbours"]
+            ]
 
         assert summary(shown) == summary(expected)
     assert data["decisions"]["level"] == pytest.approx(0.95)
@@ -69,11 +78,19 @@ def test_a_clear_leader_is_certified_with_its_confidence(staff_client, make_camp
             for p, (a, b) in enumerate(zip(by_model[best], by_model[other], strict=True)):
                 # the best model wins 55 of its 60 votes against each other model; the others split evenly
                 choice = Choice.RIGHT if (r * 3 + p) % 12 == 5 else Choice.LEFT
-                answers.append({"rater": rater, "left": a, "right": b, "criterion": "prompt_following",
-                                "choice": choice})
+                answers.append(
+                    {"rater": rater, "left": a, "right": b, "criterion": "prompt_following", "choice": choice}
+                )
         for p, (a, b) in enumerate(zip(by_model[others[0]], by_model[others[1]], strict=True)):
-            answers.append({"rater": rater, "left": a, "right": b, "criterion": "prompt_following",
-                            "choice": Choice.LEFT if (r + p) % 2 else Choice.RIGHT})
+            answers.append(
+                {
+                    "rater": rater,
+                    "left": a,
+                    "right": b,
+                    "criterion": "prompt_following",
+                    "choice": Choice.LEFT if (r + p) % 2 else Choice.RIGHT,
+                }
+            )
     add_votes(campaign, answers)
     data = staff_client.get(reverse("dashboards:api-results", args=[campaign.pk])).json()
     top = data["decisions"]["by_criterion"][0]["decision"]["top_model"]

@@ -1,4 +1,5 @@
 """Votes, images and results export as CSV, Parquet and JSON, from the page and from the API."""
+
 import io
 
 import pandas as pd
@@ -16,9 +17,11 @@ READERS = {
 
 
 def expected_rows(campaign) -> dict[str, int]:
-    return {"votes": Vote.objects.filter(campaign=campaign).count(),
-            "images": Image.objects.filter(run=campaign.run).count(),
-            "results": 2 * 3}  # two criteria x three models
+    return {
+        "votes": Vote.objects.filter(campaign=campaign).count(),
+        "images": Image.objects.filter(run=campaign.run).count(),
+        "results": 2 * 3,
+    }  # two criteria x three models
 
 
 @pytest.mark.django_db
@@ -31,14 +34,18 @@ def test_page_exports_round_trip_in_every_format(staff_client, voted_campaign):
             assert f'filename="campaign-{voted_campaign.pk}-{table}.{fmt}"' in response["Content-Disposition"]
             frame = read(response.content)
             assert len(frame) == n, (table, fmt)
-    votes = READERS["parquet"](staff_client.get(
-        reverse("dashboards:export", args=[voted_campaign.pk, "votes", "parquet"])).content)
+    votes = READERS["parquet"](
+        staff_client.get(reverse("dashboards:export", args=[voted_campaign.pk, "votes", "parquet"])).content
+    )
     assert set(votes["winner"]) <= {"model_a", "model_b", "tie", "both_bad"}
     assert votes["is_gold"].sum() == Vote.objects.filter(campaign=voted_campaign, is_gold=True).count()
     first = Vote.objects.filter(campaign=voted_campaign).order_by("id").first()
     row = votes.set_index("vote_id").loc[first.pk]
-    assert (row["model_a"], row["model_b"], row["choice"]) == (first.model_left.name, first.model_right.name,
-                                                                 first.choice)
+    assert (row["model_a"], row["model_b"], row["choice"]) == (
+        first.model_left.name,
+        first.model_right.name,
+        first.choice,
+    )
 
 
 @pytest.mark.django_db
@@ -51,8 +58,9 @@ def test_api_exports_round_trip_in_every_format(staff_client, voted_campaign):
             response = staff_client.get(url, {"format": fmt})
             assert response.status_code == 200, (table, fmt)
             assert len(read(response.content)) == n, (table, fmt)
-    results = READERS["json"](staff_client.get(reverse("dashboards:api-results-table", args=[voted_campaign.pk]),
-                                               {"format": "json"}).content)
+    results = READERS["json"](
+        staff_client.get(reverse("dashboards:api-results-table", args=[voted_campaign.pk]), {"format": "json"}).content
+    )
     assert {"criterion", "model", "score", "lower", "upper", "rank", "votes", "win_rate"} <= set(results.columns)
 
 

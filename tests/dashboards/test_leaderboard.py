@@ -1,4 +1,5 @@
 """The campaign page shows exactly what analysis/ computes from the votes in the database."""
+
 import html
 import re
 
@@ -14,9 +15,13 @@ def votes_frame(campaign):
     votes = all_votes(campaign)
     return votes[~votes.is_gold]
 
-ROW = re.compile(r'<tr data-model="(?P<model>[^"]+)"><td class="num">(?P<rank>\d+)</td>.*?'
-                 r'<td class="num score">(?P<score>[^<]+)</td><td class="interval">(?P<lower>\S+) – (?P<upper>\S+)</td>'
-                 r'\s*<td class="num"><a [^>]+>(?P<votes>\d+)</a></td>', re.S)
+
+ROW = re.compile(
+    r'<tr data-model="(?P<model>[^"]+)"><td class="num">(?P<rank>\d+)</td>.*?'
+    r'<td class="num score">(?P<score>[^<]+)</td><td class="interval">(?P<lower>\S+) – (?P<upper>\S+)</td>'
+    r'\s*<td class="num"><a [^>]+>(?P<votes>\d+)</a></td>',
+    re.S,
+)
 
 
 def leaderboard_rows(page: str) -> list[dict]:
@@ -25,17 +30,26 @@ def leaderboard_rows(page: str) -> list[dict]:
 
 
 def expected_rows(fit) -> list[dict]:
-    return [{"model": row["model"], "rank": str(row["rank"]), "score": f"{row['score']:.1f}",
-             "lower": f"{row['lower']:.1f}", "upper": f"{row['upper']:.1f}", "votes": str(row["votes"])}
-            for row in fit.reset_index().to_dict(orient="records")]
+    return [
+        {
+            "model": row["model"],
+            "rank": str(row["rank"]),
+            "score": f"{row['score']:.1f}",
+            "lower": f"{row['lower']:.1f}",
+            "upper": f"{row['upper']:.1f}",
+            "votes": str(row["votes"]),
+        }
+        for row in fit.reset_index().to_dict(orient="records")
+    ]
 
 
 @pytest.mark.django_db
 def test_leaderboard_numbers_equal_fit_bradley_terry(staff_client, voted_campaign):
     votes = votes_frame(voted_campaign)
     for criterion in ("prompt_following", "aesthetics"):
-        page = staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk]),
-                                {"criterion": criterion}).content.decode()
+        page = staff_client.get(
+            reverse("dashboards:campaign", args=[voted_campaign.pk]), {"criterion": criterion}
+        ).content.decode()
         # "speedy" is flagged (on the platform, and too fast): excluded by default
         fit = fit_bradley_terry(votes[votes.criterion == criterion], exclude_raters={"speedy"})
         assert leaderboard_rows(page) == expected_rows(fit)
@@ -45,8 +59,10 @@ def test_leaderboard_numbers_equal_fit_bradley_terry(staff_client, voted_campaig
 @pytest.mark.django_db
 def test_including_flagged_raters_refits_on_all_votes(staff_client, voted_campaign):
     votes = votes_frame(voted_campaign)
-    page = staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk]),
-                            {"criterion": "prompt_following", "flagged": "include"}).content.decode()
+    page = staff_client.get(
+        reverse("dashboards:campaign", args=[voted_campaign.pk]),
+        {"criterion": "prompt_following", "flagged": "include"},
+    ).content.decode()
     fit = fit_bradley_terry(votes[votes.criterion == "prompt_following"])
     assert leaderboard_rows(page) == expected_rows(fit)
     assert fit["votes"].max() == 80  # 5 raters x 4 prompts x 2 seeds x 2 pairs per model
@@ -57,8 +73,11 @@ def test_heat_map_cells_show_win_rate_matrix(staff_client, voted_campaign):
     votes = votes_frame(voted_campaign)
     counted = votes[(votes.criterion == "aesthetics") & ~votes.rater.eq("speedy")]
     rates, counts = win_rate_matrix(counted)
-    page = html.unescape(staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk]),
-                                          {"criterion": "aesthetics"}).content.decode())
+    page = html.unescape(
+        staff_client.get(
+            reverse("dashboards:campaign", args=[voted_campaign.pk]), {"criterion": "aesthetics"}
+        ).content.decode()
+    )
     for row in rates.index:
         for col in rates.columns:
             if row != col:
@@ -78,8 +97,18 @@ def test_bad_options_get_a_clear_400(staff_client, voted_campaign):
 @pytest.mark.django_db
 def test_page_renders_every_section(staff_client, voted_campaign):
     page = staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk])).content.decode()
-    for section in ("decisions", "progress", "leaderboard", "win-rates", "sd3", "breakdown-category",
-                    "breakdown-challenge", "metrics", "raters", "exports"):
+    for section in (
+        "decisions",
+        "progress",
+        "leaderboard",
+        "win-rates",
+        "sd3",
+        "breakdown-category",
+        "breakdown-challenge",
+        "metrics",
+        "raters",
+        "exports",
+    ):
         assert f'id="{section}"' in page, section
     assert page.count("<svg") == 3  # interval chart, heat map, SD3 bars
 

@@ -1,4 +1,5 @@
 """The metrics task stores CLIP score and FID per run and model; the page shows them beside the human scores."""
+
 import html
 
 import pytest
@@ -12,8 +13,7 @@ from evalsite.dashboards.tasks import compute_run_metrics
 from evalsite.runs.models import Image
 from generation import dual_encoder as de
 
-TINY = de.DualEncoderConfig(channels=(8, 16, 16, 16), image_hidden=32, width=32, text_layers=1, heads=2,
-                            embed_dim=16)
+TINY = de.DualEncoderConfig(channels=(8, 16, 16, 16), image_hidden=32, width=32, text_layers=1, heads=2, embed_dim=16)
 
 
 @pytest.fixture
@@ -41,8 +41,9 @@ def test_task_stores_clip_score_and_clip_fid_per_model_once(voted_campaign, clip
     assert MetricResult.objects.filter(run=run).count() == 6
 
     model = run.image_models.order_by("name").first()
-    images = list(Image.objects.filter(run=run, model=model).select_related("prompt")
-                  .order_by("prompt__position", "seed"))
+    images = list(
+        Image.objects.filter(run=run, model=model).select_related("prompt").order_by("prompt__position", "seed")
+    )
     pixels = torch.stack([torch.from_numpy(read_pixels(i)).permute(2, 0, 1) for i in images])
     expected = metrics.clip_score(pixels, [i.prompt.text for i in images], de.clip_model_and_processor(clip_dir))
     clip_row = rows.get(model=model, metric="clip_score")
@@ -85,18 +86,20 @@ def test_fid_against_a_reference_model_when_prompts_are_not_demo_prompts(make_ru
 
 
 @pytest.mark.django_db
-def test_compute_button_queues_the_task(staff_client, voted_campaign, django_capture_on_commit_callbacks,
-                                        monkeypatch):
+def test_compute_button_queues_the_task(staff_client, voted_campaign, django_capture_on_commit_callbacks, monkeypatch):
     sent = []
     monkeypatch.setattr(compute_run_metrics, "apply_async", lambda args=None, kwargs=None, **kw: sent.append(args))
     with django_capture_on_commit_callbacks(execute=True):
-        response = staff_client.post(reverse("dashboards:compute-metrics", args=[voted_campaign.run_id]),
-                                     {"next": reverse("dashboards:campaign", args=[voted_campaign.pk])})
+        response = staff_client.post(
+            reverse("dashboards:compute-metrics", args=[voted_campaign.run_id]),
+            {"next": reverse("dashboards:campaign", args=[voted_campaign.pk])},
+        )
     assert response.status_code == 302
     assert response["Location"] == reverse("dashboards:campaign", args=[voted_campaign.pk])
     assert sent == [(voted_campaign.run_id,)]
     # only same-site "next" targets are followed
     with django_capture_on_commit_callbacks(execute=True):
-        response = staff_client.post(reverse("dashboards:compute-metrics", args=[voted_campaign.run_id]),
-                                     {"next": "https://elsewhere.example/"})
+        response = staff_client.post(
+            reverse("dashboards:compute-metrics", args=[voted_campaign.run_id]), {"next": "https://elsewhere.example/"}
+        )
     assert response["Location"] == reverse("dashboards:campaigns")

@@ -1,4 +1,5 @@
 """Dashboard pages load no script or style sheet from another host: deployments may be offline."""
+
 import re
 
 import pytest

@@ -9,8 +9,15 @@ from evalsite.runs.models import Image
 
 
 def _assignment(campaign, rater, left, right, **kwargs):
-    return Assignment.objects.create(campaign=campaign, rater=rater, prompt=left.prompt, image_left=left,
-                                     image_right=right, expires_at=timezone.now() + timedelta(minutes=5), **kwargs)
+    return Assignment.objects.create(
+        campaign=campaign,
+        rater=rater,
+        prompt=left.prompt,
+        image_left=left,
+        image_right=right,
+        expires_at=timezone.now() + timedelta(minutes=5),
+        **kwargs,
+    )
 
 
 @pytest.mark.django_db
@@ -18,11 +25,17 @@ def test_a_second_image_for_the_same_model_prompt_seed_and_settings_is_rejected(
     run = make_run(n_models=1)
     image = run.images.first()
     with pytest.raises(IntegrityError), transaction.atomic():
-        Image.objects.create(run=run, model=image.model, prompt=image.prompt, seed=image.seed,
-                             sampler_settings=dict(image.sampler_settings))
+        Image.objects.create(
+            run=run,
+            model=image.model,
+            prompt=image.prompt,
+            seed=image.seed,
+            sampler_settings=dict(image.sampler_settings),
+        )
     # Different settings are a different image.
-    Image.objects.create(run=run, model=image.model, prompt=image.prompt, seed=image.seed,
-                         sampler_settings={"steps": 3})
+    Image.objects.create(
+        run=run, model=image.model, prompt=image.prompt, seed=image.seed, sampler_settings={"steps": 3}
+    )
     assert run.images.count() == 4
 
 
@@ -33,8 +46,14 @@ def test_a_second_vote_for_the_same_assignment_and_criterion_is_rejected(make_ca
     prompt = campaign.run.prompt_set.prompts.first()
     left, right = campaign.run.images.filter(prompt=prompt, seed=0)[:2]
     assignment = _assignment(campaign, rater, left, right)
-    fields = dict(assignment=assignment, campaign=campaign, rater=rater, model_left=left.model,
-                  model_right=right.model, idempotency_key="k1")
+    fields = dict(
+        assignment=assignment,
+        campaign=campaign,
+        rater=rater,
+        model_left=left.model,
+        model_right=right.model,
+        idempotency_key="k1",
+    )
     Vote.objects.create(criterion="aesthetics", choice="left", **fields)
     with pytest.raises(IntegrityError), transaction.atomic():
         Vote.objects.create(criterion="aesthetics", choice="right", **fields)

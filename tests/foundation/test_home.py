@@ -2,8 +2,9 @@ import pytest
 
 
 @pytest.mark.django_db
-def test_home_links_staff_to_runs_dashboards_and_raters_to_their_campaigns(client, staff_user, make_rater,
-                                                                           make_campaign):
+def test_home_links_staff_to_runs_dashboards_and_raters_to_their_campaigns(
+    client, staff_user, make_rater, make_campaign
+):
     rater = make_rater()
     campaign = make_campaign(raters=[rater], name="flux-vs-mmdit-secret")
     client.force_login(staff_user)

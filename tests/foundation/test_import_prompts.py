@@ -44,11 +44,13 @@ def test_detects_double_curly_and_single_quoted_text_but_not_apostrophes():
 @pytest.mark.django_db
 def test_a_malformed_tsv_reports_line_numbers_and_imports_nothing(tmp_path):
     path = tmp_path / "broken.tsv"
-    path.write_text("Prompt\tCategory\tChallenge\tNote\n"
-                    "a red circle\tAbstract\tBasic\t\n"
-                    "a blue square\tAbstract\n"
-                    "\tAbstract\tBasic\t\n"
-                    "a green triangle\tAbstract\tBasic\t\n")
+    path.write_text(
+        "Prompt\tCategory\tChallenge\tNote\n"
+        "a red circle\tAbstract\tBasic\t\n"
+        "a blue square\tAbstract\n"
+        "\tAbstract\tBasic\t\n"
+        "a green triangle\tAbstract\tBasic\t\n"
+    )
     with pytest.raises(CommandError) as excinfo:
         call_command("import_prompts", str(path), "--name", "broken")
     message = str(excinfo.value)
@@ -62,8 +64,10 @@ def test_a_malformed_tsv_reports_line_numbers_and_imports_nothing(tmp_path):
 @pytest.mark.django_db
 def test_csv_with_a_prompt_column_imports_and_a_broken_csv_row_imports_nothing(tmp_path):
     good = tmp_path / "prompts.csv"
-    good.write_text('prompt,category,needs_text\n"a cup, on a table",Artifacts,\n'
-                    '"the word ""HI"" on a card",Writing,\nplain sky,Outdoor,no\n')
+    good.write_text(
+        'prompt,category,needs_text\n"a cup, on a table",Artifacts,\n'
+        '"the word ""HI"" on a card",Writing,\nplain sky,Outdoor,no\n'
+    )
     call_command("import_prompts", str(good), "--name", "csv")
     prompts = list(Prompt.objects.filter(prompt_set__name="csv").order_by("position"))
     assert [p.text for p in prompts] == ["a cup, on a table", 'the word "HI" on a card', "plain sky"]
@@ -83,7 +87,9 @@ def test_text_file_has_one_prompt_per_line_and_rejects_tabs(tmp_path):
     path.write_text("a red circle\n\na green square\n")
     call_command("import_prompts", str(path), "--name", "txt")
     assert list(Prompt.objects.filter(prompt_set__name="txt").values_list("text", flat=True)) == [
-        "a red circle", "a green square"]
+        "a red circle",
+        "a green square",
+    ]
     broken = tmp_path / "broken.txt"
     broken.write_text("ok\nnot\tok\n")
     with pytest.raises(PromptFileError) as excinfo:

@@ -1,4 +1,5 @@
 """docker/ runs exactly the process commands that bin/up documents and the tests exercise."""
+
 import subprocess
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Settings come from the environment; a bad value stops start-up with a clear message."""
+
 import os
 import subprocess
 import sys
@@ -16,8 +17,14 @@ PRODUCTION = {
 
 def _manage(*args, **env):
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_"))}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO_ROOT, env={**clean, **env},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize(

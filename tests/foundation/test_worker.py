@@ -1,4 +1,5 @@
 """A real Celery worker process consumes the configured broker and completes a task."""
+
 import time
 
 import pytest

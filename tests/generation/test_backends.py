@@ -1,6 +1,7 @@
 """Generation backends against real models: tiny diffusers pipelines built and saved here, a tiny UNet baseline
 and a tiny in-house MM-DiT checkpoint. The only fake is the out-of-memory backend (CUDA OOM cannot be caused on
 a CPU machine)."""
+
 from __future__ import annotations
 
 import io
@@ -50,8 +51,17 @@ def clip_text_model(cls, vocab_size: int, projection_dim: int | None = None):
     from transformers import CLIPTextConfig
 
     torch.manual_seed(0)
-    kw = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_attention_heads=4,
-              num_hidden_layers=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    kw = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
     if projection_dim:
         kw["projection_dim"] = projection_dim
     return cls(CLIPTextConfig(**kw))
@@ -61,9 +71,17 @@ def tiny_vae(latent_channels: int, **kw):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(16, 32),
-                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                         norm_num_groups=8, sample_size=16, **kw)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8,
+        sample_size=16,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -74,15 +92,30 @@ def tiny_sd_dir(tmp_path_factory):
 
     tokenizer = clip_tokenizer()
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                attention_head_dim=8, norm_num_groups=8)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
     pipe = StableDiffusionPipeline(
-        vae=tiny_vae(4), text_encoder=clip_text_model(CLIPTextModel, len(tokenizer)), tokenizer=tokenizer, unet=unet,
-        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                                set_alpha_to_one=False),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        vae=tiny_vae(4),
+        text_encoder=clip_text_model(CLIPTextModel, len(tokenizer)),
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(
+            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=False
+        ),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     path = tmp_path_factory.mktemp("tiny-sd")
     pipe.save_pretrained(path)
     return path
@@ -96,16 +129,30 @@ def tiny_sd3_dir(tmp_path_factory):
 
     tokenizer = clip_tokenizer()
     torch.manual_seed(0)
-    transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=16, num_layers=2,
-                                        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=64,
-                                        caption_projection_dim=16, pooled_projection_dim=64, out_channels=16,
-                                        pos_embed_max_size=16)
+    transformer = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=64,
+        caption_projection_dim=16,
+        pooled_projection_dim=64,
+        out_channels=16,
+        pos_embed_max_size=16,
+    )
     pipe = StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         vae=tiny_vae(16, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035),
-        text_encoder=clip_text_model(CLIPTextModelWithProjection, len(tokenizer), 32), tokenizer=tokenizer,
-        text_encoder_2=clip_text_model(CLIPTextModelWithProjection, len(tokenizer), 32), tokenizer_2=tokenizer,
-        text_encoder_3=None, tokenizer_3=None)
+        text_encoder=clip_text_model(CLIPTextModelWithProjection, len(tokenizer), 32),
+        tokenizer=tokenizer,
+        text_encoder_2=clip_text_model(CLIPTextModelWithProjection, len(tokenizer), 32),
+        tokenizer_2=tokenizer,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
     path = tmp_path_factory.mktemp("tiny-sd3")
     pipe.save_pretrained(path)
     return path
@@ -116,10 +163,17 @@ def tiny_unet_dir(tmp_path_factory):
     from generation.unet_baseline import UNetBaseline, UNetBaselineConfig, save_checkpoint
 
     torch.manual_seed(0)
-    model = UNetBaseline(UNetBaselineConfig(sample_size=16, space_to_depth=2, block_out_channels=(16, 32),
-                                            norm_num_groups=8,
-                                            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8))
+    model = UNetBaseline(
+        UNetBaselineConfig(
+            sample_size=16,
+            space_to_depth=2,
+            block_out_channels=(16, 32),
+            norm_num_groups=8,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=8,
+        )
+    )
     path = tmp_path_factory.mktemp("tiny-unet")
     save_checkpoint(model, {"text_encoder": "minilm"}, path)
     return path
@@ -130,8 +184,18 @@ def tiny_inhouse_dir(tmp_path_factory):
     from generation.mmdit import MMDiT, MMDiTConfig, save_checkpoint
 
     torch.manual_seed(0)
-    model = MMDiT(MMDiTConfig(in_channels=3, sample_size=16, patch_size=4, depth=2, hidden_size=32, num_heads=2,
-                              text_dim=384, pooled_dim=384))
+    model = MMDiT(
+        MMDiTConfig(
+            in_channels=3,
+            sample_size=16,
+            patch_size=4,
+            depth=2,
+            hidden_size=32,
+            num_heads=2,
+            text_dim=384,
+            pooled_dim=384,
+        )
+    )
     with torch.no_grad():  # adaLN-Zero starts at zero: randomise so the output depends on the input
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -163,8 +227,7 @@ def assert_seeded(backend, settings):
 
 
 @pytest.mark.parametrize("which", ["sd", "sd3"])
-def test_diffusers_pipelines_load_from_a_saved_directory_and_seed_every_image(which, tiny_sd_dir, tiny_sd3_dir,
-                                                                              loaded):
+def test_diffusers_pipelines_load_from_a_saved_directory_and_seed_every_image(which, tiny_sd_dir, tiny_sd3_dir, loaded):
     path = tiny_sd_dir if which == "sd" else tiny_sd3_dir
     backend = loaded("diffusers", path)
     assert isinstance(backend, DiffusersBackend)
@@ -229,8 +292,9 @@ def test_an_unknown_kind_is_refused():
         load_backend("dalle", "/x", "cpu")
 
 
-def test_the_cache_loads_each_model_once_and_evicts_the_least_recently_used(tiny_unet_dir, tiny_inhouse_dir,
-                                                                          tiny_sd_dir):
+def test_the_cache_loads_each_model_once_and_evicts_the_least_recently_used(
+    tiny_unet_dir, tiny_inhouse_dir, tiny_sd_dir
+):
     loads = []
 
     def counting_loader(kind, source, device, dtype):

@@ -27,8 +27,16 @@ def bench():
 
 @pytest.mark.parametrize("depth, side, tokens", [(2, 16, 7), (3, 12, 5)])
 def test_analytic_flops_match_torch_flop_counter(bench, depth, side, tokens):
-    cfg = MMDiTConfig(in_channels=4, sample_size=16, patch_size=2, depth=depth, hidden_size=64, num_heads=2,
-                      text_dim=32, pooled_dim=16)
+    cfg = MMDiTConfig(
+        in_channels=4,
+        sample_size=16,
+        patch_size=2,
+        depth=depth,
+        hidden_size=64,
+        num_heads=2,
+        text_dim=32,
+        pooled_dim=16,
+    )
     model = MMDiT(cfg).eval()
     x, t = torch.randn(2, 4, side, side), torch.rand(2)
     context, pooled = torch.randn(2, tokens, 32), torch.randn(2, 16)
@@ -51,8 +59,22 @@ def test_sd3_medium_size_matches_the_published_parameter_count(bench):
 
 def test_cpu_run_times_both_models_and_reports_ratios(bench, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    result = bench.main(["--tiny", "--device", "cpu", "--batch-sizes", "2", "--no-compile", "--threads", "1",
-                         "--rounds", "2", "--json", str(out)])
+    result = bench.main(
+        [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--batch-sizes",
+            "2",
+            "--no-compile",
+            "--threads",
+            "1",
+            "--rounds",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     saved = json.loads(out.read_text())
     assert saved["complete"] and saved["rows"] == result["rows"]
     rows = {r["impl"]: r for r in result["rows"]}
@@ -67,16 +89,51 @@ def test_cpu_run_times_both_models_and_reports_ratios(bench, tmp_path, capsys):
 
 @pytest.mark.parametrize("scope", ["full", "blocks"])
 def test_in_house_model_compiles_without_graph_breaks(bench, scope):
-    result = bench.main(["--tiny", "--device", "cpu", "--batch-sizes", "1", "--skip-diffusers", "--compile-scope",
-                         scope, "--compile-backend", "eager", "--iters", "1", "--warmup", "0", "--threads", "1"])
+    result = bench.main(
+        [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--batch-sizes",
+            "1",
+            "--skip-diffusers",
+            "--compile-scope",
+            scope,
+            "--compile-backend",
+            "eager",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ]
+    )
     assert [r["impl"] for r in result["rows"]] == ["in-house compiled [torch]", "in-house eager [torch]"]
 
 
 def test_attention_variants_time_both_models_under_each_kernel_order(bench):
-    result = bench.main(["--tiny", "--device", "cpu", "--batch-sizes", "1", "--no-compile", "--threads", "1",
-                         "--attention", "torch", "flash"])
+    result = bench.main(
+        [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--batch-sizes",
+            "1",
+            "--no-compile",
+            "--threads",
+            "1",
+            "--attention",
+            "torch",
+            "flash",
+        ]
+    )
     assert sorted(r["impl"] for r in result["rows"]) == [
-        "diffusers eager [flash]", "diffusers eager [torch]", "in-house eager [flash]", "in-house eager [torch]"]
+        "diffusers eager [flash]",
+        "diffusers eager [torch]",
+        "in-house eager [flash]",
+        "in-house eager [torch]",
+    ]
     assert result["max_diff_batch_1_flash"] < 1e-4
     flash = next(r for r in result["rows"] if r["impl"] == "in-house eager [flash]")
     assert flash["speedup_vs_diffusers_torch"] != flash["speedup_vs_diffusers"]  # two different baselines
@@ -86,10 +143,25 @@ def test_sdpa_layout_bench_times_both_layouts_with_the_same_values(tmp_path):
     spec = importlib.util.spec_from_file_location("sdpa_layout_bench", BENCH.parent / "sdpa_layout.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    rows = module.main(["--device", "cpu", "--batch", "1", "--heads", "2", "--tokens", "40", "--iters", "2",
-                        "--json", str(tmp_path / "sdpa.json")])
+    rows = module.main(
+        [
+            "--device",
+            "cpu",
+            "--batch",
+            "1",
+            "--heads",
+            "2",
+            "--tokens",
+            "40",
+            "--iters",
+            "2",
+            "--json",
+            str(tmp_path / "sdpa.json"),
+        ]
+    )
     assert {(r["layout"], r["kernel"]) for r in rows} == {
-        (layout, kernel) for layout in ("heads-major", "tokens-major") for kernel in ("torch", "flash", "math")}
+        (layout, kernel) for layout in ("heads-major", "tokens-major") for kernel in ("torch", "flash", "math")
+    }
     assert all(r["ms"] > 0 and r["max_diff_vs_first"] < 1e-5 for r in rows)
     assert all(r["torch_picks"] for r in rows if r["kernel"] == "torch")
     assert json.loads((tmp_path / "sdpa.json").read_text())["rows"] == rows
@@ -99,8 +171,9 @@ def test_kernel_profile_compares_both_models_by_kind(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("mmdit_kernels_bench", BENCH.parent / "mmdit_kernels.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    result = module.main(["--tiny", "--device", "cpu", "--no-compile", "--forwards", "1",
-                          "--json", str(tmp_path / "kernels.json")])
+    result = module.main(
+        ["--tiny", "--device", "cpu", "--no-compile", "--forwards", "1", "--json", str(tmp_path / "kernels.json")]
+    )
     for name in ("diffusers", "in-house"):
         model = result["models"][name]
         assert model["groups"]["matmul"] > 0 and model["total_us"] == pytest.approx(sum(model["groups"].values()))
@@ -118,9 +191,28 @@ def test_attention_variants_compute_the_same_function_and_restore_the_model(tmp_
     monkeypatch.setitem(sys.modules, spec.name, module)  # torch.compile looks the patched functions' module up
     spec.loader.exec_module(module)
     before = (mmdit.JointAttention.forward, mmdit.RMSNorm.forward)
-    result = module.main(["--tiny", "--device", "cpu", "--compile-backend", "eager", "--rounds", "1", "--iters", "1",
-                          "--json", str(tmp_path / "variants.json")])
-    assert [r["impl"] for r in result["rows"]] == ["diffusers", "current", "heads-major", "manual-rms", "both",
-                                                   "diffusers"]
+    result = module.main(
+        [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--compile-backend",
+            "eager",
+            "--rounds",
+            "1",
+            "--iters",
+            "1",
+            "--json",
+            str(tmp_path / "variants.json"),
+        ]
+    )
+    assert [r["impl"] for r in result["rows"]] == [
+        "diffusers",
+        "current",
+        "heads-major",
+        "manual-rms",
+        "both",
+        "diffusers",
+    ]
     assert all(r["max_diff_vs_current"] < 1e-5 for r in result["rows"][2:5])
     assert (mmdit.JointAttention.forward, mmdit.RMSNorm.forward) == before

@@ -61,9 +61,7 @@ def test_all_kinds_of_prompt_are_present():
 def test_parse_prompt_inverts_the_caption_and_refuses_other_text():
     for spec in dd.all_specs("all")[::53]:
         assert dd.parse_prompt(spec.caption) == spec
-    assert dd.parse_prompt('The word "cat" in Red letters on a white background.') == dd.WordSpec(
-        "CAT", "red", "white"
-    )
+    assert dd.parse_prompt('The word "cat" in Red letters on a white background.') == dd.WordSpec("CAT", "red", "white")
     assert dd.parse_prompt("a red circle above a blue square on a white background") == dd.PositionSpec(
         "red", "circle", "above", "blue", "square", "white"
     )

@@ -1,4 +1,5 @@
 """The demo dual encoder learns, saves and loads, serves CLIPScore, and the committed checkpoint works."""
+
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,7 @@ from generation import dual_encoder as de
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKPOINT = REPO / "demo_models" / "clip-demo"
-TINY = de.DualEncoderConfig(channels=(8, 16, 16, 16), image_hidden=32, width=32, text_layers=1, heads=2,
-                            embed_dim=16)
+TINY = de.DualEncoderConfig(channels=(8, 16, 16, 16), image_hidden=32, width=32, text_layers=1, heads=2, embed_dim=16)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -44,8 +44,9 @@ def test_a_few_steps_lower_the_contrastive_loss(minilm):
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
-        loss = de.contrastive_loss(model.get_image_features(x), model.text_features_from_states(states, mask),
-                                   positives, model.logit_scale)
+        loss = de.contrastive_loss(
+            model.get_image_features(x), model.text_features_from_states(states, mask), positives, model.logit_scale
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -22,8 +22,14 @@ from generation.flow import (
     training_loss,
 )
 
-DENSITIES = [UniformTimesteps(), LogitNormalTimesteps(0.0, 1.0), LogitNormalTimesteps(1.0, 0.6),
-             ModeTimesteps(1.29), ModeTimesteps(-0.5), CosMapTimesteps()]
+DENSITIES = [
+    UniformTimesteps(),
+    LogitNormalTimesteps(0.0, 1.0),
+    LogitNormalTimesteps(1.0, 0.6),
+    ModeTimesteps(1.29),
+    ModeTimesteps(-0.5),
+    CosMapTimesteps(),
+]
 
 
 def draw(density, n=20_000, seed=0) -> np.ndarray:
@@ -96,8 +102,15 @@ def test_out_of_range_parameters_are_refused():
 
 
 def test_objective_names_round_trip():
-    for name in ["rf/uniform", "rf/lognorm(0.00,1.00)", "rf/lognorm(1.00,0.60)", "rf/mode(1.29)", "rf/cosmap",
-                 "eps/linear", "eps/cos"]:
+    for name in [
+        "rf/uniform",
+        "rf/lognorm(0.00,1.00)",
+        "rf/lognorm(1.00,0.60)",
+        "rf/mode(1.29)",
+        "rf/cosmap",
+        "eps/linear",
+        "eps/cos",
+    ]:
         assert make_objective(name).name == name
     assert make_objective("rf/lognorm(0, 1)").name == "rf/lognorm(0.00,1.00)"
     assert make_objective("rf/mode(-0.5)").density == ModeTimesteps(-0.5)
@@ -153,7 +166,7 @@ def test_training_loss_is_zero_for_a_perfect_model_and_reproducible_per_generato
     x0 = torch.randn(4, 3, 8, 8)
 
     def perfect(z_t, t, context, pooled):  # knows x0, so it can give the exact target
-        noise = (z_t - objective.make_noisy(x0, torch.zeros_like(x0), t))
+        noise = z_t - objective.make_noisy(x0, torch.zeros_like(x0), t)
         scale = objective.make_noisy(torch.zeros_like(x0), torch.ones_like(x0), t)
         return objective.target(x0, noise / scale, t)
 

@@ -16,8 +16,17 @@ from generation.mmdit import (
     to_diffusers,
 )
 
-TINY = {"in_channels": 4, "sample_size": 16, "patch_size": 2, "depth": 3, "hidden_size": 64, "num_heads": 4,
-        "text_dim": 24, "pooled_dim": 20, "pos_embed_max_size": 12}
+TINY = {
+    "in_channels": 4,
+    "sample_size": 16,
+    "patch_size": 2,
+    "depth": 3,
+    "hidden_size": 64,
+    "num_heads": 4,
+    "text_dim": 24,
+    "pooled_dim": 20,
+    "pos_embed_max_size": 12,
+}
 
 
 def randomised_model(seed: int = 0, **overrides) -> MMDiT:
@@ -32,13 +41,18 @@ def randomised_model(seed: int = 0, **overrides) -> MMDiT:
 
 def inputs(batch=2, height=16, width=12, tokens=7, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, 4, height, width, generator=g), torch.rand(batch, generator=g),
-            torch.randn(batch, tokens, 24, generator=g), torch.randn(batch, 20, generator=g))
+    return (
+        torch.randn(batch, 4, height, width, generator=g),
+        torch.rand(batch, generator=g),
+        torch.randn(batch, tokens, 24, generator=g),
+        torch.randn(batch, 20, generator=g),
+    )
 
 
 def test_config_follows_the_paper_scaling_rule_and_round_trips_through_json():
-    cfg = MMDiTConfig.from_depth(24, in_channels=16, sample_size=128, text_dim=4096, pooled_dim=2048,
-                                 pos_embed_max_size=192)
+    cfg = MMDiTConfig.from_depth(
+        24, in_channels=16, sample_size=128, text_dim=4096, pooled_dim=2048, pos_embed_max_size=192
+    )
     assert (cfg.hidden_size, cfg.num_heads, cfg.head_dim, cfg.out_channels) == (1536, 24, 64, 16)
     assert MMDiTConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="unknown"):
@@ -152,8 +166,12 @@ def test_diffusers_sd3_transformer_with_the_same_weights_gives_the_same_output(q
     x, t, ctx, pooled = inputs()
     with torch.no_grad():
         ours = model(x, t, ctx, pooled)
-        theirs = reference(hidden_states=x, encoder_hidden_states=ctx, pooled_projections=pooled,
-                           timestep=t * model.config.timestep_scale).sample
+        theirs = reference(
+            hidden_states=x,
+            encoder_hidden_states=ctx,
+            pooled_projections=pooled,
+            timestep=t * model.config.timestep_scale,
+        ).sample
     assert ours.abs().mean() > 0.1  # not trivially zero
     assert (ours - theirs).abs().max() <= 1e-4
 

@@ -21,8 +21,19 @@ def tiny_text(tmp_path_factory):
 
 
 def tiny_run(out, text_encoder, **kw):
-    base = dict(out=str(out), steps=3, depth=2, width=32, heads=2, patch=4, batch_size=4, warmup_steps=1,
-                text_encoder=text_encoder, threads=1, lr=1e-2)
+    base = dict(
+        out=str(out),
+        steps=3,
+        depth=2,
+        width=32,
+        heads=2,
+        patch=4,
+        batch_size=4,
+        warmup_steps=1,
+        text_encoder=text_encoder,
+        threads=1,
+        lr=1e-2,
+    )
     return train(TrainConfig(**{**base, **kw}))
 
 

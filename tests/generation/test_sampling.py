@@ -21,8 +21,11 @@ SHAPE = (4, 8, 8)
 
 def tiny_model() -> MMDiT:
     torch.manual_seed(0)
-    model = MMDiT(MMDiTConfig(in_channels=4, sample_size=8, patch_size=2, depth=2, hidden_size=32, num_heads=2,
-                              text_dim=12, pooled_dim=10))
+    model = MMDiT(
+        MMDiTConfig(
+            in_channels=4, sample_size=8, patch_size=2, depth=2, hidden_size=32, num_heads=2, text_dim=12, pooled_dim=10
+        )
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.copy_(torch.randn_like(p) * 0.1 + (1.0 if "norm" in name else 0.0))
@@ -82,8 +85,7 @@ def test_noise_of_an_image_depends_only_on_its_seed():
 
 def test_same_seed_gives_identical_pixels_on_rerun():
     model = tiny_model()
-    args = dict(cond=text(2), uncond=text(1, seed=9), shape=SHAPE, steps=4, guidance_scale=3.0, shift=3.0,
-                seeds=[1, 2])
+    args = dict(cond=text(2), uncond=text(1, seed=9), shape=SHAPE, steps=4, guidance_scale=3.0, shift=3.0, seeds=[1, 2])
     first, second = euler_sample(model, **args), euler_sample(model, **args)
     assert torch.equal(first, second)
     assert not torch.allclose(first[0], first[1])

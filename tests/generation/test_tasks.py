@@ -1,5 +1,6 @@
 """The generation task: its body as a function (claim, generate, store, fail) and one real worker killed with
 SIGKILL in the middle of a run."""
+
 from __future__ import annotations
 
 import io
@@ -42,18 +43,21 @@ def unet_dir(tmp_path_factory):
 
 
 def register(name, kind, source, **settings):
-    return ImageModel.objects.create(name=name, kind=kind, source=str(source), sampler_settings={**SETTINGS,
-                                                                                                  **settings})
+    return ImageModel.objects.create(
+        name=name, kind=kind, source=str(source), sampler_settings={**SETTINGS, **settings}
+    )
 
 
 def new_run(prompt_set, models, seeds=(0, 1), batch_size=4, name="run"):
-    return services.create_run(name=name, prompt_set=prompt_set, image_models=models, seeds=list(seeds),
-                               batch_size=batch_size, dispatch=False).run
+    return services.create_run(
+        name=name, prompt_set=prompt_set, image_models=models, seeds=list(seeds), batch_size=batch_size, dispatch=False
+    ).run
 
 
 def run_all(run, cache=CACHE):
-    return [run_job(job.pk, task_id=f"task-{job.pk}-{time.monotonic_ns()}", cache=cache)
-            for job in run.jobs.order_by("id")]
+    return [
+        run_job(job.pk, task_id=f"task-{job.pk}-{time.monotonic_ns()}", cache=cache) for job in run.jobs.order_by("id")
+    ]
 
 
 def test_the_task_is_declared_for_at_least_once_delivery_with_time_limits(settings):
@@ -66,7 +70,8 @@ def test_the_task_is_declared_for_at_least_once_delivery_with_time_limits(settin
 
 
 def test_a_job_stores_every_image_with_its_settings_versions_time_and_an_unguessable_file(
-        media_root, make_prompt_set, unet_dir):
+    media_root, make_prompt_set, unet_dir
+):
     model = register("unet-under-test", "unet_baseline", unet_dir)
     run = new_run(make_prompt_set(), [model], seeds=(0, 1), batch_size=4)
     assert run.jobs.count() == 2 and Image.objects.filter(run=run, status="pending").count() == 6
@@ -92,8 +97,10 @@ def test_running_a_job_again_makes_no_second_image_and_redoes_nothing(media_root
     run = new_run(make_prompt_set(), [model], seeds=(0,), batch_size=8)
     job = run.jobs.get()
     first = run_job(job.pk, task_id="first", cache=CACHE)
-    before = {i.pk: (i.finished_at, i.file.name, (media_root / i.file.name).stat().st_mtime_ns)
-              for i in Image.objects.filter(run=run)}
+    before = {
+        i.pk: (i.finished_at, i.file.name, (media_root / i.file.name).stat().st_mtime_ns)
+        for i in Image.objects.filter(run=run)
+    }
     assert first["made"] == 3
     assert run_job(job.pk, task_id="first", cache=CACHE) == {"job": job.pk, "skipped": True}  # redelivery
     assert run_job(job.pk, task_id="another", cache=CACHE) == {"job": job.pk, "skipped": True}  # duplicate
@@ -101,8 +108,10 @@ def test_running_a_job_again_makes_no_second_image_and_redoes_nothing(media_root
     GenerationJob.objects.filter(pk=job.pk).update(status="queued")
     again = run_job(job.pk, task_id="third", cache=CACHE)
     assert again == {"job": job.pk, "made": 0}
-    after = {i.pk: (i.finished_at, i.file.name, (media_root / i.file.name).stat().st_mtime_ns)
-             for i in Image.objects.filter(run=run)}
+    after = {
+        i.pk: (i.finished_at, i.file.name, (media_root / i.file.name).stat().st_mtime_ns)
+        for i in Image.objects.filter(run=run)
+    }
     assert after == before and Image.objects.filter(model=model).count() == 3
 
 
@@ -138,7 +147,8 @@ def test_a_duplicate_delivery_while_the_job_runs_elsewhere_is_skipped(db, make_p
 
 
 def test_a_broken_model_fails_its_own_jobs_with_a_reason_and_the_others_complete(
-        media_root, make_prompt_set, unet_dir, tmp_path):
+    media_root, make_prompt_set, unet_dir, tmp_path
+):
     good = register("unet-good", "unet_baseline", unet_dir)
     missing = register("unet-missing", "unet_baseline", tmp_path / "deleted-checkpoint")
     corrupt_dir = tmp_path / "corrupt"
@@ -193,8 +203,9 @@ def test_a_job_started_too_often_fails_with_a_reason(db, make_prompt_set, unet_d
     model = register("unet-flaky", "unet_baseline", unet_dir)
     run = new_run(make_prompt_set(), [model], seeds=(0,))
     job = run.jobs.get()
-    GenerationJob.objects.filter(pk=job.pk).update(status="running", attempts=2,
-                                                   lease_expires_at=timezone.now() - timedelta(seconds=1))
+    GenerationJob.objects.filter(pk=job.pk).update(
+        status="running", attempts=2, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
     assert run_job(job.pk, task_id="third-try", cache=CACHE)["skipped"]
     job.refresh_from_db()
     assert job.status == "failed" and "gave up after 2 attempts" in job.error
@@ -203,27 +214,36 @@ def test_a_job_started_too_often_fails_with_a_reason(db, make_prompt_set, unet_d
 @pytest.mark.worker
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_run_with_sigkill_finishes_the_run_after_a_restart(tmp_path, settings, make_prompt_set,
-                                                                             unet_dir):
+def test_a_worker_killed_mid_run_with_sigkill_finishes_the_run_after_a_restart(
+    tmp_path, settings, make_prompt_set, unet_dir
+):
     """A real worker (prefork, concurrency 1) on the real broker is killed with SIGKILL (its whole process group)
     while it holds a job; a new worker and the sweeper finish the run with exactly one image per (model, prompt,
     seed) and one file per image."""
     media = tmp_path / "media"
     settings.MEDIA_ROOT = media
-    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
-                                                          "OPTIONS": {"location": str(media)}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
+    }
     restore_broker = use_broker_folder(tmp_path)
     prompts = make_prompt_set(texts=[f"a shape number {i}" for i in range(4)])
     # Two registered models on one checkpoint: the worker loads it once.
     models = [register(f"unet-worker-{i}", "unet_baseline", unet_dir, steps=60) for i in range(2)]
     worker = WorkerProcess(tmp_path, media, tmp_path / "worker.log").start()
     try:
-        run = services.create_run(name="killed", prompt_set=prompts, image_models=models, seeds=[0, 1],
-                                  batch_size=2).run  # 2 models x 4 prompts x 2 seeds = 16 images in 8 jobs
+        run = services.create_run(
+            name="killed", prompt_set=prompts, image_models=models, seeds=[0, 1], batch_size=2
+        ).run  # 2 models x 4 prompts x 2 seeds = 16 images in 8 jobs
         done = lambda: Image.objects.filter(run=run, status="done").count()  # noqa: E731
         held = lambda: list(GenerationJob.objects.filter(run=run, status="running"))  # noqa: E731
-        wait_for(lambda: done() >= 2 and held(), timeout=120, interval=0.05,
-                 what="a stored batch and a job in progress", worker=worker)
+        wait_for(
+            lambda: done() >= 2 and held(),
+            timeout=120,
+            interval=0.05,
+            what="a stored batch and a job in progress",
+            worker=worker,
+        )
         worker.kill()
         killed = held()
         assert len(killed) == 1 and done() < 16
@@ -234,8 +254,12 @@ def test_a_worker_killed_mid_run_with_sigkill_finishes_the_run_after_a_restart(t
         resent = services.sweep_lost_jobs(now=killed[0].lease_expires_at + timedelta(seconds=1))
         assert resent == {"resent": 1, "failed": 0}
         wait_for(lambda: done() == 16, timeout=120, what="all 16 images", worker=worker)
-        wait_for(lambda: not GenerationJob.objects.filter(run=run).exclude(status="done").exists(), timeout=60,
-                 what="every job done", worker=worker)
+        wait_for(
+            lambda: not GenerationJob.objects.filter(run=run).exclude(status="done").exists(),
+            timeout=60,
+            what="every job done",
+            worker=worker,
+        )
     finally:
         worker.stop()
         restore_broker()

@@ -43,9 +43,9 @@ def test_real_minilm_loads_offline_from_the_pypi_package(minilm):
     assert_well_formed(minilm, tokens, mask, pooled, 3)
     assert torch.allclose(pooled, masked_mean(tokens, mask), atol=1e-6)  # pooled = masked mean of the states
     # a pretrained encoder puts related prompts closer than unrelated ones
-    a, b, c = minilm.encode(
-        ["a red circle on a blue background", "a red circle on a green background", "the word HI"]
-    )[2]
+    a, b, c = minilm.encode(["a red circle on a blue background", "a red circle on a green background", "the word HI"])[
+        2
+    ]
     cos = torch.nn.functional.cosine_similarity
     assert cos(a, b, dim=0) > cos(a, c, dim=0)
 

@@ -19,8 +19,20 @@ def tiny_text(tmp_path_factory):
 
 
 def tiny(out, text_encoder, **kw) -> TrainConfig:
-    base = dict(out=str(out), steps=4, depth=2, width=32, heads=2, patch=4, batch_size=4, warmup_steps=2,
-                text_encoder=text_encoder, threads=1, log_every=2, save_every=2)
+    base = dict(
+        out=str(out),
+        steps=4,
+        depth=2,
+        width=32,
+        heads=2,
+        patch=4,
+        batch_size=4,
+        warmup_steps=2,
+        text_encoder=text_encoder,
+        threads=1,
+        log_every=2,
+        save_every=2,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -65,9 +77,35 @@ def test_resume_needs_a_state_and_a_fresh_run_refuses_to_overwrite_one(tmp_path,
 
 def test_command_line_trains_the_eps_ablation_with_snapshots(tmp_path, tiny_text, capsys):
     out = tmp_path / "eps"
-    main(["--out", str(out), "--objective", "eps", "--schedule", "linear", "--steps", "2", "--depth", "2",
-          "--width", "32", "--heads", "2", "--batch-size", "2", "--text-encoder", tiny_text, "--threads", "1",
-          "--snapshot-every", "1", "--kinds", "shape=1,word=1", "--no-bf16"])
+    main(
+        [
+            "--out",
+            str(out),
+            "--objective",
+            "eps",
+            "--schedule",
+            "linear",
+            "--steps",
+            "2",
+            "--depth",
+            "2",
+            "--width",
+            "32",
+            "--heads",
+            "2",
+            "--batch-size",
+            "2",
+            "--text-encoder",
+            tiny_text,
+            "--threads",
+            "1",
+            "--snapshot-every",
+            "1",
+            "--kinds",
+            "shape=1,word=1",
+            "--no-bf16",
+        ]
+    )
     meta = json.loads((out / "config.json").read_text())
     assert meta["recipe"]["objective"] == "eps/linear" and meta["recipe"]["bf16_autocast"] is False
     assert meta["recipe"]["data"]["kinds"] == {"shape": 1.0, "word": 1.0}

@@ -1,4 +1,5 @@
 """Fixtures for the rater app's tests: a campaign over a finished run, raters who joined it, clients."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """A model's identity appears nowhere a rater can see: pages, API responses, image URLs, file names,
 PNG metadata, alt text and response headers, for every model name, public id and checkpoint path."""
+
 from __future__ import annotations
 
 import io

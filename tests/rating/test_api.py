@@ -1,5 +1,6 @@
 """The JSON API: next assignment and vote submission, idempotent resubmission, and every refusal as a 4xx
 JSON error that stores nothing."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,11 @@ NEXT = "/api/assignments/next"
 
 
 def post_votes(client, assignment_id, body, raw=None):
-    return client.post(f"/api/assignments/{assignment_id}/votes", data=raw if raw is not None else json.dumps(body),
-                       content_type="application/json")
+    return client.post(
+        f"/api/assignments/{assignment_id}/votes",
+        data=raw if raw is not None else json.dumps(body),
+        content_type="application/json",
+    )
 
 
 def get_next(client, campaign, **params):
@@ -40,8 +44,11 @@ def shown(client, campaign):
 
 
 def full_body(assignment_json, choice="left", key="key-0001"):
-    return {"idempotency_key": key, "choices": {c["key"]: choice for c in assignment_json["criteria"]},
-            "time_taken_ms": 2345}
+    return {
+        "idempotency_key": key,
+        "choices": {c["key"]: choice for c in assignment_json["criteria"]},
+        "time_taken_ms": 2345,
+    }
 
 
 def test_next_returns_id_prompt_criteria_two_image_urls_and_expiry(client, campaign):
@@ -59,7 +66,8 @@ def test_next_returns_id_prompt_criteria_two_image_urls_and_expiry(client, campa
     keys = [c["key"] for c in a["criteria"]]
     assert keys[:2] == ["prompt_following", "aesthetics"]
     assert a["criteria"][0]["question"] == (
-        "Which image looks more representative to the text shown above and faithfully follows it?")
+        "Which image looks more representative to the text shown above and faithfully follows it?"
+    )
 
 
 def test_typography_is_asked_only_for_prompts_that_ask_for_text(client, campaign):
@@ -123,11 +131,19 @@ def _refusals(a):
         "short key": ({**body, "idempotency_key": "abc"}, None, 400, "malformed_body"),
         "choices not an object": ({**body, "choices": "left"}, None, 400, "malformed_body"),
         "negative time": ({**body, "time_taken_ms": -5}, None, 400, "malformed_body"),
-        "unknown choice": ({**body, "choices": {**body["choices"], criteria[0]: "sideways"}}, None, 400,
-                           "unknown_choice"),
+        "unknown choice": (
+            {**body, "choices": {**body["choices"], criteria[0]: "sideways"}},
+            None,
+            400,
+            "unknown_choice",
+        ),
         "missing criterion": (missing, None, 400, "missing_criterion"),
-        "unknown criterion": ({**body, "choices": {**body["choices"], "colour": "left"}}, None, 400,
-                              "unknown_criterion"),
+        "unknown criterion": (
+            {**body, "choices": {**body["choices"], "colour": "left"}},
+            None,
+            400,
+            "unknown_criterion",
+        ),
     }
 
 
@@ -194,11 +210,14 @@ def test_next_resumes_the_open_assignment_and_preloads_a_different_one(client, c
     assert refused.status_code == 409 and refused.json()["error"] == "too_many_open_assignments"
 
 
-@pytest.mark.parametrize("params, status, code", [
-    ({}, 400, "bad_campaign"),
-    ({"campaign": "abc"}, 400, "bad_campaign"),
-    ({"campaign": 999999}, 404, "campaign_not_found"),
-])
+@pytest.mark.parametrize(
+    "params, status, code",
+    [
+        ({}, 400, "bad_campaign"),
+        ({"campaign": "abc"}, 400, "bad_campaign"),
+        ({"campaign": 999999}, 404, "campaign_not_found"),
+    ],
+)
 def test_next_with_a_bad_campaign_is_a_json_error(client, params, status, code):
     response = client.get(NEXT, params)
     assert response.status_code == status and response.json()["error"] == code

@@ -1,6 +1,7 @@
 """A real browser (Debian's chromium through Playwright) logs in as a rater, reads the instructions and votes
 on three pairs with the keyboard only; the database then holds exactly those votes. Screenshots of the
 rating page at a phone and a desktop viewport go to test-artifacts/."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,16 @@ from evalsite.rating.models import Vote
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = [
@@ -48,9 +57,11 @@ def wait_for_pair(page, previous_id=""):
         """prev => { const r = document.getElementById('rater');
                      return r && r.dataset.state === 'ready' && r.dataset.assignment
                             && r.dataset.assignment !== prev; }""",
-        arg=previous_id)
+        arg=previous_id,
+    )
     page.wait_for_function(
-        "() => ['image-left', 'image-right'].every(id => document.getElementById(id).naturalWidth > 0)")
+        "() => ['image-left', 'image-right'].every(id => document.getElementById(id).naturalWidth > 0)"
+    )
     return page.get_attribute("#rater", "data-assignment")
 
 

@@ -2,6 +2,7 @@
 
 SQLite serialises every write transaction (BEGIN IMMEDIATE), so there these races cannot happen; the tests
 run where CI runs the suite, on PostgreSQL (DATABASE_URL=postgres://...)."""
+
 from __future__ import annotations
 
 import threading
@@ -16,7 +17,9 @@ from evalsite.rating.voting import VoteRefused, VoteSubmission, record_votes
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(connection.vendor == "sqlite", reason="needs PostgreSQL row locks (DATABASE_URL=postgres://...)"),
+    pytest.mark.skipif(
+        connection.vendor == "sqlite", reason="needs PostgreSQL row locks (DATABASE_URL=postgres://...)"
+    ),
 ]
 
 
@@ -97,10 +100,12 @@ def test_two_different_submissions_at_once_store_one_and_refuse_the_other(campai
     rater = rater_of(campaign)
     a = engine.next_assignment(rater, campaign)
     asked = campaign.criteria_for(a.prompt)
-    results = run_at_once([
-        lambda: record_votes(a.id, rater, VoteSubmission("key-one-xx", {c: "left" for c in asked}, 1)),
-        lambda: record_votes(a.id, rater, VoteSubmission("key-two-xx", {c: "right" for c in asked}, 1)),
-    ])
+    results = run_at_once(
+        [
+            lambda: record_votes(a.id, rater, VoteSubmission("key-one-xx", {c: "left" for c in asked}, 1)),
+            lambda: record_votes(a.id, rater, VoteSubmission("key-two-xx", {c: "right" for c in asked}, 1)),
+        ]
+    )
     refused = [r for r in results if isinstance(r, VoteRefused)]
     assert len(refused) == 1 and refused[0].code == "already_answered"
     assert Vote.objects.values("idempotency_key").distinct().count() == 1

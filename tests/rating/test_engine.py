@@ -1,5 +1,6 @@
 """The assignment engine: no repeated pair, balanced sides, every model pair covered, the votes-per-pair
 target respected, expiry, resume, the open-assignment limit, gold checks at their rate."""
+
 from __future__ import annotations
 
 import itertools
@@ -235,7 +236,8 @@ def test_both_policies_hand_out_every_pair(campaign, rater_of, policy):
     given = rate_until_done(rater_of(campaign), campaign, np.random.default_rng(6))
     assert len(given) == 9
     assert {frozenset((a.image_left.model_id, a.image_right.model_id)) for a in given} == {
-        frozenset(p) for p in itertools.combinations(engine.campaign_model_ids(campaign), 2)}
+        frozenset(p) for p in itertools.combinations(engine.campaign_model_ids(campaign), 2)
+    }
 
 
 def test_new_campaigns_take_expiry_and_gold_threshold_from_settings(make_campaign, rater_of, settings):

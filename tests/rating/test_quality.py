@@ -1,5 +1,6 @@
 """Quality control: gold answers are scored, each rater's gold accuracy, speed and left share are recorded,
 raters below the threshold are flagged, and their votes can be left out of analysis."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -84,8 +85,9 @@ def test_left_share_counts_decisive_answers_on_real_pairs(make_run, make_campaig
     rater = rater_of(campaign)
     for choice in ("left", "left", "left", "right", "tie"):
         a = engine.next_assignment(rater, campaign)
-        record_votes(a.id, rater, VoteSubmission(f"k-{a.id}", {c: choice for c in campaign.criteria_for(a.prompt)},
-                                                 1000))
+        record_votes(
+            a.id, rater, VoteSubmission(f"k-{a.id}", {c: choice for c in campaign.criteria_for(a.prompt)}, 1000)
+        )
     stat = quality.update_rater_quality(campaign)[0]
     assert stat.left_share == pytest.approx(0.75) and stat.gold_accuracy is None and stat.pairs_answered == 5
 
@@ -94,13 +96,16 @@ def test_flagged_raters_votes_are_excluded_from_analysis_on_request(campaign, ra
     good, bad = rater_of(campaign, "good"), rater_of(campaign, "bad")
     for rater in (good, bad):
         a = engine.next_assignment(rater, campaign)
-        record_votes(a.id, rater, VoteSubmission(f"k-{a.id}", {c: "left" for c in campaign.criteria_for(a.prompt)},
-                                                 None))
+        record_votes(
+            a.id, rater, VoteSubmission(f"k-{a.id}", {c: "left" for c in campaign.criteria_for(a.prompt)}, None)
+        )
     bad.flagged, bad.flagged_reason = True, "spam (set by a researcher)"
     bad.save()
     assert set(quality.votes_for_analysis(campaign).values_list("rater", flat=True)) == {good.pk}
     assert set(quality.votes_for_analysis(campaign, exclude_flagged=False).values_list("rater", flat=True)) == {
-        good.pk, bad.pk}
+        good.pk,
+        bad.pk,
+    }
     quality.update_rater_quality(campaign)  # never lifts a researcher's flag
     bad.refresh_from_db()
     assert bad.flagged and bad.flagged_reason == "spam (set by a researcher)"

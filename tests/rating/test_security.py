@@ -1,5 +1,6 @@
 """Who may reach what: own assignments and images only, staff pages for staff, CSRF on the page's POSTs,
 per-rater rate limiting, and the invite / instructions flow."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Fixtures for the runs tests: a private filesystem broker, real tiny checkpoints, a logged-in researcher."""
+
 from __future__ import annotations
 
 import pytest

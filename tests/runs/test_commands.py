@@ -1,5 +1,6 @@
 """Management commands: create_run, retry_failed, sweep_lost_jobs, add_checkpoint_schedule, and seed_demo's
 demo models and demo run."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,12 +18,32 @@ def three_models(db):
     return [ImageModel.objects.create(name=n, kind="inhouse", source=f"/m/{n}") for n in ("a", "b", "c")]
 
 
-def test_create_run_from_the_command_line(make_prompt_set, three_models, broker, capsys,
-                                          django_capture_on_commit_callbacks):
+def test_create_run_from_the_command_line(
+    make_prompt_set, three_models, broker, capsys, django_capture_on_commit_callbacks
+):
     make_prompt_set(name="shapes")
     with django_capture_on_commit_callbacks(execute=True):
-        call_command("create_run", "--name", "cli", "--prompt-set", "shapes", "--models", "a,b,c", "--seeds", "4",
-                     "--steps", "28", "--guidance", "4", "--resolution", "32", "--prompts", "0-1", "--batch-size", "8")
+        call_command(
+            "create_run",
+            "--name",
+            "cli",
+            "--prompt-set",
+            "shapes",
+            "--models",
+            "a,b,c",
+            "--seeds",
+            "4",
+            "--steps",
+            "28",
+            "--guidance",
+            "4",
+            "--resolution",
+            "32",
+            "--prompts",
+            "0-1",
+            "--batch-size",
+            "8",
+        )
     run = ComparisonRun.objects.get(name="cli")
     assert run.seeds == [0, 1, 2, 3] and run.image_models.count() == 3
     assert run.sampler_overrides == {"height": 32, "width": 32, "steps": 28, "guidance_scale": 4.0}
@@ -30,23 +51,28 @@ def test_create_run_from_the_command_line(make_prompt_set, three_models, broker,
     assert "24 images in 3 jobs" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--prompt-set", "nope", "--models", "a"], "no prompt set named 'nope'"),
-    (["--prompt-set", "shapes", "--models", "a,zzz"], "unknown model"),
-    (["--prompt-set", "shapes", "--models", "a", "--prompts", "7"], "has no prompt number"),
-    (["--prompt-set", "shapes", "--models", "a", "--seeds", "0"], "--seeds must be at least 1"),
-    (["--prompt-set", "shapes", "--models", "a", "--steps", "0"], "steps must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prompt-set", "nope", "--models", "a"], "no prompt set named 'nope'"),
+        (["--prompt-set", "shapes", "--models", "a,zzz"], "unknown model"),
+        (["--prompt-set", "shapes", "--models", "a", "--prompts", "7"], "has no prompt number"),
+        (["--prompt-set", "shapes", "--models", "a", "--seeds", "0"], "--seeds must be at least 1"),
+        (["--prompt-set", "shapes", "--models", "a", "--steps", "0"], "steps must be at least 1"),
+    ],
+)
 def test_create_run_refuses_bad_input_with_a_clear_message(make_prompt_set, three_models, args, message):
     make_prompt_set(name="shapes")
     with pytest.raises(CommandError, match=message):
         call_command("create_run", "--name", "bad", *args)
 
 
-def test_retry_failed_and_sweep_from_the_command_line(make_prompt_set, three_models, broker, capsys,
-                                                      django_capture_on_commit_callbacks):
-    run = services.create_run(name="r", prompt_set=make_prompt_set(), image_models=three_models[:1], seeds=[0],
-                              dispatch=False).run
+def test_retry_failed_and_sweep_from_the_command_line(
+    make_prompt_set, three_models, broker, capsys, django_capture_on_commit_callbacks
+):
+    run = services.create_run(
+        name="r", prompt_set=make_prompt_set(), image_models=three_models[:1], seeds=[0], dispatch=False
+    ).run
     services.mark_job_failed(run.jobs.get().pk, "model a: broken")
     with django_capture_on_commit_callbacks(execute=True):
         call_command("retry_failed", str(run.pk))
@@ -58,28 +84,63 @@ def test_retry_failed_and_sweep_from_the_command_line(make_prompt_set, three_mod
         call_command("retry_failed", "no such run")
 
 
-def test_add_checkpoint_schedule(make_prompt_set, three_models, tmp_path, broker, capsys,
-                                 django_capture_on_commit_callbacks):
+def test_add_checkpoint_schedule(
+    make_prompt_set, three_models, tmp_path, broker, capsys, django_capture_on_commit_callbacks
+):
     make_prompt_set(name="shapes")
     tiny_inhouse_checkpoint(tmp_path / "ckpts" / "step-100", step=100)
     with django_capture_on_commit_callbacks(execute=True):
-        call_command("add_checkpoint_schedule", "--name", "nightly", "--directory", str(tmp_path / "ckpts"),
-                     "--baseline", "a", "--prompt-set", "shapes", "--cron", "0 3 * * *", "--seeds", "2",
-                     "--check-now")
+        call_command(
+            "add_checkpoint_schedule",
+            "--name",
+            "nightly",
+            "--directory",
+            str(tmp_path / "ckpts"),
+            "--baseline",
+            "a",
+            "--prompt-set",
+            "shapes",
+            "--cron",
+            "0 3 * * *",
+            "--seeds",
+            "2",
+            "--check-now",
+        )
     schedule = CheckpointSchedule.objects.get(name="nightly")
     assert schedule.periodic_task.crontab.hour == "3"
     out = capsys.readouterr().out
     assert "started run(s)" in out and ComparisonRun.objects.filter(name__startswith="nightly: step-100").exists()
     with pytest.raises(CommandError, match="exists"):
-        call_command("add_checkpoint_schedule", "--name", "nightly", "--directory", str(tmp_path), "--baseline", "a",
-                     "--prompt-set", "shapes")
+        call_command(
+            "add_checkpoint_schedule",
+            "--name",
+            "nightly",
+            "--directory",
+            str(tmp_path),
+            "--baseline",
+            "a",
+            "--prompt-set",
+            "shapes",
+        )
     with pytest.raises(CommandError, match="5 fields"):
-        call_command("add_checkpoint_schedule", "--name", "other", "--directory", str(tmp_path), "--baseline", "a",
-                     "--prompt-set", "shapes", "--cron", "nightly")
+        call_command(
+            "add_checkpoint_schedule",
+            "--name",
+            "other",
+            "--directory",
+            str(tmp_path),
+            "--baseline",
+            "a",
+            "--prompt-set",
+            "shapes",
+            "--cron",
+            "nightly",
+        )
 
 
-def test_seed_demo_registers_the_demo_models_and_starts_the_demo_run_once(db, media_root, tmp_path, broker,
-                                                                         django_capture_on_commit_callbacks):
+def test_seed_demo_registers_the_demo_models_and_starts_the_demo_run_once(
+    db, media_root, tmp_path, broker, django_capture_on_commit_callbacks
+):
     demo = tmp_path / "demo_models"
     tiny_inhouse_checkpoint(demo / "mmdit-demo", step=2000)
     tiny_inhouse_checkpoint(demo / "mmdit-demo-early", step=500)

@@ -1,5 +1,6 @@
 """Creating a run: every image row up front, in jobs, settings merged and checked, images reused across runs,
 and tasks sent to the gpu queue only after the commit."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,21 +12,37 @@ from evalsite.runs.models import ComparisonRun, GenerationJob, Image
 
 
 def models(*specs):
-    return [ImageModel.objects.create(name=name, kind=kind, source=f"/models/{name}",
-                                      sampler_settings={"steps": 10, "height": 32, "width": 32})
-            for name, kind in specs]
+    return [
+        ImageModel.objects.create(
+            name=name, kind=kind, source=f"/models/{name}", sampler_settings={"steps": 10, "height": 32, "width": 32}
+        )
+        for name, kind in specs
+    ]
 
 
 def test_a_run_creates_every_image_row_up_front_grouped_in_jobs(db, make_prompt_set):
     prompt_set = make_prompt_set()
     a, b = models(("a", "inhouse"), ("b", "unet_baseline"))
-    planned = services.create_run(name="r", prompt_set=prompt_set, image_models=[a, b], seeds=[0, 1, 2],
-                                  sampler_overrides={"guidance_scale": 5.0}, batch_size=4, dispatch=False)
+    planned = services.create_run(
+        name="r",
+        prompt_set=prompt_set,
+        image_models=[a, b],
+        seeds=[0, 1, 2],
+        sampler_overrides={"guidance_scale": 5.0},
+        batch_size=4,
+        dispatch=False,
+    )
     run = planned.run
     assert planned.new_images == 18 and planned.reused_images == 0
     assert Image.objects.filter(run=run, status="pending").count() == 18
-    assert sorted(run.jobs.values_list("model__name", "batch_index")) == [("a", 0), ("a", 1), ("a", 2),
-                                                                          ("b", 0), ("b", 1), ("b", 2)]
+    assert sorted(run.jobs.values_list("model__name", "batch_index")) == [
+        ("a", 0),
+        ("a", 1),
+        ("a", 2),
+        ("b", 0),
+        ("b", 1),
+        ("b", 2),
+    ]
     assert sorted(job.images.count() for job in run.jobs.all()) == [1, 1, 4, 4, 4, 4]
     image = Image.objects.filter(run=run, model=a).first()
     assert image.sampler_settings == {"steps": 10, "guidance_scale": 5.0, "shift": 1.0, "height": 32, "width": 32}
@@ -36,18 +53,26 @@ def test_a_run_creates_every_image_row_up_front_grouped_in_jobs(db, make_prompt_
 def test_a_second_run_reuses_the_images_it_shares_with_an_earlier_one(db, make_prompt_set):
     prompt_set = make_prompt_set()
     baseline, new = models(("baseline", "inhouse"), ("new", "inhouse"))
-    first = services.create_run(name="first", prompt_set=prompt_set, image_models=[baseline], seeds=[0, 1],
-                                dispatch=False).run
-    second = services.create_run(name="second", prompt_set=prompt_set, image_models=[baseline, new],
-                                 seeds=[0, 1], dispatch=False)
+    first = services.create_run(
+        name="first", prompt_set=prompt_set, image_models=[baseline], seeds=[0, 1], dispatch=False
+    ).run
+    second = services.create_run(
+        name="second", prompt_set=prompt_set, image_models=[baseline, new], seeds=[0, 1], dispatch=False
+    )
     assert (second.new_images, second.reused_images) == (6, 6)
     assert Image.objects.filter(model=baseline).count() == 6  # made once, shared
     assert second.run.all_images().count() == 12 and second.run.images.count() == 6
     assert set(second.run.all_images().filter(model=baseline)) == set(first.images.all())
     assert not second.run.jobs.filter(model=baseline).exists()
     # Other settings are other images.
-    third = services.create_run(name="third", prompt_set=prompt_set, image_models=[baseline], seeds=[0],
-                                sampler_overrides={"steps": 3}, dispatch=False)
+    third = services.create_run(
+        name="third",
+        prompt_set=prompt_set,
+        image_models=[baseline],
+        seeds=[0],
+        sampler_overrides={"steps": 3},
+        dispatch=False,
+    )
     assert (third.new_images, third.reused_images) == (3, 0)
 
 
@@ -76,14 +101,16 @@ def test_a_subset_of_prompts_gives_images_for_those_prompts_only(db, make_prompt
     prompt_set = make_prompt_set()
     (model,) = models(("m", "inhouse"))
     chosen = list(prompt_set.prompts.filter(position__in=[0, 2]))
-    run = services.create_run(name="subset", prompt_set=prompt_set, image_models=[model], seeds=[5],
-                              prompts=chosen, dispatch=False).run
+    run = services.create_run(
+        name="subset", prompt_set=prompt_set, image_models=[model], seeds=[5], prompts=chosen, dispatch=False
+    ).run
     assert set(run.images.values_list("prompt__position", flat=True)) == {0, 2}
     assert list(run.selected_prompts()) == chosen
 
 
 def test_jobs_are_sent_to_the_gpu_queue_after_the_commit_and_not_after_a_rollback(
-        db, make_prompt_set, broker, django_capture_on_commit_callbacks):
+    db, make_prompt_set, broker, django_capture_on_commit_callbacks
+):
     prompt_set = make_prompt_set()
     (model,) = models(("m", "inhouse"))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
@@ -92,8 +119,9 @@ def test_jobs_are_sent_to_the_gpu_queue_after_the_commit_and_not_after_a_rollbac
             transaction.set_rollback(True)
     assert not ComparisonRun.objects.exists() and broker.messages() == []
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        planned = services.create_run(name="sent", prompt_set=prompt_set, image_models=[model], seeds=[0, 1],
-                                      batch_size=4)
+        planned = services.create_run(
+            name="sent", prompt_set=prompt_set, image_models=[model], seeds=[0, 1], batch_size=4
+        )
         assert broker.messages() == []  # nothing is sent before the commit
     assert len(callbacks) == 1
     callbacks[0]()

@@ -1,4 +1,5 @@
 """Scheduled runs: the newest checkpoint in a directory is registered and compared with the baseline, once."""
+
 from __future__ import annotations
 
 import json
@@ -26,11 +27,21 @@ def write_checkpoint(directory, name, step=None, mtime=None):
 
 @pytest.fixture
 def schedule(db, tmp_path, make_prompt_set):
-    baseline = ImageModel.objects.create(name="baseline", kind="unet_baseline", source="/models/unet",
-                                         sampler_settings={"steps": 8, "height": 32, "width": 32})
-    return schedules.create_schedule(name="nightly", directory=str(tmp_path / "ckpts"), baseline_model=baseline,
-                                     prompt_set=make_prompt_set(), seeds=[0, 1], crontab="30 2 * * *",
-                                     sampler_overrides={"guidance_scale": 3.0})
+    baseline = ImageModel.objects.create(
+        name="baseline",
+        kind="unet_baseline",
+        source="/models/unet",
+        sampler_settings={"steps": 8, "height": 32, "width": 32},
+    )
+    return schedules.create_schedule(
+        name="nightly",
+        directory=str(tmp_path / "ckpts"),
+        baseline_model=baseline,
+        prompt_set=make_prompt_set(),
+        seeds=[0, 1],
+        crontab="30 2 * * *",
+        sampler_overrides={"guidance_scale": 3.0},
+    )
 
 
 def test_a_schedule_is_a_beat_entry_stored_in_the_database(schedule):
@@ -49,8 +60,9 @@ def test_a_schedule_is_a_beat_entry_stored_in_the_database(schedule):
         schedules.parse_crontab("99 * * * *")
 
 
-def test_the_newest_checkpoint_gets_one_run_against_the_baseline_and_never_a_second(schedule, tmp_path, broker,
-                                                                                      django_capture_on_commit_callbacks):
+def test_the_newest_checkpoint_gets_one_run_against_the_baseline_and_never_a_second(
+    schedule, tmp_path, broker, django_capture_on_commit_callbacks
+):
     ckpts = tmp_path / "ckpts"
     now = time.time()
     write_checkpoint(ckpts, "step-001000", step=1000, mtime=now - 100)

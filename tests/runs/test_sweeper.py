@@ -1,4 +1,5 @@
 """Lost jobs are sent again once their lease runs out; jobs started too often fail; failed jobs can be retried."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -12,8 +13,14 @@ from evalsite.runs.models import GenerationJob, Image
 
 def make_run(make_prompt_set, name="run", seeds=(0,), **kwargs):
     model = ImageModel.objects.create(name=f"{name}-model", kind="inhouse", source=f"/models/{name}")
-    return services.create_run(name=name, prompt_set=make_prompt_set(name=f"{name} prompts"), image_models=[model],
-                               seeds=list(seeds), dispatch=False, **kwargs).run
+    return services.create_run(
+        name=name,
+        prompt_set=make_prompt_set(name=f"{name} prompts"),
+        image_models=[model],
+        seeds=list(seeds),
+        dispatch=False,
+        **kwargs,
+    ).run
 
 
 def test_the_sweeper_resends_jobs_whose_lease_ran_out_and_leaves_live_ones_alone(db, make_prompt_set, broker):
@@ -22,10 +29,12 @@ def test_the_sweeper_resends_jobs_whose_lease_ran_out_and_leaves_live_ones_alone
     assert len(jobs) == 3
     past, future = timezone.now() - timedelta(seconds=5), timezone.now() + timedelta(minutes=5)
     GenerationJob.objects.filter(pk=jobs[0].pk).update(status="queued", task_id="lost-message", lease_expires_at=past)
-    GenerationJob.objects.filter(pk=jobs[1].pk).update(status="running", task_id="killed-worker", attempts=1,
-                                                       lease_expires_at=past)
-    GenerationJob.objects.filter(pk=jobs[2].pk).update(status="running", task_id="busy-worker", attempts=1,
-                                                       lease_expires_at=future)
+    GenerationJob.objects.filter(pk=jobs[1].pk).update(
+        status="running", task_id="killed-worker", attempts=1, lease_expires_at=past
+    )
+    GenerationJob.objects.filter(pk=jobs[2].pk).update(
+        status="running", task_id="busy-worker", attempts=1, lease_expires_at=future
+    )
     assert services.sweep_lost_jobs() == {"resent": 2, "failed": 0}
     resent = {m["id"]: m for m in broker.messages()}
     for job in jobs[:2]:
@@ -49,8 +58,9 @@ def test_a_job_lost_too_often_fails_with_a_reason(db, make_prompt_set, broker, s
     settings.EVALSITE_JOB_MAX_ATTEMPTS = 3
     run = make_run(make_prompt_set)
     job = run.jobs.get()
-    GenerationJob.objects.filter(pk=job.pk).update(status="running", attempts=3,
-                                                   lease_expires_at=timezone.now() - timedelta(seconds=1))
+    GenerationJob.objects.filter(pk=job.pk).update(
+        status="running", attempts=3, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
     assert services.sweep_lost_jobs() == {"resent": 0, "failed": 1}
     job.refresh_from_db()
     assert job.status == "failed" and "gave up after 3 attempts" in job.error
@@ -59,8 +69,9 @@ def test_a_job_lost_too_often_fails_with_a_reason(db, make_prompt_set, broker, s
     assert run.status == "failed" and broker.messages() == []
 
 
-def test_retry_resets_failed_jobs_and_images_and_sends_them(db, make_prompt_set, broker,
-                                                             django_capture_on_commit_callbacks):
+def test_retry_resets_failed_jobs_and_images_and_sends_them(
+    db, make_prompt_set, broker, django_capture_on_commit_callbacks
+):
     run = make_run(make_prompt_set, seeds=(0, 1), batch_size=3)
     failed, ok = list(run.jobs.order_by("id"))
     services.mark_job_failed(failed.pk, "model m: cannot load inhouse model from /models/run: does not exist")

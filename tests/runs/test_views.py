@@ -1,4 +1,5 @@
 """Researcher pages: staff only, a run from the web form, progress per model as HTML and JSON, retry by POST."""
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,13 @@ def two_models(db):
 
 def test_pages_are_for_staff_only(client, django_user_model, make_run):
     run = make_run(n_models=2)
-    urls = [reverse("runs:list"), reverse("runs:new"), reverse("runs:detail", args=[run.pk]),
-            reverse("runs:progress", args=[run.pk]), reverse("runs:image", args=[run.images.first().token])]
+    urls = [
+        reverse("runs:list"),
+        reverse("runs:new"),
+        reverse("runs:detail", args=[run.pk]),
+        reverse("runs:progress", args=[run.pk]),
+        reverse("runs:image", args=[run.images.first().token]),
+    ]
     for url in urls:
         response = client.get(url)
         assert response.status_code == 302 and "/accounts/login/" in response["Location"]
@@ -29,14 +35,26 @@ def test_pages_are_for_staff_only(client, django_user_model, make_run):
     assert client.post(reverse("runs:retry", args=[run.pk])).status_code == 403
 
 
-def test_a_researcher_creates_a_run_from_the_form(staff_client, make_prompt_set, two_models, broker,
-                                                  django_capture_on_commit_callbacks):
+def test_a_researcher_creates_a_run_from_the_form(
+    staff_client, make_prompt_set, two_models, broker, django_capture_on_commit_callbacks
+):
     prompt_set = make_prompt_set()
     page = staff_client.get(reverse("runs:new"))
     assert page.status_code == 200 and b"csrfmiddlewaretoken" in page.content
-    form = {"name": "web run", "image_models": [m.pk for m in two_models], "prompt_set": prompt_set.pk,
-            "prompt_numbers": "0, 2", "categories": "", "seeds_per_prompt": 3, "first_seed": 10,
-            "resolution": 32, "steps": 12, "guidance_scale": 5.5, "shift": "", "batch_size": 4}
+    form = {
+        "name": "web run",
+        "image_models": [m.pk for m in two_models],
+        "prompt_set": prompt_set.pk,
+        "prompt_numbers": "0, 2",
+        "categories": "",
+        "seeds_per_prompt": 3,
+        "first_seed": 10,
+        "resolution": 32,
+        "steps": 12,
+        "guidance_scale": 5.5,
+        "shift": "",
+        "batch_size": 4,
+    }
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(reverse("runs:new"), form)
     run = ComparisonRun.objects.get(name="web run")
@@ -47,17 +65,26 @@ def test_a_researcher_creates_a_run_from_the_form(staff_client, make_prompt_set,
     assert run.images.count() == 2 * 2 * 3 and len(broker.messages()) == run.jobs.count() == 4
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"prompt_numbers": "0, 99"}, "has no prompt number"),
-    ({"prompt_numbers": "three"}, "not a number"),
-    ({"categories": "Landscapes"}, "unknown category Landscapes"),
-    ({"image_models": []}, "This field is required"),
-    ({"steps": 0}, "greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"prompt_numbers": "0, 99"}, "has no prompt number"),
+        ({"prompt_numbers": "three"}, "not a number"),
+        ({"categories": "Landscapes"}, "unknown category Landscapes"),
+        ({"image_models": []}, "This field is required"),
+        ({"steps": 0}, "greater than or equal to 1"),
+    ],
+)
 def test_the_form_explains_what_is_wrong(staff_client, make_prompt_set, two_models, change, message):
     prompt_set = make_prompt_set()
-    form = {"name": "bad", "image_models": [two_models[0].pk], "prompt_set": prompt_set.pk,
-            "seeds_per_prompt": 1, "first_seed": 0, **change}
+    form = {
+        "name": "bad",
+        "image_models": [two_models[0].pk],
+        "prompt_set": prompt_set.pk,
+        "seeds_per_prompt": 1,
+        "first_seed": 0,
+        **change,
+    }
     response = staff_client.post(reverse("runs:new"), form)
     assert response.status_code == 200 and message in response.content.decode()
     assert not ComparisonRun.objects.exists()
@@ -65,21 +92,31 @@ def test_the_form_explains_what_is_wrong(staff_client, make_prompt_set, two_mode
 
 def test_a_category_subset_from_the_form(staff_client, make_prompt_set, two_models):
     prompt_set = make_prompt_set(categories=["Animals", "Writing", "Animals"])
-    form = {"name": "animals", "image_models": [two_models[0].pk], "prompt_set": prompt_set.pk,
-            "categories": "animals", "seeds_per_prompt": 1, "first_seed": 0}
+    form = {
+        "name": "animals",
+        "image_models": [two_models[0].pk],
+        "prompt_set": prompt_set.pk,
+        "categories": "animals",
+        "seeds_per_prompt": 1,
+        "first_seed": 0,
+    }
     assert staff_client.post(reverse("runs:new"), form).status_code == 302
     run = ComparisonRun.objects.get(name="animals")
     assert sorted(run.images.values_list("prompt__position", flat=True)) == [0, 2]
 
 
-def test_progress_per_model_as_a_page_and_as_json_with_failures_and_retry(staff_client, make_prompt_set,
-                                                                          two_models, broker):
+def test_progress_per_model_as_a_page_and_as_json_with_failures_and_retry(
+    staff_client, make_prompt_set, two_models, broker
+):
     prompt_set = make_prompt_set()
-    run = services.create_run(name="progress", prompt_set=prompt_set, image_models=two_models, seeds=[0],
-                              batch_size=3, dispatch=False).run
+    run = services.create_run(
+        name="progress", prompt_set=prompt_set, image_models=two_models, seeds=[0], batch_size=3, dispatch=False
+    ).run
     alpha_job = run.jobs.get(model=two_models[0])
-    services.mark_job_failed(alpha_job.pk, "model alpha: cannot load inhouse model from /models/alpha: "
-                                           "checkpoint directory /models/alpha does not exist")
+    services.mark_job_failed(
+        alpha_job.pk,
+        "model alpha: cannot load inhouse model from /models/alpha: checkpoint directory /models/alpha does not exist",
+    )
     data = staff_client.get(reverse("runs:progress", args=[run.pk])).json()
     assert data["status"] == "running" and data["progress"] == {"failed": 3, "pending": 3, "total": 6}
     rows = {row["model"]: row for row in data["models"]}

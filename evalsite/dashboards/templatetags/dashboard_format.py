@@ -1,4 +1,5 @@
 """Number formats of the dashboards: one place, so pages, tests and exports agree."""
+
 from __future__ import annotations
 
 import math

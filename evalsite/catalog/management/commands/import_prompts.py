@@ -16,15 +16,16 @@ class Command(BaseCommand):
     def handle(self, path, name, description, replace, **options):
         try:
             rows = read_prompt_file(path)
-            prompt_set = create_prompt_set(name, rows, source_file=str(path), description=description,
-                                           replace=replace)
+            prompt_set = create_prompt_set(name, rows, source_file=str(path), description=description, replace=replace)
         except (PromptFileError, PromptSetExists) as exc:
             raise CommandError(str(exc)) from None
         prompts = prompt_set.prompts
         flagged = sum(1 for p in prompts.all() if p.needs_text)
-        self.stdout.write(self.style.SUCCESS(
-            f"Imported {prompts.count()} prompts into {name!r}: "
-            f"{prompts.order_by().values('category').distinct().count()} categories, "
-            f"{prompts.order_by().values('challenge').distinct().count()} challenges, "
-            f"{flagged} ask for rendered text."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Imported {prompts.count()} prompts into {name!r}: "
+                f"{prompts.order_by().values('category').distinct().count()} categories, "
+                f"{prompts.order_by().values('challenge').distinct().count()} challenges, "
+                f"{flagged} ask for rendered text."
+            )
+        )

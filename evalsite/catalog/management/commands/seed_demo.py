@@ -9,6 +9,7 @@ in-house MM-DiT ("t2i-arena/mmdit") or a UNet baseline ("t2i-arena/unet-baseline
 folder name. With at least two of them, the demo comparison run (all of them on the demo prompt set, seeds
 0 and 1, 28 steps, guidance 4, 32x32) is created once and its jobs are sent to the gpu queue.
 """
+
 import json
 import os
 from pathlib import Path
@@ -30,8 +31,10 @@ DEMO_RUN = "Demo comparison"
 DEMO_RUN_SEEDS = [0, 1]
 DEMO_CAMPAIGN = "Demo campaign"
 DEMO_RUN_SETTINGS = {"steps": 28, "guidance_scale": 4.0, "height": 32, "width": 32}
-CHECKPOINT_KINDS = {"t2i-arena/mmdit": ImageModel.Kind.INHOUSE,
-                    "t2i-arena/unet-baseline": ImageModel.Kind.UNET_BASELINE}
+CHECKPOINT_KINDS = {
+    "t2i-arena/mmdit": ImageModel.Kind.INHOUSE,
+    "t2i-arena/unet-baseline": ImageModel.Kind.UNET_BASELINE,
+}
 
 
 def demo_checkpoints(directory: Path) -> list[tuple[str, str, Path, dict]]:
@@ -55,8 +58,11 @@ def sampler_settings_from(meta: dict) -> dict:
     """A checkpoint's own sampler defaults (recipe.sampler_defaults) at its training resolution."""
     recipe = meta.get("recipe") or {}
     size = int(recipe.get("image_size") or (meta.get("config") or {}).get("sample_size") or 32)
-    defaults = {k: v for k, v in (recipe.get("sampler_defaults") or {}).items()
-                if k in ("steps", "guidance_scale", "shift", "scheduler")}
+    defaults = {
+        k: v
+        for k, v in (recipe.get("sampler_defaults") or {}).items()
+        if k in ("steps", "guidance_scale", "shift", "scheduler")
+    }
     return {"steps": 28, "guidance_scale": 4.0, "shift": 1.0, **defaults, "height": size, "width": size}
 
 
@@ -64,9 +70,18 @@ def demo_prompt_rows() -> list[PromptRow]:
     """Prompts of the procedural demo domain, whose images the checker can score from pixels."""
     from generation.demo_domain import demo_prompt_rows as rows
 
-    return [PromptRow(line=i + 1, text=r["text"], category=r["category"], challenge=r["challenge"],
-                      note=r["note"], needs_text=r["needs_text"], rendered_text=r["rendered_text"])
-            for i, r in enumerate(rows())]
+    return [
+        PromptRow(
+            line=i + 1,
+            text=r["text"],
+            category=r["category"],
+            challenge=r["challenge"],
+            note=r["note"],
+            needs_text=r["needs_text"],
+            rendered_text=r["rendered_text"],
+        )
+        for i, r in enumerate(rows())
+    ]
 
 
 class Command(BaseCommand):
@@ -80,11 +95,19 @@ class Command(BaseCommand):
         with transaction.atomic():
             self._users()
             if not PromptSet.objects.filter(name="PartiPrompts").exists():
-                create_prompt_set("PartiPrompts", read_prompt_file(PARTI_PROMPTS), source_file=str(PARTI_PROMPTS),
-                                  description="PartiPrompts (Yu et al. 2022), Apache 2.0.")
+                create_prompt_set(
+                    "PartiPrompts",
+                    read_prompt_file(PARTI_PROMPTS),
+                    source_file=str(PARTI_PROMPTS),
+                    description="PartiPrompts (Yu et al. 2022), Apache 2.0.",
+                )
             if not PromptSet.objects.filter(name=DEMO_SET).exists():
-                create_prompt_set(DEMO_SET, demo_prompt_rows(), source_file="generation.demo_domain",
-                                  description="Procedural demo domain; prompts marked held-out were never trained on.")
+                create_prompt_set(
+                    DEMO_SET,
+                    demo_prompt_rows(),
+                    source_file="generation.demo_domain",
+                    description="Procedural demo domain; prompts marked held-out were never trained on.",
+                )
         for prompt_set in PromptSet.objects.all():
             self.stdout.write(f"prompt set {prompt_set.name!r}: {prompt_set.prompts.count()} prompts")
         models = self._models(Path(options.get("models_dir") or DEMO_MODELS_DIR))
@@ -100,8 +123,14 @@ class Command(BaseCommand):
             if recipe.get("steps_done"):
                 description += f", {recipe['steps_done']} training steps"
             model, created = ImageModel.objects.get_or_create(
-                name=name, defaults={"kind": kind, "source": str(path), "sampler_settings": sampler_settings_from(meta),
-                                     "description": description})
+                name=name,
+                defaults={
+                    "kind": kind,
+                    "source": str(path),
+                    "sampler_settings": sampler_settings_from(meta),
+                    "description": description,
+                },
+            )
             if not created and (model.kind, model.source) != (kind, str(path)):
                 self.stderr.write(f"model {name!r} exists with another source ({model.source}); left as it is")
                 continue
@@ -116,16 +145,25 @@ class Command(BaseCommand):
         existing = ComparisonRun.objects.filter(name=DEMO_RUN).first()
         if existing is not None:
             progress = existing.progress()
-            self.stdout.write(f"demo run {existing.pk} exists: {existing.status}, "
-                              f"{progress.get('done', 0)}/{progress['total']} images")
+            self.stdout.write(
+                f"demo run {existing.pk} exists: {existing.status}, "
+                f"{progress.get('done', 0)}/{progress['total']} images"
+            )
             return
         if len(models) < 2:
             self.stdout.write(f"demo run not started: {len(models)} demo model(s) found in demo_models/, 2 needed")
             return
-        planned = create_run(name=DEMO_RUN, prompt_set=PromptSet.objects.get(name=DEMO_SET), image_models=models,
-                             seeds=DEMO_RUN_SEEDS, sampler_overrides=DEMO_RUN_SETTINGS)
-        self.stdout.write(f"demo run {planned.run.pk} started: {len(models)} models, {planned.new_images} images "
-                          f"in {len(planned.job_ids)} jobs on the gpu queue (progress: /runs/{planned.run.pk}/)")
+        planned = create_run(
+            name=DEMO_RUN,
+            prompt_set=PromptSet.objects.get(name=DEMO_SET),
+            image_models=models,
+            seeds=DEMO_RUN_SEEDS,
+            sampler_overrides=DEMO_RUN_SETTINGS,
+        )
+        self.stdout.write(
+            f"demo run {planned.run.pk} started: {len(models)} models, {planned.new_images} images "
+            f"in {len(planned.job_ids)} jobs on the gpu queue (progress: /runs/{planned.run.pk}/)"
+        )
 
     def _demo_campaign(self) -> None:
         """A rating campaign on the demo run that the demo rater can vote on as soon as images exist."""
@@ -136,10 +174,13 @@ class Command(BaseCommand):
         if run is None:
             return
         campaign, created = Campaign.objects.get_or_create(
-            name=DEMO_CAMPAIGN, run=run, defaults={"votes_per_pair": 3, "gold_rate": 0.1})
+            name=DEMO_CAMPAIGN, run=run, defaults={"votes_per_pair": 3, "gold_rate": 0.1}
+        )
         campaign.raters.add(*Rater.objects.filter(user__username="rater"))
-        self.stdout.write(f"campaign {campaign.pk} {'created' if created else 'present'}: rate at "
-                          f"/rate/{campaign.pk}/, invite link /join/{campaign.invite_token}")
+        self.stdout.write(
+            f"campaign {campaign.pk} {'created' if created else 'present'}: rate at "
+            f"/rate/{campaign.pk}/, invite link /join/{campaign.invite_token}"
+        )
 
     def _users(self):
         User = get_user_model()

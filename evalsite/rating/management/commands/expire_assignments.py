@@ -1,4 +1,5 @@
 """Expire open assignments past their expiry (also the Celery task rating.expire_assignments)."""
+
 from django.core.management.base import BaseCommand
 
 from evalsite.rating import engine

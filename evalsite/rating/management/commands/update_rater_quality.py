@@ -1,4 +1,5 @@
 """Recompute rater quality figures and flags (also the Celery task rating.update_rater_quality)."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from evalsite.rating import quality
@@ -18,5 +19,7 @@ class Command(BaseCommand):
         for c in campaigns:
             stats = quality.update_rater_quality(c)
             flagged = [str(s.rater) for s in stats if s.flagged]
-            self.stdout.write(f"campaign {c.pk}: {len(stats)} raters, {len(flagged)} flagged"
-                              + (f" ({', '.join(flagged)})" if flagged else ""))
+            self.stdout.write(
+                f"campaign {c.pk}: {len(stats)} raters, {len(flagged)} flagged"
+                + (f" ({', '.join(flagged)})" if flagged else "")
+            )

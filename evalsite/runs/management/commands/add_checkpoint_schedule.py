@@ -3,6 +3,7 @@
     manage.py add_checkpoint_schedule --name nightly --directory /checkpoints/mmdit \
         --baseline unet-baseline --prompt-set "Demo shapes, positions and words" --cron "0 3 * * *" --seeds 2
 """
+
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -42,13 +43,21 @@ class Command(BaseCommand):
             overrides["height"] = overrides["width"] = opts["resolution"]
         try:
             schedule = schedules.create_schedule(
-                name=opts["name"], directory=str(Path(opts["directory"]).resolve()), checkpoint_kind=opts["kind"],
-                baseline_model=baseline, prompt_set=prompt_set, seeds=list(range(opts["seeds"])),
-                sampler_overrides=overrides, crontab=opts["cron"])
+                name=opts["name"],
+                directory=str(Path(opts["directory"]).resolve()),
+                checkpoint_kind=opts["kind"],
+                baseline_model=baseline,
+                prompt_set=prompt_set,
+                seeds=list(range(opts["seeds"])),
+                sampler_overrides=overrides,
+                crontab=opts["cron"],
+            )
         except ValueError as e:
             raise CommandError(str(e)) from None
-        self.stdout.write(f"schedule {schedule.pk} {schedule.name!r}: {schedule.crontab} (UTC), "
-                          f"beat entry {schedule.periodic_task.name!r}")
+        self.stdout.write(
+            f"schedule {schedule.pk} {schedule.name!r}: {schedule.crontab} (UTC), "
+            f"beat entry {schedule.periodic_task.name!r}"
+        )
         if opts["check_now"]:
             started = schedules.check_schedules(schedule.pk)
             self.stdout.write(f"started run(s) {started}" if started else "no new checkpoint")

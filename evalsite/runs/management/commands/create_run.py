@@ -3,6 +3,7 @@
     manage.py create_run --name "demo" --prompt-set "Demo shapes, positions and words" \
         --models mmdit-demo,unet-baseline --seeds 4 --steps 28 --guidance 4 --resolution 32
 """
+
 from django.core.management.base import BaseCommand, CommandError
 
 from evalsite.catalog.models import ImageModel, PromptSet
@@ -47,13 +48,24 @@ class Command(BaseCommand):
             if opts[option] is not None:
                 overrides[key] = opts[option]
         try:
-            prompts = select_prompts(prompt_set, parse_numbers(opts["prompts"]),
-                                     [c.strip() for c in opts["categories"].split(",") if c.strip()])
+            prompts = select_prompts(
+                prompt_set,
+                parse_numbers(opts["prompts"]),
+                [c.strip() for c in opts["categories"].split(",") if c.strip()],
+            )
             planned = services.create_run(
-                name=opts["name"], prompt_set=prompt_set, image_models=[models[n] for n in names],
-                prompts=prompts or None, seeds=list(range(opts["first_seed"], opts["first_seed"] + opts["seeds"])),
-                sampler_overrides=overrides, batch_size=opts["batch_size"], dispatch=not opts["no_dispatch"])
+                name=opts["name"],
+                prompt_set=prompt_set,
+                image_models=[models[n] for n in names],
+                prompts=prompts or None,
+                seeds=list(range(opts["first_seed"], opts["first_seed"] + opts["seeds"])),
+                sampler_overrides=overrides,
+                batch_size=opts["batch_size"],
+                dispatch=not opts["no_dispatch"],
+            )
         except ValueError as e:  # RunError and bad prompt selections
             raise CommandError(str(e)) from None
-        self.stdout.write(f"run {planned.run.pk} {planned.run.name!r}: {planned.new_images} images in "
-                          f"{len(planned.job_ids)} jobs, {planned.reused_images} reused")
+        self.stdout.write(
+            f"run {planned.run.pk} {planned.run.name!r}: {planned.new_images} images in "
+            f"{len(planned.job_ids)} jobs, {planned.reused_images} reused"
+        )

@@ -1,4 +1,5 @@
 """Send a run's failed generation jobs again (after fixing a broken checkpoint, for example)."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from evalsite.runs import services

@@ -1,4 +1,5 @@
 """Send again the generation jobs whose dispatch or worker was lost (what beat runs every minute)."""
+
 from django.core.management.base import BaseCommand
 
 from evalsite.runs import services
