@@ -7,9 +7,12 @@ import secrets
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from generation import contract
+
 
 def default_sampler_settings() -> dict:
-    return {"steps": 28, "guidance_scale": 4.0, "shift": 1.0, "height": 32, "width": 32}
+    """A fresh copy of generation.contract.DEFAULT_SAMPLER_SETTINGS (a JSONField default must be a callable)."""
+    return dict(contract.DEFAULT_SAMPLER_SETTINGS)
 
 
 def validate_sampler_settings(value: dict) -> None:
@@ -33,10 +36,10 @@ def new_public_id() -> str:
 class ImageModel(models.Model):
     """A text-to-image model registered for comparison, with the sampler settings it is run with."""
 
-    class Kind(models.TextChoices):
-        INHOUSE = "inhouse", "In-house MM-DiT checkpoint"
-        DIFFUSERS = "diffusers", "Diffusers pipeline"
-        UNET_BASELINE = "unet_baseline", "UNet eps-prediction baseline"
+    class Kind(models.TextChoices):  # the values are generation.contract's model kinds
+        INHOUSE = contract.INHOUSE, "In-house MM-DiT checkpoint"
+        DIFFUSERS = contract.DIFFUSERS, "Diffusers pipeline"
+        UNET_BASELINE = contract.UNET_BASELINE, "UNet eps-prediction baseline"
 
     name = models.CharField(max_length=120, unique=True)
     # Opaque id for internal references in exports; never shown to raters either.

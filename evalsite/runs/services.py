@@ -14,7 +14,8 @@ functions here, so every database rule lives in one place:
 - A worker writes an image's file under the image's unguessable token, then marks it done in a transaction;
   an image already done is never touched again.
 
-Nothing here imports generation/ (torch): the worker side passes PNG bytes in.
+Nothing here imports torch: the only module of generation/ used here is the torch-free generation.contract
+(setting keys, task name); the worker side passes PNG bytes in.
 """
 
 from __future__ import annotations
@@ -33,17 +34,10 @@ from django.utils import timezone
 
 from evalsite.catalog.models import ImageModel, Prompt, PromptSet, default_sampler_settings, validate_sampler_settings
 from evalsite.runs.models import ComparisonRun, GenerationJob, Image, image_upload_to, settings_hash
+from generation.contract import GENERATE_TASK, SETTING_KEYS
 
 log = logging.getLogger(__name__)
 
-GENERATE_TASK = "generation.generate_batch"
-# Settings each kind of model understands (generation.backends.SETTING_KEYS, repeated here so that the web
-# process need not import torch; tests/runs/test_create_run.py checks the two agree).
-SETTING_KEYS = {
-    ImageModel.Kind.INHOUSE: {"steps", "guidance_scale", "shift", "height", "width"},
-    ImageModel.Kind.DIFFUSERS: {"steps", "guidance_scale", "shift", "height", "width", "scheduler"},
-    ImageModel.Kind.UNET_BASELINE: {"steps", "guidance_scale", "shift", "height", "width", "scheduler"},
-}
 OPEN_JOB_STATES = (GenerationJob.Status.PENDING, GenerationJob.Status.QUEUED, GenerationJob.Status.RUNNING)
 
 
@@ -288,7 +282,7 @@ def retry_failed(run: ComparisonRun, job_ids: Iterable[int] | None = None) -> in
 
 
 # ------------------------------------------------------------------------------------------------------------
-# The worker side (called by generation/tasks.py)
+# The worker side (called by evalsite/runs/gpu_tasks.py)
 
 
 def claim_job(job_id: int, task_id: str, worker: str = "") -> GenerationJob | None:

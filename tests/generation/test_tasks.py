@@ -15,6 +15,7 @@ from PIL import Image as PILImage
 
 from evalsite.catalog.models import ImageModel
 from evalsite.runs import services
+from evalsite.runs.gpu_tasks import run_job
 from evalsite.runs.models import ComparisonRun, GenerationJob, Image
 from evalsite.runs.testing import (
     WorkerProcess,
@@ -23,7 +24,6 @@ from evalsite.runs.testing import (
     wait_for,
 )
 from generation.backends import BackendCache
-from generation.tasks import run_job
 
 SETTINGS = {"steps": 2, "guidance_scale": 3.0, "height": 16, "width": 16}
 CACHE = BackendCache(max_size=4)  # models stay loaded across this module's tests, as in a worker
@@ -61,7 +61,7 @@ def run_all(run, cache=CACHE):
 
 
 def test_the_task_is_declared_for_at_least_once_delivery_with_time_limits(settings):
-    from generation.tasks import generate_batch
+    from evalsite.runs.gpu_tasks import generate_batch
 
     assert generate_batch.name == "generation.generate_batch"
     assert generate_batch.acks_late is True and generate_batch.reject_on_worker_lost is True

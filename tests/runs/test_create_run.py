@@ -9,6 +9,7 @@ from django.db import transaction
 from evalsite.catalog.models import ImageModel
 from evalsite.runs import services
 from evalsite.runs.models import ComparisonRun, GenerationJob, Image
+from generation import contract
 
 
 def models(*specs):
@@ -133,7 +134,15 @@ def test_jobs_are_sent_to_the_gpu_queue_after_the_commit_and_not_after_a_rollbac
     assert sorted(m["args"] for m in sent) == sorted(f"[{job.pk}]" for job in jobs.values())
 
 
-def test_the_web_side_setting_list_matches_the_backends():
-    from generation.backends import SETTING_KEYS
+VALID_SETTING = {"steps": 3, "guidance_scale": 2.0, "shift": 1.0, "height": 16, "width": 16, "scheduler": "ddim"}
 
-    assert {str(k): v for k, v in services.SETTING_KEYS.items()} == SETTING_KEYS
+
+@pytest.mark.parametrize("kind", contract.MODEL_KINDS)
+def test_a_run_takes_exactly_the_settings_the_contract_lists_for_the_model_kind(db, kind):
+    """The web side checks settings against generation.contract, the list the backends check against too."""
+    model = ImageModel(name=f"a {kind} model", kind=kind, source="/models/x", sampler_settings={})
+    every_setting = {key: VALID_SETTING[key] for key in contract.SETTING_KEYS[kind]}
+    assert set(services.effective_settings(model, every_setting)) == contract.SETTING_KEYS[kind]
+    for foreign in set().union(*contract.SETTING_KEYS.values(), {"eta"}) - contract.SETTING_KEYS[kind]:
+        with pytest.raises(services.RunError, match=f"does not take the setting.*{foreign}"):
+            services.effective_settings(model, {foreign: VALID_SETTING.get(foreign, 1)})

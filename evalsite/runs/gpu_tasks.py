@@ -1,8 +1,10 @@
-"""Celery tasks of the gpu queue: the only module of generation/ that touches Django.
+"""Celery tasks of the gpu queue: the site side's bridge to the model code in generation/.
 
 `generation.generate_batch(job_id)` makes the images of one GenerationJob (one model, one batch of prompts,
-one seed per image). It is thin: the database rules are in evalsite.runs.services (claim, store, fail), the
-model work in generation.backends (load, generate in batches, PNG bytes).
+one seed per image). Its name (generation.contract.GENERATE_TASK) is what the web process sends and what
+CELERY_TASK_ROUTES sends to the gpu queue; the web process never imports this module (nor torch). The task is
+thin: the database rules are in evalsite.runs.services (claim, store, fail), the model work in
+generation.backends (load, generate in batches, PNG bytes), called as a library.
 
 Reliability: acks_late + reject_on_worker_lost (a worker killed mid-task leaves the message to be delivered
 again where the broker can, e.g. Redis after its visibility timeout), hard and soft time limits, and
@@ -21,6 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from evalsite.runs import services
+from generation import contract
 from generation.backends import (
     BackendCache,
     ModelLoadError,
@@ -54,7 +57,7 @@ def _limit_threads(**_kwargs) -> None:
 
 
 @shared_task(
-    name=services.GENERATE_TASK,
+    name=contract.GENERATE_TASK,
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
