@@ -23,7 +23,6 @@ import gc
 import io
 import json
 import logging
-import os
 import platform
 import time
 from collections import OrderedDict
@@ -36,14 +35,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-log = logging.getLogger(__name__)
+from generation.contract import DIFFUSERS, INHOUSE, UNET_BASELINE, check_settings
 
-SETTING_KEYS = {
-    "inhouse": {"steps", "guidance_scale", "shift", "height", "width"},
-    "diffusers": {"steps", "guidance_scale", "shift", "height", "width", "scheduler"},
-    "unet_baseline": {"steps", "guidance_scale", "shift", "height", "width", "scheduler"},
-}
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(RuntimeError):
@@ -62,16 +56,6 @@ class Backend(Protocol):
     def load(cls, source: str, device: str, dtype: torch.dtype) -> Backend: ...
 
     def generate(self, prompts: list[str], seeds: list[int], settings: dict) -> list[Image.Image]: ...
-
-
-def check_settings(kind: str, settings: dict) -> dict:
-    """Refuse settings this kind of model does not understand, with a readable message."""
-    if kind not in SETTING_KEYS:
-        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(SETTING_KEYS)}")
-    unknown = set(settings) - SETTING_KEYS[kind]
-    if unknown:
-        raise ValueError(f"{kind} models do not take the setting(s) {', '.join(sorted(unknown))}")
-    return settings
 
 
 def _size(settings: dict) -> tuple[int | None, int | None]:
@@ -119,7 +103,7 @@ class _TrainedHereBackend:
 class InHouseBackend(_TrainedHereBackend):
     """An in-house MM-DiT checkpoint directory (model.safetensors + config.json). Runs in float32."""
 
-    kind = "inhouse"
+    kind = INHOUSE
 
     @staticmethod
     def pipeline_class():
@@ -134,7 +118,7 @@ class InHouseBackend(_TrainedHereBackend):
 class UNetBaselineBackend(_TrainedHereBackend):
     """The UNet eps-prediction baseline trained here (generation.unet_baseline). Runs in float32."""
 
-    kind = "unet_baseline"
+    kind = UNET_BASELINE
 
     @staticmethod
     def pipeline_class():
@@ -179,7 +163,7 @@ def _null_components(source: str) -> dict:
 class DiffusersBackend:
     """Any diffusers text-to-image pipeline, from a local directory or a hub id."""
 
-    kind = "diffusers"
+    kind = DIFFUSERS
 
     def __init__(self, pipe, device: str):
         self.pipe, self.device = pipe, device
@@ -197,7 +181,8 @@ class DiffusersBackend:
             if not (path / "model_index.json").is_file():
                 raise FileNotFoundError(f"{source} has no model_index.json: not a saved diffusers pipeline")
             source = str(path)
-        pipe = DiffusionPipeline.from_pretrained(source, dtype=dtype, **_null_components(source))
+        # local_files_only: a hub id loads from the Hugging Face cache or fails; nothing is ever downloaded
+        pipe = DiffusionPipeline.from_pretrained(source, dtype=dtype, local_files_only=True, **_null_components(source))
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe.to(device), device)
 
@@ -247,9 +232,9 @@ class DiffusersBackend:
 
 
 BACKENDS: dict[str, type] = {
-    "inhouse": InHouseBackend,
-    "diffusers": DiffusersBackend,
-    "unet_baseline": UNetBaselineBackend,
+    INHOUSE: InHouseBackend,
+    DIFFUSERS: DiffusersBackend,
+    UNET_BASELINE: UNetBaselineBackend,
 }
 
 
@@ -269,7 +254,7 @@ def resolve_device(name: str = "auto") -> str:
 
 def default_dtype(kind: str, device: str) -> torch.dtype:
     """Diffusers pipelines run in float16 on a GPU; everything else (and everything on the CPU) in float32."""
-    return torch.float16 if kind == "diffusers" and device.startswith("cuda") else torch.float32
+    return torch.float16 if kind == DIFFUSERS and device.startswith("cuda") else torch.float32
 
 
 def load_backend(kind: str, source: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Backend:

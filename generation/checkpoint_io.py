@@ -12,8 +12,7 @@ from pathlib import Path
 
 import torch
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+from generation.contract import CONFIG_FILE, WEIGHTS_FILE
 
 
 def write_checkpoint(directory: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: dict) -> Path:

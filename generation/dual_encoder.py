@@ -40,12 +40,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from generation import demo_domain
+from generation.contract import CONFIG_FILE, WEIGHTS_FILE
 from generation.demo_domain import DemoSpec
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 REPORT_FILE = "training.json"
 ALL_KINDS = {"shape": 1.0, "position": 1.0, "word": 1.0}
 

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generation.checkpoint_io import CONFIG_FILE, WEIGHTS_FILE, write_checkpoint
 from generation.checkpoint_io import read_checkpoint_meta as _read_meta
+from generation.checkpoint_io import write_checkpoint
+from generation.contract import CONFIG_FILE, MMDIT_FORMAT, WEIGHTS_FILE
 
-CHECKPOINT_FORMAT = "t2i-arena/mmdit"
 CHECKPOINT_FORMAT_VERSION = 1
 
 
@@ -564,7 +564,7 @@ def save_checkpoint(model: MMDiT, recipe: dict | None, directory: str | os.PathL
     if not isinstance(recipe, dict):
         raise TypeError(f"recipe must be a dict, got {type(recipe).__name__}")
     meta = {
-        "format": CHECKPOINT_FORMAT,
+        "format": MMDIT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "config": model.config.to_dict(),
         "recipe": recipe,
@@ -574,7 +574,7 @@ def save_checkpoint(model: MMDiT, recipe: dict | None, directory: str | os.PathL
 
 def read_checkpoint_meta(directory: str | os.PathLike) -> dict:
     """config.json of a checkpoint directory, checked: {format, format_version, config, recipe}."""
-    meta = _read_meta(directory, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_FORMAT_VERSION, what="an MMDiT")
+    meta = _read_meta(directory, fmt=MMDIT_FORMAT, version=CHECKPOINT_FORMAT_VERSION, what="an MMDiT")
     if "config" not in meta:
         raise ValueError(f"{Path(directory) / CONFIG_FILE} has no 'config'")
     return meta

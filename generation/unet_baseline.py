@@ -40,14 +40,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from generation import demo_domain
-from generation.checkpoint_io import WEIGHTS_FILE, write_checkpoint
 from generation.checkpoint_io import read_checkpoint_meta as _read_meta
+from generation.checkpoint_io import write_checkpoint
+from generation.contract import UNET_BASELINE_FORMAT, WEIGHTS_FILE
 from generation.sampling import initial_noise
 from generation.text import CachedTextEncoder, concat_encodings, drop_conditioning, load_text_encoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CHECKPOINT_FORMAT = "t2i-arena/unet-baseline"
 CHECKPOINT_FORMAT_VERSION = 1
 SCHEDULERS = ("ddim", "ddpm")
 
@@ -170,7 +170,7 @@ class UNetBaseline(nn.Module):
 def save_checkpoint(model: UNetBaseline, recipe: dict | None, directory: str | os.PathLike) -> Path:
     """Write model.safetensors and config.json (config.json last, so its presence means complete)."""
     meta = {
-        "format": CHECKPOINT_FORMAT,
+        "format": UNET_BASELINE_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "config": model.config.to_dict(),
         "recipe": recipe or {},
@@ -179,7 +179,7 @@ def save_checkpoint(model: UNetBaseline, recipe: dict | None, directory: str | o
 
 
 def read_checkpoint_meta(directory: str | os.PathLike) -> dict:
-    return _read_meta(directory, fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_FORMAT_VERSION, what="a UNet baseline")
+    return _read_meta(directory, fmt=UNET_BASELINE_FORMAT, version=CHECKPOINT_FORMAT_VERSION, what="a UNet baseline")
 
 
 def load_unet_baseline(
