@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from generation import demo_domain  # noqa: E402
 from generation.checker import score_images  # noqa: E402
-from generation.mmdit import CONFIG_FILE  # noqa: E402
-from generation.pipeline import InHousePipeline  # noqa: E402
+from generation.contract import CONFIG_FILE  # noqa: E402
+from generation.mmdit.pipeline import InHousePipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

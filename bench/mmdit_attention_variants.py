@@ -30,7 +30,7 @@ _spec = importlib.util.spec_from_file_location("mmdit_forward_bench", Path(__fil
 fb = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fb)
 
-from generation import mmdit  # noqa: E402
+from generation.mmdit import model as mmdit  # noqa: E402
 
 ORIGINAL_ATTENTION_FORWARD = mmdit.JointAttention.forward
 ORIGINAL_RMS_FORWARD = mmdit.RMSNorm.forward

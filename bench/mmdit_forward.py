@@ -44,7 +44,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
-from generation.mmdit import MMDiT, MMDiTConfig, to_diffusers  # noqa: E402
+from generation.mmdit.diffusers_export import to_diffusers  # noqa: E402
+from generation.mmdit.model import MMDiT, MMDiTConfig  # noqa: E402
 
 # Orders in which scaled_dot_product_attention tries its CUDA kernels (torch takes the first that accepts the
 # inputs). "torch": torch's own order, what diffusers gets by default.

@@ -26,7 +26,8 @@ _spec = importlib.util.spec_from_file_location("mmdit_forward_bench", Path(__fil
 forward_bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(forward_bench)
 
-from generation.mmdit import MMDiT, to_diffusers  # noqa: E402
+from generation.mmdit.diffusers_export import to_diffusers  # noqa: E402
+from generation.mmdit.model import MMDiT  # noqa: E402
 
 GROUPS = [  # (group, pattern on the kernel name), first match wins
     ("attention", r"flash|fmha|cudnn|attention|sdpa|_efficient_attention"),

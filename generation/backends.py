@@ -5,10 +5,10 @@
                               "shift": 1.0, "height": 32, "width": 32})
 
 Kinds (the `ImageModel.kind` values):
-    inhouse        an in-house MM-DiT checkpoint directory (generation.pipeline.InHousePipeline)
+    inhouse        an in-house MM-DiT checkpoint directory (generation.mmdit.pipeline.InHousePipeline)
     diffusers      any diffusers pipeline: a local directory or a hub id (DiffusionPipeline.from_pretrained;
                    a hub id only works where the deployment's Hugging Face cache holds the weights)
-    unet_baseline  the UNet eps-prediction baseline (generation.unet_baseline.UNetBaselinePipeline)
+    unet_baseline  the UNet eps-prediction baseline (generation.unet.pipeline.UNetBaselinePipeline)
 
 Settings: steps, guidance_scale, shift, height, width, and scheduler (diffusers: a scheduler class name such as
 "DDIMScheduler" from the pipeline's compatibles; unet_baseline: "ddim" or "ddpm"). Every image has its own seed:
@@ -107,7 +107,7 @@ class InHouseBackend(_TrainedHereBackend):
 
     @staticmethod
     def pipeline_class():
-        from generation.pipeline import InHousePipeline
+        from generation.mmdit.pipeline import InHousePipeline
 
         return InHousePipeline
 
@@ -116,13 +116,13 @@ class InHouseBackend(_TrainedHereBackend):
 
 
 class UNetBaselineBackend(_TrainedHereBackend):
-    """The UNet eps-prediction baseline trained here (generation.unet_baseline). Runs in float32."""
+    """The UNet eps-prediction baseline trained here (generation.unet). Runs in float32."""
 
     kind = UNET_BASELINE
 
     @staticmethod
     def pipeline_class():
-        from generation.unet_baseline import UNetBaselinePipeline
+        from generation.unet.pipeline import UNetBaselinePipeline
 
         return UNetBaselinePipeline
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # --------------------------------------------------------------------------------------------- model kinds
 
-INHOUSE = "inhouse"  # an in-house MM-DiT checkpoint directory (generation.mmdit format)
+INHOUSE = "inhouse"  # an in-house MM-DiT checkpoint directory (generation.mmdit.checkpoint format)
 DIFFUSERS = "diffusers"  # any diffusers pipeline: a local directory, or a hub id already in the HF cache
 UNET_BASELINE = "unet_baseline"  # the UNet eps-prediction baseline trained here
 MODEL_KINDS: tuple[str, ...] = (INHOUSE, DIFFUSERS, UNET_BASELINE)

@@ -41,7 +41,7 @@ def inception_weights_path() -> Path | None:
 
 def load_clip(path: Path) -> tuple[object, object]:
     """(model, processor) from a local folder: the demo dual encoder or a transformers CLIPModel."""
-    from generation.dual_encoder import is_dual_encoder_dir, load_dual_encoder
+    from generation.dual_encoder.checkpoint import is_dual_encoder_dir, load_dual_encoder
 
     if is_dual_encoder_dir(path):
         return load_dual_encoder(path)

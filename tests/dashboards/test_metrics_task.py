@@ -11,9 +11,10 @@ from evalsite.dashboards.models import MetricResult
 from evalsite.dashboards.run_metrics import read_pixels
 from evalsite.dashboards.tasks import compute_run_metrics
 from evalsite.runs.models import Image
-from generation import dual_encoder as de
+from generation.dual_encoder.checkpoint import clip_model_and_processor, save_dual_encoder
+from generation.dual_encoder.model import DualEncoder, DualEncoderConfig
 
-TINY = de.DualEncoderConfig(channels=(8, 16, 16, 16), image_hidden=32, width=32, text_layers=1, heads=2, embed_dim=16)
+TINY = DualEncoderConfig(channels=(8, 16, 16, 16), image_hidden=32, width=32, text_layers=1, heads=2, embed_dim=16)
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def clip_dir(tmp_path, settings):
     tests/generation/test_dual_encoder.py checks that the committed, trained one means something."""
     torch.manual_seed(0)
     path = tmp_path / "clip"
-    de.save_dual_encoder(de.DualEncoder(TINY), path)
+    save_dual_encoder(DualEncoder(TINY), path)
     settings.EVALSITE_CLIP_MODEL = str(path)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -45,7 +46,7 @@ def test_task_stores_clip_score_and_clip_fid_per_model_once(voted_campaign, clip
         Image.objects.filter(run=run, model=model).select_related("prompt").order_by("prompt__position", "seed")
     )
     pixels = torch.stack([torch.from_numpy(read_pixels(i)).permute(2, 0, 1) for i in images])
-    expected = metrics.clip_score(pixels, [i.prompt.text for i in images], de.clip_model_and_processor(clip_dir))
+    expected = metrics.clip_score(pixels, [i.prompt.text for i in images], clip_model_and_processor(clip_dir))
     clip_row = rows.get(model=model, metric="clip_score")
     assert clip_row.value == pytest.approx(expected, abs=1e-4)
     assert clip_row.n == 8

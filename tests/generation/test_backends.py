@@ -160,7 +160,8 @@ def tiny_sd3_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_unet_dir(tmp_path_factory):
-    from generation.unet_baseline import UNetBaseline, UNetBaselineConfig, save_checkpoint
+    from generation.unet.checkpoint import save_checkpoint
+    from generation.unet.model import UNetBaseline, UNetBaselineConfig
 
     torch.manual_seed(0)
     model = UNetBaseline(
@@ -181,7 +182,8 @@ def tiny_unet_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_inhouse_dir(tmp_path_factory):
-    from generation.mmdit import MMDiT, MMDiTConfig, save_checkpoint
+    from generation.mmdit.checkpoint import save_checkpoint
+    from generation.mmdit.model import MMDiT, MMDiTConfig
 
     torch.manual_seed(0)
     model = MMDiT(

@@ -12,7 +12,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from generation.mmdit import MMDiT, MMDiTConfig
+from generation.mmdit.model import MMDiT, MMDiTConfig
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "mmdit_forward.py"
 
@@ -184,7 +184,7 @@ def test_kernel_profile_compares_both_models_by_kind(tmp_path, capsys):
 
 
 def test_attention_variants_compute_the_same_function_and_restore_the_model(tmp_path, monkeypatch):
-    from generation import mmdit
+    from generation.mmdit import model as mmdit
 
     spec = importlib.util.spec_from_file_location("mmdit_variants_bench", BENCH.parent / "mmdit_attention_variants.py")
     module = importlib.util.module_from_spec(spec)

@@ -7,14 +7,9 @@ import json
 import pytest
 import torch
 
-from generation.mmdit import (
-    MMDiT,
-    MMDiTConfig,
-    diffusers_config,
-    load_mmdit,
-    save_checkpoint,
-    to_diffusers,
-)
+from generation.mmdit.checkpoint import load_mmdit, save_checkpoint
+from generation.mmdit.diffusers_export import diffusers_config, to_diffusers
+from generation.mmdit.model import MMDiT, MMDiTConfig
 
 TINY = {
     "in_channels": 4,
@@ -133,7 +128,7 @@ def test_masked_text_tokens_are_ignored():
 
 def test_cpu_low_precision_attention_matches_the_float32_kernel_and_honours_the_mask():
     """bf16 inputs on the CPU take the written-out attention (bf16 products, float32 softmax)."""
-    from generation.mmdit import attention
+    from generation.mmdit.model import attention
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 10, 8, generator=g) for _ in range(3))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.pipeline import ImageSpace, InHousePipeline
+from generation.mmdit.pipeline import ImageSpace, InHousePipeline
+from generation.mmdit.train import TrainConfig, train
 from generation.text import save_tiny_text_encoder
-from generation.train import TrainConfig, train
 
 PROMPTS = ["a red circle on a blue background", "a green square on a white background"]
 

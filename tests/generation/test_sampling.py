@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from generation.flow import make_objective
-from generation.mmdit import MMDiT, MMDiTConfig
+from generation.mmdit.model import MMDiT, MMDiTConfig
 from generation.sampling import (
     ddim_sample,
     ddim_timesteps,

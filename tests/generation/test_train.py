@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from generation.mmdit import load_mmdit
+from generation.mmdit.checkpoint import load_mmdit
+from generation.mmdit.train import STATE_FILE, TrainConfig, main, train
 from generation.text import save_tiny_text_encoder
-from generation.train import STATE_FILE, TrainConfig, main, train
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
 """Train the in-house MM-DiT on the demo domain (CPU-friendly; a GPU works too).
 
-    python -m generation.train --out runs/demo --minutes 20
-    python -m generation.train --out runs/eps --objective eps --schedule linear --steps 1000 --seed 0
-    python -m generation.train --out runs/demo --resume            # continue from runs/demo/train_state.pt
-    python -m generation.train --export runs/demo --out demo_models/demo   # fp16 copy of the EMA checkpoint
+    python -m generation.mmdit.train --out runs/demo --minutes 20
+    python -m generation.mmdit.train --out runs/eps --objective eps --schedule linear --steps 1000 --seed 0
+    python -m generation.mmdit.train --out runs/demo --resume            # continue from runs/demo/train_state.pt
+    python -m generation.mmdit.train --export runs/demo --out demo_models/demo   # fp16 copy of the EMA checkpoint
 
 What a run writes into --out:
-    model.safetensors + config.json   the EMA weights of the latest checkpoint (generation.mmdit format);
+    model.safetensors + config.json   the EMA weights of the latest checkpoint (generation.mmdit.checkpoint format);
                                       config.json["recipe"] records the whole recipe (objective, t-sampling,
                                       steps done, seed, text encoder, lr, batch, resolution, versions...)
     train_state.pt                    raw weights, EMA, optimizer, step, elapsed time and every RNG state,
@@ -40,8 +40,9 @@ from tqdm import tqdm
 
 from generation import demo_domain
 from generation.flow import make_objective, training_loss
-from generation.mmdit import MMDiT, MMDiTConfig, save_checkpoint
-from generation.pipeline import ImageSpace
+from generation.mmdit.checkpoint import load_mmdit, save_checkpoint
+from generation.mmdit.model import MMDiT, MMDiTConfig
+from generation.mmdit.pipeline import ImageSpace
 from generation.text import CachedTextEncoder, drop_conditioning, load_text_encoder
 
 STATE_FILE = "train_state.pt"
@@ -207,7 +208,7 @@ class Trainer:
     def recipe(self) -> dict:
         cfg = self.cfg
         return {
-            "trained_by": "generation.train",
+            "trained_by": "generation.mmdit.train",
             "objective": objective_name(cfg),
             "t_sampling": cfg.t_sampling if cfg.objective == "rf" else None,
             "steps_done": self.step,
@@ -378,7 +379,7 @@ def parse_kinds(text: str) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m generation.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m generation.mmdit.train", description=__doc__.split("\n\n")[0])
     defaults = TrainConfig(out="")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
@@ -404,8 +405,6 @@ def export_checkpoint(source: str | Path, out: str | Path, dtype: str = "float16
     """Copy the (EMA) checkpoint in `source` to `out` with its weights stored in `dtype` (buffers such as the
     position table stay float32), for committing small demo checkpoints. The recipe gains "exported_from"
     and "stored_dtype"; load_mmdit / InHousePipeline cast back to float32 when loading."""
-    from generation.mmdit import load_mmdit
-
     model, meta = load_mmdit(source)
     target = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
     with torch.no_grad():
@@ -424,7 +423,7 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"exported {export} to {path} ({export_dtype})")
         return path
     cfg = TrainConfig(**args)
-    print("command: python -m generation.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
+    print("command: python -m generation.mmdit.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     print(json.dumps(asdict(cfg)), flush=True)
     return train(cfg, resume=resume, device=device)
 

@@ -1,36 +1,25 @@
 """The in-house rectified-flow MM-DiT: the SD3 architecture (Esser et al. 2024, section 4 and figure 2).
 
-One file, pure PyTorch. Text tokens and image tokens keep separate weights (two "streams") and meet only in
-a joint attention over the concatenated sequence [text; image]. Every block is modulated by adaLN-Zero
-from the conditioning vector c = timestep embedding + pooled-text embedding.
+Pure PyTorch, the model only (saving and loading: generation.mmdit.checkpoint; the same weights in diffusers'
+SD3Transformer2DModel: generation.mmdit.diffusers_export). Text tokens and image tokens keep separate weights
+(two "streams") and meet only in a joint attention over the concatenated sequence [text; image]. Every block
+is modulated by adaLN-Zero from the conditioning vector c = timestep embedding + pooled-text embedding.
 
     x (B, C, H, W) --PatchEmbed--> img (B, N, D), N = (H/p)(W/p)
     context (B, T, text_dim) --Linear--> txt (B, T, D)
     t (B,) --sinusoid(t*1000)--MLP--> + MLP(pooled) = c (B, D)
     depth x MMDiTBlock(img, txt, c)      the last block updates only img (its text stream has no output)
     FinalLayer(img, c) (B, N, p*p*C) --unpatchify--> (B, C, H, W)
-
-`to_diffusers` copies the weights into diffusers' `SD3Transformer2DModel`, which then gives the same output
-(tests/generation/test_mmdit.py checks it); `save_checkpoint` / `load_mmdit` keep a model as
-model.safetensors + config.json.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from generation.checkpoint_io import read_checkpoint_meta as _read_meta
-from generation.checkpoint_io import write_checkpoint
-from generation.contract import CONFIG_FILE, MMDIT_FORMAT, WEIGHTS_FILE
-
-CHECKPOINT_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -441,182 +430,3 @@ class MMDiT(nn.Module):
             img, txt = block(img, txt, c_act, attn_mask)
         out = self.final_layer(img, c_act)  # (B, N, p*p*C_out)
         return self.unpatchify(out, H // cfg.patch_size, W // cfg.patch_size)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# diffusers export
-
-
-def diffusers_config(config: MMDiTConfig) -> dict:
-    """Arguments of diffusers' SD3Transformer2DModel for the same architecture."""
-    if config.mlp_ratio != 4.0:
-        raise ValueError("diffusers' SD3Transformer2DModel has a fixed MLP ratio of 4")
-    if config.frequency_embedding_size != 256 or config.norm_eps != 1e-6:
-        raise ValueError("diffusers' SD3Transformer2DModel needs frequency_embedding_size 256, norm_eps 1e-6")
-    return {
-        "sample_size": config.sample_size,
-        "patch_size": config.patch_size,
-        "in_channels": config.in_channels,
-        "num_layers": config.depth,
-        "attention_head_dim": config.head_dim,
-        "num_attention_heads": config.num_heads,
-        "joint_attention_dim": config.text_dim,
-        "caption_projection_dim": config.hidden_size,
-        "pooled_projection_dim": config.pooled_dim,
-        "out_channels": config.out_channels,
-        "pos_embed_max_size": config.pos_embed_max_size,
-        "dual_attention_layers": (),
-        "qk_norm": "rms_norm" if config.qk_norm == "rms" else None,
-    }
-
-
-def _swap_halves(t: torch.Tensor) -> torch.Tensor:
-    """(shift, scale) rows -> (scale, shift) rows, the order of diffusers' AdaLayerNormContinuous."""
-    a, b = t.chunk(2, dim=0)
-    return torch.cat([b, a], dim=0)
-
-
-def diffusers_state_dict(model: MMDiT) -> dict[str, torch.Tensor]:
-    """The in-house weights under diffusers' SD3Transformer2DModel names."""
-    sd = {k: v.detach() for k, v in model.state_dict().items()}
-    out = {
-        "pos_embed.proj.weight": sd["patch_embed.proj.weight"],
-        "pos_embed.proj.bias": sd["patch_embed.proj.bias"],
-        "pos_embed.pos_embed": sd["patch_embed.pos_embed"][None],
-        "context_embedder.weight": sd["context_embedder.weight"],
-        "context_embedder.bias": sd["context_embedder.bias"],
-        "norm_out.linear.weight": _swap_halves(sd["final_layer.adaLN.weight"]),
-        "norm_out.linear.bias": _swap_halves(sd["final_layer.adaLN.bias"]),
-        "proj_out.weight": sd["final_layer.linear.weight"],
-        "proj_out.bias": sd["final_layer.linear.bias"],
-    }
-    for ours, theirs in [("t_embedder", "timestep_embedder"), ("pooled_embedder", "text_embedder")]:
-        for i, j in [(0, 1), (2, 2)]:
-            for p in ("weight", "bias"):
-                out[f"time_text_embed.{theirs}.linear_{j}.{p}"] = sd[f"{ours}.mlp.{i}.{p}"]
-    for n, block in enumerate(model.blocks):
-        a, b = f"blocks.{n}.", f"transformer_blocks.{n}."
-        for p in ("weight", "bias"):
-            out[b + f"norm1.linear.{p}"] = sd[a + f"img_mod.{p}"]
-            txt_mod = sd[a + f"txt_mod.{p}"]
-            if block.context_pre_only:
-                txt_mod = _swap_halves(txt_mod)  # AdaLayerNormContinuous: (scale, shift)
-            out[b + f"norm1_context.linear.{p}"] = txt_mod
-            for ours, names in [
-                ("img_qkv", ("to_q", "to_k", "to_v")),
-                ("txt_qkv", ("add_q_proj", "add_k_proj", "add_v_proj")),
-            ]:
-                for name, part in zip(names, sd[a + f"attn.{ours}.{p}"].chunk(3, dim=0), strict=True):
-                    out[b + f"attn.{name}.{p}"] = part
-            out[b + f"attn.to_out.0.{p}"] = sd[a + f"attn.img_out.{p}"]
-            out[b + f"ff.net.0.proj.{p}"] = sd[a + f"img_mlp.fc1.{p}"]
-            out[b + f"ff.net.2.{p}"] = sd[a + f"img_mlp.fc2.{p}"]
-            if not block.context_pre_only:
-                out[b + f"attn.to_add_out.{p}"] = sd[a + f"attn.txt_out.{p}"]
-                out[b + f"ff_context.net.0.proj.{p}"] = sd[a + f"txt_mlp.fc1.{p}"]
-                out[b + f"ff_context.net.2.{p}"] = sd[a + f"txt_mlp.fc2.{p}"]
-        if model.config.qk_norm == "rms":
-            for ours, theirs in [
-                ("img_q_norm", "norm_q"),
-                ("img_k_norm", "norm_k"),
-                ("txt_q_norm", "norm_added_q"),
-                ("txt_k_norm", "norm_added_k"),
-            ]:
-                if block.context_pre_only and ours == "txt_q_norm":
-                    # diffusers computes text queries in the last block and then drops their output
-                    out[b + f"attn.{theirs}.weight"] = torch.ones_like(sd[a + "attn.txt_k_norm.weight"])
-                else:
-                    out[b + f"attn.{theirs}.weight"] = sd[a + f"attn.{ours}.weight"]
-    return out
-
-
-def to_diffusers(model: MMDiT):
-    """A diffusers SD3Transformer2DModel with this model's weights, on its device and dtype.
-
-    Call it as `out = dm(hidden_states=x, encoder_hidden_states=context, pooled_projections=pooled,
-    timestep=t * config.timestep_scale).sample`; it gives what `model(x, t, context, pooled)` gives
-    (diffusers' attention takes no text mask)."""
-    from diffusers import SD3Transformer2DModel
-
-    param = next(model.parameters())
-    with torch.device(param.device):  # build it where the weights live (an SD3-size model on the GPU)
-        dm = SD3Transformer2DModel(**diffusers_config(model.config))
-    dm.load_state_dict(diffusers_state_dict(model), strict=True)
-    dm.to(param.device)
-    if param.dtype != torch.float32:
-        dm.to(param.dtype)
-    return dm.eval()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Checkpoints: model.safetensors + config.json
-
-
-def save_checkpoint(model: MMDiT, recipe: dict | None, directory: str | os.PathLike) -> Path:
-    """Write <directory>/model.safetensors and <directory>/config.json = {format, config, recipe}.
-
-    `recipe` is any JSON-serialisable dict the caller wants kept with the weights (objective, text encoder,
-    steps, sampler defaults...). Files are written to temporary names and renamed, config.json last, so a
-    directory with a config.json always holds a complete checkpoint.
-    """
-    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model saves its original's weights
-    recipe = {} if recipe is None else recipe
-    if not isinstance(recipe, dict):
-        raise TypeError(f"recipe must be a dict, got {type(recipe).__name__}")
-    meta = {
-        "format": MMDIT_FORMAT,
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "config": model.config.to_dict(),
-        "recipe": recipe,
-    }
-    return write_checkpoint(directory, model.state_dict(), meta)
-
-
-def read_checkpoint_meta(directory: str | os.PathLike) -> dict:
-    """config.json of a checkpoint directory, checked: {format, format_version, config, recipe}."""
-    meta = _read_meta(directory, fmt=MMDIT_FORMAT, version=CHECKPOINT_FORMAT_VERSION, what="an MMDiT")
-    if "config" not in meta:
-        raise ValueError(f"{Path(directory) / CONFIG_FILE} has no 'config'")
-    return meta
-
-
-def load_mmdit(
-    directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
-) -> tuple[MMDiT, dict]:
-    """Load a checkpoint written by save_checkpoint -> (model in eval mode, meta = {config, recipe, ...}).
-
-    Raises FileNotFoundError for a missing directory or file, ValueError for a corrupt file, an unknown config
-    or weights that do not match the config (names or shapes)."""
-    from safetensors.torch import load_file
-
-    meta = read_checkpoint_meta(directory)
-    path = Path(directory) / WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing")
-    try:
-        config = MMDiTConfig.from_dict(meta["config"])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{Path(directory) / CONFIG_FILE}: bad MMDiT config: {e}") from e
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as e:  # safetensors raises its own SafetensorError, or OSError
-        raise ValueError(f"{path} is not a readable safetensors file: {e}") from e
-
-    with torch.device("meta"):
-        model = MMDiT(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [
-        f"{k}: file {tuple(state[k].shape)} vs config {expected[k]}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != expected[k]
-    ]
-    if missing or unexpected or wrong:
-        raise ValueError(
-            f"{path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"wrong shapes {wrong[:5]}"
-        )
-    model.load_state_dict(state, strict=True, assign=True)
-    model.to(device=device, dtype=dtype)
-    return model.eval(), meta

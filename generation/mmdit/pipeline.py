@@ -2,11 +2,11 @@
 
 This is the stable entry point that the generation backends call with a checkpoint directory:
 
-    from generation.pipeline import InHousePipeline
+    from generation.mmdit.pipeline import InHousePipeline
     pipe = InHousePipeline.from_checkpoint("demo_models/mmdit-demo", device="cpu")
     images = pipe(["a red circle on a blue background"], seeds=[0], steps=28, guidance_scale=4.0, shift=1.0)
 
-A checkpoint directory is what `generation.train` (or `generation.mmdit.save_checkpoint`) writes:
+A checkpoint directory is what `generation.mmdit.train` (or `generation.mmdit.checkpoint.save_checkpoint`) writes:
 model.safetensors + config.json, whose "recipe" names the objective (which picks the sampler: Euler with
 timestep shift for rectified flow, DDIM for eps-prediction), the text encoder (see generation.text) and
 the image space: pixels in [-1, 1] (recipe "vae" null) or the latents of a diffusers AutoencoderKL saved in
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from generation.mmdit import load_mmdit
+from generation.mmdit.checkpoint import load_mmdit
 from generation.sampling import generate_latents
 from generation.text import concat_encodings, load_text_encoder
 
