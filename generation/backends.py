@@ -23,7 +23,6 @@ import gc
 import io
 import json
 import logging
-import platform
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from generation import training
 from generation.contract import DIFFUSERS, INHOUSE, UNET_BASELINE, check_settings
 
 log = logging.getLogger(__name__)
@@ -369,21 +369,11 @@ def png_bytes(image: Image.Image) -> bytes:
 
 @cache
 def software_versions(device: str = "cpu") -> dict:
-    """What produced an image, stored with it so results can be reproduced."""
-    import diffusers
+    """What produced an image, stored with it so results can be reproduced: the software a checkpoint records
+    (generation.training.software_versions), plus Pillow, the device and, on a GPU, CUDA and the GPU's name."""
     import PIL
-    import transformers
 
-    versions = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-        "device": device,
-        "machine": platform.machine(),
-    }
+    versions = {**training.software_versions(), "pillow": PIL.__version__, "device": device}
     if device.startswith("cuda"):
         versions["cuda"] = torch.version.cuda
         versions["gpu"] = torch.cuda.get_device_name(torch.device(device))

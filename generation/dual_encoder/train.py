@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from generation.dual_encoder.checkpoint import save_dual_encoder
 from generation.dual_encoder.data import HardNegatives, StateCache, make_batch
 from generation.dual_encoder.evaluation import retrieval_report
 from generation.dual_encoder.model import DualEncoder, DualEncoderConfig
+from generation.training import TimeBudget, lr_over_budget, set_lr, setup_threads
 
 
 def contrastive_loss(
@@ -70,8 +70,7 @@ def train(
     """Train on fresh demo images until the time or step budget is spent; save to `out_dir` if given."""
     from generation.text import load_text_encoder
 
-    torch.set_flush_denormal(True)
-    torch.set_num_threads(tcfg.threads)
+    setup_threads(tcfg.threads)
     torch.manual_seed(tcfg.seed)
     rng = np.random.default_rng(tcfg.seed)
     cfg = cfg or DualEncoderConfig()
@@ -82,16 +81,11 @@ def train(
     negatives = HardNegatives("train")
     model = DualEncoder(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    budget = tcfg.minutes * 60.0
-    t0 = time.time()
+    budget = TimeBudget(tcfg.minutes)  # wall clock, from here: loading and caching do not count
     history: list[dict] = []
     step, running = 0, []
-    while step < tcfg.max_steps and time.time() - t0 < budget:
-        progress = min((time.time() - t0) / budget, 1.0) if budget > 0 else 1.0
-        scale = min(1.0, (step + 1) / tcfg.warmup_steps)
-        cos = tcfg.min_lr_ratio + (1 - tcfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        for group in opt.param_groups:
-            group["lr"] = tcfg.lr * scale * cos
+    while step < tcfg.max_steps and not budget.spent():
+        set_lr(opt, lr_over_budget(step, budget.fraction(), tcfg))
         model.train()
         x, texts, positives = make_batch(tcfg.batch_size, rng, negatives, cfg.image_size)
         states, mask = cache.batch(texts)
@@ -107,7 +101,7 @@ def train(
         if step % tcfg.log_every == 0:
             entry = {
                 "step": step,
-                "seconds": round(time.time() - t0, 1),
+                "seconds": round(budget.used(), 1),
                 "loss": float(np.mean(running)),
                 "lr": opt.param_groups[0]["lr"],
                 "temperature": 1 / model.logit_scale.exp().item(),
@@ -115,7 +109,7 @@ def train(
             history.append(entry)
             log(json.dumps(entry))
             running = []
-    train_seconds = time.time() - t0
+    train_seconds = budget.used()
 
     def text_features(prompts: list[str]) -> torch.Tensor:
         return model.text_features_from_states(*cache.batch(prompts))

@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
-import platform
 import random
 import shlex
 import sys
@@ -44,6 +42,16 @@ from generation.mmdit.checkpoint import load_mmdit, save_checkpoint
 from generation.mmdit.model import MMDiT, MMDiTConfig
 from generation.mmdit.pipeline import ImageSpace
 from generation.text import CachedTextEncoder, drop_conditioning, load_text_encoder
+from generation.training import (
+    TimeBudget,
+    adapt_threads,
+    ema_update_,
+    lr_at,
+    parse_kinds,
+    set_lr,
+    setup_threads,
+    software_versions,
+)
 
 STATE_FILE = "train_state.pt"
 
@@ -110,38 +118,6 @@ def objective_name(cfg: TrainConfig) -> str:
     if cfg.t_sampling not in names:
         raise ValueError(f"t-sampling must be one of {', '.join(names)}, got {cfg.t_sampling!r}")
     return names[cfg.t_sampling]
-
-
-def lr_at(step: int, cfg: TrainConfig, planned: int) -> float:
-    """Linear warm-up for warmup_steps, then cosine from lr to lr * min_lr_ratio at step `planned`."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, planned - cfg.warmup_steps))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def adapt_threads() -> None:
-    """Use every core on an idle machine, one thread when other processes keep the cores busy."""
-    cores = os.cpu_count() or 1
-    others = os.getloadavg()[0] - torch.get_num_threads()
-    want = cores if others < 0.75 else 1
-    if want != torch.get_num_threads():
-        torch.set_num_threads(want)
-        print(f"load {os.getloadavg()[0]:.1f}: using {want} thread(s)", flush=True)
-
-
-def software_versions() -> dict:
-    import diffusers
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "transformers": transformers.__version__,
-        "diffusers": diffusers.__version__,
-        "machine": platform.machine(),
-    }
 
 
 class Trainer:
@@ -267,9 +243,7 @@ class Trainer:
 
     def train_step(self) -> float:
         cfg = self.cfg
-        lr = lr_at(self.step, cfg, self.planned or cfg.steps or 1)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr_at(self.step, self.planned or cfg.steps or 1, cfg))
         x0, cond = self.batch()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = training_loss(self.model, x0, cond, self.objective, self.generator)
@@ -278,16 +252,13 @@ class Trainer:
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
         self.optimizer.step()
-        decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - decay)
+        ema_update_(self.ema, self.model, self.step, cfg.ema_decay)
         self.step += 1
         return float(loss.detach())
 
     def run(self) -> Path:
         cfg = self.cfg
-        start = time.time() - self.elapsed
-        deadline = None if cfg.minutes is None else start + cfg.minutes * 60
+        budget = TimeBudget(cfg.minutes, used=self.elapsed)  # wall clock; a resumed run brings its elapsed time
         if self.planned is None and cfg.minutes is None:
             raise ValueError("give --steps or --minutes")
         bar = tqdm(total=self.planned, initial=self.step, desc=Path(cfg.out).name, unit="step", smoothing=0.05)
@@ -296,7 +267,7 @@ class Trainer:
         while True:
             if self.planned is not None and self.step >= self.planned:
                 break
-            if deadline is not None and time.time() >= deadline:
+            if budget.spent():
                 print(f"time budget of {cfg.minutes} min used at step {self.step}", flush=True)
                 break
             if cfg.stop_at is not None and self.step >= cfg.stop_at:
@@ -305,20 +276,20 @@ class Trainer:
                 adapt_threads()
             loss = self.train_step()
             window.append(loss)
-            self.elapsed = time.time() - start
+            self.elapsed = budget.used()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr_at(self.step - 1, cfg, self.planned or 1):.2e}")
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr_at(self.step - 1, self.planned or 1, cfg):.2e}")
             if self.planned is None:  # a --minutes plan: time some steps, then fix the number of steps
                 if self.step == cfg.calibration_start:
                     calibration_start = (time.time(), self.step)
                 elif calibration_start and self.step == cfg.calibration_start + cfg.calibration_steps:
                     rate = cfg.calibration_steps / (time.time() - calibration_start[0])
-                    self.planned = self.step + int(rate * (deadline - time.time()))
+                    self.planned = budget.plan(self.step, rate)
                     bar.total = self.planned
                     bar.refresh()
                     print(f"measured {rate:.2f} steps/s: planning {self.planned} steps", flush=True)
             if self.step % cfg.log_every == 0:
-                lr = lr_at(self.step - 1, cfg, self.planned or 1)
+                lr = lr_at(self.step - 1, self.planned or 1, cfg)
                 print(
                     f"step {self.step} loss {np.mean(window):.4f} lr {lr:.2e} "
                     f"{self.step / self.elapsed:.2f} steps/s elapsed {self.elapsed / 60:.1f} min",
@@ -338,9 +309,7 @@ class Trainer:
 
 def train(cfg: TrainConfig, resume: bool = False, device: str = "cpu") -> Path:
     """Run (or with resume=True continue) a training run; returns the output directory."""
-    torch.set_flush_denormal(True)  # without it CPU training slows ~3x once weights get tiny
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    setup_threads(cfg.threads)
     state_path = Path(cfg.out) / STATE_FILE
     state = None
     if resume:
@@ -365,17 +334,6 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "cpu") -> Path:
         print(f"resumed {cfg.out} at step {trainer.step} of {trainer.planned}", flush=True)
     print(f"model {trainer.model.num_params() / 1e6:.2f}M parameters, objective {objective_name(cfg)}", flush=True)
     return trainer.run()
-
-
-def parse_kinds(text: str) -> dict[str, float]:
-    """'shape=1,position=0.5' -> {'shape': 1.0, 'position': 0.5}."""
-    out = {}
-    for part in text.split(","):
-        name, sep, weight = part.partition("=")
-        if not sep or name.strip() not in demo_domain.KINDS:
-            raise argparse.ArgumentTypeError(f"--kinds takes kind=weight pairs of {demo_domain.KINDS}, got {text!r}")
-        out[name.strip()] = float(weight)
-    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +21,17 @@ import torch
 import torch.nn.functional as F
 
 from generation import demo_domain
-from generation.text import CachedTextEncoder, drop_conditioning, load_text_encoder
+from generation.text import CachedTextEncoder, Encoding, drop_conditioning, load_text_encoder
+from generation.training import (
+    TimeBudget,
+    adapt_threads,
+    ema_update_,
+    lr_at,
+    parse_kinds,
+    set_lr,
+    setup_threads,
+    software_versions,
+)
 from generation.unet.checkpoint import save_checkpoint
 from generation.unet.model import UNetBaseline, UNetBaselineConfig, unet_config
 
@@ -50,28 +57,44 @@ class TrainConfig:
     model: UNetBaselineConfig = field(default_factory=UNetBaselineConfig)
 
 
-def _adapt_threads() -> None:
-    cores = os.cpu_count() or 1
-    want = cores if os.getloadavg()[0] - torch.get_num_threads() < 0.75 else 1
-    if want != torch.get_num_threads():
-        torch.set_num_threads(want)
+def diffusion_loss(
+    model: UNetBaseline, x0: torch.Tensor, text: Encoding, alphas_cumprod: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """DDPM's loss on a batch x0 (B, 3, H, W) in [-1, 1]: draw steps n and noise eps from `generator`, noise x0 to
+    x_n = sqrt(abar_n) x0 + sqrt(1 - abar_n) eps, and regress the model's prediction onto eps."""
+    tokens, mask, pooled = text
+    n = torch.randint(0, model.config.num_train_timesteps, (x0.shape[0],), generator=generator)  # (B,)
+    eps = torch.randn(x0.shape, generator=generator)
+    a = alphas_cumprod[n].view(-1, 1, 1, 1)
+    xn = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    return F.mse_loss(model(xn, n, tokens, pooled, mask), eps)
 
 
-def _lr(step: int, cfg: TrainConfig, planned: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, planned - cfg.warmup_steps))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+def recipe(cfg: TrainConfig, step: int, planned: int | None, wall: TimeBudget, cpu: TimeBudget) -> dict:
+    """What config.json records about the run: the command, its progress and the software."""
+    return {
+        "trained_by": "generation.unet.train",
+        "objective": "eps/linear (DDPM, scaled-linear betas)",
+        "command": "python -m generation.unet.train " + " ".join(sys.argv[1:]),
+        "steps_done": step,
+        "planned_steps": planned,
+        "elapsed_seconds": round(wall.used(), 1),
+        "cpu_seconds": round(cpu.used(), 1),
+        "text_encoder": cfg.text_encoder,
+        "train_config": {k: v for k, v in asdict(cfg).items() if k != "model"},
+        "data": {"domain": "generation.demo_domain", "kinds": cfg.kinds, "split": "train"},
+        "sampler_defaults": {"steps": 28, "guidance_scale": 4.0, "scheduler": "ddim"},
+        "software": software_versions(),
+    }
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train for cfg.minutes of CPU time; the learning-rate plan is fixed from the speed of the first steps."""
+    """Train for cfg.minutes of CPU time (or exactly cfg.steps steps); with a time budget the learning-rate plan
+    is fixed from the speed of the first 20 steps."""
     from diffusers import DDPMScheduler
 
-    torch.set_flush_denormal(True)  # denormals slow CPU training several-fold once weights get small
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    setup_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # the model's initial weights
     data_rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     text = CachedTextEncoder(load_text_encoder(cfg.text_encoder))
     empty = text.encode([""])
@@ -83,91 +106,43 @@ def train(cfg: TrainConfig) -> Path:
     alphas_cumprod = DDPMScheduler(**mcfg.scheduler_config()).alphas_cumprod  # (N,)
     print(f"UNet baseline: {model.num_params() / 1e6:.2f}M parameters", flush=True)
 
-    start, cpu_start = time.time(), time.process_time()
-    next_save = start + cfg.save_every_minutes * 60
+    wall, cpu = TimeBudget(None), TimeBudget(cfg.minutes, clock=time.process_time)
+    next_save = time.time() + cfg.save_every_minutes * 60
     planned = cfg.steps
-
-    def cpu_used() -> float:
-        return time.process_time() - cpu_start
-
     step, window = 0, []
-
-    def recipe() -> dict:
-        import diffusers
-
-        return {
-            "trained_by": "generation.unet.train",
-            "objective": "eps/linear (DDPM, scaled-linear betas)",
-            "command": "python -m generation.unet.train " + " ".join(sys.argv[1:]),
-            "steps_done": step,
-            "planned_steps": planned,
-            "elapsed_seconds": round(time.time() - start, 1),
-            "cpu_seconds": round(cpu_used(), 1),
-            "text_encoder": cfg.text_encoder,
-            "train_config": {k: v for k, v in asdict(cfg).items() if k != "model"},
-            "data": {"domain": "generation.demo_domain", "kinds": cfg.kinds, "split": "train"},
-            "sampler_defaults": {"steps": 28, "guidance_scale": 4.0, "scheduler": "ddim"},
-            "software": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "diffusers": diffusers.__version__,
-            },
-        }
-
-    while (cfg.steps is not None or cpu_used() < cfg.minutes * 60) and (planned is None or step < planned):
+    while (cfg.steps is not None or not cpu.spent()) and (planned is None or step < planned):
         if cfg.threads == 0 and step % 25 == 0:
-            _adapt_threads()
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg, planned or 10**9)
+            adapt_threads()
+        set_lr(opt, lr_at(step, planned or 10**9, cfg))
         images, captions, _ = demo_domain.sample_batch(cfg.batch_size, data_rng, "train", cfg.kinds)
         x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
-        tokens, mask, pooled = drop_conditioning(text.encode(captions), empty, cfg.caption_dropout, gen)
-        n = torch.randint(0, mcfg.num_train_timesteps, (x0.shape[0],), generator=gen)  # (B,)
-        eps = torch.randn(x0.shape, generator=gen)
-        a = alphas_cumprod[n].view(-1, 1, 1, 1)
-        xn = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        loss = F.mse_loss(model(xn, n, tokens, pooled, mask), eps)
+        conditioning = drop_conditioning(text.encode(captions), empty, cfg.caption_dropout, gen)
+        loss = diffusion_loss(model, x0, conditioning, alphas_cumprod, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
+        ema_update_(ema, model, step, cfg.ema_decay)
         step += 1
         window.append(loss.item())
         if step == 20 and cfg.steps is None:  # fix the cosine plan from the measured speed (start-up included)
-            rate = step / cpu_used()
-            planned = step + int(rate * (cfg.minutes * 60 - cpu_used()))
+            rate = step / cpu.used()
+            planned = cpu.plan(step, rate)
             print(f"{rate:.2f} steps per CPU second: planning {planned} steps", flush=True)
         if step % 25 == 0:
             print(
-                f"step {step} loss {np.mean(window):.4f} lr {_lr(step - 1, cfg, planned or 10**9):.2e} "
-                f"{cpu_used() / 60:.1f} CPU min, {(time.time() - start) / 60:.1f} min",
+                f"step {step} loss {np.mean(window):.4f} lr {lr_at(step - 1, planned or 10**9, cfg):.2e} "
+                f"{cpu.used() / 60:.1f} CPU min, {wall.used() / 60:.1f} min",
                 flush=True,
             )
             window = []
         if time.time() >= next_save:
-            save_checkpoint(ema, recipe(), cfg.out)
+            save_checkpoint(ema, recipe(cfg, step, planned, wall, cpu), cfg.out)
             next_save = time.time() + cfg.save_every_minutes * 60
-    save_checkpoint(ema, recipe(), cfg.out)
-    print(
-        f"saved {cfg.out} at step {step} ({cpu_used() / 60:.1f} CPU min, {(time.time() - start) / 60:.1f} min)",
-        flush=True,
-    )
+    save_checkpoint(ema, recipe(cfg, step, planned, wall, cpu), cfg.out)
+    print(f"saved {cfg.out} at step {step} ({cpu.used() / 60:.1f} CPU min, {wall.used() / 60:.1f} min)", flush=True)
     return Path(cfg.out)
-
-
-def _parse_kinds(text: str) -> dict[str, float]:
-    out = {}
-    for part in text.split(","):
-        name, sep, weight = part.partition("=")
-        if not sep or name.strip() not in demo_domain.KINDS:
-            raise argparse.ArgumentTypeError(f"--kinds takes kind=weight pairs of {demo_domain.KINDS}, got {text!r}")
-        out[name.strip()] = float(weight)
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -179,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--kinds", type=_parse_kinds, default=defaults.kinds, help="e.g. shape=1,position=0.5,word=0.5")
+    p.add_argument("--kinds", type=parse_kinds, default=defaults.kinds, help="e.g. shape=1,position=0.5,word=0.5")
     p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
     p.add_argument("--widths", default="64,128", help="UNet widths, one resolution level each")
     p.add_argument("--space-to-depth", type=int, default=4, help="f: f x f pixel blocks become channels")
