@@ -7,9 +7,9 @@ size, in the same run (alternating, so load changes on a shared machine hit both
 
   direct   backend.generate(prompts, seeds, settings) batch after batch in this process (model loaded before)
   task     services.create_run -> on-commit send of generation.generate_batch jobs -> a real Celery worker
-           (`celery -A evalsite worker -Q gpu --concurrency 1 --prefetch-multiplier 1 -P prefork`, model
-           already in its cache from a warm-up job) -> PNG files in storage and rows marked done; timed from
-           before create_run to the finished_at of the last image row (the database clock of the commit)
+           (tests/support.py's WorkerProcess: `bin/process worker` on the gpu queue, concurrency 1, prefetch 1,
+           prefork; model already in its cache from a warm-up job) -> PNG files in storage and rows marked done;
+           timed from before create_run to the finished_at of the last image row (the database clock of the commit)
 
 Embedded defaults: a fresh SQLite database, the filesystem broker and a media folder in a temporary
 directory. The model is the first in-house checkpoint in demo_models/, else demo_models/unet-baseline, else a
@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from generation import contract  # noqa: E402 (torch-free; importable once ROOT is on the path)
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -38,7 +40,7 @@ def parse_args():
     p.add_argument("--steps", type=int, default=28)
     p.add_argument("--size", type=int, default=32, help="image side in pixels")
     p.add_argument("--checkpoint", help="model directory (default: see above)")
-    p.add_argument("--kind", choices=["inhouse", "unet_baseline", "diffusers"])
+    p.add_argument("--kind", choices=contract.MODEL_KINDS)
     return p.parse_args()
 
 
@@ -53,22 +55,22 @@ def pick_model(args, workdir: Path) -> tuple[str, str, str, int]:
     demo = ROOT / "demo_models"
     for path in sorted(demo.iterdir()) if demo.is_dir() else []:
         try:
-            meta = json.loads((path / "config.json").read_text())
+            meta = json.loads((path / contract.CONFIG_FILE).read_text())
         except (OSError, ValueError):
             continue
-        if meta.get("format") == "t2i-arena/mmdit":
-            return "inhouse", str(path), f"demo in-house MM-DiT {path.name}", args.size
-    if (demo / "unet-baseline" / "config.json").is_file():
+        if meta.get("format") == contract.MMDIT_FORMAT:
+            return contract.INHOUSE, str(path), f"demo in-house MM-DiT {path.name}", args.size
+    if (demo / "unet-baseline" / contract.CONFIG_FILE).is_file():
         return (
-            "unet_baseline",
+            contract.UNET_BASELINE,
             str(demo / "unet-baseline"),
             "demo UNet baseline (no in-house demo model yet)",
             args.size,
         )
-    from evalsite.runs.testing import tiny_inhouse_checkpoint
+    from tests.support import tiny_inhouse_checkpoint
 
     path = tiny_inhouse_checkpoint(workdir / "tiny-inhouse")
-    return "inhouse", str(path), "tiny random in-house checkpoint, 16x16 (no demo model found)", 16
+    return contract.INHOUSE, str(path), "tiny random in-house checkpoint, 16x16 (no demo model found)", 16
 
 
 def main() -> None:
@@ -97,9 +99,9 @@ def main() -> None:
     from evalsite.catalog.models import ImageModel, Prompt, PromptSet
     from evalsite.runs import services
     from evalsite.runs.models import Image
-    from evalsite.runs.testing import WorkerProcess, wait_for
     from generation.backends import generate_in_batches, load_backend
     from generation.demo_domain import demo_prompt_rows
+    from tests.support import WorkerProcess, wait_for
 
     torch.set_num_threads(1)  # the worker runs with EVALSITE_TORCH_THREADS=1 too
     call_command("migrate", verbosity=0)
@@ -122,7 +124,7 @@ def main() -> None:
     backend = load_backend(kind, source, "cpu")
     backend.generate([prompts[0].text], [0], sampler)  # warm-up
 
-    worker = WorkerProcess(workdir, workdir / "media", workdir / "worker.log", queues="gpu").start()
+    worker = WorkerProcess(workdir, workdir / "media", workdir / "worker.log", queues=contract.GPU_QUEUE).start()
     try:
         warm = services.create_run(
             name="warm-up", prompt_set=prompt_set, image_models=[model], seeds=[999_999], prompts=prompts[:1]

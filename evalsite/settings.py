@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "evalsite.runs",
     "evalsite.rating",
     "evalsite.dashboards",
+    "evalsite.demo",  # seed_demo: above the others, imports them all
 ]
 
 MIDDLEWARE = [

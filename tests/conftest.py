@@ -1,4 +1,4 @@
-"""Fixtures shared by every area's tests.
+"""Fixtures shared by every area's tests (helpers that are not fixtures are in tests/support.py).
 
 Factories build real rows and real PNG files; nothing here is mocked.
 """
@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.support import png_bytes, start_worker, stop_worker
+from tests.support import WorkerProcess, broker_options, png_bytes, queued_messages, switch_broker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -17,7 +17,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(autouse=True)
 def fast_password_hasher(settings):
-    """Password hashing is deliberately slow; tests create many users."""
+    """Password hashing is deliberately slow (PBKDF2 costs ~0.5 s per user on a shared core); tests create
+    many users, and the production hasher's work factor is not what they test."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
@@ -116,6 +117,12 @@ def staff_user(db, django_user_model):
 
 
 @pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
 def make_rater(db, django_user_model):
     from evalsite.rating.models import Rater
 
@@ -140,8 +147,25 @@ def make_campaign(db, make_run):
 
 
 @pytest.fixture
-def celery_worker_process(transactional_db, media_root, tmp_path):
-    """A real worker process consuming both queues; yields the Popen. Its log is in tmp_path/worker.log."""
-    process = start_worker(log_path=str(tmp_path / "worker.log"))
-    yield process
-    stop_worker(process)
+def broker(tmp_path, monkeypatch):
+    """Tasks sent by this process go to a filesystem broker in tmp_path, whatever CELERY_BROKER_URL says;
+    `broker.messages()` lists what waits there."""
+    monkeypatch.setenv("CELERY_BROKER_URL", "filesystem://")  # Celery reads this variable before its config
+    restore = switch_broker("filesystem://", broker_options(tmp_path))
+
+    class Broker:
+        @staticmethod
+        def messages():
+            return queued_messages(tmp_path)
+
+    yield Broker()
+    restore()
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, media_root, tmp_path, settings):
+    """A real worker process consuming both queues (a started WorkerProcess) on this process's broker folder.
+    Its log is in tmp_path/worker.log."""
+    worker = WorkerProcess(settings.VAR_DIR, media_root, tmp_path / "worker.log", queues="default,gpu").start()
+    yield worker
+    worker.stop()

@@ -1,14 +1,31 @@
-"""Helpers shared by tests: real PNG bytes and real Celery worker processes."""
+"""What the tests (and bench/task_overhead.py) share besides fixtures: real files, real checkpoints, real workers.
+
+- `png_bytes`, `PARTI_PROMPTS`, `REPO_ROOT`: real PNG bytes and the PartiPrompts file.
+- `tiny_unet_checkpoint` / `tiny_inhouse_checkpoint`: real, small, randomly initialised checkpoints in the
+  formats the backends load, fast enough for tests on a CPU (torch is imported only when one is built).
+- `use_broker_folder` / `broker_options` / `queued_messages`: point this process's Celery app at a private
+  filesystem broker folder, so a test's messages never mix with a development worker's, and read what waits.
+- `WorkerProcess`: a real Celery worker started with `bin/process worker` (the command bin/up and docker/
+  use) in its own process group, sharing this process's database, broker and media folder; it can be stopped
+  gracefully or killed with SIGKILL. `wait_for` polls for a condition and fails with the worker's log.
+"""
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
-SHARED_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+SHARED_DIR = os.path.abspath(os.path.join(REPO_ROOT, "..", "shared"))
 # The issue's reference copy lives in ../shared; the repository carries the same file for fresh machines.
 PARTI_PROMPTS = next(
     p
@@ -18,6 +35,7 @@ PARTI_PROMPTS = next(
 
 
 def png_bytes(seed: int, size: int = 32) -> bytes:
+    """A real PNG of random pixels; different seeds give different files."""
     from PIL import Image as PILImage
 
     rng = np.random.default_rng(seed)
@@ -27,51 +45,233 @@ def png_bytes(seed: int, size: int = 32) -> bytes:
     return buffer.getvalue()
 
 
-# --- Real Celery worker processes ------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
+# Tiny checkpoints
+
+TINY_UNET = {
+    "sample_size": 16,
+    "space_to_depth": 2,
+    "block_out_channels": [16, 32],
+    "norm_num_groups": 8,
+    "attention_head_dim": 8,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+}
 
 
-def worker_environment() -> dict[str, str]:
-    """Environment for a worker subprocess that shares this test session's database and broker."""
+def tiny_unet_checkpoint(path: str | Path, seed: int = 0) -> Path:
+    """A UNet baseline checkpoint (about 0.3M parameters, 16x16 images, MiniLM text) with random weights."""
+    import torch
+
+    from generation.unet.checkpoint import save_checkpoint
+    from generation.unet.model import UNetBaseline, UNetBaselineConfig
+
+    torch.manual_seed(seed)
+    model = UNetBaseline(UNetBaselineConfig(**TINY_UNET))
+    return save_checkpoint(model, {"text_encoder": "minilm", "trained_by": "tests (random weights)"}, path)
+
+
+def tiny_inhouse_checkpoint(path: str | Path, seed: int = 0, step: int | None = None) -> Path:
+    """An in-house MM-DiT checkpoint (2 blocks, width 32, 16x16 pixels, MiniLM text) with random weights."""
+    import torch
+
+    from generation.mmdit.checkpoint import save_checkpoint
+    from generation.mmdit.model import MMDiT, MMDiTConfig
+
+    torch.manual_seed(seed)
+    model = MMDiT(
+        MMDiTConfig(
+            in_channels=3,
+            sample_size=16,
+            patch_size=4,
+            depth=2,
+            hidden_size=32,
+            num_heads=2,
+            text_dim=384,
+            pooled_dim=384,
+        )
+    )
+    with torch.no_grad():  # adaLN-Zero starts at zero: randomise so that images depend on prompt and seed
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    recipe: dict = {"objective": "rf/lognorm(0.00,1.00)", "text_encoder": "minilm", "image_size": 16}
+    if step is not None:
+        recipe["steps_done"] = step
+    return save_checkpoint(model, recipe, path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Broker
+
+
+def broker_options(var_dir: str | Path) -> dict:
+    """The filesystem broker's folders under `var_dir`, exactly as evalsite.settings lays them out."""
+    broker = Path(var_dir) / "broker"
+    for sub in ("queue", "control", "processed"):
+        (broker / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(broker / "queue"),
+        "data_folder_out": str(broker / "queue"),
+        "control_folder": str(broker / "control"),
+        "processed_folder": str(broker / "processed"),
+        "store_processed": False,
+    }
+
+
+def switch_broker(url: str, transport_options: dict) -> Callable[[], None]:
+    """Send this process's tasks to `url` with `transport_options` from now on. Returns a function that
+    restores the previous broker."""
+    from evalsite.celery import app
+
+    def switch(url, options):
+        app.conf.broker_url, app.conf.broker_transport_options = url, options
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    previous = app.conf.broker_url, app.conf.broker_transport_options
+    switch(url, transport_options)
+    return lambda: switch(*previous)
+
+
+def use_broker_folder(var_dir: str | Path) -> Callable[[], None]:
+    """Send this process's tasks to the filesystem broker under `var_dir` (no-op with Redis/AMQP, whose test
+    database or vhost CI already keeps apart). Returns a function that restores the previous broker."""
     from django.conf import settings
+
+    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        return lambda: None
+    return switch_broker(settings.CELERY_BROKER_URL, broker_options(var_dir))
+
+
+def queued_messages(var_dir: str | Path) -> list[dict]:
+    """Tasks waiting in the filesystem broker under `var_dir`: [{'task', 'id', 'args', 'queue'}], oldest first."""
+    folder = Path(var_dir) / "broker" / "queue"
+    out = []
+    for path in sorted(folder.glob("*.msg")):
+        message = json.loads(path.read_text())
+        headers = message.get("headers", {})
+        out.append(
+            {
+                "task": headers.get("task"),
+                "id": headers.get("id"),
+                "args": headers.get("argsrepr"),
+                "queue": path.name.rsplit(".", 2)[-2],
+            }
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Worker processes
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the database this process is connected to (the test database under pytest)."""
     from django.db import connection
 
-    env = dict(os.environ)
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
-    else:
-        user = db.get("USER") or ""
-        auth = f"{user}:{db['PASSWORD']}@" if db.get("PASSWORD") else (f"{user}@" if user else "")
-        env["DATABASE_URL"] = f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-    env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
-    env["EVALSITE_MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+        return f"sqlite:///{db['NAME']}"
+    if not db["ENGINE"].endswith(("postgresql", "postgis")):
+        raise RuntimeError(f"no DATABASE_URL for engine {db['ENGINE']}")
+    auth = quote(db["USER"] or "")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"])
+    host = db["HOST"] or "localhost"
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}@{host}{port}/{db['NAME']}"
 
 
-def start_worker(queues: str = "default,gpu", log_path: str | None = None, extra_env: dict | None = None):
-    """Start a worker with `bin/process worker`, the command bin/up and docker/ use, in its own process group."""
-    import subprocess
+class WorkerProcess:
+    """`bin/process worker` with WORKER_QUEUES=`queues` and concurrency 1 (prefetch 1, prefork) in its own
+    process group, sharing this process's database and broker URL; its EVALSITE_VAR_DIR is `var_dir` (where the
+    filesystem broker's folders are: see use_broker_folder) and its media folder `media_root`."""
 
-    env = {**worker_environment(), "WORKER_QUEUES": queues, "WORKER_CONCURRENCY": "1", **(extra_env or {})}
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 (handed to the child)
-    return subprocess.Popen(
-        [os.path.join(REPO_ROOT, "bin", "process"), "worker"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    def __init__(
+        self,
+        var_dir: str | Path,
+        media_root: str | Path,
+        log_file: str | Path,
+        queues: str = "gpu,default",
+        extra_env: dict | None = None,
+    ):
+        self.var_dir, self.media_root, self.log_file = Path(var_dir), Path(media_root), Path(log_file)
+        self.queues, self.extra_env = queues, extra_env or {}
+        self.proc: subprocess.Popen | None = None
 
+    def env(self) -> dict:
+        from django.conf import settings
 
-def stop_worker(process, sig=None) -> None:
-    import signal
+        env = dict(os.environ)
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "evalsite.settings",
+                "DATABASE_URL": database_url(),
+                "EVALSITE_VAR_DIR": str(self.var_dir),
+                "EVALSITE_MEDIA_ROOT": str(self.media_root),
+                "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+                "WORKER_QUEUES": self.queues,
+                "WORKER_CONCURRENCY": "1",
+                "LOG_LEVEL": "INFO",
+                "EVALSITE_DEVICE": "cpu",
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "OMP_NUM_THREADS": "1",
+                "EVALSITE_TORCH_THREADS": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
 
-    if process.poll() is None:
-        os.killpg(process.pid, sig or signal.SIGTERM)
+    def start(self) -> WorkerProcess:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                [os.path.join(REPO_ROOT, "bin", "process"), "worker"],
+                cwd=REPO_ROOT,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the main process and its pool child) at once."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 20) -> None:
+        """Warm shutdown (SIGTERM), then SIGKILL if it does not exit in time."""
+        if self.proc is None or not self.alive():
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=30)
-        except Exception:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
+def wait_for(condition, timeout: float, interval: float = 0.2, what: str = "condition", worker=None):
+    """Poll `condition()` until it is truthy; fail with the worker's log when it never is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if worker is not None and not worker.alive():
+            raise AssertionError(f"the worker exited while waiting for {what}:\n{worker.log()[-4000:]}")
+        time.sleep(interval)
+    tail = worker.log()[-4000:] if worker is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")

@@ -142,19 +142,7 @@ def voted_campaign(make_run, make_rater, make_campaign):
 
 
 @pytest.fixture
-def staff_client(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
 def rater_client(client, make_rater):
     rater = make_rater("plainrater")
     client.force_login(rater.user)
     return client
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """Users are created in every test; the production hasher's work factor is not what is tested here."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

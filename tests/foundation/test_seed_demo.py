@@ -1,8 +1,13 @@
+"""`manage.py seed_demo` (evalsite/demo): demo users and prompt sets, the demo models, the demo run and campaign."""
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from evalsite.catalog.models import PromptSet
+from evalsite.catalog.models import ImageModel, PromptSet
+from evalsite.rating.models import Campaign
+from evalsite.runs.models import ComparisonRun
+from tests.support import tiny_inhouse_checkpoint, tiny_unet_checkpoint
 
 
 @pytest.mark.django_db
@@ -18,3 +23,36 @@ def test_seed_demo_creates_users_and_prompt_sets_and_is_idempotent(media_root):
     assert demo.prompts.count() > 10
     assert demo.prompts.filter(note__contains="held-out").exists()
     assert any(p.needs_text and p.rendered_text for p in demo.prompts.all())
+
+
+def test_seed_demo_registers_the_demo_models_and_starts_the_demo_run_once(
+    db, media_root, tmp_path, broker, django_capture_on_commit_callbacks
+):
+    demo = tmp_path / "demo_models"
+    tiny_inhouse_checkpoint(demo / "mmdit-demo", step=2000)
+    tiny_inhouse_checkpoint(demo / "mmdit-demo-early", step=500)
+    tiny_unet_checkpoint(demo / "unet-baseline")
+    (demo / "clip-demo").mkdir()
+    (demo / "clip-demo" / "config.json").write_text('{"kind": "dual_encoder"}')  # not an image model
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_demo", "--models-dir", str(demo))
+    models = {m.name: m for m in ImageModel.objects.all()}
+    assert set(models) == {"mmdit-demo", "mmdit-demo-early", "unet-baseline"}
+    assert models["unet-baseline"].kind == "unet_baseline" and models["mmdit-demo"].kind == "inhouse"
+    assert models["mmdit-demo"].sampler_settings["height"] == 16  # the checkpoint's own resolution
+    run = ComparisonRun.objects.get(name="Demo comparison")
+    prompts = PromptSet.objects.get(name="Demo shapes, positions and words").prompts.count()
+    assert run.image_models.count() == 3 and run.images.count() == 3 * prompts * 2
+    assert run.sampler_overrides == {"steps": 28, "guidance_scale": 4.0, "height": 32, "width": 32}
+    sent = len(broker.messages())
+    assert sent == run.jobs.count() > 0
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_demo", "--models-dir", str(demo))  # idempotent: no second run, nothing sent
+    assert ComparisonRun.objects.count() == 1 and len(broker.messages()) == sent
+    campaign = Campaign.objects.get(name="Demo campaign")  # one campaign, the demo rater in it
+    assert campaign.run == run and list(campaign.raters.values_list("user__username", flat=True)) == ["rater"]
+
+
+def test_seed_demo_without_demo_models_starts_no_run(db, media_root, tmp_path, capsys):
+    call_command("seed_demo", "--models-dir", str(tmp_path / "empty"))
+    assert "demo run not started" in capsys.readouterr().out and not ComparisonRun.objects.exists()

@@ -16,4 +16,4 @@ def test_a_real_worker_process_completes_a_task_through_the_broker(celery_worker
     while not WorkerHeartbeat.objects.filter(payload="hello-from-test").exists():
         assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
         time.sleep(0.2)
-    assert celery_worker_process.poll() is None
+    assert celery_worker_process.alive()

@@ -17,13 +17,8 @@ from evalsite.catalog.models import ImageModel
 from evalsite.runs import services
 from evalsite.runs.gpu_tasks import run_job
 from evalsite.runs.models import ComparisonRun, GenerationJob, Image
-from evalsite.runs.testing import (
-    WorkerProcess,
-    tiny_unet_checkpoint,
-    use_broker_folder,
-    wait_for,
-)
 from generation.backends import BackendCache
+from tests.support import WorkerProcess, tiny_unet_checkpoint, use_broker_folder, wait_for
 
 SETTINGS = {"steps": 2, "guidance_scale": 3.0, "height": 16, "width": 16}
 CACHE = BackendCache(max_size=4)  # models stay loaded across this module's tests, as in a worker

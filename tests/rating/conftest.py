@@ -9,12 +9,6 @@ from django.utils import timezone
 
 
 @pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """make_rater sets real passwords; PBKDF2 costs ~0.5 s each on a shared core, MD5 is enough in tests."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def fresh_cache():
     """Engine caches (wins, open pairs, sweeps) and throttle histories must not leak between tests."""
     cache.clear()

@@ -4,8 +4,8 @@ the demo comparison run.
 Idempotent: running it again changes nothing that exists. Passwords come from DEMO_ADMIN_PASSWORD /
 DEMO_RATER_PASSWORD (defaults are for a local demo only and are printed).
 
-Demo models: every checkpoint directly inside demo_models/ (or --models-dir) whose config.json says it is an
-in-house MM-DiT ("t2i-arena/mmdit") or a UNet baseline ("t2i-arena/unet-baseline") is registered under its
+Demo models: every checkpoint directly inside demo_models/ (or --models-dir) whose config.json "format" is one
+of generation.contract's checkpoint formats (an in-house MM-DiT or a UNet baseline) is registered under its
 folder name. With at least two of them, the demo comparison run (all of them on the demo prompt set, seeds
 0 and 1, 28 steps, guidance 4, 32x32) is created once and its jobs are sent to the gpu queue.
 """
@@ -22,7 +22,10 @@ from django.db import transaction
 from evalsite.catalog.models import ImageModel, PromptSet
 from evalsite.catalog.prompt_files import PromptRow, read_prompt_file
 from evalsite.catalog.services import create_prompt_set
-from evalsite.rating.models import Rater
+from evalsite.rating.models import Campaign, Rater
+from evalsite.runs.models import ComparisonRun
+from evalsite.runs.services import create_run
+from generation import contract
 
 PARTI_PROMPTS = Path(settings.BASE_DIR) / "data" / "PartiPrompts.tsv"
 DEMO_SET = "Demo shapes, positions and words"
@@ -31,24 +34,20 @@ DEMO_RUN = "Demo comparison"
 DEMO_RUN_SEEDS = [0, 1]
 DEMO_CAMPAIGN = "Demo campaign"
 DEMO_RUN_SETTINGS = {"steps": 28, "guidance_scale": 4.0, "height": 32, "width": 32}
-CHECKPOINT_KINDS = {
-    "t2i-arena/mmdit": ImageModel.Kind.INHOUSE,
-    "t2i-arena/unet-baseline": ImageModel.Kind.UNET_BASELINE,
-}
 
 
 def demo_checkpoints(directory: Path) -> list[tuple[str, str, Path, dict]]:
     """(name, kind, path, meta) of every image-model checkpoint directly inside `directory`, by name."""
     found = []
     for path in sorted(directory.iterdir()) if directory.is_dir() else []:
-        config = path / "config.json"
+        config = path / contract.CONFIG_FILE
         if not config.is_file():
             continue
         try:
             meta = json.loads(config.read_text())
         except (OSError, ValueError):
             continue
-        kind = CHECKPOINT_KINDS.get(meta.get("format")) if isinstance(meta, dict) else None
+        kind = contract.KIND_OF_CHECKPOINT_FORMAT.get(meta.get("format")) if isinstance(meta, dict) else None
         if kind is not None:
             found.append((path.name, kind, path.resolve(), meta))
     return found
@@ -58,12 +57,9 @@ def sampler_settings_from(meta: dict) -> dict:
     """A checkpoint's own sampler defaults (recipe.sampler_defaults) at its training resolution."""
     recipe = meta.get("recipe") or {}
     size = int(recipe.get("image_size") or (meta.get("config") or {}).get("sample_size") or 32)
-    defaults = {
-        k: v
-        for k, v in (recipe.get("sampler_defaults") or {}).items()
-        if k in ("steps", "guidance_scale", "shift", "scheduler")
-    }
-    return {"steps": 28, "guidance_scale": 4.0, "shift": 1.0, **defaults, "height": size, "width": size}
+    recommended = recipe.get("sampler_defaults") or {}
+    defaults = {k: v for k, v in recommended.items() if k in contract.RECIPE_SAMPLER_KEYS}
+    return {**contract.DEFAULT_SAMPLER_SETTINGS, **defaults, "height": size, "width": size}
 
 
 def demo_prompt_rows() -> list[PromptRow]:
@@ -139,9 +135,6 @@ class Command(BaseCommand):
         return models
 
     def _demo_run(self, models: list[ImageModel]) -> None:
-        from evalsite.runs.models import ComparisonRun
-        from evalsite.runs.services import create_run
-
         existing = ComparisonRun.objects.filter(name=DEMO_RUN).first()
         if existing is not None:
             progress = existing.progress()
@@ -167,9 +160,6 @@ class Command(BaseCommand):
 
     def _demo_campaign(self) -> None:
         """A rating campaign on the demo run that the demo rater can vote on as soon as images exist."""
-        from evalsite.rating.models import Campaign
-        from evalsite.runs.models import ComparisonRun
-
         run = ComparisonRun.objects.filter(name=DEMO_RUN).first()
         if run is None:
             return
