@@ -21,6 +21,7 @@ from django.utils import timezone
 from evalsite.catalog.models import ImageModel
 from evalsite.runs import services
 from evalsite.runs.models import CheckpointSchedule, ScheduledCheckpoint
+from generation.contract import CONFIG_FILE
 
 log = logging.getLogger(__name__)
 CHECK_TASK = "runs.check_checkpoint_schedules"
@@ -57,7 +58,8 @@ def find_checkpoints(directory: str | Path, kind: str = ImageModel.Kind.INHOUSE)
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"checkpoint directory {root} does not exist")
-    marker = "model_index.json" if kind == ImageModel.Kind.DIFFUSERS else "config.json"
+    # diffusers writes model_index.json; our checkpoint writers write CONFIG_FILE last, once the weights are complete
+    marker = "model_index.json" if kind == ImageModel.Kind.DIFFUSERS else CONFIG_FILE
     found = []
     for sub in root.iterdir():
         config = sub / marker
