@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from generation import training
+from generation.contract import DEFAULT_SAMPLER_SETTINGS as DEFAULTS
 from generation.contract import DIFFUSERS, INHOUSE, UNET_BASELINE, check_settings
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,9 @@ class _TrainedHereBackend:
         return self.pipeline(
             list(prompts),
             list(seeds),
-            steps=int(settings.get("steps", 28)),
-            guidance_scale=float(settings.get("guidance_scale", 4.0)),
-            shift=float(settings.get("shift", 1.0)),
+            steps=int(settings.get("steps", DEFAULTS["steps"])),
+            guidance_scale=float(settings.get("guidance_scale", DEFAULTS["guidance_scale"])),
+            shift=float(settings.get("shift", DEFAULTS["shift"])),
             height=height,
             width=width,
             **self.extra_arguments(prompts, settings),
@@ -221,8 +222,8 @@ class DiffusersBackend:
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
         out = self.pipe(
             prompt=list(prompts),
-            num_inference_steps=int(settings.get("steps", 28)),
-            guidance_scale=float(settings.get("guidance_scale", 4.0)),
+            num_inference_steps=int(settings.get("steps", DEFAULTS["steps"])),
+            guidance_scale=float(settings.get("guidance_scale", DEFAULTS["guidance_scale"])),
             height=height,
             width=width,
             generator=generators,

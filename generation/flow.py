@@ -222,6 +222,8 @@ class EpsPrediction:
 
     schedule: str  # "linear" (LDM scaled linear) or "cos" (Nichol & Dhariwal)
     num_train_steps: int = 1000
+    beta_start: float = 0.00085  # "linear": the first and the last beta of the scaled-linear schedule
+    beta_end: float = 0.012
     prediction = "eps"
 
     def __post_init__(self):
@@ -236,7 +238,7 @@ class EpsPrediction:
     def alphas_cumprod(self) -> torch.Tensor:
         """(N,) float64 alpha_bar_n."""
         if self.schedule == "linear":
-            return linear_alphas_cumprod(self.num_train_steps)
+            return linear_alphas_cumprod(self.num_train_steps, self.beta_start, self.beta_end)
         return cosine_alphas_cumprod(self.num_train_steps)
 
     def step_index(self, t: torch.Tensor) -> torch.Tensor:

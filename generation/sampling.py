@@ -1,31 +1,72 @@
-"""Sampling loops for the in-house model, written out step by step.
+"""Sampling loops, written out step by step, behind one entry: `sample(..., settings=SamplerSettings(...))`.
 
-Rectified-flow models integrate the ODE dz/dt = v(z, t) from t = 1 (noise) to t = 0 (data) with Euler steps
-on the shifted grid t' = a t / (1 + (a - 1) t) (SD3, section 5.3.2: a > 1 spends more steps at high noise,
-which larger images need). eps-prediction ablation models use deterministic DDIM (Song et al. 2021) on
-their own training schedule. `generate_latents` picks the loop from the objective name a checkpoint records
-(meta["recipe"]["objective"], see generation/flow.py).
+    latents = sample(model, "rf/lognorm(0.00,1.00)", cond, uncond, shape=(3, 32, 32), seeds=[0, 1],
+                     settings=SamplerSettings(steps=28, guidance_scale=4.0, shift=1.0))
+
+The loop follows the model's training objective (a generation.flow objective or its name, as a checkpoint
+records it in meta["recipe"]["objective"]):
+
+- rectified flow ("rf/..."): Euler steps of the ODE dz/dt = v(z, t) from t = 1 (noise) to t = 0 (data) on the
+  shifted grid t' = a t / (1 + (a - 1) t) (SD3, section 5.3.2: a > 1 spends more steps at high noise, which
+  larger images need).
+- eps-prediction ("eps/..."): on the model's own training schedule, deterministic DDIM (Song et al. 2021,
+  eta = 0) or ancestral DDPM (Ho et al. 2020, the "fixed small" variance). Which training steps are visited
+  (`spacing`), whether the predicted x0 is clipped to [-1, 1] and whether the model is given t = n / N or the
+  integer step n are settings: the in-house MM-DiT takes t = n / N on an evenly spread grid from N - 1, the
+  UNet baseline (diffusers' UNet2DConditionModel) the integer step on diffusers' "leading" grid, with clipping.
 
 Conditioning is a dict of the model's text inputs: {"context": (B, T, text_dim), "pooled": (B, pooled_dim),
 "context_mask": (B, T) bool, optional}; `uncond` is the same for the empty prompt (batch B or 1), used for
-classifier-free guidance: pred = pred_uncond + w (pred_cond - pred_uncond).
+classifier-free guidance: pred = pred_uncond + w (pred_cond - pred_uncond) (`guided_prediction`).
 
 Seeds: image i starts from noise drawn by its own CPU torch.Generator seeded with seeds[i], so an image depends
 only on its seed (not on which other images share its batch, nor on the device), and re-running a seed gives
-the same pixels.
+the same pixels. DDPM draws fresh noise at every step, image i from a second generator seeded seeds[i] + 1.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from generation.flow import EpsPrediction, make_objective
+from generation.contract import DEFAULT_SAMPLER_SETTINGS
+from generation.flow import EpsPrediction, Objective, make_objective
 
 Conditioning = Mapping[str, torch.Tensor]
 Model = Callable[..., torch.Tensor]
+
+SAMPLERS = ("euler", "ddim", "ddpm")
+SPACINGS = ("linspace", "leading")
+TIMESTEP_INPUTS = ("fraction", "index")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How to sample: what the loops need besides the model, its text inputs, the image shape and the seeds."""
+
+    steps: int = int(DEFAULT_SAMPLER_SETTINGS["steps"])  # sampler steps (model calls, each on 2B with guidance)
+    guidance_scale: float = float(DEFAULT_SAMPLER_SETTINGS["guidance_scale"])  # w; 1 = no guidance, no uncond
+    shift: float = float(DEFAULT_SAMPLER_SETTINGS["shift"])  # rectified flow's timestep shift a; eps needs 1
+    sampler: str | None = None  # "euler", "ddim" or "ddpm"; None: the objective's own (euler rf, ddim eps)
+    spacing: str = "linspace"  # eps: "linspace" (N-1 .. 0 evenly, rounded) or "leading" (k * (N // steps), k desc.)
+    clip_sample: bool = False  # eps: clamp the predicted x0 to [-1, 1] at every step (for models of pixels)
+    timestep_input: str = "fraction"  # eps: the model gets t = n / N ("fraction") or the integer step n ("index")
+    device: str | torch.device = "cpu"  # where the model runs (noise is drawn on the CPU, then moved)
+    dtype: torch.dtype = torch.float32  # the model runs in dtype; the state z stays float32
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        for name, value, known in [
+            ("sampler", self.sampler, SAMPLERS + (None,)),
+            ("spacing", self.spacing, SPACINGS),
+            ("timestep_input", self.timestep_input, TIMESTEP_INPUTS),
+        ]:
+            if value not in known:
+                raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(str(k) for k in known if k)}")
 
 
 def shift_timesteps(t: torch.Tensor | float, alpha: float) -> torch.Tensor | float:
@@ -102,105 +143,137 @@ def guided_prediction(
     return pred_uncond + guidance_scale * (pred_cond - pred_uncond)
 
 
-def _check(steps: int, guidance_scale: float, uncond) -> None:
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if guidance_scale != 1.0 and uncond is None:
+def sample(
+    model: Model,
+    objective: Objective | str,
+    cond: Conditioning,
+    uncond: Conditioning | None,
+    *,
+    shape: Sequence[int],
+    seeds: Sequence[int],
+    settings: SamplerSettings,
+) -> torch.Tensor:
+    """(len(seeds), *shape) float32 samples of `model`, trained with `objective`; shape is one image's (C, H, W).
+
+    Euler with timestep shift for "rf/..." objectives; DDIM (default) or DDPM for "eps/..." ones, which have no
+    timestep shift (shift must be 1)."""
+    obj = make_objective(objective) if isinstance(objective, str) else objective
+    eps_model = isinstance(obj, EpsPrediction)
+    sampler = settings.sampler or ("ddim" if eps_model else "euler")
+    if eps_model and settings.shift != 1.0:
+        raise ValueError(
+            f"{obj.name} samples on its training schedule, which has no timestep shift: shift must be 1, "
+            f"got {settings.shift}"
+        )
+    if (sampler == "euler") == eps_model:
+        raise ValueError(f"a {obj.name} model cannot be sampled with {sampler}")
+    if settings.guidance_scale != 1.0 and uncond is None:
         raise ValueError("classifier-free guidance (guidance_scale != 1) needs the unconditional inputs")
+    B = len(seeds)
+    cond = _prepare(cond, B, settings.device, settings.dtype)
+    uncond = None if uncond is None else _prepare(uncond, B, settings.device, settings.dtype)
+    z = initial_noise(seeds, shape, settings.device)  # pure noise, (B, C, H, W) float32
+    if not isinstance(obj, EpsPrediction):
+        return _euler(model, z, cond, uncond, settings)
+    timesteps = eps_timesteps(obj.num_train_steps, settings.steps, settings.spacing)
+    if sampler == "ddim":
+        return _ddim(model, obj, timesteps, z, cond, uncond, settings)
+    return _ddpm(model, obj, timesteps, z, cond, uncond, seeds, settings)
 
 
 @torch.no_grad()
-def euler_sample(
-    model: Model,
-    cond: Conditioning,
-    uncond: Conditioning | None,
-    shape: Sequence[int],
-    steps: int,
-    guidance_scale: float,
-    shift: float,
-    seeds: Sequence[int],
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Rectified flow: Euler steps of dz/dt = v from t = 1 to t = 0 -> (len(seeds), *shape) float32 samples.
-
-    shape is one image's (C, H, W); the model runs in `dtype`, the state z stays float32."""
-    _check(steps, guidance_scale, uncond)
-    B = len(seeds)
-    cond = _prepare(cond, B, device, dtype)
-    uncond = None if uncond is None else _prepare(uncond, B, device, dtype)
-    z = initial_noise(seeds, shape, device)  # t = 1: pure noise, (B, C, H, W) float32
-    ts = shift_timesteps(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift)  # 1 -> 0
-    for i in range(steps):
+def _euler(model: Model, z: torch.Tensor, cond: dict, uncond: dict | None, settings: SamplerSettings) -> torch.Tensor:
+    """Rectified flow: Euler steps of dz/dt = v from t = 1 to t = 0."""
+    B, device = z.shape[0], settings.device
+    ts = shift_timesteps(torch.linspace(1.0, 0.0, settings.steps + 1, dtype=torch.float64), settings.shift)  # 1 -> 0
+    for i in range(settings.steps):
         t, t_next = float(ts[i]), float(ts[i + 1])
         t_batch = torch.full((B,), t, device=device, dtype=torch.float32)
-        velocity = guided_prediction(model, z.to(dtype), t_batch, cond, uncond, guidance_scale)
+        velocity = guided_prediction(model, z.to(settings.dtype), t_batch, cond, uncond, settings.guidance_scale)
         z = z + (t_next - t) * velocity  # t_next < t: a step towards the data
     return z
 
 
-def ddim_timesteps(num_train_steps: int, steps: int) -> list[int]:
-    """`steps` training steps evenly spread from the noisiest (N - 1) down to 0."""
+def eps_timesteps(num_train_steps: int, steps: int, spacing: str = "linspace") -> list[int]:
+    """The training steps an eps sampler visits, noisiest first, ending at 0.
+
+    "linspace": `steps` steps evenly spread from N - 1 down to 0 (rounded), e.g. 4 of 1000: 999, 666, 333, 0;
+    "leading" (diffusers' DDIM/DDPM default): k * (N // steps) for k = steps - 1 .. 0, e.g. 28 of 1000: 945,
+    910, ..., 35, 0."""
     if steps > num_train_steps:
-        raise ValueError(f"DDIM steps {steps} exceed the {num_train_steps} training steps")
+        raise ValueError(f"{steps} sampler steps exceed the {num_train_steps} training steps")
+    if spacing == "leading":
+        ratio = num_train_steps // steps
+        return [k * ratio for k in range(steps - 1, -1, -1)]
+    if spacing != "linspace":
+        raise ValueError(f"unknown spacing {spacing!r}; use one of {', '.join(SPACINGS)}")
     if steps == 1:
         return [num_train_steps - 1]
     return torch.linspace(num_train_steps - 1, 0, steps, dtype=torch.float64).round().long().tolist()
 
 
+def _model_time(n: int, objective: EpsPrediction, batch: int, settings: SamplerSettings) -> torch.Tensor:
+    """What an eps model is given for training step n: t = n / N (float32) or n itself (int64), per image."""
+    if settings.timestep_input == "index":
+        return torch.full((batch,), n, device=settings.device, dtype=torch.long)
+    return torch.full((batch,), n / objective.num_train_steps, device=settings.device, dtype=torch.float32)
+
+
 @torch.no_grad()
-def ddim_sample(
+def _ddim(
     model: Model,
     objective: EpsPrediction,
-    cond: Conditioning,
-    uncond: Conditioning | None,
-    shape: Sequence[int],
-    steps: int,
-    guidance_scale: float,
-    seeds: Sequence[int],
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    timesteps: list[int],
+    z: torch.Tensor,
+    cond: dict,
+    uncond: dict | None,
+    settings: SamplerSettings,
 ) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) for an eps-prediction model on its training schedule.
+    """Deterministic DDIM (eta = 0) on the training schedule.
 
-    Each step predicts eps at step n, forms x0 = (z - sqrt(1 - ab_n) eps) / sqrt(ab_n) and moves to the next
-    step: z = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) eps; the last step lands on x0 (ab_prev = 1)."""
-    _check(steps, guidance_scale, uncond)
-    B = len(seeds)
-    cond = _prepare(cond, B, device, dtype)
-    uncond = None if uncond is None else _prepare(uncond, B, device, dtype)
+    Each step predicts eps at step n, forms x0 = (z - sqrt(1 - ab_n) eps) / sqrt(ab_n) (clipped to [-1, 1] if
+    asked) and moves to the next step: z = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) eps; the last step lands on x0
+    (ab_prev = 1)."""
     alphas_cumprod = objective.alphas_cumprod  # (N,) float64
-    N = objective.num_train_steps
-    timesteps = ddim_timesteps(N, steps)
-    z = initial_noise(seeds, shape, device)  # (B, C, H, W) float32
     for i, n in enumerate(timesteps):
         ab = float(alphas_cumprod[n])
         ab_prev = float(alphas_cumprod[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0
-        t_batch = torch.full((B,), n / N, device=device, dtype=torch.float32)  # the model sees t = n / N
-        eps = guided_prediction(model, z.to(dtype), t_batch, cond, uncond, guidance_scale)
+        t_batch = _model_time(n, objective, z.shape[0], settings)
+        eps = guided_prediction(model, z.to(settings.dtype), t_batch, cond, uncond, settings.guidance_scale)
         x0 = (z - (1 - ab) ** 0.5 * eps) / ab**0.5
+        if settings.clip_sample:
+            x0 = x0.clamp(-1, 1)
         z = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
     return z
 
 
-def generate_latents(
+@torch.no_grad()
+def _ddpm(
     model: Model,
-    objective: str,
-    cond: Conditioning,
-    uncond: Conditioning | None,
-    shape: Sequence[int],
-    steps: int,
-    guidance_scale: float,
-    shift: float,
+    objective: EpsPrediction,
+    timesteps: list[int],
+    z: torch.Tensor,
+    cond: dict,
+    uncond: dict | None,
     seeds: Sequence[int],
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    settings: SamplerSettings,
 ) -> torch.Tensor:
-    """Sample with the loop that fits the model's training objective (the name in its checkpoint recipe):
-    Euler with timestep shift for "rf/...", DDIM for "eps/..." (which has no timestep shift: shift must be 1)."""
-    obj = make_objective(objective)
-    if isinstance(obj, EpsPrediction):
-        if shift != 1.0:
-            raise ValueError(f"{obj.name} samples with DDIM on its training schedule; timestep shift must be 1")
-        return ddim_sample(model, obj, cond, uncond, shape, steps, guidance_scale, seeds, device, dtype)
-    return euler_sample(model, cond, uncond, shape, steps, guidance_scale, shift, seeds, device, dtype)
+    """Ancestral DDPM on the training schedule, jumping from step n to the next visited step n' (ab_prev = ab_n'):
+    with alpha = ab / ab_prev and beta = 1 - alpha, z = sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(alpha)
+    (1 - ab_prev) / (1 - ab) z + sigma noise, sigma^2 = (1 - ab_prev) / (1 - ab) beta; no noise at step 0."""
+    alphas_cumprod = objective.alphas_cumprod  # (N,) float64
+    generators = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]  # step noise, one stream per image
+    for i, n in enumerate(timesteps):
+        ab = float(alphas_cumprod[n])
+        ab_prev = float(alphas_cumprod[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0
+        alpha, beta = ab / ab_prev, 1 - ab / ab_prev
+        t_batch = _model_time(n, objective, z.shape[0], settings)
+        eps = guided_prediction(model, z.to(settings.dtype), t_batch, cond, uncond, settings.guidance_scale)
+        x0 = (z - (1 - ab) ** 0.5 * eps) / ab**0.5
+        if settings.clip_sample:
+            x0 = x0.clamp(-1, 1)
+        z = (ab_prev**0.5 * beta / (1 - ab)) * x0 + (alpha**0.5 * (1 - ab_prev) / (1 - ab)) * z
+        if n > 0:
+            noise = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in generators]).to(z.device)
+            z = z + max((1 - ab_prev) / (1 - ab) * beta, 1e-20) ** 0.5 * noise
+    return z

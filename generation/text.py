@@ -168,6 +168,13 @@ class CachedTextEncoder(TextEncoder):
         return len(self._cache)
 
 
+def conditioning(encoder: TextEncoder, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """A model's text inputs for `prompts`: {"context": (B, T, D), "pooled": (B, P), "context_mask": (B, T)}. Each
+    prompt is encoded alone and padded to the longest, so an image does not depend on its batch-mates."""
+    tokens, mask, pooled = concat_encodings([encoder.encode([p]) for p in prompts])
+    return {"context": tokens, "pooled": pooled, "context_mask": mask}
+
+
 def drop_conditioning(enc: Encoding, empty: Encoding, p: float, generator: torch.Generator) -> Encoding:
     """Text-encoder dropout: each row is replaced by the empty prompt's encoding with probability `p`.
 

@@ -20,7 +20,6 @@ ValueError with the path and the reason.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +27,8 @@ import torch
 from PIL import Image
 
 from generation.mmdit.checkpoint import load_mmdit
-from generation.sampling import generate_latents
-from generation.text import concat_encodings, load_text_encoder
+from generation.sampling import SamplerSettings, sample
+from generation.text import conditioning, load_text_encoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -87,7 +86,7 @@ class InHousePipeline:
         self.device = torch.device(device)
         self.recipe = meta.get("recipe", {})
         self.objective = self.recipe["objective"]
-        self._empty = text_encoder.encode([""])
+        self._uncond = conditioning(text_encoder, [""])  # the empty prompt, for classifier-free guidance
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> InHousePipeline:
@@ -122,10 +121,6 @@ class InHousePipeline:
     def default_size(self) -> int:
         return self.space.image_size
 
-    def encode_prompts(self, prompts: Sequence[str]):
-        """Per-prompt encodings joined into one batch (so an image does not depend on its batch-mates)."""
-        return concat_encodings([self.text_encoder.encode([p]) for p in prompts])
-
     @torch.no_grad()
     def __call__(
         self,
@@ -157,24 +152,13 @@ class InHousePipeline:
         if height > largest or width > largest:
             raise ValueError(f"this checkpoint generates at most {largest}x{largest} pixels, got {height}x{width}")
         shape = (self.space.channels, height // self.space.factor, width // self.space.factor)
+        settings = SamplerSettings(steps=steps, guidance_scale=guidance_scale, shift=shift, device=self.device)
         images: list[Image.Image] = []
         for start in range(0, len(prompts), batch_size):
             chunk, chunk_seeds = list(prompts[start : start + batch_size]), list(seeds[start : start + batch_size])
-            tokens, mask, pooled = self.encode_prompts(chunk)
-            e_tokens, e_mask, e_pooled = self._empty
-            cond = {"context": tokens, "pooled": pooled, "context_mask": mask}
-            uncond = {"context": e_tokens, "pooled": e_pooled, "context_mask": e_mask}
-            latents = generate_latents(
-                self.model,
-                self.objective,
-                cond,
-                uncond,
-                shape,
-                steps,
-                guidance_scale,
-                shift,
-                chunk_seeds,
-                device=self.device,
+            cond = conditioning(self.text_encoder, chunk)
+            latents = sample(
+                self.model, self.objective, cond, self._uncond, shape=shape, seeds=chunk_seeds, settings=settings
             )
             images += [Image.fromarray(a) for a in self.space.decode(latents)]
         return images

@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from generation import demo_domain
+from generation.contract import DEFAULT_SAMPLER_SETTINGS
 from generation.flow import make_objective, training_loss
 from generation.mmdit.checkpoint import load_mmdit, save_checkpoint
 from generation.mmdit.model import MMDiT, MMDiTConfig
@@ -216,7 +217,7 @@ class Trainer:
                 "shape_jitter": demo_domain.SHAPE_JITTER,
                 "heldout_seed": demo_domain.HELDOUT_SEED,
             },
-            "sampler_defaults": {"steps": 28, "guidance_scale": 4.0, "shift": 1.0},
+            "sampler_defaults": {k: DEFAULT_SAMPLER_SETTINGS[k] for k in ("steps", "guidance_scale", "shift")},
             "train_config": asdict(cfg),
             "software": software_versions(),
         }

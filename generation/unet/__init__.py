@@ -3,7 +3,7 @@ scaled-linear DDPM schedule, trained here on the demo domain with the MM-DiT's t
 
     model.py       UNetBaselineConfig, UNetBaseline (space-to-depth + the UNet), `unet_config` for a size
     checkpoint.py  save / load a checkpoint directory (model.safetensors + config.json)
-    pipeline.py    UNetBaselinePipeline: prompts + seeds -> images (DDIM or DDPM with classifier-free guidance)
+    pipeline.py    UNetBaselinePipeline: prompts + seeds -> images (DDIM or DDPM, by generation.sampling)
     train.py       the training command, `python -m generation.unet.train`
 
     pipe = UNetBaselinePipeline.from_checkpoint("demo_models/unet-baseline", device="cpu")

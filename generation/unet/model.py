@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from generation.flow import EpsPrediction
+
 
 @dataclass
 class UNetBaselineConfig:
@@ -78,6 +80,12 @@ class UNetBaselineConfig:
         if unknown:
             raise ValueError(f"unknown UNet baseline config keys {sorted(unknown)}")
         return cls(**d)
+
+    def objective(self) -> EpsPrediction:
+        """The noise schedule as generation.sampling needs it: eps-prediction on these scaled-linear betas."""
+        if self.beta_schedule != "scaled_linear":
+            raise ValueError(f"the UNet baseline samples scaled-linear schedules only, not {self.beta_schedule!r}")
+        return EpsPrediction("linear", self.num_train_timesteps, self.beta_start, self.beta_end)
 
     def scheduler_config(self) -> dict:
         return {

@@ -1,5 +1,6 @@
 """Sampling a UNet baseline checkpoint: prompts + seeds -> PIL images, DDIM (deterministic) or DDPM (ancestral)
-with classifier-free guidance.
+with classifier-free guidance, by generation.sampling's loops on diffusers' "leading" timestep grid, with the
+integer step as the UNet's timestep input and the predicted x0 clipped to [-1, 1] (pixel space).
 
     pipe = UNetBaselinePipeline.from_checkpoint("demo_models/unet-baseline", device="cpu")
     images = pipe(["a red circle on a blue background"], seeds=[0], steps=28, guidance_scale=4.0)
@@ -13,21 +14,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from generation.sampling import initial_noise
-from generation.text import concat_encodings, load_text_encoder
+from generation.sampling import SamplerSettings, sample
+from generation.text import conditioning, load_text_encoder
 from generation.unet.checkpoint import load_unet_baseline
-from generation.unet.model import UNetBaseline, UNetBaselineConfig
+from generation.unet.model import UNetBaseline
 
-SCHEDULERS = ("ddim", "ddpm")
-
-
-def make_scheduler(config: UNetBaselineConfig, name: str):
-    from diffusers import DDIMScheduler, DDPMScheduler
-
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r} for the UNet baseline; use one of {', '.join(SCHEDULERS)}")
-    cls = DDIMScheduler if name == "ddim" else DDPMScheduler
-    return cls(**config.scheduler_config())
+SCHEDULERS = ("ddim", "ddpm")  # the `scheduler` setting: generation.sampling's deterministic DDIM, ancestral DDPM
 
 
 class UNetBaselinePipeline:
@@ -36,7 +28,7 @@ class UNetBaselinePipeline:
     def __init__(self, model: UNetBaseline, meta: dict, text_encoder, device: str | torch.device = "cpu"):
         self.model, self.meta, self.text_encoder = model, meta, text_encoder
         self.device = torch.device(device)
-        self._empty = text_encoder.encode([""])
+        self._uncond = conditioning(text_encoder, [""])  # the empty prompt, for classifier-free guidance
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetBaselinePipeline:
@@ -69,9 +61,9 @@ class UNetBaselinePipeline:
             raise TypeError("prompts must be a list of strings, not one string")
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
-        if shift != 1.0:
+        if scheduler not in SCHEDULERS:
             raise ValueError(
-                f"the UNet baseline has no timestep shift (eps-prediction on a DDPM schedule); got {shift}"
+                f"unknown scheduler {scheduler!r} for the UNet baseline; use one of {', '.join(SCHEDULERS)}"
             )
         cfg = self.model.config
         height, width = height or cfg.sample_size, width or cfg.sample_size
@@ -79,31 +71,18 @@ class UNetBaselinePipeline:
             raise ValueError(f"height and width must be multiples of {cfg.multiple}, got {height}x{width}")
         if not prompts:
             return []
-        sched = make_scheduler(cfg, scheduler)
-        sched.set_timesteps(steps)
-        b = len(prompts)
-        tokens, mask, pooled = concat_encodings([self.text_encoder.encode([p]) for p in prompts])
-        e_tokens, e_mask, e_pooled = self._empty
-        # [uncond; cond], padded to one length: (2B, T, D), (2B, T), (2B, P)
-        tokens, mask, pooled = concat_encodings(
-            [(e_tokens.expand(b, -1, -1), e_mask.expand(b, -1), e_pooled.expand(b, -1)), (tokens, mask, pooled)]
+        settings = SamplerSettings(
+            steps=steps,
+            guidance_scale=guidance_scale,
+            shift=shift,
+            sampler=scheduler,
+            spacing="leading",
+            clip_sample=True,
+            timestep_input="index",
+            device=self.device,
         )
-        tokens, mask, pooled = tokens.to(self.device), mask.to(self.device), pooled.to(self.device)
-        x = initial_noise(seeds, (cfg.in_channels, height, width), self.device)  # (B, 3, H, W), one seed each
-        # DDPM draws fresh noise every step: one generator per image keeps each image tied to its own seed.
-        step_generators = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
-        for n in sched.timesteps:
-            n_batch = torch.full((2 * b,), int(n), device=self.device, dtype=torch.long)
-            eps_uncond, eps_cond = self.model(torch.cat([x, x]), n_batch, tokens, pooled, mask).chunk(2)
-            eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
-            if scheduler == "ddpm":
-                x = torch.cat(
-                    [
-                        sched.step(eps[i : i + 1], n, x[i : i + 1], generator=step_generators[i]).prev_sample
-                        for i in range(b)
-                    ]
-                )
-            else:
-                x = sched.step(eps, n, x, eta=0.0).prev_sample
+        cond = conditioning(self.text_encoder, prompts)
+        shape = (cfg.in_channels, height, width)
+        x = sample(self.model, cfg.objective(), cond, self._uncond, shape=shape, seeds=seeds, settings=settings)
         pixels = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # (B, 3, H, W)
         return [Image.fromarray(a) for a in pixels.permute(0, 2, 3, 1).cpu().numpy()]

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from generation import demo_domain
+from generation.contract import DEFAULT_SAMPLER_SETTINGS
 from generation.text import CachedTextEncoder, Encoding, drop_conditioning, load_text_encoder
 from generation.training import (
     TimeBudget,
@@ -83,7 +84,8 @@ def recipe(cfg: TrainConfig, step: int, planned: int | None, wall: TimeBudget, c
         "text_encoder": cfg.text_encoder,
         "train_config": {k: v for k, v in asdict(cfg).items() if k != "model"},
         "data": {"domain": "generation.demo_domain", "kinds": cfg.kinds, "split": "train"},
-        "sampler_defaults": {"steps": 28, "guidance_scale": 4.0, "scheduler": "ddim"},
+        "sampler_defaults": {k: DEFAULT_SAMPLER_SETTINGS[k] for k in ("steps", "guidance_scale")}
+        | {"scheduler": "ddim"},
         "software": software_versions(),
     }
 

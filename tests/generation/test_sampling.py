@@ -1,4 +1,5 @@
-"""Sampling loops: the timestep shift, seeds, classifier-free guidance, and exact analytic endpoints."""
+"""Sampling loops: the timestep shift, seeds, classifier-free guidance, exact analytic endpoints, and the eps
+samplers' settings (timestep grid, clipping, integer timesteps) against diffusers' own schedulers."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ import torch
 from generation.flow import make_objective
 from generation.mmdit.model import MMDiT, MMDiTConfig
 from generation.sampling import (
-    ddim_sample,
-    ddim_timesteps,
-    euler_sample,
-    generate_latents,
+    SamplerSettings,
+    eps_timesteps,
     initial_noise,
+    sample,
     shift_timesteps,
 )
 
 SHAPE = (4, 8, 8)
+RF = "rf/lognorm(0.00,1.00)"  # any rectified-flow objective samples with the Euler loop
+
+
+def euler(model, cond, uncond, steps, guidance_scale, shift, seeds, shape=SHAPE):
+    settings = SamplerSettings(steps=steps, guidance_scale=guidance_scale, shift=shift)
+    return sample(model, RF, cond, uncond, shape=shape, seeds=seeds, settings=settings)
 
 
 def tiny_model() -> MMDiT:
@@ -85,8 +91,8 @@ def test_noise_of_an_image_depends_only_on_its_seed():
 
 def test_same_seed_gives_identical_pixels_on_rerun():
     model = tiny_model()
-    args = dict(cond=text(2), uncond=text(1, seed=9), shape=SHAPE, steps=4, guidance_scale=3.0, shift=3.0, seeds=[1, 2])
-    first, second = euler_sample(model, **args), euler_sample(model, **args)
+    args = dict(cond=text(2), uncond=text(1, seed=9), steps=4, guidance_scale=3.0, shift=3.0, seeds=[1, 2])
+    first, second = euler(model, **args), euler(model, **args)
     assert torch.equal(first, second)
     assert not torch.allclose(first[0], first[1])
 
@@ -94,8 +100,8 @@ def test_same_seed_gives_identical_pixels_on_rerun():
 def test_an_image_is_the_same_alone_and_inside_a_batch():
     model = tiny_model()
     cond, uncond = text(3), text(1, seed=9)
-    batch = euler_sample(model, cond, uncond, SHAPE, steps=4, guidance_scale=3.0, shift=3.0, seeds=[5, 6, 7])
-    alone = euler_sample(model, row(cond, 1), uncond, SHAPE, steps=4, guidance_scale=3.0, shift=3.0, seeds=[6])
+    batch = euler(model, cond, uncond, steps=4, guidance_scale=3.0, shift=3.0, seeds=[5, 6, 7])
+    alone = euler(model, row(cond, 1), uncond, steps=4, guidance_scale=3.0, shift=3.0, seeds=[6])
     torch.testing.assert_close(alone[0], batch[1], atol=1e-5, rtol=1e-5)
 
 
@@ -104,9 +110,9 @@ def test_prompts_of_different_lengths_and_padding_masks_are_batched_correctly():
     cond = text(1, tokens=5)
     cond["context_mask"] = torch.tensor([[True, True, True, False, False]])
     uncond = text(1, seed=9, tokens=2)  # shorter: padded and masked inside the guidance batch
-    masked = euler_sample(model, cond, uncond, SHAPE, steps=3, guidance_scale=2.0, shift=1.0, seeds=[4])
+    masked = euler(model, cond, uncond, steps=3, guidance_scale=2.0, shift=1.0, seeds=[4])
     short = {"context": cond["context"][:, :3], "pooled": cond["pooled"]}
-    plain = euler_sample(model, short, uncond, SHAPE, steps=3, guidance_scale=2.0, shift=1.0, seeds=[4])
+    plain = euler(model, short, uncond, steps=3, guidance_scale=2.0, shift=1.0, seeds=[4])
     torch.testing.assert_close(masked, plain, atol=1e-5, rtol=1e-5)
 
 
@@ -115,7 +121,7 @@ def test_prompts_of_different_lengths_and_padding_masks_are_batched_correctly():
 def test_euler_with_the_exact_velocity_ends_on_the_data_point(steps, shift):
     point = torch.tensor([[0.5, -1.0, 2.0, 0.25]])
     cond = {"context": torch.zeros(1, 1, 12), "pooled": point}
-    out = euler_sample(PointMassVelocity(), cond, None, SHAPE, steps, 1.0, shift, seeds=[0])
+    out = euler(PointMassVelocity(), cond, None, steps, 1.0, shift, seeds=[0])
     torch.testing.assert_close(out, point[:, :, None, None].expand_as(out), atol=1e-5, rtol=0)
 
 
@@ -123,46 +129,168 @@ def test_guidance_extrapolates_from_the_unconditional_point():
     a, b, w = torch.tensor([[1.0, 0.0, -1.0, 2.0]]), torch.tensor([[0.0, 0.5, 0.5, 0.0]]), 3.0
     cond = {"context": torch.zeros(1, 1, 12), "pooled": a}
     uncond = {"context": torch.zeros(1, 1, 12), "pooled": b}
-    out = euler_sample(PointMassVelocity(), cond, uncond, SHAPE, 6, w, 2.0, seeds=[1])
+    out = euler(PointMassVelocity(), cond, uncond, 6, w, 2.0, seeds=[1])
     expected = (b + w * (a - b))[:, :, None, None].expand_as(out)  # the guided velocity aims there
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
 @pytest.mark.parametrize("name", ["eps/linear", "eps/cos"])
-def test_ddim_with_the_exact_noise_prediction_ends_on_the_data_point(name):
+def test_eps_samplers_with_the_exact_noise_prediction_end_on_the_data_point(name, sampler):
     objective = make_objective(name)
     point = torch.tensor([[0.5, -1.0, 2.0, 0.25]])
     cond = {"context": torch.zeros(1, 1, 12), "pooled": point}
-    out = ddim_sample(PointMassEps(objective.alphas_cumprod), objective, cond, None, SHAPE, 10, 1.0, seeds=[0])
+    settings = SamplerSettings(steps=10, guidance_scale=1.0, sampler=sampler)
+    out = sample(
+        PointMassEps(objective.alphas_cumprod), objective, cond, None, shape=SHAPE, seeds=[0], settings=settings
+    )
     torch.testing.assert_close(out, point[:, :, None, None].expand_as(out), atol=1e-3, rtol=0)
 
 
-def test_ddim_timesteps_run_from_the_noisiest_step_to_zero():
-    assert ddim_timesteps(1000, 4) == [999, 666, 333, 0]
-    assert ddim_timesteps(1000, 1) == [999]
+def test_eps_timesteps_run_from_the_noisiest_step_to_zero():
+    assert eps_timesteps(1000, 4) == [999, 666, 333, 0]
+    assert eps_timesteps(1000, 1) == [999]
+    assert eps_timesteps(1000, 4, "leading") == [750, 500, 250, 0]
     with pytest.raises(ValueError):
-        ddim_timesteps(1000, 1001)
+        eps_timesteps(1000, 1001)
 
 
-def test_generate_latents_picks_the_sampler_from_the_objective():
+@pytest.mark.parametrize("steps", [1, 7, 28, 50])
+def test_leading_spacing_is_the_grid_of_diffusers_schedulers(steps):
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    for cls in (DDIMScheduler, DDPMScheduler):
+        scheduler = cls(num_train_timesteps=1000)
+        scheduler.set_timesteps(steps)
+        assert eps_timesteps(1000, steps, "leading") == scheduler.timesteps.tolist()
+
+
+def test_sample_picks_the_loop_from_the_objective():
     model = tiny_model()
     cond, uncond = text(1), text(1, seed=9)
-    args = dict(shape=SHAPE, steps=3, guidance_scale=2.0, seeds=[3])
-    rf = generate_latents(model, "rf/lognorm(0.00,1.00)", cond, uncond, shift=3.0, **args)
-    assert torch.equal(rf, euler_sample(model, cond, uncond, shift=3.0, **args))
-    eps = generate_latents(model, "eps/cos", cond, uncond, shift=1.0, **args)
-    assert torch.equal(eps, ddim_sample(model, make_objective("eps/cos"), cond, uncond, **args))
+    args = dict(shape=SHAPE, seeds=[3])
+    rf = sample(model, RF, cond, uncond, settings=SamplerSettings(steps=3, guidance_scale=2.0, shift=3.0), **args)
+    explicit = SamplerSettings(steps=3, guidance_scale=2.0, shift=3.0, sampler="euler")
+    assert torch.equal(rf, sample(model, "rf/cosmap", cond, uncond, settings=explicit, **args))
+    eps = sample(model, "eps/cos", cond, uncond, settings=SamplerSettings(steps=3, guidance_scale=2.0), **args)
+    ddim = SamplerSettings(steps=3, guidance_scale=2.0, sampler="ddim")
+    assert torch.equal(eps, sample(model, make_objective("eps/cos"), cond, uncond, settings=ddim, **args))
     with pytest.raises(ValueError, match="shift"):
-        generate_latents(model, "eps/linear", cond, uncond, shift=3.0, **args)
+        sample(model, "eps/linear", cond, uncond, settings=SamplerSettings(steps=3, shift=3.0), **args)
     with pytest.raises(ValueError, match="unknown objective"):
-        generate_latents(model, "edm", cond, uncond, shift=1.0, **args)
+        sample(model, "edm", cond, uncond, settings=SamplerSettings(steps=3), **args)
+    with pytest.raises(ValueError, match="cannot be sampled with euler"):
+        sample(model, "eps/linear", cond, uncond, settings=SamplerSettings(steps=3, sampler="euler"), **args)
+    with pytest.raises(ValueError, match="cannot be sampled with ddpm"):
+        sample(model, RF, cond, uncond, settings=SamplerSettings(steps=3, sampler="ddpm"), **args)
+
+
+def test_ddpm_draws_per_image_noise_tied_to_the_seed():
+    model = tiny_model()
+    cond, uncond = text(3), text(1, seed=9)
+    settings = SamplerSettings(steps=4, guidance_scale=2.0, sampler="ddpm")
+    batch = sample(model, "eps/linear", cond, uncond, shape=SHAPE, seeds=[5, 6, 7], settings=settings)
+    again = sample(model, "eps/linear", cond, uncond, shape=SHAPE, seeds=[5, 6, 7], settings=settings)
+    alone = sample(model, "eps/linear", row(cond, 1), uncond, shape=SHAPE, seeds=[6], settings=settings)
+    assert torch.equal(batch, again)
+    torch.testing.assert_close(alone[0], batch[1], atol=1e-5, rtol=1e-5)
+    ddim = SamplerSettings(steps=4, guidance_scale=2.0, sampler="ddim")
+    deterministic = sample(model, "eps/linear", cond, uncond, shape=SHAPE, seeds=[5, 6, 7], settings=ddim)
+    assert not torch.allclose(batch, deterministic)  # DDPM adds fresh noise at every step but the last
+
+
+class RecordsTimesteps(torch.nn.Module):
+    """eps = z / 2, remembering the timesteps it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, z, t, context, pooled, context_mask=None):
+        self.seen.append(t)
+        return z / 2
+
+
+def test_eps_models_get_the_fraction_of_training_steps_or_the_integer_step():
+    cond = {"context": torch.zeros(2, 1, 12), "pooled": torch.zeros(2, 10)}
+    for timestep_input, expected in [("fraction", [0.75, 0.5, 0.25, 0.0]), ("index", [750, 500, 250, 0])]:
+        model = RecordsTimesteps()
+        settings = SamplerSettings(steps=4, guidance_scale=1.0, spacing="leading", timestep_input=timestep_input)
+        sample(model, "eps/linear", cond, None, shape=SHAPE, seeds=[0, 1], settings=settings)
+        assert [t.tolist() for t in model.seen] == [[v, v] for v in expected]
+        assert model.seen[0].dtype == (torch.long if timestep_input == "index" else torch.float32)
+
+
+def test_clipping_keeps_the_predicted_image_in_range():
+    cond = {"context": torch.zeros(1, 1, 12), "pooled": torch.zeros(1, 10)}
+    clipped, free = (
+        sample(
+            RecordsTimesteps(),
+            "eps/linear",
+            cond,
+            None,
+            shape=SHAPE,
+            seeds=[0],
+            settings=SamplerSettings(steps=3, guidance_scale=1.0, clip_sample=clip),
+        )
+        for clip in (True, False)
+    )
+    assert clipped.abs().max() <= 1.0 < free.abs().max()  # the last DDIM step lands on the predicted x0
+
+
+class ToyUNet(torch.nn.Module):
+    """A fixed, nonlinear eps-prediction of integer timesteps with guidance-sensitive text inputs."""
+
+    def forward(self, z, n, context, pooled, context_mask=None):
+        scale = (n.float() / 1000).view(-1, 1, 1, 1)
+        return torch.tanh(z * (0.5 + scale)) + pooled[:, : z.shape[1], None, None] * 0.1
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_unet_settings_reproduce_diffusers_schedulers(sampler):
+    """spacing "leading", clip_sample and integer timesteps are what diffusers' DDIM (eta 0) and DDPM do; the
+    step noise of DDPM comes from a generator per image seeded seed + 1."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    seeds, steps, w = [3, 4], 7, 2.5
+    cond = {"context": torch.zeros(2, 1, 12), "pooled": torch.randn(2, 10, generator=torch.Generator().manual_seed(1))}
+    uncond = {"context": torch.zeros(1, 1, 12), "pooled": torch.zeros(1, 10)}
+    settings = SamplerSettings(
+        steps=steps, guidance_scale=w, sampler=sampler, spacing="leading", clip_sample=True, timestep_input="index"
+    )
+    ours = sample(ToyUNet(), "eps/linear", cond, uncond, shape=SHAPE, seeds=seeds, settings=settings)
+
+    cls = DDIMScheduler if sampler == "ddim" else DDPMScheduler
+    scheduler = cls(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=True)
+    scheduler.set_timesteps(steps)
+    x = initial_noise(seeds, SHAPE, "cpu")
+    generators = [torch.Generator().manual_seed(s + 1) for s in seeds]
+    for n in scheduler.timesteps:
+        n_batch = torch.full((2,), int(n), dtype=torch.long)
+        c = ToyUNet()(x, n_batch, **cond)
+        u = ToyUNet()(x, n_batch, uncond["context"].expand(2, -1, -1), uncond["pooled"].expand(2, -1))
+        eps = u + w * (c - u)
+        if sampler == "ddim":
+            x = scheduler.step(eps, n, x, eta=0.0).prev_sample
+        else:
+            x = torch.cat(
+                [
+                    scheduler.step(eps[i : i + 1], n, x[i : i + 1], generator=g).prev_sample
+                    for i, g in enumerate(generators)
+                ]
+            )
+    torch.testing.assert_close(ours, x, atol=1e-4, rtol=0)  # diffusers computes its coefficients in float32
 
 
 def test_bad_sampling_inputs_are_refused():
     model = tiny_model()
     with pytest.raises(ValueError, match="one per seed"):
-        euler_sample(model, text(2), None, SHAPE, 2, 1.0, 1.0, seeds=[1, 2, 3])
+        euler(model, text(2), None, 2, 1.0, 1.0, seeds=[1, 2, 3])
     with pytest.raises(ValueError, match="unconditional"):
-        euler_sample(model, text(1), None, SHAPE, 2, 4.0, 1.0, seeds=[1])
+        euler(model, text(1), None, 2, 4.0, 1.0, seeds=[1])
     with pytest.raises(ValueError, match="steps"):
-        euler_sample(model, text(1), None, SHAPE, 0, 1.0, 1.0, seeds=[1])
+        euler(model, text(1), None, 0, 1.0, 1.0, seeds=[1])
+    with pytest.raises(ValueError, match="unknown sampler"):
+        SamplerSettings(sampler="heun")
+    with pytest.raises(ValueError, match="unknown spacing"):
+        SamplerSettings(spacing="trailing")
