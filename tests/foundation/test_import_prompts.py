@@ -62,7 +62,7 @@ def test_a_malformed_tsv_reports_line_numbers_and_imports_nothing(tmp_path):
 
 
 @pytest.mark.django_db
-def test_csv_with_a_prompt_column_imports_and_a_broken_csv_row_imports_nothing(tmp_path):
+def test_csv_with_a_prompt_column_imports_quoted_text_and_the_needs_text_column(tmp_path):
     good = tmp_path / "prompts.csv"
     good.write_text(
         'prompt,category,needs_text\n"a cup, on a table",Artifacts,\n'
@@ -74,6 +74,8 @@ def test_csv_with_a_prompt_column_imports_and_a_broken_csv_row_imports_nothing(t
     assert prompts[1].needs_text and prompts[1].rendered_text == "HI"
     assert prompts[2].needs_text_override is False
 
+
+def test_a_csv_reports_every_broken_row_by_line_number(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("prompt,category\nfine,Abstract\ntoo,many,fields\n,Abstract\nok,Art,maybe\n")
     with pytest.raises(PromptFileError) as excinfo:
@@ -82,7 +84,7 @@ def test_csv_with_a_prompt_column_imports_and_a_broken_csv_row_imports_nothing(t
 
 
 @pytest.mark.django_db
-def test_text_file_has_one_prompt_per_line_and_rejects_tabs(tmp_path):
+def test_text_file_has_one_prompt_per_line(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("a red circle\n\na green square\n")
     call_command("import_prompts", str(path), "--name", "txt")
@@ -90,6 +92,9 @@ def test_text_file_has_one_prompt_per_line_and_rejects_tabs(tmp_path):
         "a red circle",
         "a green square",
     ]
+
+
+def test_a_text_file_line_with_a_tab_is_refused_by_line_number(tmp_path):
     broken = tmp_path / "broken.txt"
     broken.write_text("ok\nnot\tok\n")
     with pytest.raises(PromptFileError) as excinfo:
@@ -98,16 +103,29 @@ def test_text_file_has_one_prompt_per_line_and_rejects_tabs(tmp_path):
 
 
 @pytest.mark.django_db
-def test_unknown_extension_missing_file_and_duplicate_name_are_clear_errors(tmp_path):
-    with pytest.raises(CommandError, match="unknown file type"):
-        call_command("import_prompts", str(tmp_path / "x.json"), "--name", "x")
-    with pytest.raises(CommandError, match="file not found"):
-        call_command("import_prompts", str(tmp_path / "missing.tsv"), "--name", "x")
+@pytest.mark.parametrize(
+    "file_name, message", [("x.json", "unknown file type"), ("missing.tsv", "file not found")], ids=["json", "missing"]
+)
+def test_an_unknown_extension_or_a_missing_file_is_a_clear_error(tmp_path, file_name, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("import_prompts", str(tmp_path / file_name), "--name", "x")
+
+
+@pytest.fixture
+def imported_once(db, tmp_path):
+    """A prompt set "dup" imported from p.txt (one prompt); returns the file."""
     path = tmp_path / "p.txt"
     path.write_text("one\n")
     call_command("import_prompts", str(path), "--name", "dup")
+    return path
+
+
+def test_a_prompt_set_name_that_exists_is_refused(imported_once):
     with pytest.raises(CommandError, match="already exists"):
-        call_command("import_prompts", str(path), "--name", "dup")
-    path.write_text("one\ntwo\n")
-    call_command("import_prompts", str(path), "--name", "dup", "--replace")
+        call_command("import_prompts", str(imported_once), "--name", "dup")
+
+
+def test_replace_imports_again_under_a_name_that_exists(imported_once):
+    imported_once.write_text("one\ntwo\n")
+    call_command("import_prompts", str(imported_once), "--name", "dup", "--replace")
     assert Prompt.objects.filter(prompt_set__name="dup").count() == 2

@@ -25,30 +25,51 @@ def test_seed_demo_creates_users_and_prompt_sets_and_is_idempotent(media_root):
     assert any(p.needs_text and p.rendered_text for p in demo.prompts.all())
 
 
-def test_seed_demo_registers_the_demo_models_and_starts_the_demo_run_once(
-    db, media_root, tmp_path, broker, django_capture_on_commit_callbacks
-):
-    demo = tmp_path / "demo_models"
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    """Two tiny in-house checkpoints, a tiny UNet baseline and a dual encoder (not an image model)."""
+    demo = tmp_path_factory.mktemp("seed") / "demo_models"
     tiny_inhouse_checkpoint(demo / "mmdit-demo", step=2000)
     tiny_inhouse_checkpoint(demo / "mmdit-demo-early", step=500)
     tiny_unet_checkpoint(demo / "unet-baseline")
     (demo / "clip-demo").mkdir()
     (demo / "clip-demo" / "config.json").write_text('{"kind": "dual_encoder"}')  # not an image model
+    return demo
+
+
+@pytest.fixture
+def seeded(db, media_root, demo_dir, broker, django_capture_on_commit_callbacks):
+    """seed_demo run once on demo_dir, its on-commit sends executed; returns the broker."""
     with django_capture_on_commit_callbacks(execute=True):
-        call_command("seed_demo", "--models-dir", str(demo))
+        call_command("seed_demo", "--models-dir", str(demo_dir))
+    return broker
+
+
+def test_seed_demo_registers_every_image_model_checkpoint_by_its_format(seeded):
     models = {m.name: m for m in ImageModel.objects.all()}
     assert set(models) == {"mmdit-demo", "mmdit-demo-early", "unet-baseline"}
     assert models["unet-baseline"].kind == "unet_baseline" and models["mmdit-demo"].kind == "inhouse"
     assert models["mmdit-demo"].sampler_settings["height"] == 16  # the checkpoint's own resolution
+
+
+def test_seed_demo_starts_the_demo_run_of_every_demo_model_on_the_gpu_queue(seeded):
     run = ComparisonRun.objects.get(name="Demo comparison")
     prompts = PromptSet.objects.get(name="Demo shapes, positions and words").prompts.count()
     assert run.image_models.count() == 3 and run.images.count() == 3 * prompts * 2
     assert run.sampler_overrides == {"steps": 28, "guidance_scale": 4.0, "height": 32, "width": 32}
-    sent = len(broker.messages())
+    sent = len(seeded.messages())
     assert sent == run.jobs.count() > 0
+
+
+def test_seed_demo_again_starts_no_second_run_and_sends_nothing(seeded, demo_dir, django_capture_on_commit_callbacks):
+    sent = len(seeded.messages())
     with django_capture_on_commit_callbacks(execute=True):
-        call_command("seed_demo", "--models-dir", str(demo))  # idempotent: no second run, nothing sent
-    assert ComparisonRun.objects.count() == 1 and len(broker.messages()) == sent
+        call_command("seed_demo", "--models-dir", str(demo_dir))  # idempotent: no second run, nothing sent
+    assert ComparisonRun.objects.count() == 1 and len(seeded.messages()) == sent
+
+
+def test_seed_demo_opens_the_demo_campaign_to_the_demo_rater(seeded):
+    run = ComparisonRun.objects.get(name="Demo comparison")
     campaign = Campaign.objects.get(name="Demo campaign")  # one campaign, the demo rater in it
     assert campaign.run == run and list(campaign.raters.values_list("user__username", flat=True)) == ["rater"]
 

@@ -223,17 +223,23 @@ def test_next_with_a_bad_campaign_is_a_json_error(client, params, status, code):
     assert response.status_code == status and response.json()["error"] == code
 
 
-def test_next_refuses_non_raters_outsiders_and_closed_campaigns(campaign, make_rater, django_user_model, client):
+def test_next_refuses_a_user_who_is_not_a_rater(campaign, django_user_model):
     from django.test import Client
 
     plain = Client()
     plain.force_login(django_user_model.objects.create_user("plain"))
     response = get_next(plain, campaign)
     assert response.status_code == 403 and response.json()["error"] == "not_a_rater"
-    outsider = Client()
-    outsider.force_login(make_rater("outsider").user)
-    response = get_next(outsider, campaign)
+    assert not Assignment.objects.exists()
+
+
+def test_next_refuses_a_rater_outside_the_campaign(campaign, make_rater, login):
+    response = get_next(login(make_rater("outsider")), campaign)
     assert response.status_code == 403 and response.json()["error"] == "not_in_campaign"
+    assert not Assignment.objects.exists()
+
+
+def test_next_refuses_a_closed_campaign(campaign, client):
     campaign.is_open = False
     campaign.save()
     response = get_next(client, campaign)

@@ -60,23 +60,38 @@ def test_the_correct_gold_image_is_shown_on_each_side_equally_often(gold_campaig
     assert left == 4
 
 
-def test_accuracy_speed_and_left_share_are_recorded_and_a_careless_rater_is_flagged(gold_campaign, rater_of):
+@pytest.fixture
+def three_raters_quality(gold_campaign, rater_of):
+    """careful: 6 gold answers right (4 to 9 s); careless: 2 of 6 right in 1 s; newcomer: 4 wrong, fewer than
+    the campaign's minimum of 5 gold answers. Returns {username: RaterStats} after update_rater_quality."""
     careful, careless, newcomer = (rater_of(gold_campaign, n) for n in ("careful", "careless", "newcomer"))
     for i in range(6):
         answer_gold(careful, gold_campaign, correct=True, seconds=4.0 + i)
         answer_gold(careless, gold_campaign, correct=i < 2, seconds=1.0)
     for _ in range(4):  # four wrong answers: below the minimum of 5 gold answers, so not flagged yet
         answer_gold(newcomer, gold_campaign, correct=False)
-    stats = {s.rater.user.username: s for s in quality.update_rater_quality(gold_campaign)}
+    return {s.rater.user.username: s for s in quality.update_rater_quality(gold_campaign)}
+
+
+def test_gold_accuracy_and_speed_are_recorded_per_rater(three_raters_quality):
+    stats = three_raters_quality
     assert (stats["careful"].gold_answered, stats["careful"].gold_correct, stats["careful"].flagged) == (6, 6, False)
     assert stats["careful"].gold_accuracy == 1.0
     assert stats["careful"].median_seconds_per_pair == pytest.approx(6.5)
-    assert stats["careless"].gold_accuracy == pytest.approx(2 / 6) and stats["careless"].flagged
-    assert stats["newcomer"].gold_accuracy == 0.0 and not stats["newcomer"].flagged
-    careless.refresh_from_db()
+    assert stats["careless"].gold_accuracy == pytest.approx(2 / 6)
+    assert stats["newcomer"].gold_accuracy == 0.0
+
+
+def test_a_rater_below_the_gold_accuracy_threshold_is_flagged_with_the_reason(three_raters_quality):
+    assert three_raters_quality["careless"].flagged
+    careless = Rater.objects.get(user__username="careless")
     assert careless.flagged and careless.flagged_reason.startswith(quality.AUTO_FLAG_PREFIX)
     assert "2/6" in careless.flagged_reason
-    assert not Rater.objects.get(pk=careful.pk).flagged
+    assert not Rater.objects.get(user__username="careful").flagged
+
+
+def test_a_rater_with_fewer_gold_answers_than_the_minimum_is_not_flagged(three_raters_quality):
+    assert not three_raters_quality["newcomer"].flagged
 
 
 def test_left_share_counts_decisive_answers_on_real_pairs(make_run, make_campaign, rater_of):
@@ -92,7 +107,9 @@ def test_left_share_counts_decisive_answers_on_real_pairs(make_run, make_campaig
     assert stat.left_share == pytest.approx(0.75) and stat.gold_accuracy is None and stat.pairs_answered == 5
 
 
-def test_flagged_raters_votes_are_excluded_from_analysis_on_request(campaign, rater_of):
+@pytest.fixture
+def good_and_flagged_votes(campaign, rater_of):
+    """Raters "good" and "bad" answered one pair each; a researcher flagged "bad". Returns (good, bad)."""
     good, bad = rater_of(campaign, "good"), rater_of(campaign, "bad")
     for rater in (good, bad):
         a = engine.next_assignment(rater, campaign)
@@ -101,12 +118,21 @@ def test_flagged_raters_votes_are_excluded_from_analysis_on_request(campaign, ra
         )
     bad.flagged, bad.flagged_reason = True, "spam (set by a researcher)"
     bad.save()
+    return good, bad
+
+
+def test_flagged_raters_votes_are_excluded_from_analysis_on_request(campaign, good_and_flagged_votes):
+    good, bad = good_and_flagged_votes
     assert set(quality.votes_for_analysis(campaign).values_list("rater", flat=True)) == {good.pk}
     assert set(quality.votes_for_analysis(campaign, exclude_flagged=False).values_list("rater", flat=True)) == {
         good.pk,
         bad.pk,
     }
-    quality.update_rater_quality(campaign)  # never lifts a researcher's flag
+
+
+def test_updating_quality_never_lifts_a_researchers_flag(campaign, good_and_flagged_votes):
+    _, bad = good_and_flagged_votes
+    quality.update_rater_quality(campaign)
     bad.refresh_from_db()
     assert bad.flagged and bad.flagged_reason == "spam (set by a researcher)"
 
@@ -124,13 +150,21 @@ def test_an_automatic_flag_is_lifted_when_accuracy_recovers(gold_campaign, rater
     assert not rater.flagged and rater.flagged_reason == ""
 
 
-def test_the_task_and_the_command_recompute_quality(gold_campaign, rater_of, capsys):
+@pytest.fixture
+def failing_rater(gold_campaign, rater_of):
+    """A rater with 5 wrong gold answers: enough to be flagged."""
     rater = rater_of(gold_campaign)
     for _ in range(5):
         answer_gold(rater, gold_campaign, correct=False)
+    return rater
+
+
+def test_the_task_recomputes_quality(gold_campaign, failing_rater):
     assert update_task(gold_campaign.pk) == {"raters": 1, "flagged": 1}
     assert update_task.name == "rating.update_rater_quality"
-    RaterStats.objects.all().delete()
+
+
+def test_the_command_recomputes_quality(gold_campaign, failing_rater, capsys):
     call_command("update_rater_quality", campaign=gold_campaign.pk)
     assert "1 raters, 1 flagged" in capsys.readouterr().out
     assert RaterStats.objects.get().flagged

@@ -65,7 +65,12 @@ def test_a_second_run_reuses_the_images_it_shares_with_an_earlier_one(db, make_p
     assert second.run.all_images().count() == 12 and second.run.images.count() == 6
     assert set(second.run.all_images().filter(model=baseline)) == set(first.images.all())
     assert not second.run.jobs.filter(model=baseline).exists()
-    # Other settings are other images.
+
+
+def test_images_with_other_settings_are_other_images(db, make_prompt_set):
+    prompt_set = make_prompt_set()
+    (baseline,) = models(("baseline", "inhouse"))
+    services.create_run(name="first", prompt_set=prompt_set, image_models=[baseline], seeds=[0, 1], dispatch=False)
     third = services.create_run(
         name="third",
         prompt_set=prompt_set,
@@ -77,24 +82,32 @@ def test_a_second_run_reuses_the_images_it_shares_with_an_earlier_one(db, make_p
     assert (third.new_images, third.reused_images) == (3, 0)
 
 
-def test_settings_and_choices_are_checked_with_readable_errors(db, make_prompt_set):
+@pytest.mark.parametrize(
+    "choice, message",
+    [
+        (dict(model="inhouse", sampler_overrides={"scheduler": "ddim"}), "does not take the setting"),
+        (dict(model="unet", sampler_overrides={"shift": 3.0}), "has no timestep shift"),
+        (dict(model="inhouse", sampler_overrides={"steps": 0}), "steps must be at least 1"),
+        (dict(model="inhouse", sampler_overrides={"height": "big"}), "must be a number"),
+        (dict(model=None, sampler_overrides={}), "at least one model"),
+        (dict(model="inhouse", seeds=[]), "at least one seed"),
+        (dict(model="inhouse", seeds=[1, 1]), "seeds repeat"),
+        (dict(model="inhouse", seeds=[-1]), "non-negative"),
+        (dict(model="inhouse", prompts="of another set"), "must belong to the prompt set"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_settings_and_choices_are_checked_with_readable_errors(db, make_prompt_set, choice, message):
     prompt_set, other_set = make_prompt_set(), make_prompt_set(name="other")
-    inhouse, unet = models(("inhouse", "inhouse"), ("unet", "unet_baseline"))
-    cases = [
-        (dict(image_models=[inhouse], sampler_overrides={"scheduler": "ddim"}), "does not take the setting"),
-        (dict(image_models=[unet], sampler_overrides={"shift": 3.0}), "has no timestep shift"),
-        (dict(image_models=[inhouse], sampler_overrides={"steps": 0}), "steps must be at least 1"),
-        (dict(image_models=[inhouse], sampler_overrides={"height": "big"}), "must be a number"),
-        (dict(image_models=[], sampler_overrides={}), "at least one model"),
-        (dict(image_models=[inhouse], seeds=[]), "at least one seed"),
-        (dict(image_models=[inhouse], seeds=[1, 1]), "seeds repeat"),
-        (dict(image_models=[inhouse], seeds=[-1]), "non-negative"),
-        (dict(image_models=[inhouse], prompts=list(other_set.prompts.all())), "must belong to the prompt set"),
-    ]
-    for kwargs, message in cases:
-        kwargs.setdefault("seeds", [0])
-        with pytest.raises(services.RunError, match=message):
-            services.create_run(name="bad", prompt_set=prompt_set, dispatch=False, **kwargs)
+    by_name = {m.name: m for m in models(("inhouse", "inhouse"), ("unet", "unet_baseline"))}
+    kwargs = dict(choice)
+    model = kwargs.pop("model")
+    kwargs["image_models"] = [by_name[model]] if model else []
+    if kwargs.get("prompts") == "of another set":
+        kwargs["prompts"] = list(other_set.prompts.all())
+    kwargs.setdefault("seeds", [0])
+    with pytest.raises(services.RunError, match=message):
+        services.create_run(name="bad", prompt_set=prompt_set, dispatch=False, **kwargs)
     assert not ComparisonRun.objects.exists() and not Image.objects.exists()
 
 
@@ -109,16 +122,23 @@ def test_a_subset_of_prompts_gives_images_for_those_prompts_only(db, make_prompt
     assert list(run.selected_prompts()) == chosen
 
 
-def test_jobs_are_sent_to_the_gpu_queue_after_the_commit_and_not_after_a_rollback(
+def test_no_job_is_sent_when_the_transaction_that_created_the_run_rolls_back(
     db, make_prompt_set, broker, django_capture_on_commit_callbacks
 ):
     prompt_set = make_prompt_set()
     (model,) = models(("m", "inhouse"))
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+    with django_capture_on_commit_callbacks(execute=False):
         with transaction.atomic():
             services.create_run(name="rolled back", prompt_set=prompt_set, image_models=[model], seeds=[0])
             transaction.set_rollback(True)
     assert not ComparisonRun.objects.exists() and broker.messages() == []
+
+
+def test_jobs_are_sent_to_the_gpu_queue_after_the_commit(
+    db, make_prompt_set, broker, django_capture_on_commit_callbacks
+):
+    prompt_set = make_prompt_set()
+    (model,) = models(("m", "inhouse"))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         planned = services.create_run(
             name="sent", prompt_set=prompt_set, image_models=[model], seeds=[0, 1], batch_size=4

@@ -105,34 +105,48 @@ def test_a_category_subset_from_the_form(staff_client, make_prompt_set, two_mode
     assert sorted(run.images.values_list("prompt__position", flat=True)) == [0, 2]
 
 
-def test_progress_per_model_as_a_page_and_as_json_with_failures_and_retry(
-    staff_client, make_prompt_set, two_models, broker
-):
-    prompt_set = make_prompt_set()
+ALPHA_ERROR = (
+    "model alpha: cannot load inhouse model from /models/alpha: checkpoint directory /models/alpha does not exist"
+)
+
+
+@pytest.fixture
+def half_failed_run(make_prompt_set, two_models):
+    """alpha x 3 prompts failed (its checkpoint is missing), beta x 3 prompts pending; nothing sent."""
     run = services.create_run(
-        name="progress", prompt_set=prompt_set, image_models=two_models, seeds=[0], batch_size=3, dispatch=False
+        name="progress", prompt_set=make_prompt_set(), image_models=two_models, seeds=[0], batch_size=3, dispatch=False
     ).run
-    alpha_job = run.jobs.get(model=two_models[0])
-    services.mark_job_failed(
-        alpha_job.pk,
-        "model alpha: cannot load inhouse model from /models/alpha: checkpoint directory /models/alpha does not exist",
-    )
-    data = staff_client.get(reverse("runs:progress", args=[run.pk])).json()
+    services.mark_job_failed(run.jobs.get(model__name="alpha").pk, ALPHA_ERROR)
+    return run
+
+
+def test_progress_json_counts_images_per_model_with_the_failure_reasons(staff_client, half_failed_run):
+    data = staff_client.get(reverse("runs:progress", args=[half_failed_run.pk])).json()
     assert data["status"] == "running" and data["progress"] == {"failed": 3, "pending": 3, "total": 6}
     rows = {row["model"]: row for row in data["models"]}
     assert rows["alpha"]["failed"] == 3 and rows["beta"]["pending"] == 3 and rows["beta"]["percent"] == 0.0
     assert "does not exist" in rows["alpha"]["failures"][0]["error"]
 
+
+def test_the_run_page_shows_failures_with_a_retry_button_and_loads_no_external_script(staff_client, half_failed_run):
+    run = half_failed_run
+    alpha_job = run.jobs.get(model__name="alpha")
     page = staff_client.get(reverse("runs:detail", args=[run.pk])).content.decode()
     assert "does not exist" in page and "Retry this job" in page
     assert reverse("runs:progress", args=[run.pk]) in page and "<script src=" not in page  # no CDN, no externals
     assert re.search(rf'name="job" value="{alpha_job.pk}"', page)
 
-    response = staff_client.post(reverse("runs:retry", args=[run.pk]), {"job": alpha_job.pk})
+
+def test_retrying_a_failed_job_opens_it_again_without_its_error(staff_client, half_failed_run, broker):
+    alpha_job = half_failed_run.jobs.get(model__name="alpha")
+    response = staff_client.post(reverse("runs:retry", args=[half_failed_run.pk]), {"job": alpha_job.pk})
     assert response.status_code == 302
     alpha_job.refresh_from_db()
     assert alpha_job.status in ("pending", "queued") and alpha_job.error == ""
-    assert staff_client.post(reverse("runs:retry", args=[run.pk]), {"job": "x"}).status_code == 404
+
+
+def test_retrying_a_job_that_is_not_a_job_id_is_a_404(staff_client, half_failed_run):
+    assert staff_client.post(reverse("runs:retry", args=[half_failed_run.pk]), {"job": "x"}).status_code == 404
 
 
 def test_retry_needs_a_csrf_token(client, staff_user, make_run):
@@ -144,15 +158,22 @@ def test_retry_needs_a_csrf_token(client, staff_user, make_run):
     assert csrf_client.post(reverse("runs:retry", args=[run.pk])).status_code == 403
 
 
-def test_list_and_previews(staff_client, make_run):
+def test_the_run_list_shows_each_run_with_its_images_done(staff_client, make_run):
     run = make_run(n_models=2)
     listing = staff_client.get(reverse("runs:list")).content.decode()
     assert run.name in listing and "6 / 6" in listing
+
+
+def test_the_run_page_previews_its_images_as_png(staff_client, make_run):
+    run = make_run(n_models=2)
     page = staff_client.get(reverse("runs:detail", args=[run.pk])).content.decode()
     image = run.images.first()
     assert reverse("runs:image", args=[image.token]) in page
     response = staff_client.get(reverse("runs:image", args=[image.token]))
     assert response.status_code == 200 and response["Content-Type"] == "image/png"
     assert b"".join(response.streaming_content).startswith(b"\x89PNG")
-    assert staff_client.get(reverse("runs:image", args=["not-a-token"])).status_code == 404
     assert GenerationJob.objects.count() == 0
+
+
+def test_an_unknown_image_token_is_a_404(staff_client, db):
+    assert staff_client.get(reverse("runs:image", args=["not-a-token"])).status_code == 404
