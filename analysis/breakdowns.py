@@ -3,6 +3,7 @@
 `breakdown(votes, by="category")` answers "on what kind of prompt is which model better": one
 Bradley-Terry leaderboard (or one row of win rates per model) for every value of `by`, each with its
 number of votes, so that thin groups are visible as such.
+May import numpy, pandas and analysis.votes, intervals and leaderboard.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.bradley_terry import fit_bradley_terry, select_votes, wilson_interval
+from analysis.intervals import wilson_interval
+from analysis.leaderboard import fit_bradley_terry
+from analysis.votes import select_votes
 
 METHODS = ("bradley_terry", "win_rate")
 

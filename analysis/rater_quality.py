@@ -1,6 +1,6 @@
 """Rater quality: gold-check accuracy, speed, position bias and inter-rater agreement.
 
-Vote columns used here (see `analysis.bradley_terry.check_votes` for the full schema):
+Vote columns used here (see analysis/votes.py for the full schema):
   rater         rater id
   winner        "model_a", "model_b", "tie" or "both_bad"
   model_a, model_b, left_model   the two models and which one was shown on the left
@@ -10,6 +10,7 @@ Vote columns used here (see `analysis.bradley_terry.check_votes` for the full sc
 
 Typical use: ``report = rater_report(votes)``, then
 ``fit_bradley_terry(votes, exclude_raters=flagged_raters(report))``.
+May import numpy, pandas, scipy and analysis.votes and intervals.
 """
 
 from __future__ import annotations
@@ -20,20 +21,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.bradley_terry import check_votes, wilson_interval
+from analysis.intervals import wilson_interval
+from analysis.votes import check_votes, require_columns
 
 DECISIVE = ("model_a", "model_b")
-
-
-def _require(votes: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFrame:
-    if not isinstance(votes, pd.DataFrame):
-        raise ValueError(f"votes must be a pandas DataFrame, got {type(votes).__name__}")
-    missing = [c for c in columns if c not in votes.columns]
-    if missing:
-        raise ValueError(f"{what} needs column(s) {missing}; votes has {list(votes.columns)}")
-    if len(votes) == 0:
-        raise ValueError("votes is empty: there is nothing to analyse")
-    return votes
 
 
 def gold_accuracy(votes: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
@@ -41,7 +32,7 @@ def gold_accuracy(votes: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFr
 
     Needs columns rater, is_gold, gold_correct. Raters without gold checks are left out.
     """
-    _require(votes, ["rater", "is_gold", "gold_correct"], "gold_accuracy")
+    require_columns(votes, ["rater", "is_gold", "gold_correct"], "gold_accuracy")
     gold = votes[votes["is_gold"].fillna(False).astype(bool)]
     if gold["gold_correct"].isna().any():
         raise ValueError("gold_correct is missing for some gold checks")
@@ -54,7 +45,7 @@ def gold_accuracy(votes: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFr
 
 def rater_speed(votes: pd.DataFrame, *, fast_seconds: float = 2.0) -> pd.DataFrame:
     """Per rater: n_votes, median_seconds, p10_seconds and fast_share (votes quicker than fast_seconds)."""
-    _require(votes, ["rater", "seconds"], "rater_speed")
+    require_columns(votes, ["rater", "seconds"], "rater_speed")
     seconds = pd.to_numeric(votes["seconds"], errors="coerce")
     if seconds.isna().any() or (seconds < 0).any():
         raise ValueError("seconds must be a non-negative number for every vote")
@@ -78,7 +69,7 @@ def position_bias(votes: pd.DataFrame, *, by: str | None = "rater", confidence: 
     left/right order randomised, an unbiased rater's left_share is 0.5 whatever the models' strengths.
     """
     columns = ["model_a", "model_b", "winner", "left_model"] + ([by] if by else [])
-    _require(votes, columns, "position_bias")
+    require_columns(votes, columns, "position_bias")
     check_votes(votes)
     on_screen = (votes["left_model"] == votes["model_a"]) | (votes["left_model"] == votes["model_b"])
     if not on_screen.all():
@@ -198,7 +189,7 @@ def rater_agreement(
     and n_ratings (ratings on those items).
     """
     item_cols = [item] if isinstance(item, str) else list(item)
-    _require(votes, ["model_a", "model_b", "winner", *item_cols], "rater_agreement")
+    require_columns(votes, ["model_a", "model_b", "winner", *item_cols], "rater_agreement")
     check_votes(votes)
     item_no, code = _item_outcomes(votes, item_cols, both_bad_is_tie)
     table = np.zeros((item_no.max() + 1, 4))
@@ -225,7 +216,7 @@ def agreement_with_others(votes: pd.DataFrame, *, item: str | Sequence[str] = "i
     item (ties and both bad as one answer). Votes whose item has no other rater, or whose other raters
     are split evenly, are not compared. Returns n_compared and agreement."""
     item_cols = [item] if isinstance(item, str) else list(item)
-    _require(votes, ["rater", "model_a", "model_b", "winner", *item_cols], "agreement_with_others")
+    require_columns(votes, ["rater", "model_a", "model_b", "winner", *item_cols], "agreement_with_others")
     check_votes(votes)
     item_no, code = _item_outcomes(votes, item_cols, both_bad_is_tie=True)
     table = np.zeros((item_no.max() + 1, 3))
@@ -264,7 +255,7 @@ def rater_report(
     is confidently below min_gold_accuracy (the upper Wilson bound is below it), their left/right choices
     are biased (p_value < max_bias_p_value), or their median time is below min_median_seconds.
     """
-    _require(votes, ["rater"], "rater_report")
+    require_columns(votes, ["rater"], "rater_report")
     report = pd.DataFrame(index=pd.Index(sorted(votes["rater"].unique()), name="rater"))
     report["n_votes"] = votes.groupby("rater").size()
     reasons = pd.Series([[] for _ in report.index], index=report.index, dtype=object)

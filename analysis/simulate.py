@@ -13,15 +13,24 @@ ties are split in half). Two tie mechanisms:
 Output columns follow the vote schema of analysis/: model_a, model_b, winner in
 {"model_a", "model_b", "tie", "both_bad"}; `simulate_rater_votes` adds rater, item, left_model,
 is_gold, gold_correct and seconds.
+
+`simulate_vote` and `simulate_campaign` run the site's own pair choice (analysis/pair_choice.py) and
+decisions (analysis/decisions.py) on simulated votes, one vote at a time.
+May import numpy, pandas and analysis.bradley_terry, confidence_sequences, pair_choice and decisions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from analysis.bradley_terry import bt_covariance, bt_mle
+from analysis.confidence_sequences import DEFAULT_ALPHA
+from analysis.decisions import campaign_decisions
+from analysis.pair_choice import DEFAULT_EXPLORATION, choose_model_pair, leaderboard_separated
 
 PairSampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 
@@ -188,3 +197,103 @@ def simulate_rater_votes(
     votes = pd.DataFrame(rows)
     votes["gold_correct"] = votes["gold_correct"].astype("boolean")
     return votes
+
+
+# --------------------------------------------------------------------------------------------------
+# Whole campaigns: the site's pair choice and decisions on simulated votes
+# --------------------------------------------------------------------------------------------------
+
+
+def simulate_vote(rng: np.random.Generator, strengths: np.ndarray, i: int, j: int, tie_rate: float) -> float:
+    """Score of model i in one simulated vote against j: 1 win, 0.5 tie, 0 loss.
+
+    Ties happen with probability tie_rate (capped at 2 min(p, 1 - p) for very uneven pairs), and the
+    decisive votes are split so that E[score] = sigmoid(strength_i - strength_j) exactly: the
+    ties-as-half-wins Bradley-Terry model is then the true model and `strengths` (centred) its truth.
+    """
+    p = 1.0 / (1.0 + np.exp(strengths[j] - strengths[i]))
+    tie = min(tie_rate, 2.0 * min(p, 1.0 - p))
+    u = rng.random()
+    if u < tie:
+        return 0.5
+    return 1.0 if u < tie + p - 0.5 * tie else 0.0
+
+
+@dataclass
+class CampaignRun:
+    """What happened in one simulated campaign."""
+
+    strengths: np.ndarray  # (K,) true BT strengths, centred
+    policy: str  # 'active' or 'uniform'
+    votes: int = 0  # votes cast when the simulation ended
+    certified_at: int | None = None  # votes when campaign_decisions first certified a top model
+    certified_model: int | None = None  # which model it certified
+    separated_at: int | None = None  # votes when the leader's plain 95% interval first cleared the runner-up's
+    separated_model: int | None = None  # the leader at that moment
+    pairs: list = field(default_factory=list)  # (i, j) of every vote, in order
+    looks: list = field(default_factory=list)  # (votes, wins (K, K) copy, theta (K,)) at every look
+    final_decisions: dict | None = None  # campaign_decisions at certification (or at the end)
+
+
+def simulate_campaign(
+    strengths: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    policy: str = "active",
+    alpha: float = DEFAULT_ALPHA,
+    min_votes_per_pair: int = 2,
+    exploration: float = DEFAULT_EXPLORATION,
+    tie_rate: float = 0.1,
+    look_every: int = 25,
+    max_votes: int = 200_000,
+    until_separated: bool = False,
+    keep_looks: bool = False,
+) -> CampaignRun:
+    """Run one campaign: the engine picks each pair (choose_model_pair), simulated raters vote, and every
+    `look_every` votes the BT fit is refreshed (warm start) and campaign_decisions is checked.
+
+    Stops when the top model is certified (and, with until_separated, also once the leader's plain 95%
+    interval has cleared the runner-up's: the issue-6 measure), or at max_votes.
+    """
+    strengths = np.asarray(strengths, dtype=float)
+    strengths = strengths - strengths.mean()
+    k = len(strengths)
+    run = CampaignRun(strengths=strengths, policy=policy)
+    wins = np.zeros((k, k))
+    theta = None
+    while run.votes < max_votes:
+        for _ in range(look_every):
+            i, j = choose_model_pair(
+                wins,
+                None,
+                rng,
+                min_votes_per_pair=min_votes_per_pair,
+                target_votes_per_pair=None,
+                policy=policy,
+                exploration=exploration,
+                alpha=alpha,
+                theta=theta,
+            )
+            score = simulate_vote(rng, strengths, i, j, tie_rate)
+            wins[i, j] += score
+            wins[j, i] += 1.0 - score
+            run.pairs.append((i, j))
+        run.votes += look_every
+        theta = bt_mle(wins, theta0=theta)
+        if keep_looks:
+            run.looks.append((run.votes, wins.copy(), theta.copy()))
+        if run.certified_at is None:
+            decisions = campaign_decisions(wins, alpha, theta=theta, project=False)
+            if decisions["top_model"]["certified"]:
+                run.certified_at = run.votes
+                run.certified_model = decisions["top_model"]["model"]
+                run.final_decisions = decisions
+        if until_separated and run.separated_at is None:
+            if leaderboard_separated(theta, bt_covariance(wins, theta)):
+                run.separated_at = run.votes
+                run.separated_model = int(np.argmax(theta))
+        if run.certified_at is not None and (not until_separated or run.separated_at is not None):
+            break
+    if run.final_decisions is None:
+        run.final_decisions = campaign_decisions(wins, alpha, theta=theta, project=False)
+    return run

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bt_fit.py            # options: --votes --models --rounds --repeats --fschat-rounds
 
 Times, in the same run and on the same votes:
-  ours     analysis.bradley_terry.fit_bradley_terry(votes, rounds=100): from the vote DataFrame to the
+  ours     analysis.leaderboard.fit_bradley_terry(votes, rounds=100): from the vote DataFrame to the
            leaderboard with bootstrap intervals (aggregation, Newton point fit, 100 Poisson-bootstrap refits).
   choix    choix.ilsr_pairwise_dense on the same tie-split win-count matrix (choix's only entry point that
            takes half wins), and 100 bootstrap refits on the same kind of resampled matrices. Needs the
@@ -38,8 +38,10 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.bradley_terry import ELO_PER_NAT, count_pairs, fit_bradley_terry  # noqa: E402
+from analysis.bradley_terry import ELO_PER_NAT  # noqa: E402
+from analysis.leaderboard import fit_bradley_terry  # noqa: E402
 from analysis.simulate import simulate_votes  # noqa: E402
+from analysis.votes import count_pairs  # noqa: E402
 
 FSCHAT_PYTHON = os.environ.get("FSCHAT_PYTHON", "/tmp/fschat-venv/bin/python")
 

@@ -1,7 +1,7 @@
 """Campaign rows as pandas DataFrames: the one place where Django rows become analysis input.
 
 `votes_frame(campaign)` gives one row per vote in the vote-table schema of `analysis/` (see
-`analysis.bradley_terry.check_votes`): model_a is the model shown on the left, model_b the one on the
+`analysis.votes.check_votes`): model_a is the model shown on the left, model_b the one on the
 right, winner "model_a" / "model_b" / "tie" / "both_bad", left_model = model_a. The raw choice and
 everything needed to find the vote again (ids, image tokens, prompt) come along for drill-down and export.
 """

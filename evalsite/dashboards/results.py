@@ -10,7 +10,7 @@
   breakdowns         {"category": rows, "challenge": rows}, analysis.breakdowns.breakdown(method="win_rate")
   metrics            MetricResult values per model and their Spearman correlation with the human scores
   progress           votes so far, image pairs answered, votes still needed to separate the top two
-  decisions          analysis.sequential.campaign_decisions for every criterion, in plain words too
+  decisions          analysis.decisions.campaign_decisions for every criterion, in plain words too
 Numbers are exactly those of the analysis functions; nothing is recomputed here.
 """
 
@@ -23,10 +23,13 @@ import numpy as np
 import pandas as pd
 from django.db.models import Count, Sum
 
-from analysis.bradley_terry import count_pairs, fit_bradley_terry, sd3_win_rates, win_rate_matrix
 from analysis.breakdowns import breakdown
+from analysis.confidence_sequences import DEFAULT_ALPHA
+from analysis.decisions import campaign_decisions
+from analysis.leaderboard import fit_bradley_terry
 from analysis.rater_quality import rater_report
-from analysis.sequential import DEFAULT_ALPHA, campaign_decisions
+from analysis.votes import count_pairs
+from analysis.win_rates import sd3_win_rates, win_rate_matrix
 from evalsite.dashboards.data import counted_votes, quality_frame, votes_frame
 from evalsite.dashboards.models import MetricResult
 from evalsite.rating.models import Campaign, Criterion, ImagePair

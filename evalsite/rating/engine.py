@@ -7,7 +7,7 @@ One call of `next_assignment(rater, campaign)`:
 2. Resume: an open, unexpired assignment of this rater is returned again (unless the page asks for one
    it does not have yet, `exclude=`).
 3. Gold: with probability campaign.gold_rate an attention check the rater has not had.
-4. Otherwise the model pair comes from the policy in analysis/active_sampling.py (`choose_model_pair`):
+4. Otherwise the model pair comes from the policy in analysis/pair_choice.py (`choose_model_pair`):
    the wins matrix is built from the campaign's prompt-following votes (gold votes and flagged raters'
    votes left out; ties and "both bad" as half a win each) and cached for a few seconds per process.
    Prompt following is used because every pair asks it (typography is asked only for some prompts,
@@ -47,8 +47,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F
 from django.utils import timezone
 
-from analysis.active_sampling import NoPairAvailable, choose_model_pair
 from analysis.bradley_terry import bt_mle
+from analysis.pair_choice import NoPairAvailable, choose_model_pair
 from evalsite.rating.models import (
     Assignment,
     Campaign,

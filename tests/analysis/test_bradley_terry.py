@@ -3,29 +3,18 @@ interval coverage, ties, degenerate comparison graphs and input validation."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import optimize, stats
 
-from analysis.bradley_terry import (
-    ELO_PER_NAT,
-    bt_covariance,
-    bt_mle,
-    count_pairs,
-    davidson_mle,
-    fit_bradley_terry,
-    predict_win_probability,
-    sd3_win_rates,
-    win_rate_matrix,
-)
+from analysis.bradley_terry import ELO_PER_NAT, bt_covariance, bt_mle, bt_mle_batch, davidson_mle
+from analysis.intervals import bootstrap_thetas
+from analysis.leaderboard import fit_bradley_terry, predict_win_probability
 from analysis.simulate import simulate_votes
+from analysis.votes import count_pairs
+from analysis.win_rates import win_rate_matrix
 
-ROOT = Path(__file__).resolve().parents[2]
 TRUE_THETA = np.array([1.2, 0.7, 0.3, 0.0, -0.4, -0.9])
 
 
@@ -264,70 +253,6 @@ def test_davidson_predictions_match_observed_win_rates():
     )
 
 
-def test_win_rate_matrix_counts_by_hand():
-    votes = pd.DataFrame(
-        {
-            "model_a": ["a", "a", "b", "a", "c"],
-            "model_b": ["b", "b", "a", "c", "a"],
-            "winner": ["model_a", "tie", "model_a", "model_a", "both_bad"],
-        }
-    )
-    rates, counts = win_rate_matrix(votes)
-    assert counts.loc["a", "b"] == 3 and counts.loc["b", "a"] == 3 and counts.loc["a", "c"] == 2
-    assert rates.loc["a", "b"] == pytest.approx(1.5 / 3)
-    assert rates.loc["a", "c"] == pytest.approx(1.5 / 2)
-    assert rates.loc["c", "a"] == pytest.approx(0.5 / 2)
-    assert np.isnan(rates.loc["b", "c"]) and counts.loc["b", "c"] == 0
-    ordered, _ = win_rate_matrix(votes, models=["c", "b", "a"])
-    assert list(ordered.index) == ["c", "b", "a"]
-
-
-def test_sd3_win_rates_per_criterion_and_opponent():
-    aesthetics = pd.DataFrame(
-        {
-            "model_a": ["ours", "ours", "rival", "ours"],
-            "model_b": ["rival", "rival", "ours", "other"],
-            "winner": ["model_a", "tie", "model_a", "model_a"],
-        }
-    )
-    typography = pd.DataFrame(
-        {"model_a": ["other"] * 10, "model_b": ["ours"] * 10, "winner": ["model_b"] * 9 + ["model_a"]}
-    )
-    table = sd3_win_rates({"aesthetics": aesthetics, "typography": typography}, "ours").set_index(
-        ["criterion", "opponent"]
-    )
-    row = table.loc[("aesthetics", "rival")]
-    assert (row["wins"], row["losses"], row["ties"], row["n"]) == (1, 1, 1, 3)
-    assert row["win_rate"] == pytest.approx(0.5)
-    typo = table.loc[("typography", "other")]
-    assert typo["win_rate"] == pytest.approx(0.9)
-    assert typo["lower"] < 0.9 < typo["upper"] and 0 <= typo["lower"] and typo["upper"] <= 1
-    with pytest.raises(ValueError, match="no votes"):
-        sd3_win_rates({"aesthetics": aesthetics}, "absent")
-
-
-@pytest.mark.parametrize(
-    ("votes", "message"),
-    [
-        (pd.DataFrame({"model_a": ["a"], "winner": ["model_a"]}), "missing column"),
-        (pd.DataFrame({"model_a": ["a"], "model_b": ["b"], "winner": ["left"]}), "unknown winner"),
-        (pd.DataFrame({"model_a": [], "model_b": [], "winner": []}), "empty"),
-        (pd.DataFrame({"model_a": ["a"], "model_b": ["a"], "winner": ["tie"]}), "with itself"),
-        (pd.DataFrame({"model_a": ["a", None], "model_b": ["b", "b"], "winner": ["tie", "tie"]}), "missing model"),
-        (
-            pd.DataFrame(
-                {"model_a": ["a", "a"], "model_b": ["b", "b"], "winner": ["tie"] * 2, "criterion": ["x", "y"]}
-            ),
-            "one criterion at a time",
-        ),
-        ([("a", "b", "model_a")], "DataFrame"),
-    ],
-)
-def test_bad_votes_are_refused_with_a_clear_message(votes, message):
-    with pytest.raises(ValueError, match=message):
-        fit_bradley_terry(votes)
-
-
 def test_bad_options_are_refused():
     votes = simulate_votes([0.0, 1.0], 20, rng=0)
     with pytest.raises(ValueError, match="ties must be"):
@@ -357,56 +282,14 @@ def test_sandwich_matches_fisher_when_davidson_is_the_true_model():
     assert boot_ratio.between(0.7, 1.3).all()
 
 
-@pytest.mark.parametrize("tie_model", ["half", "davidson"])
-def test_simulated_votes_follow_the_requested_model(tie_model):
-    votes = simulate_votes(
-        {"a": 0.0, "b": 0.0, "c": 1.5}, 60000, tie_rate=0.2, rng=1, tie_model=tie_model, both_bad_share=0.25
-    )
-    equal = votes[votes[["model_a", "model_b"]].isin(["a", "b"]).all(axis=1)]
-    tie_share = equal["winner"].isin(["tie", "both_bad"]).mean()
-    assert tie_share == pytest.approx(0.2, abs=0.015)
-    assert (votes["winner"] == "both_bad").sum() / votes["winner"].isin(["tie", "both_bad"]).sum() == pytest.approx(
-        0.25, abs=0.03
-    )
-    assert not (votes["model_a"] == votes["model_b"]).any()
-    if tie_model == "half":  # the expected score (ties half) is exactly the Bradley-Terry probability
-        rates, _ = win_rate_matrix(votes)
-        assert rates.loc["c", "a"] == pytest.approx(1 / (1 + np.exp(-1.5)), abs=0.01)
-
-
-def test_simulated_votes_use_the_pair_sampler_and_check_inputs():
-    always_first_two = lambda rng, n: (np.zeros(n, dtype=int), np.ones(n, dtype=int))  # noqa: E731
-    votes = simulate_votes([0.0, 1.0, 2.0], 50, rng=0, pair_sampler=always_first_two)
-    assert set(votes["model_a"]) == {"model_0"} and set(votes["model_b"]) == {"model_1"}
-    with pytest.raises(ValueError, match="itself"):
-        simulate_votes([0.0, 1.0], 5, rng=0, pair_sampler=lambda rng, n: (np.zeros(n, int), np.zeros(n, int)))
-    with pytest.raises(ValueError, match="tie_rate"):
-        simulate_votes([0.0, 1.0], 5, tie_rate=1.0)
-    with pytest.raises(ValueError, match="at least 2"):
-        simulate_votes([0.0], 5)
-
-
-def test_analysis_imports_no_django_celery_or_model_code():
-    code = (
-        "import sys, analysis.bradley_terry, analysis.breakdowns, analysis.rater_quality, analysis.simulate\n"
-        "banned = {'django', 'celery', 'generation', 'evalsite', 'torch'}\n"
-        "bad = sorted({m.split('.')[0] for m in sys.modules} & banned)\n"
-        "print(','.join(bad))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert done.stdout.strip() == ""
-
-
 @pytest.mark.parametrize(("n_models", "n_votes"), [(6, 5000), (30, 400)])
 def test_fast_bootstrap_refits_equal_full_newton_refits_of_the_same_resamples(n_models, n_votes):
     """Dense data take the chord-method shortcut, sparse data fall back to damped Newton: both must
     give the exact refit of each resample."""
-    from analysis.bradley_terry import _bootstrap_thetas, bt_mle_batch
-
     votes = simulate_votes(np.linspace(1, -1, n_models), n_votes, rng=3)
     pairs = count_pairs(votes)
     point = bt_mle(pairs.half_wins())
-    fast = _bootstrap_thetas(pairs, "half", point, 20, np.random.default_rng(5), 1e-6)
+    fast = bootstrap_thetas(pairs, "half", point, 20, np.random.default_rng(5), 1e-6)
     resampled = np.random.default_rng(5).poisson(pairs.counts, size=(20,) + pairs.counts.shape).astype(float)
     exact = bt_mle_batch(np.stack([pairs.half_wins(r) for r in resampled]))
     assert np.abs(fast - exact).max() < 1e-6

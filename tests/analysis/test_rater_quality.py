@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.bradley_terry import fit_bradley_terry
+from analysis.leaderboard import fit_bradley_terry
 from analysis.rater_quality import (
     agreement_with_others,
     flagged_raters,

@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from analysis.bradley_terry import fit_bradley_terry
+from analysis.leaderboard import fit_bradley_terry
 from evalsite.dashboards.data import votes_frame
 
 

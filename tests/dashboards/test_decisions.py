@@ -1,12 +1,12 @@
-"""Issue 7's decisions on the page and in the API, equal to analysis.sequential.campaign_decisions."""
+"""Issue 7's decisions on the page and in the API, equal to analysis.decisions.campaign_decisions."""
 
 import html
 
 import pytest
 from django.urls import reverse
 
-from analysis.bradley_terry import count_pairs
-from analysis.sequential import campaign_decisions
+from analysis.decisions import campaign_decisions
+from analysis.votes import count_pairs
 from evalsite.dashboards.data import votes_frame
 
 

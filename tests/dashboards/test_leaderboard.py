@@ -6,7 +6,8 @@ import re
 import pytest
 from django.urls import reverse
 
-from analysis.bradley_terry import fit_bradley_terry, win_rate_matrix
+from analysis.leaderboard import fit_bradley_terry
+from analysis.win_rates import win_rate_matrix
 from evalsite.dashboards.data import votes_frame as all_votes
 
 

@@ -1,13 +1,15 @@
-"""Which pair of models a rater sees next: the rating engine's pair-choice policy (pure numpy).
+"""Which pair of models a rater sees next: the rating engine's pair-choice policy (active sampling).
 
-The site's assignment engine (evalsite/rating/engine.py) and the simulations in bench/ call the same
-function, `choose_model_pair`, so what the bench measures is what the site does.
+The site's assignment engine (evalsite/rating/engine.py) and the simulations (analysis/simulate.py,
+bench/adaptive_campaigns.py) call the same function, `choose_model_pair`, so what the bench measures
+is what the site does. May import numpy, analysis.bradley_terry and analysis.confidence_sequences.
 
 Policy 'active', per request:
 1. coverage first: an allowed pair with fewer than `min_votes_per_pair` votes (the fewest first);
 2. with probability `exploration` (10%), a uniformly random allowed pair -- every allowed pair keeps a
    floor of votes, so no model is ever starved;
-3. otherwise the least-certain open decision (analysis/sequential.py): while the top model is not
+3. otherwise the least-certain open decision (the anytime-valid evidence of the stopping decisions,
+   analysis/confidence_sequences.py): while the top model is not
    certified, the leader against the rival it has the least evidence of beating; once it is, the
    leaderboard's own 95% intervals of the top two until they stop overlapping (so the page shows what
    the decision says); then the least-settled pair of neighbours in the ranking. The vote goes to the
@@ -24,19 +26,10 @@ against it, so it becomes the least-certain rival and gets the votes, and explor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from analysis.bradley_terry import bt_covariance, bt_mle
-from analysis.sequential import (
-    DEFAULT_ALPHA,
-    campaign_decisions,
-    check_wins,
-    difference_information,
-    family_alphas,
-    log_evidence,
-)
+from analysis.bradley_terry import bt_covariance, bt_mle, check_wins, difference_information
+from analysis.confidence_sequences import DEFAULT_ALPHA, family_alphas, log_evidence
 
 DEFAULT_EXPLORATION = 0.1  # share of votes given to a uniformly random allowed pair
 POLICIES = ("active", "uniform")
@@ -170,20 +163,7 @@ def choose_model_pair(
     """
     wins = check_wins(wins)
     k = wins.shape[0]
-    if allowed is not None:
-        allowed = np.asarray(allowed)
-        if allowed.shape != (k, k) or allowed.dtype != bool:
-            raise ValueError(f"allowed must be a ({k}, {k}) bool matrix, got {allowed.dtype} {allowed.shape}")
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError("rng must be a numpy.random.Generator")
-    if int(min_votes_per_pair) != min_votes_per_pair or min_votes_per_pair < 0:
-        raise ValueError(f"min_votes_per_pair must be a non-negative integer, got {min_votes_per_pair}")
-    if target_votes_per_pair is not None and target_votes_per_pair < 1:
-        raise ValueError(f"target_votes_per_pair must be >= 1 or None, got {target_votes_per_pair}")
-    check_policy(policy)
-    if not 0.0 <= exploration <= 1.0:
-        raise ValueError(f"exploration must be in [0, 1], got {exploration}")
-
+    allowed = _check_request(k, allowed, rng, min_votes_per_pair, target_votes_per_pair, policy, exploration)
     counts = wins + wins.T
     eligible = allowed_pairs(counts, allowed, target_votes_per_pair)
     candidates = np.triu(eligible, 1)
@@ -206,101 +186,27 @@ def choose_model_pair(
     return most_informative_pair(*focus, cov, vote_information(theta), eligible)
 
 
-# --------------------------------------------------------------------------------------------------
-# Simulated campaigns (bench/adaptive_campaigns.py, tests, and planning: "how many votes will it take?")
-# --------------------------------------------------------------------------------------------------
-
-
-def simulate_vote(rng: np.random.Generator, strengths: np.ndarray, i: int, j: int, tie_rate: float) -> float:
-    """Score of model i in one simulated vote against j: 1 win, 0.5 tie, 0 loss.
-
-    Ties happen with probability tie_rate (capped at 2 min(p, 1 - p) for very uneven pairs), and the
-    decisive votes are split so that E[score] = sigmoid(strength_i - strength_j) exactly: the
-    ties-as-half-wins Bradley-Terry model is then the true model and `strengths` (centred) its truth.
-    """
-    p = 1.0 / (1.0 + np.exp(strengths[j] - strengths[i]))
-    tie = min(tie_rate, 2.0 * min(p, 1.0 - p))
-    u = rng.random()
-    if u < tie:
-        return 0.5
-    return 1.0 if u < tie + p - 0.5 * tie else 0.0
-
-
-@dataclass
-class CampaignRun:
-    """What happened in one simulated campaign."""
-
-    strengths: np.ndarray  # (K,) true BT strengths, centred
-    policy: str  # 'active' or 'uniform'
-    votes: int = 0  # votes cast when the simulation ended
-    certified_at: int | None = None  # votes when campaign_decisions first certified a top model
-    certified_model: int | None = None  # which model it certified
-    separated_at: int | None = None  # votes when the leader's plain 95% interval first cleared the runner-up's
-    separated_model: int | None = None  # the leader at that moment
-    pairs: list = field(default_factory=list)  # (i, j) of every vote, in order
-    looks: list = field(default_factory=list)  # (votes, wins (K, K) copy, theta (K,)) at every look
-    final_decisions: dict | None = None  # campaign_decisions at certification (or at the end)
-
-
-def simulate_campaign(
-    strengths: np.ndarray,
+def _check_request(
+    k: int,
+    allowed: np.ndarray | None,
     rng: np.random.Generator,
-    *,
-    policy: str = "active",
-    alpha: float = DEFAULT_ALPHA,
-    min_votes_per_pair: int = 2,
-    exploration: float = DEFAULT_EXPLORATION,
-    tie_rate: float = 0.1,
-    look_every: int = 25,
-    max_votes: int = 200_000,
-    until_separated: bool = False,
-    keep_looks: bool = False,
-) -> CampaignRun:
-    """Run one campaign: the engine picks each pair (choose_model_pair), simulated raters vote, and every
-    `look_every` votes the BT fit is refreshed (warm start) and campaign_decisions is checked.
-
-    Stops when the top model is certified (and, with until_separated, also once the leader's plain 95%
-    interval has cleared the runner-up's: the issue-6 measure), or at max_votes.
-    """
-    strengths = np.asarray(strengths, dtype=float)
-    strengths = strengths - strengths.mean()
-    k = len(strengths)
-    run = CampaignRun(strengths=strengths, policy=policy)
-    wins = np.zeros((k, k))
-    theta = None
-    while run.votes < max_votes:
-        for _ in range(look_every):
-            i, j = choose_model_pair(
-                wins,
-                None,
-                rng,
-                min_votes_per_pair=min_votes_per_pair,
-                target_votes_per_pair=None,
-                policy=policy,
-                exploration=exploration,
-                alpha=alpha,
-                theta=theta,
-            )
-            score = simulate_vote(rng, strengths, i, j, tie_rate)
-            wins[i, j] += score
-            wins[j, i] += 1.0 - score
-            run.pairs.append((i, j))
-        run.votes += look_every
-        theta = bt_mle(wins, theta0=theta)
-        if keep_looks:
-            run.looks.append((run.votes, wins.copy(), theta.copy()))
-        if run.certified_at is None:
-            decisions = campaign_decisions(wins, alpha, theta=theta, project=False)
-            if decisions["top_model"]["certified"]:
-                run.certified_at = run.votes
-                run.certified_model = decisions["top_model"]["model"]
-                run.final_decisions = decisions
-        if until_separated and run.separated_at is None:
-            if leaderboard_separated(theta, bt_covariance(wins, theta)):
-                run.separated_at = run.votes
-                run.separated_model = int(np.argmax(theta))
-        if run.certified_at is not None and (not until_separated or run.separated_at is not None):
-            break
-    if run.final_decisions is None:
-        run.final_decisions = campaign_decisions(wins, alpha, theta=theta, project=False)
-    return run
+    min_votes_per_pair: int,
+    target_votes_per_pair: int | None,
+    policy: str,
+    exploration: float,
+) -> np.ndarray | None:
+    """Refuse bad arguments to choose_model_pair with a clear message; return `allowed` as an array."""
+    if allowed is not None:
+        allowed = np.asarray(allowed)
+        if allowed.shape != (k, k) or allowed.dtype != bool:
+            raise ValueError(f"allowed must be a ({k}, {k}) bool matrix, got {allowed.dtype} {allowed.shape}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("rng must be a numpy.random.Generator")
+    if int(min_votes_per_pair) != min_votes_per_pair or min_votes_per_pair < 0:
+        raise ValueError(f"min_votes_per_pair must be a non-negative integer, got {min_votes_per_pair}")
+    if target_votes_per_pair is not None and target_votes_per_pair < 1:
+        raise ValueError(f"target_votes_per_pair must be >= 1 or None, got {target_votes_per_pair}")
+    check_policy(policy)
+    if not 0.0 <= exploration <= 1.0:
+        raise ValueError(f"exploration must be in [0, 1], got {exploration}")
+    return allowed

@@ -1,0 +1,245 @@
+"""Campaign decisions: what a campaign can claim now (is the top model certain? which neighbours in the
+ranking are settled? how many more votes?), in numbers and in plain words for the dashboard.
+
+A campaign's dashboard asks these questions after every vote. Every claim here is made on the
+anytime-valid boundary of analysis/confidence_sequences.py, so its error rate holds although the engine
+(analysis/pair_choice.py) chose the pairs adaptively and the results are checked after every vote.
+The votes still needed come from analysis/votes_needed.py.
+May import numpy and analysis.bradley_terry, confidence_sequences, pair_choice and votes_needed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from analysis.bradley_terry import ELO_PER_NAT, bt_covariance, bt_mle, check_wins, difference_information
+from analysis.confidence_sequences import (
+    DEFAULT_ALPHA,
+    check_alpha,
+    confidence_radius,
+    family_alphas,
+    log_evidence,
+    one_sided_radius,
+)
+from analysis.pair_choice import DEFAULT_EXPLORATION, check_policy
+from analysis.votes_needed import project_votes_needed
+
+
+def campaign_decisions(
+    wins: np.ndarray,
+    alpha: float = DEFAULT_ALPHA,
+    *,
+    theta: np.ndarray | None = None,
+    model_names: list[str] | None = None,
+    project: bool = True,
+    policy: str = "active",
+    allowed: np.ndarray | None = None,
+    min_votes_per_pair: int = 0,
+    target_votes_per_pair: int | None = None,
+    exploration: float | None = None,
+) -> dict:
+    """What a campaign can claim now, with error rates that hold under adaptive sampling and repeated looks.
+
+    wins: (K, K) win counts (ties as 0.5 / 0.5). theta: a recent BT fit to reuse (else bt_mle(wins)).
+    project: also estimate votes still needed for each open decision, assuming the engine keeps choosing
+    pairs with `policy` ('active' or 'uniform'; allowed / target / exploration as given to
+    choose_model_pair) and the current estimates are the truth.
+    Returns a JSON-friendly dict:
+      votes, alpha, theta, order (model indices, best first),
+      top_model: {model, certified, confidence, level, closest_rival, rivals [{model, difference,
+        lower_bound, p_value}], votes, votes_still_needed, explain}
+      neighbours: [{rank, higher, lower, settled, difference, lower_bound, confidence, votes_still_needed,
+        explain}]  (lower_bound: of the difference, at the level of the whole ranking)
+      intervals: {'lower', 'upper'}: (K, K) anytime-valid (1 - alpha) interval of theta_i - theta_j per pair
+    """
+    wins = check_wins(wins)
+    check_alpha(alpha)
+    check_policy(policy)
+    k = wins.shape[0]
+    names = _names(model_names, k)
+    theta = bt_mle(wins) if theta is None else np.asarray(theta, dtype=float)
+    if theta.shape != (k,):
+        raise ValueError(f"theta must have shape ({k},), got {theta.shape}")
+    info = difference_information(bt_covariance(wins, theta))
+    diff = theta[:, None] - theta[None, :]
+    votes = float(wins.sum())
+    order = [int(i) for i in np.argsort(-theta, kind="stable")]
+    top = top_model_decision(diff, info, alpha, int(np.argmax(theta)), names, votes)
+    neighbours = neighbour_decisions(diff, info, alpha, order, names)
+    if project:
+        needed_top, needed_pairs = project_votes_needed(
+            wins,
+            theta,
+            policy=policy,
+            allowed=allowed,
+            min_votes_per_pair=min_votes_per_pair,
+            target_votes_per_pair=target_votes_per_pair,
+            exploration=DEFAULT_EXPLORATION if exploration is None else exploration,
+            alpha=alpha,
+        )
+        _fill_votes_still_needed([top, *neighbours], [needed_top, *needed_pairs])
+    for decision in [top, *neighbours]:
+        decision["explain"] = explain(decision)
+    return {
+        "votes": votes,
+        "alpha": alpha,
+        "theta": theta.tolist(),
+        "order": order,
+        "top_model": top,
+        "neighbours": neighbours,
+        "intervals": anytime_intervals(diff, info, alpha),
+        "projected": project,
+    }
+
+
+def top_model_decision(
+    diff: np.ndarray, info: np.ndarray, alpha: float, leader: int, names: list[str], votes: float
+) -> dict:
+    """The claim "the leader is the best": it beats every other model, one-sided at alpha / (K-1).
+
+    diff: (K, K) theta_i - theta_j; info: (K, K) 1 / Var of those differences.
+    """
+    k = len(diff)
+    alpha_top, _ = family_alphas(k, alpha)
+    rivals = [j for j in range(k) if j != leader]
+    evidence = log_evidence(diff[leader, rivals], info[leader, rivals])
+    p_top = min(1.0, (k - 1) * float(np.exp(-evidence.min())))
+    lower = diff[leader, rivals] - one_sided_radius(info[leader, rivals], alpha_top)
+    closest = rivals[int(np.argmin(evidence))]
+    return {
+        "kind": "top_model",
+        "model": leader,
+        "model_name": names[leader],
+        "certified": bool(p_top <= alpha),
+        "confidence": 1.0 - p_top,
+        "level": 1.0 - alpha,
+        "closest_rival": closest,
+        "closest_rival_name": names[closest],
+        "rivals": [
+            {
+                "model": j,
+                "difference": float(diff[leader, j]),
+                "lower_bound": float(lo),
+                "p_value": float(min(1.0, (k - 1) * math.exp(-ev))),
+            }
+            for j, lo, ev in zip(rivals, lower, evidence, strict=True)
+        ],
+        "n_models": k,
+        "votes": votes,
+        "votes_still_needed": 0 if p_top <= alpha else None,
+    }
+
+
+def neighbour_decisions(diff: np.ndarray, info: np.ndarray, alpha: float, order: list[int], names: list[str]) -> list:
+    """The claims "higher ranks above lower" for neighbours in `order`, one-sided at alpha / (K(K-1)/2)."""
+    k = len(diff)
+    _, alpha_order = family_alphas(k, alpha)
+    hi_all, lo_all = np.array(order[:-1]), np.array(order[1:])
+    p_order = np.minimum(1.0, (k * (k - 1) / 2) * np.exp(-log_evidence(diff[hi_all, lo_all], info[hi_all, lo_all])))
+    lower_order = diff[hi_all, lo_all] - one_sided_radius(info[hi_all, lo_all], alpha_order)
+    neighbours = []
+    for rank, (hi, lo, p, lower_bound) in enumerate(
+        zip(order[:-1], order[1:], p_order.tolist(), lower_order.tolist(), strict=True), start=1
+    ):
+        neighbours.append(
+            {
+                "kind": "neighbours",
+                "rank": rank,
+                "higher": hi,
+                "lower": lo,
+                "higher_name": names[hi],
+                "lower_name": names[lo],
+                "settled": bool(p <= alpha),
+                "difference": float(diff[hi, lo]),
+                "lower_bound": lower_bound,
+                "confidence": 1.0 - p,
+                "level": 1.0 - alpha,
+                "votes_still_needed": 0 if p <= alpha else None,
+            }
+        )
+    return neighbours
+
+
+def anytime_intervals(diff: np.ndarray, info: np.ndarray, alpha: float) -> dict:
+    """{'lower', 'upper'}: (K, K) lists, the anytime-valid (1 - alpha) interval of every difference."""
+    radius = confidence_radius(info, alpha)
+    np.fill_diagonal(radius, 0.0)
+    return {"lower": (diff - radius).tolist(), "upper": (diff + radius).tolist()}
+
+
+def _fill_votes_still_needed(decisions: list[dict], needed: list[int | None]) -> None:
+    for decision, votes in zip(decisions, needed, strict=True):
+        made = decision["certified"] if decision["kind"] == "top_model" else decision["settled"]
+        if not made:  # a claim already made needs no more votes (it keeps 0)
+            decision["votes_still_needed"] = votes
+
+
+def _names(model_names: list[str] | None, k: int) -> list[str]:
+    if model_names is None:
+        return [f"model {i}" for i in range(k)]
+    if len(model_names) != k:
+        raise ValueError(f"model_names has {len(model_names)} names for {k} models")
+    return [str(n) for n in model_names]
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain words for the dashboard
+# --------------------------------------------------------------------------------------------------
+
+
+def _win_share(difference: float) -> str:
+    """A score difference as the share of head-to-head votes the first model would win."""
+    return f"{100.0 / (1.0 + math.exp(-difference)):.0f}%"
+
+
+def _votes_phrase(needed) -> str:
+    if needed is None:
+        return "The votes still needed cannot be estimated yet (the current gap is too small to project)."
+    return f"At the current rate, about {int(needed):,} more votes are likely needed."
+
+
+def explain(decision: dict) -> str:
+    """One plain-words paragraph for a decision from campaign_decisions (top_model or a neighbours item)."""
+    level = f"{100 * decision['level']:.0f}%"
+    guarantee = (
+        "This guarantee holds although the engine chose which pairs to show and the results are checked "
+        "after every vote."
+    )
+    if decision["kind"] == "top_model":
+        name, rival = decision["model_name"], decision["closest_rival_name"]
+        if decision["votes"] == 0:
+            return f"No votes yet: all {decision['n_models']} models are level."
+        by_rival = {r["model"]: r for r in decision["rivals"]}
+        r = by_rival[decision["closest_rival"]]
+        elo = ELO_PER_NAT * r["difference"]
+        if decision["certified"]:
+            return (
+                f"{name} is the best of the {decision['n_models']} models, with {level} confidence: it beats "
+                f"every other model. Its closest rival, {rival}, is {elo:.0f} score points behind; {name} "
+                f"would win about {_win_share(r['difference'])} of their votes (at least "
+                f"{_win_share(max(r['lower_bound'], 0.0))}). {guarantee}"
+            )
+        return (
+            f"Not yet certain which model is best. {name} leads, but {rival} could still be better: "
+            f"{name} is {elo:.0f} score points ahead (it would win about {_win_share(r['difference'])} of "
+            f"their votes), which is not yet enough evidence for {level} confidence "
+            f"(currently {100 * max(decision['confidence'], 0.0):.0f}%). "
+            f"{_votes_phrase(decision['votes_still_needed'])}"
+        )
+    if decision["kind"] == "neighbours":
+        hi, lo = decision["higher_name"], decision["lower_name"]
+        elo = ELO_PER_NAT * decision["difference"]
+        if decision["settled"]:
+            return (
+                f"{hi} ranks above {lo} (places {decision['rank']} and {decision['rank'] + 1}), with {level} "
+                f"confidence for the whole ranking at once: {elo:.0f} score points ahead, winning about "
+                f"{_win_share(decision['difference'])} of their votes. {guarantee}"
+            )
+        return (
+            f"The order of {hi} and {lo} (places {decision['rank']} and {decision['rank'] + 1}) is not settled: "
+            f"{hi} is {elo:.0f} score points ahead, not yet enough for {level} confidence. "
+            f"{_votes_phrase(decision['votes_still_needed'])}"
+        )
+    raise ValueError(f"unknown decision kind {decision.get('kind')!r}")
