@@ -2,7 +2,8 @@
 
 Queues: `default` for light work (sweepers, metrics bookkeeping, schedules) and `gpu` for image
 generation, consumed by workers started with `--concurrency 1 --prefetch-multiplier 1 -Q gpu`.
-Tasks: each app's `tasks` module (default queue) and `evalsite/runs/gpu_tasks.py`, the gpu queue's task.
+Tasks: each app's `tasks` module (default queue; `evalsite.ping`, the worker health round trip, is in
+evalsite/runs/tasks.py) and `evalsite/runs/gpu_tasks.py`, the gpu queue's task. This module imports no app.
 
 Every site process imports this module first (`evalsite/__init__.py` loads it for manage.py, gunicorn and
 celery alike), so the process-wide defaults are set here, once: the Django settings module, and
@@ -20,12 +21,3 @@ app = Celery("evalsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.autodiscover_tasks(["evalsite.runs"], related_name="gpu_tasks")
-
-
-@app.task(name="evalsite.ping")
-def ping(payload: str = "pong") -> str:
-    """Round trip used by health checks and by the test that runs a real worker."""
-    from evalsite.health import record_worker_heartbeat
-
-    record_worker_heartbeat(payload)
-    return payload

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from evalsite.celery import ping
 from evalsite.runs.models import WorkerHeartbeat
+from evalsite.runs.tasks import ping
 
 
 @pytest.mark.worker
