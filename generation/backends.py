@@ -136,20 +136,27 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith(("/", ".", "~")) or source.count("/") > 1 or Path(source).exists()
 
 
-def _null_components(source: str) -> dict:
+def _cached_snapshot(repo_id: str) -> Path:
+    """The folder of the Hugging Face cache that holds hub id `repo_id` (its main revision), found on disk only:
+    huggingface_hub, even with local_files_only, may call the hub (its user-agent lookup) unless HF_HUB_OFFLINE
+    is set, so a hub id is turned into a local directory before diffusers sees it."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(repo_id, "model_index.json")
+    except Exception:  # not a valid repo id
+        cached = None
+    if not isinstance(cached, str):
+        raise FileNotFoundError(
+            f"{repo_id} is neither a local directory nor a pipeline in the Hugging Face cache (nothing is downloaded)"
+        )
+    return Path(cached).parent
+
+
+def _null_components(directory: Path) -> dict:
     """Components a pipeline was saved without ([null, null] in model_index.json): diffusers only reloads
     such a pipeline when they are passed as None again (e.g. SD3 without T5, SD without safety checker)."""
-    index = Path(source) / "model_index.json"
-    if not index.is_file():
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(source, "model_index.json")
-        except Exception:  # not a valid repo id: from_pretrained will say so
-            cached = None
-        if not isinstance(cached, str):
-            return {}
-        index = Path(cached)
+    index = directory / "model_index.json"
     try:
         entries = json.loads(index.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -181,9 +188,10 @@ class DiffusersBackend:
                 raise FileNotFoundError(f"diffusers pipeline directory {source} does not exist")
             if not (path / "model_index.json").is_file():
                 raise FileNotFoundError(f"{source} has no model_index.json: not a saved diffusers pipeline")
-            source = str(path)
-        # local_files_only: a hub id loads from the Hugging Face cache or fails; nothing is ever downloaded
-        pipe = DiffusionPipeline.from_pretrained(source, dtype=dtype, local_files_only=True, **_null_components(source))
+        else:
+            path = _cached_snapshot(source)
+        # a local directory, and local_files_only: nothing is ever downloaded, no hub is ever asked
+        pipe = DiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=True, **_null_components(path))
         pipe.set_progress_bar_config(disable=True)
         return cls(pipe.to(device), device)
 

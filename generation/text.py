@@ -11,7 +11,7 @@ that `load_text_encoder` turns back into the encoder:
     "t5:/dir"           a T5 encoder saved with transformers; pooled = masked mean
     "hf:/dir"           any other transformers AutoModel encoder; pooled = masked mean
 
-Nothing here downloads: models load with `local_files_only=True` and HF_HUB_OFFLINE=1.
+Nothing here downloads: every model and tokenizer loads from a local directory with `local_files_only=True`.
 
 Training helpers: `CachedTextEncoder` (the demo vocabulary is small, so each prompt is encoded once) and
 `drop_conditioning` (text-encoder dropout: a row's conditioning becomes the empty prompt's with probability p).
@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _quiet_transformers() -> None:

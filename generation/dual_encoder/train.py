@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -136,6 +137,7 @@ def train(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a training process never reaches a model hub
     parser = argparse.ArgumentParser(
         prog="python -m generation.dual_encoder.train", description=__doc__.split("\n\n")[0]
     )

@@ -30,8 +30,6 @@ from generation.mmdit.checkpoint import load_mmdit
 from generation.sampling import SamplerSettings, sample
 from generation.text import conditioning, load_text_encoder
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 
 class ImageSpace:
     """What the MM-DiT models: pixels scaled to [-1, 1], or latents of a diffusers AutoencoderKL.

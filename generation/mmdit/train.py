@@ -374,6 +374,7 @@ def export_checkpoint(source: str | Path, out: str | Path, dtype: str = "float16
 
 
 def main(argv: list[str] | None = None) -> Path:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a training process never reaches a model hub
     args = vars(build_parser().parse_args(argv))
     resume, device = args.pop("resume"), args.pop("device")
     export, export_dtype = args.pop("export"), args.pop("export_dtype")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -148,6 +149,7 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a training process never reaches a model hub
     defaults = TrainConfig(out="")
     p = argparse.ArgumentParser(prog="python -m generation.unet.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="checkpoint directory to write")

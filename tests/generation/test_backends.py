@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import string
 
 import numpy as np
@@ -235,6 +236,25 @@ def test_diffusers_pipelines_load_from_a_saved_directory_and_seed_every_image(wh
     assert isinstance(backend, DiffusersBackend)
     assert type(backend.pipe).__name__ == ("StableDiffusionPipeline" if which == "sd" else "StableDiffusion3Pipeline")
     assert_seeded(backend, SETTINGS)
+
+
+def test_a_hub_id_loads_from_the_hugging_face_cache_as_a_local_directory(tiny_sd_dir, tmp_path, monkeypatch, loaded):
+    """A hub id is looked up in the cache on disk (refs/main -> its snapshot folder); one that is not there fails
+    with a reason instead of a download."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--t2i-arena--tiny-sd"
+    shutil.copytree(tiny_sd_dir, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    from_cache = load_backend("diffusers", "t2i-arena/tiny-sd")
+    image = from_cache.generate(["a red circle"], [0], SETTINGS)[0]
+    assert (
+        pixels(image) == pixels(loaded("diffusers", tiny_sd_dir).generate(["a red circle"], [0], SETTINGS)[0])
+    ).all()
+    with pytest.raises(ModelLoadError, match="nor a pipeline in the Hugging Face cache"):
+        load_backend("diffusers", "t2i-arena/not-cached")
 
 
 def test_diffusers_settings_choose_the_scheduler_and_the_timestep_shift(tiny_sd_dir, tiny_sd3_dir, loaded):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -35,8 +38,7 @@ def assert_well_formed(encoder, tokens, mask, pooled, batch):
     assert not torch.allclose(pooled[0], pooled[1])
 
 
-def test_real_minilm_loads_offline_from_the_pypi_package(minilm):
-    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+def test_real_minilm_loads_from_the_pypi_package(minilm):
     assert (minilm_path() / "model.safetensors").is_file()
     assert (minilm.dim, minilm.pooled_dim) == (384, 384)
     tokens, mask, pooled = minilm.encode(PROMPTS)
@@ -95,3 +97,51 @@ def test_bad_encoder_names_and_paths_give_clear_errors(tmp_path):
         load_text_encoder(f"clip:{tmp_path}")
     with pytest.raises(TypeError):
         CachedTextEncoder(load_text_encoder(save_tiny_text_encoder(tmp_path / "t", "t5"))).encode("one string")
+
+
+NO_NETWORK = """
+import json, socket, sys
+
+attempts = []
+
+
+def refuse(*args, **kwargs):
+    attempts.append(repr(args[1:] if args and isinstance(args[0], socket.socket) else args))
+    raise OSError("this test allows no network connection")
+
+
+socket.socket.connect = refuse
+socket.create_connection = refuse
+
+from generation.backends import ModelLoadError, load_backend
+from generation.text import load_text_encoder
+
+shapes = [tuple(load_text_encoder(name).encode(["a red circle"])[0].shape) for name in sys.argv[1:]]
+try:
+    load_backend("diffusers", "t2i-arena-tests/no-such-pipeline")
+    hub = "loaded"
+except ModelLoadError as e:
+    hub = str(e)
+print(json.dumps({"shapes": shapes, "hub": hub, "attempts": attempts}))
+"""
+
+
+def test_nothing_reaches_a_hub_even_without_the_offline_flags(tmp_path):
+    """The guarantee is in the loading code (local directories, local_files_only), not in an environment variable:
+    with HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE unset and every connection refused, MiniLM and a local CLIP
+    load and encode, and a diffusers hub id that is not in the cache fails without trying the network."""
+    clip = save_tiny_text_encoder(tmp_path / "clip", "clip")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_HOME"] = str(tmp_path / "hf-home")  # an empty cache: the hub id cannot be there
+    done = subprocess.run(
+        [sys.executable, "-c", NO_NETWORK, "minilm", clip],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["attempts"] == []
+    assert [shape[2] for shape in result["shapes"]] == [384, 32]
+    assert "cannot load diffusers model from t2i-arena-tests/no-such-pipeline" in result["hub"]
