@@ -83,6 +83,9 @@ class TensorFeatures(nn.Module):
     transformers 5 returns BaseModelOutputWithPooling (projected features in `.pooler_output`); this is
     what torchmetrics' CLIPScore needs until it handles that (torchmetrics issue 3407)."""
 
+    model: Any  # a transformers CLIPModel, or any module with its two feature methods (nn.Module's typing
+    #   would make those methods `Tensor | Module` attributes)
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
@@ -153,6 +156,8 @@ class ClipImageFeatures(nn.Module):
 
     uint8 (N, 3, H, W) -> (N, num_features) float. torchmetrics' FrechetInceptionDistance reads
     `num_features` and hands images through unchanged."""
+
+    model: Any  # a transformers CLIPModel or a TensorFeatures (see TensorFeatures.model)
 
     def __init__(self, model: nn.Module, processor, normalize: bool = True, probe_size: int = 32):
         super().__init__()
