@@ -45,24 +45,24 @@ VOTE_COLUMNS = [
     "created_at",
 ]
 
-IMAGE_COLUMNS = [
-    "image_token",
-    "image_url",
-    "model",
-    "prompt_id",
-    "prompt",
-    "category",
-    "challenge",
-    "seed",
-    "status",
-    "width",
-    "height",
-    "sampler_settings",
-    "generation_seconds",
-    "error",
-    "created_at",
-    "finished_at",
-]
+_IMAGE_FIELDS = {  # frame column <- ORM path
+    "image_token": "token",
+    "model": "model__name",
+    "prompt_id": "prompt_id",
+    "prompt": "prompt__text",
+    "category": "prompt__category",
+    "challenge": "prompt__challenge",
+    "seed": "seed",
+    "status": "status",
+    "width": "width",
+    "height": "height",
+    "sampler_settings": "sampler_settings",
+    "generation_seconds": "generation_seconds",
+    "error": "error",
+    "created_at": "created_at",
+    "finished_at": "finished_at",
+}
+IMAGE_COLUMNS = ["image_token", "image_url", *list(_IMAGE_FIELDS)[1:]]  # the URL is made from the token
 
 
 _VOTE_FIELDS = {  # frame column <- ORM path
@@ -150,62 +150,15 @@ def images_frame(campaign: Campaign) -> pd.DataFrame:
     rows = (
         Image.objects.in_run(campaign.run)
         .order_by("model__name", "prompt__position", "seed")
-        .values_list(
-            "token",
-            "model__name",
-            "prompt_id",
-            "prompt__text",
-            "prompt__category",
-            "prompt__challenge",
-            "seed",
-            "status",
-            "width",
-            "height",
-            "sampler_settings",
-            "generation_seconds",
-            "error",
-            "created_at",
-            "finished_at",
-        )
+        .values_list(*_IMAGE_FIELDS.values())
     )
     records = []
-    for (
-        token,
-        model,
-        prompt_id,
-        prompt,
-        category,
-        challenge,
-        seed,
-        status,
-        width,
-        height,
-        sampler,
-        seconds,
-        error,
-        created_at,
-        finished_at,
-    ) in rows:
-        records.append(
-            {
-                "image_token": token,
-                "image_url": reverse("rating:image", args=[token]),
-                "model": model,
-                "prompt_id": prompt_id,
-                "prompt": prompt,
-                "category": category or "(none)",
-                "challenge": challenge or "(none)",
-                "seed": seed,
-                "status": status,
-                "width": width,
-                "height": height,
-                "sampler_settings": sampler,
-                "generation_seconds": seconds,
-                "error": error,
-                "created_at": created_at,
-                "finished_at": finished_at,
-            }
-        )
+    for values in rows:
+        record = dict(zip(_IMAGE_FIELDS, values, strict=True))
+        record["image_url"] = reverse("rating:image", args=[record["image_token"]])
+        record["category"] = record["category"] or "(none)"
+        record["challenge"] = record["challenge"] or "(none)"
+        records.append(record)
     frame = pd.DataFrame.from_records(records, columns=IMAGE_COLUMNS)
     for col in ("width", "height", "seed"):
         frame[col] = frame[col].astype("Int64")

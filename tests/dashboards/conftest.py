@@ -142,6 +142,17 @@ def voted_campaign(make_run, make_rater, make_campaign):
 
 
 @pytest.fixture
+def campaign_page(staff_client):
+    """The campaign dashboard as a researcher gets it, as text: `campaign_page(campaign, criterion=...)`."""
+    from django.urls import reverse
+
+    def get(campaign, **options) -> str:
+        return staff_client.get(reverse("dashboards:campaign", args=[campaign.pk]), options).content.decode()
+
+    return get
+
+
+@pytest.fixture
 def rater_client(client, make_rater):
     rater = make_rater("plainrater")
     client.force_login(rater.user)

@@ -46,8 +46,8 @@ def test_api_decisions_equal_campaign_decisions(staff_client, voted_campaign):
 
 
 @pytest.mark.django_db
-def test_page_explains_each_decision_in_plain_words(staff_client, voted_campaign):
-    page = html.unescape(staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk])).content.decode())
+def test_page_explains_each_decision_in_plain_words(voted_campaign, campaign_page):
+    page = html.unescape(campaign_page(voted_campaign))
     decisions = page.split('id="decisions"')[1].split("</section>")[0]
     assert "the chance that the top-model claim is ever wrong is at most 5%" in decisions
     for criterion in ("prompt_following", "aesthetics"):
@@ -61,7 +61,7 @@ def test_page_explains_each_decision_in_plain_words(staff_client, voted_campaign
 
 
 @pytest.mark.django_db
-def test_a_clear_leader_is_certified_with_its_confidence(staff_client, make_campaign, make_rater):
+def test_a_clear_leader_is_certified_with_its_confidence(staff_client, campaign_page, make_campaign, make_rater):
     from evalsite.rating.models import Choice, Image
     from tests.dashboards.conftest import add_votes
 
@@ -95,6 +95,6 @@ def test_a_clear_leader_is_certified_with_its_confidence(staff_client, make_camp
     data = staff_client.get(reverse("dashboards:api-results", args=[campaign.pk])).json()
     top = data["decisions"]["by_criterion"][0]["decision"]["top_model"]
     assert top["certified"] and top["model_name"] == best
-    page = html.unescape(staff_client.get(reverse("dashboards:campaign", args=[campaign.pk])).content.decode())
+    page = html.unescape(campaign_page(campaign))
     assert f"certified</span> {best} at 95% confidence" in page
     assert f"{best} is the best of the 3 models, with 95% confidence" in page

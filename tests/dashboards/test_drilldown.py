@@ -30,10 +30,8 @@ def links(page: str, pattern: str) -> list[str]:
 
 
 @pytest.mark.django_db
-def test_heat_map_cell_lists_the_votes_between_the_two_models(staff_client, voted_campaign):
-    page = staff_client.get(
-        reverse("dashboards:campaign", args=[voted_campaign.pk]), {"criterion": "aesthetics"}
-    ).content.decode()
+def test_heat_map_cell_lists_the_votes_between_the_two_models(staff_client, voted_campaign, campaign_page):
+    page = campaign_page(voted_campaign, criterion="aesthetics")
     cell_links = links(page, r"opponent=")
     assert cell_links  # heat-map cells and SD3 bars link to their votes
     url = next(u for u in cell_links if "model=dash-model-0" in u and "opponent=dash-model-2" in u)
@@ -46,8 +44,8 @@ def test_heat_map_cell_lists_the_votes_between_the_two_models(staff_client, vote
 
 
 @pytest.mark.django_db
-def test_leaderboard_row_lists_every_vote_of_the_model(staff_client, voted_campaign):
-    page = staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk])).content.decode()
+def test_leaderboard_row_lists_every_vote_of_the_model(staff_client, voted_campaign, campaign_page):
+    page = campaign_page(voted_campaign)
     url = next(
         u
         for u in links(page, r"model=dash-model-1")
@@ -60,8 +58,8 @@ def test_leaderboard_row_lists_every_vote_of_the_model(staff_client, voted_campa
 
 
 @pytest.mark.django_db
-def test_breakdown_cell_lists_the_model_votes_in_that_category(staff_client, voted_campaign):
-    page = staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk])).content.decode()
+def test_breakdown_cell_lists_the_model_votes_in_that_category(staff_client, voted_campaign, campaign_page):
+    page = campaign_page(voted_campaign)
     url = next(u for u in links(page, r"category=Animals") if "model=dash-model-2" in u)
     expected = counted(voted_campaign, "prompt_following").filter(
         Q(model_left__name="dash-model-2") | Q(model_right__name="dash-model-2"), assignment__prompt__category="Animals"

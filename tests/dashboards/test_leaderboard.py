@@ -9,6 +9,7 @@ from django.urls import reverse
 from analysis.leaderboard import fit_bradley_terry
 from analysis.win_rates import win_rate_matrix
 from evalsite.dashboards.data import votes_frame as all_votes
+from evalsite.rating.models import Vote
 
 
 def votes_frame(campaign):
@@ -45,40 +46,31 @@ def expected_rows(fit) -> list[dict]:
 
 
 @pytest.mark.django_db
-def test_leaderboard_numbers_equal_fit_bradley_terry(staff_client, voted_campaign):
+@pytest.mark.parametrize("criterion", ["prompt_following", "aesthetics"])
+def test_leaderboard_numbers_equal_fit_bradley_terry(voted_campaign, campaign_page, criterion):
     votes = votes_frame(voted_campaign)
-    for criterion in ("prompt_following", "aesthetics"):
-        page = staff_client.get(
-            reverse("dashboards:campaign", args=[voted_campaign.pk]), {"criterion": criterion}
-        ).content.decode()
-        # "speedy" is flagged (on the platform, and too fast): excluded by default
-        fit = fit_bradley_terry(votes[votes.criterion == criterion], exclude_raters={"speedy"})
-        assert leaderboard_rows(page) == expected_rows(fit)
-        assert "Flagged raters are <strong>excluded</strong>" in page
+    page = campaign_page(voted_campaign, criterion=criterion)
+    # "speedy" is flagged (on the platform, and too fast): excluded by default
+    fit = fit_bradley_terry(votes[votes.criterion == criterion], exclude_raters={"speedy"})
+    assert leaderboard_rows(page) == expected_rows(fit)
+    assert "Flagged raters are <strong>excluded</strong>" in page
 
 
 @pytest.mark.django_db
-def test_including_flagged_raters_refits_on_all_votes(staff_client, voted_campaign):
+def test_including_flagged_raters_refits_on_all_votes(voted_campaign, campaign_page):
     votes = votes_frame(voted_campaign)
-    page = staff_client.get(
-        reverse("dashboards:campaign", args=[voted_campaign.pk]),
-        {"criterion": "prompt_following", "flagged": "include"},
-    ).content.decode()
+    page = campaign_page(voted_campaign, criterion="prompt_following", flagged="include")
     fit = fit_bradley_terry(votes[votes.criterion == "prompt_following"])
     assert leaderboard_rows(page) == expected_rows(fit)
     assert fit["votes"].max() == 80  # 5 raters x 4 prompts x 2 seeds x 2 pairs per model
 
 
 @pytest.mark.django_db
-def test_heat_map_cells_show_win_rate_matrix(staff_client, voted_campaign):
+def test_heat_map_cells_show_win_rate_matrix(voted_campaign, campaign_page):
     votes = votes_frame(voted_campaign)
     counted = votes[(votes.criterion == "aesthetics") & ~votes.rater.eq("speedy")]
     rates, counts = win_rate_matrix(counted)
-    page = html.unescape(
-        staff_client.get(
-            reverse("dashboards:campaign", args=[voted_campaign.pk]), {"criterion": "aesthetics"}
-        ).content.decode()
-    )
+    page = html.unescape(campaign_page(voted_campaign, criterion="aesthetics"))
     for row in rates.index:
         for col in rates.columns:
             if row != col:
@@ -96,8 +88,8 @@ def test_bad_options_get_a_clear_400(staff_client, voted_campaign):
 
 
 @pytest.mark.django_db
-def test_page_renders_every_section(staff_client, voted_campaign):
-    page = staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk])).content.decode()
+def test_page_renders_every_section(voted_campaign, campaign_page):
+    page = campaign_page(voted_campaign)
     for section in (
         "decisions",
         "progress",
@@ -115,12 +107,14 @@ def test_page_renders_every_section(staff_client, voted_campaign):
 
 
 @pytest.mark.django_db
-def test_page_renders_with_only_gold_votes_and_votes_without_times(staff_client, voted_campaign):
-    from evalsite.rating.models import Vote
-
+def test_page_renders_with_votes_that_have_no_answer_time(voted_campaign, campaign_page):
     Vote.objects.filter(campaign=voted_campaign, rater__user__username="alice").update(time_taken_ms=None)
-    page = staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk])).content.decode()
+    page = campaign_page(voted_campaign)
     assert leaderboard_rows(page)
+
+
+@pytest.mark.django_db
+def test_page_renders_with_only_gold_votes(staff_client, voted_campaign):
     Vote.objects.filter(campaign=voted_campaign, is_gold=False).delete()
     response = staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk]))
     assert response.status_code == 200
