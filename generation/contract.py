@@ -1,8 +1,8 @@
 """What the web side and the model side must agree on, in one torch-free module.
 
-`evalsite/` imports this (never the torch modules of `generation/`) to validate settings, recognise
-checkpoint folders and send generation tasks by name; `generation/` imports it to write checkpoints and to
-check the settings its backends receive. Importing it loads neither torch nor diffusers nor Django
+The web side (the Django site) imports this, never the torch modules of `generation/`, to validate settings,
+recognise checkpoint folders and send generation tasks by name; `generation/` imports it to write checkpoints
+and to check the settings its backends receive. Importing it loads neither torch nor diffusers nor Django
 (a test asserts this), so the web process stays light.
 """
 
