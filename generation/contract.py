@@ -31,6 +31,8 @@ DEFAULT_SAMPLER_SETTINGS: dict[str, int | float] = {
 }
 # The settings a checkpoint may recommend in its recipe's "sampler_defaults" (size comes from its training).
 RECIPE_SAMPLER_KEYS: frozenset[str] = frozenset({"steps", "guidance_scale", "shift", "scheduler"})
+# The UNet baseline's samplers, its "scheduler" setting (the first is the default); it has no timestep shift.
+UNET_SCHEDULERS: tuple[str, ...] = ("ddim", "ddpm")
 
 # --------------------------------------------------------------------------------------------- checkpoints
 

@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from evalsite.catalog.models import ImageModel, Prompt, PromptSet, default_sampler_settings, validate_sampler_settings
 from evalsite.runs.models import ComparisonRun, GenerationJob, Image, image_upload_to, settings_hash
-from generation.contract import GENERATE_TASK, SETTING_KEYS
+from generation.contract import GENERATE_TASK, SETTING_KEYS, UNET_SCHEDULERS
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,9 @@ def effective_settings(model: ImageModel, overrides: dict | None) -> dict:
     if model.kind == ImageModel.Kind.UNET_BASELINE:
         if merged.get("shift", 1.0) != 1.0:
             raise RunError(f"model {model.name}: the UNet baseline has no timestep shift (leave shift at 1)")
-        if merged.get("scheduler", "ddim") not in ("ddim", "ddpm"):
-            raise RunError(f"model {model.name}: the UNet baseline samples with 'ddim' or 'ddpm'")
+        if merged.get("scheduler", UNET_SCHEDULERS[0]) not in UNET_SCHEDULERS:
+            names = " or ".join(repr(name) for name in UNET_SCHEDULERS)
+            raise RunError(f"model {model.name}: the UNet baseline samples with {names}")
     return merged
 
 

@@ -87,6 +87,7 @@ def test_images_with_other_settings_are_other_images(db, make_prompt_set):
     [
         (dict(model="inhouse", sampler_overrides={"scheduler": "ddim"}), "does not take the setting"),
         (dict(model="unet", sampler_overrides={"shift": 3.0}), "has no timestep shift"),
+        (dict(model="unet", sampler_overrides={"scheduler": "euler"}), "samples with 'ddim' or 'ddpm'"),
         (dict(model="inhouse", sampler_overrides={"steps": 0}), "steps must be at least 1"),
         (dict(model="inhouse", sampler_overrides={"height": "big"}), "must be a number"),
         (dict(model=None, sampler_overrides={}), "at least one model"),
