@@ -15,19 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from generation import demo_domain  # noqa: E402
-from generation.checker import score_images  # noqa: E402
-from generation.contract import CONFIG_FILE  # noqa: E402
-from generation.mmdit.pipeline import InHousePipeline  # noqa: E402
+from generation import demo_domain
+from generation.checker import score_images
+from generation.contract import CONFIG_FILE, MMDIT_FORMAT, WEIGHTS_FILE
+from generation.mmdit.pipeline import InHousePipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,7 +33,7 @@ def default_checkpoints() -> list[Path]:
     return sorted(
         p.parent
         for p in (ROOT / "demo_models").glob(f"*/{CONFIG_FILE}")
-        if (p.parent / "model.safetensors").exists() and json.loads(p.read_text()).get("format") == "t2i-arena/mmdit"
+        if (p.parent / WEIGHTS_FILE).exists() and json.loads(p.read_text()).get("format") == MMDIT_FORMAT
     )
 
 

@@ -18,19 +18,15 @@ last, so that drift over the run shows.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
-from pathlib import Path
 
 import torch
 from torch import nn
 
-_spec = importlib.util.spec_from_file_location("mmdit_forward_bench", Path(__file__).with_name("mmdit_forward.py"))
-fb = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fb)
-
-from generation.mmdit import model as mmdit  # noqa: E402
+from generation.mmdit import benchmarking
+from generation.mmdit import model as mmdit
+from generation.mmdit.diffusers_export import to_diffusers
 
 ORIGINAL_ATTENTION_FORWARD = mmdit.JointAttention.forward
 ORIGINAL_RMS_FORWARD = mmdit.RMSNorm.forward
@@ -83,27 +79,29 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    cfg = fb.tiny_config() if args.tiny else fb.sd3_medium_config()
+    cfg = benchmarking.tiny_config() if args.tiny else benchmarking.sd3_medium_config()
     batch = args.batch or (1 if args.tiny else 2)
     side, tokens = (16, 7) if args.tiny else (128, 333)
     iters = args.iters or (2 if args.tiny else 10)
-    measure = fb.timer(device, 2, iters)
+    measure = benchmarking.timer(device, 2, iters)
     torch._dynamo.config.cache_size_limit = 64
 
     torch.manual_seed(0)
     with torch.device(device):
         ours = mmdit.MMDiT(cfg)
-    fb.randomise_(ours)
-    theirs = fb.to_diffusers(ours)
+    benchmarking.randomise_(ours)
+    theirs = to_diffusers(ours)
     ours.to(dtype).eval()
     theirs.to(dtype).eval()
-    x = fb.make_inputs(cfg, batch, side, tokens, device, dtype)
-    flops = fb.forward_flops(cfg, batch, side, side, tokens)
+    x = benchmarking.make_inputs(cfg, batch, side, tokens, device, dtype)
+    flops = benchmarking.forward_flops(cfg, batch, side, side, tokens)
     result: dict = {"batch": batch, "device": str(device), "rows": []}
 
     def time_rows(label: str, model: nn.Module, call, reference: torch.Tensor | None):
         torch._dynamo.reset()
-        fb.compile_model(model, "blocks", fullgraph=label != "diffusers", backend=args.compile_backend, mode=None)
+        benchmarking.compile_model(
+            model, "blocks", fullgraph=label != "diffusers", backend=args.compile_backend, mode=None
+        )
         out = call(model, **x).float()
         diff = None if reference is None else float((out - reference).abs().max())
         medians, first = [], None
@@ -128,14 +126,14 @@ def main(argv: list[str] | None = None) -> dict:
                 json.dump(result, fh, indent=2)
         return out
 
-    call_theirs = lambda m, **kw: fb.call_diffusers(m, timestep_scale=cfg.timestep_scale, **kw)  # noqa: E731
+    call_theirs = lambda m, **kw: benchmarking.call_diffusers(m, timestep_scale=cfg.timestep_scale, **kw)  # noqa: E731
     try:
         with torch.inference_mode():
             time_rows("diffusers", theirs, call_theirs, None)
             reference = None
             for name in args.variants:
                 use_variant(name)
-                out = time_rows(name, ours, fb.call_in_house, reference)
+                out = time_rows(name, ours, benchmarking.call_in_house, reference)
                 reference = out if reference is None else reference
             time_rows("diffusers", theirs, call_theirs, None)
     finally:

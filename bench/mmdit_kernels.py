@@ -12,22 +12,17 @@ kernels, copies...) and the device time per forward is printed for both, side by
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 from collections import defaultdict
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-_spec = importlib.util.spec_from_file_location("mmdit_forward_bench", Path(__file__).with_name("mmdit_forward.py"))
-forward_bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(forward_bench)
-
-from generation.mmdit.diffusers_export import to_diffusers  # noqa: E402
-from generation.mmdit.model import MMDiT  # noqa: E402
+from generation.mmdit import benchmarking
+from generation.mmdit.diffusers_export import to_diffusers
+from generation.mmdit.model import MMDiT
 
 GROUPS = [  # (group, pattern on the kernel name), first match wins
     ("attention", r"flash|fmha|cudnn|attention|sdpa|_efficient_attention"),
@@ -75,27 +70,27 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    cfg = forward_bench.tiny_config() if args.tiny else forward_bench.sd3_medium_config()
+    cfg = benchmarking.tiny_config() if args.tiny else benchmarking.sd3_medium_config()
     batch = args.batch or (1 if args.tiny else 2)
     side, tokens = (16, 7) if args.tiny else (128, 333)
 
     torch.manual_seed(0)
     with torch.device(device):
         ours = MMDiT(cfg)
-    forward_bench.randomise_(ours)
+    benchmarking.randomise_(ours)
     theirs = to_diffusers(ours)
     ours.to(dtype).eval()
     theirs.to(dtype).eval()
-    inputs = forward_bench.make_inputs(cfg, batch, side, tokens, device, dtype)
+    inputs = benchmarking.make_inputs(cfg, batch, side, tokens, device, dtype)
     calls = {
-        "diffusers": partial(forward_bench.call_diffusers, theirs, timestep_scale=cfg.timestep_scale),
-        "in-house": partial(forward_bench.call_in_house, ours),
+        "diffusers": partial(benchmarking.call_diffusers, theirs, timestep_scale=cfg.timestep_scale),
+        "in-house": partial(benchmarking.call_in_house, ours),
     }
     result: dict = {"batch": batch, "compiled": not args.no_compile, "models": {}}
     with torch.inference_mode():
         if not args.no_compile:
             for name, model in (("diffusers", theirs), ("in-house", ours)):
-                forward_bench.compile_model(
+                benchmarking.compile_model(
                     model, "blocks", fullgraph=name == "in-house", backend=args.compile_backend, mode=None
                 )
         for name, call in calls.items():

@@ -3,28 +3,24 @@
     python bench/sdpa_layout.py                 # CUDA, bf16: batch 2, 24 heads of 64, 4096 + 333 tokens
     python bench/sdpa_layout.py --device cpu --batch 1 --heads 2 --tokens 64   # a small CPU run (tested)
 
-The MM-DiT's attention is about a third of its forward FLOPs (bench/mmdit_forward.py). Its queries, keys and
-values can reach the kernel in two layouts: heads-major (B, H, L, hd) contiguous, as diffusers builds them, or
-tokens-major (B, L, H, hd) contiguous seen through a transpose, which is what concatenating per-token
-projections gives for free. This times both, for torch's own kernel order and for each kernel alone, and says
-which kernel torch's order picks. FLOPs: 4 B H L^2 hd (QK^T and AV).
+The MM-DiT's attention is about a third of its forward FLOPs (generation.mmdit.benchmarking.forward_flops).
+Its queries, keys and values can reach the kernel in two layouts: heads-major (B, H, L, hd) contiguous, as
+diffusers builds them, or tokens-major (B, L, H, hd) contiguous seen through a transpose, which is what
+concatenating per-token projections gives for free. This times both, for torch's own kernel order and for
+each kernel alone, and says which kernel torch's order picks. FLOPs: 4 B H L^2 hd (QK^T and AV).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-_spec = importlib.util.spec_from_file_location("mmdit_forward_bench", Path(__file__).with_name("mmdit_forward.py"))
-forward_bench = importlib.util.module_from_spec(_spec)  # its timing loop
-_spec.loader.exec_module(forward_bench)
+from generation.mmdit.benchmarking import median_ms
 
 KERNELS = {
     "flash": SDPBackend.FLASH_ATTENTION,
@@ -72,7 +68,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     if reference is None:
                         reference = out
                     row["max_diff_vs_first"] = float((out - reference).abs().max())
-                    row["ms"] = forward_bench.median_ms(call, device, args.warmup, args.iters)
+                    row["ms"] = median_ms(call, device, args.warmup, args.iters)
                 row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
             except RuntimeError as e:  # no such kernel for these inputs on this device
                 row["error"] = str(e).splitlines()[0][:200]

@@ -8,6 +8,7 @@ Files:
     pipeline.py          InHousePipeline: prompts + seeds -> images (the sampler: generation.sampling);
                          ImageSpace: pixels, or the latents of a VAE
     train.py             the training command, `python -m generation.mmdit.train`
+    benchmarking.py      what the speed benchmarks in bench/ share: model sizes, FLOP count, timers
 
 Use:
 

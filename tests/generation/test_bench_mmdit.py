@@ -1,9 +1,12 @@
-"""bench/mmdit_forward.py end to end at a tiny size on the CPU, and its FLOP formula."""
+"""The MM-DiT benchmarks in bench/ end to end at a tiny size on the CPU, and the analytic FLOP formula they share
+(generation.mmdit.benchmarking). The scripts are imported as modules of the repository's bench/ folder (pytest
+puts the repository root on the path); one is also run as its command line."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,21 +15,19 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from generation.mmdit import benchmarking
 from generation.mmdit.model import MMDiT, MMDiTConfig
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "mmdit_forward.py"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("mmdit_forward_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench.mmdit_forward")
 
 
 @pytest.mark.parametrize("depth, side, tokens", [(2, 16, 7), (3, 12, 5)])
-def test_analytic_flops_match_torch_flop_counter(bench, depth, side, tokens):
+def test_analytic_flops_match_torch_flop_counter(depth, side, tokens):
     cfg = MMDiTConfig(
         in_channels=4,
         sample_size=16,
@@ -42,18 +43,18 @@ def test_analytic_flops_match_torch_flop_counter(bench, depth, side, tokens):
     context, pooled = torch.randn(2, tokens, 32), torch.randn(2, 16)
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(x, t, context, pooled)
-    assert bench.forward_flops(cfg, 2, side, side, tokens) == counter.get_total_flops()
+    assert benchmarking.forward_flops(cfg, 2, side, side, tokens) == counter.get_total_flops()
 
 
-def test_sd3_medium_size_matches_the_published_parameter_count(bench):
-    cfg = bench.sd3_medium_config()
+def test_sd3_medium_size_matches_the_published_parameter_count():
+    cfg = benchmarking.sd3_medium_config()
     with torch.device("meta"):
         model = MMDiT(cfg)
     # SD3-medium's MM-DiT has 2.03B parameters
     assert 2.0e9 < model.num_params() < 2.1e9
     # dominant terms: 2 x 12 D^2 weights per token and layer (qkv, out, MLP) + attention 4 L D per layer
     D, L = cfg.hidden_size, 4096 + 333
-    per_token = bench.forward_flops(cfg, 2, 128, 128, 333) / (2 * L)
+    per_token = benchmarking.forward_flops(cfg, 2, 128, 128, 333) / (2 * L)
     assert per_token == pytest.approx(cfg.depth * (24 * D * D + 4 * L * D), rel=0.02)
 
 
@@ -140,9 +141,7 @@ def test_attention_variants_time_both_models_under_each_kernel_order(bench):
 
 
 def test_sdpa_layout_bench_times_both_layouts_with_the_same_values(tmp_path):
-    spec = importlib.util.spec_from_file_location("sdpa_layout_bench", BENCH.parent / "sdpa_layout.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("bench.sdpa_layout")
     rows = module.main(
         [
             "--device",
@@ -168,9 +167,7 @@ def test_sdpa_layout_bench_times_both_layouts_with_the_same_values(tmp_path):
 
 
 def test_kernel_profile_compares_both_models_by_kind(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("mmdit_kernels_bench", BENCH.parent / "mmdit_kernels.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module("bench.mmdit_kernels")
     result = module.main(
         ["--tiny", "--device", "cpu", "--no-compile", "--forwards", "1", "--json", str(tmp_path / "kernels.json")]
     )
@@ -183,13 +180,10 @@ def test_kernel_profile_compares_both_models_by_kind(tmp_path, capsys):
     assert module.group_of("triton_per_fused_add_cat_mean_mul_pow_rsqrt_0") == "triton (fused pointwise / norm)"
 
 
-def test_attention_variants_compute_the_same_function_and_restore_the_model(tmp_path, monkeypatch):
+def test_attention_variants_compute_the_same_function_and_restore_the_model(tmp_path):
     from generation.mmdit import model as mmdit
 
-    spec = importlib.util.spec_from_file_location("mmdit_variants_bench", BENCH.parent / "mmdit_attention_variants.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # torch.compile looks the patched functions' module up
-    spec.loader.exec_module(module)
+    module = importlib.import_module("bench.mmdit_attention_variants")
     before = (mmdit.JointAttention.forward, mmdit.RMSNorm.forward)
     result = module.main(
         [
@@ -216,3 +210,18 @@ def test_attention_variants_compute_the_same_function_and_restore_the_model(tmp_
     ]
     assert all(r["max_diff_vs_current"] < 1e-5 for r in result["rows"][2:5])
     assert (mmdit.JointAttention.forward, mmdit.RMSNorm.forward) == before
+
+
+def test_a_bench_script_runs_as_its_own_command(tmp_path):
+    """`.venv/bin/python bench/X.py`, as the README runs them: the scripts import generation/ like any module."""
+    out = tmp_path / "sdpa.json"
+    args = ["--device", "cpu", "--batch", "1", "--heads", "2", "--tokens", "16", "--iters", "1", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "sdpa_layout.py"), *args],
+        cwd=tmp_path,  # not the repository: nothing may rely on the working directory
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert {row["layout"] for row in json.loads(out.read_text())["rows"]} == {"heads-major", "tokens-major"}
