@@ -257,10 +257,6 @@ def all_prompts(split: Split = "all", kinds: Iterable[str] = KINDS) -> list[str]
     return [s.caption for s in all_specs(split, kinds)]
 
 
-def is_heldout(spec: DemoSpec) -> bool:
-    return spec in _split_specs(spec.kind)[1]
-
-
 # --------------------------------------------------------------------------------------------- parsing
 
 _SHAPE_RE = re.compile(r"^an? (\w+) (\w+) on an? (\w+) background$")
