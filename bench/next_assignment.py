@@ -32,30 +32,13 @@ import time
 import warnings
 from pathlib import Path
 
-import psycopg
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.databases import drop_database, recreate_database  # noqa: E402 (needs ROOT on the path)
+
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/evalsite_bench_next"
 N_MODELS, N_PROMPTS, N_SEEDS = 10, 1000, 4
-
-
-def admin_url(url: str) -> tuple[str, str]:
-    """(URL of the server's postgres database, name of the bench database)."""
-    base, name = url.rsplit("/", 1)
-    return f"{base}/postgres", name
-
-
-def recreate_database(url: str) -> None:
-    admin, name = admin_url(url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(url: str) -> None:
-    admin, name = admin_url(url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def configure_django(url: str) -> None:
@@ -70,7 +53,6 @@ def configure_django(url: str) -> None:
         }
     )
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evalsite.settings")
-    sys.path.insert(0, str(ROOT))
     import django
 
     warnings.filterwarnings("ignore", message="No directory at")  # whitenoise: no collected static here

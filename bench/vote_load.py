@@ -123,8 +123,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from next_assignment import drop_database, recreate_database
+    sys.path.insert(0, str(ROOT))
+    from bench.databases import drop_database, recreate_database
 
     recreate_database(args.database_url)
     var_dir = tempfile.mkdtemp(prefix="vote-load-")
@@ -266,13 +266,12 @@ def report(results: dict, stored_ids: set[str], stored_rows: int, most: int, arg
 
 
 def seed_for_load() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evalsite.settings")
     import django
 
     django.setup()
-    from next_assignment import seed
-
+    from bench.next_assignment import seed
     from evalsite.rating import engine
 
     campaign, _ = seed(N_MODELS, N_PROMPTS, N_SEEDS, n_raters=0)
