@@ -240,7 +240,7 @@ class DiffusersBackend:
         return list(out.images)
 
 
-BACKENDS: dict[str, type] = {
+BACKENDS: dict[str, type[_TrainedHereBackend] | type[DiffusersBackend]] = {
     INHOUSE: InHouseBackend,
     DIFFUSERS: DiffusersBackend,
     UNET_BASELINE: UNetBaselineBackend,

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -106,7 +107,7 @@ def read_shape(mask: np.ndarray) -> tuple[str, dict[str, float]]:
         if mask.shape[1] != mask.shape[0]:
             raise ValueError("the checker needs square images")
         ious[shape] = float((ideal & mask).sum() / max((ideal | mask).sum(), 1))
-    return max(ious, key=ious.get), ious
+    return max(ious, key=lambda shape: ious[shape]), ious
 
 
 def read_relation(first: np.ndarray, second: np.ndarray) -> str:
@@ -165,7 +166,7 @@ def check_image(image, prompt: str | DemoSpec) -> CheckResult:
         shapes = [read_shape(m)[0] if m is not None else None for m in (first, second)]
         result.found["shape"], result.found["shape2"] = shapes
         result.checks["shape"] = shapes == [spec.shape, spec.shape2]
-        relation = read_relation(first, second) if result.checks["colour"] else None
+        relation = read_relation(first, second) if first is not None and second is not None else None
         result.found["relation"] = relation
         result.checks["relation"] = relation == spec.relation
     elif isinstance(spec, WordSpec):
@@ -193,7 +194,7 @@ def score_images(images: Sequence, prompts: Sequence[str | DemoSpec]) -> dict[st
             hits[r.kind][name].append(float(ok))
         hits[r.kind]["all"].append(float(r.correct))
         if isinstance(spec, WordSpec):
-            hits[r.kind]["letters"].append(r.found["letters_right"] / len(spec.word))
+            hits[r.kind]["letters"].append(cast(int, r.found["letters_right"]) / len(spec.word))
     out = {}
     for kind, per in hits.items():
         out[kind] = {name: float(np.mean(v)) for name, v in per.items()}

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,14 @@ class SamplerSettings:
         ]:
             if value not in known:
                 raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(str(k) for k in known if k)}")
+
+
+@overload
+def shift_timesteps(t: torch.Tensor, alpha: float) -> torch.Tensor: ...
+
+
+@overload
+def shift_timesteps(t: float, alpha: float) -> float: ...
 
 
 def shift_timesteps(t: torch.Tensor | float, alpha: float) -> torch.Tensor | float:

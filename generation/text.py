@@ -23,8 +23,12 @@ import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # transformers loads only when an encoder is built
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 
 def _quiet_transformers() -> None:
@@ -83,6 +87,7 @@ class HFTextEncoder(TextEncoder):
         self.projected = family == "clip" and (
             "CLIPTextModelWithProjection" in architectures or "CLIPModel" in architectures
         )
+        self.model: PreTrainedModel
         if family == "clip":
             cls = CLIPTextModelWithProjection if self.projected else CLIPTextModel
             self.model = cls.from_pretrained(path, local_files_only=True)
@@ -94,8 +99,8 @@ class HFTextEncoder(TextEncoder):
             self.model = AutoModel.from_pretrained(path, local_files_only=True)
         self.model.eval().requires_grad_(False).to(self.device)
         cfg = self.model.config
-        self.dim = int(getattr(cfg, "hidden_size", None) or cfg.d_model)
-        self.pooled_dim = int(cfg.projection_dim) if self.projected else self.dim
+        self.dim = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model"))  # noqa: B009 - T5 names it so
+        self.pooled_dim = int(getattr(cfg, "projection_dim")) if self.projected else self.dim  # noqa: B009
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> Encoding:
@@ -114,7 +119,7 @@ class HFTextEncoder(TextEncoder):
         return tokens.cpu(), mask.cpu(), pooled.float().cpu()
 
 
-def load_text_encoder(name: str = "minilm", device: str = "cpu") -> TextEncoder:
+def load_text_encoder(name: str = "minilm", device: str = "cpu") -> HFTextEncoder:
     """Build the encoder a checkpoint names (see the module docstring for the forms of `name`)."""
     if name == "minilm":
         return HFTextEncoder("minilm", minilm_path(), family="bert", max_length=128, device=device)
@@ -208,6 +213,9 @@ def save_tiny_text_encoder(directory: str | Path, family: str = "clip", width: i
 
     _quiet_transformers()
     directory = Path(directory)
+    tokenizer: PreTrainedTokenizerBase
+    config: PretrainedConfig
+    model: PreTrainedModel
     chars = list(string.ascii_lowercase) + list(string.digits) + ['"', ".", ","]
     torch.manual_seed(seed)
     if family == "clip":

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from generation import demo_domain
-from generation.demo_domain import DemoSpec
+from generation.demo_domain import DemoSpec, Split
 
 ALL_KINDS = {"shape": 1.0, "position": 1.0, "word": 1.0}
 
@@ -48,7 +48,7 @@ def attributes(spec: DemoSpec) -> dict[str, str]:
 class HardNegatives:
     """For a spec, the specs of `split` that differ from it in exactly one attribute."""
 
-    def __init__(self, split: str = "train"):
+    def __init__(self, split: Split = "train"):
         self.groups: dict[tuple, list[DemoSpec]] = {}
         for spec in demo_domain.all_specs(split):
             for key in self._keys(spec):
@@ -68,7 +68,7 @@ class HardNegatives:
 
 
 def make_batch(
-    n: int, rng: np.random.Generator, negatives: HardNegatives, processor_size: int, split: str = "train"
+    n: int, rng: np.random.Generator, negatives: HardNegatives, processor_size: int, split: Split = "train"
 ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
     """Fresh images with their captions, plus one hard-negative caption per image.
 

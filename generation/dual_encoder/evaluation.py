@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from generation import demo_domain
+from generation.demo_domain import Split
 from generation.dual_encoder.data import HardNegatives
 from generation.dual_encoder.model import DualEncoder
 
@@ -18,7 +19,7 @@ from generation.dual_encoder.model import DualEncoder
 def retrieval_report(
     model: DualEncoder,
     text_features: Callable[[list[str]], torch.Tensor],
-    split: str = "heldout",
+    split: Split = "heldout",
     seed: int = 0,
     max_prompts_per_kind: int = 500,
 ) -> dict:

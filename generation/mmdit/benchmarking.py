@@ -129,8 +129,8 @@ def compile_model(model: torch.nn.Module, scope: str, fullgraph: bool, backend: 
     differ only in their weights share one compiled graph)."""
     if scope == "full":
         return torch.compile(model, fullgraph=fullgraph, dynamic=False, backend=backend, mode=mode)
-    blocks = model.blocks if hasattr(model, "blocks") else model.transformer_blocks
-    for block in blocks:
+    blocks = model.get_submodule("blocks" if hasattr(model, "blocks") else "transformer_blocks")  # in-house, diffusers
+    for block in blocks.children():
         block.compile(fullgraph=fullgraph, dynamic=False, backend=backend, mode=mode)
     return model
 
@@ -164,9 +164,9 @@ def median_ms(fn, device: torch.device, warmup: int, iters: int) -> float:
             end.synchronize()
             times.append(begin.elapsed_time(end))
         else:
-            begin = time.perf_counter()
+            start = time.perf_counter()
             fn()
-            times.append((time.perf_counter() - begin) * 1e3)
+            times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
 

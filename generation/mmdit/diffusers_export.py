@@ -103,7 +103,8 @@ def to_diffusers(model: MMDiT):
     Call it as `out = dm(hidden_states=x, encoder_hidden_states=context, pooled_projections=pooled,
     timestep=t * config.timestep_scale).sample`; it gives what `model(x, t, context, pooled)` gives
     (diffusers' attention takes no text mask)."""
-    from diffusers import SD3Transformer2DModel
+    # diffusers.models, not diffusers: mypy reads the top-level name as its torch-less dummy class
+    from diffusers.models import SD3Transformer2DModel
 
     param = next(model.parameters())
     with torch.device(param.device):  # build it where the weights live (an SD3-size model on the GPU)

@@ -28,15 +28,15 @@ class MMDiTConfig:
     sample_size: int = 32  # side of the training image/latent in pixels; sets the position-embedding scale
     patch_size: int = 2  # side p of a square patch: p x p pixels of the input become one token
     depth: int = 4  # number of MM-DiT blocks (the paper's model size d)
-    hidden_size: int | None = None  # token width D; None -> 64 * depth, as in the paper
-    num_heads: int | None = None  # attention heads; None -> depth, as in the paper (head width 64)
+    hidden_size: int = 0  # token width D; 0 (or None) -> 64 * depth, as in the paper
+    num_heads: int = 0  # attention heads; 0 (or None) -> depth, as in the paper (head width 64)
     text_dim: int = 384  # width of the per-token text states (384 for all-MiniLM-L6-v2, 4096 for T5-XXL)
     pooled_dim: int = 384  # width of the pooled text vector (2048 for CLIP-L + CLIP-G in SD3)
-    out_channels: int | None = None  # channels of the prediction; None -> in_channels
+    out_channels: int = 0  # channels of the prediction; 0 (or None) -> in_channels
     mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * hidden_size
     qk_norm: str | None = "rms"  # normalisation of queries and keys per head: "rms" (RMSNorm) or None
-    pos_embed_max_size: int | None = None  # side, in patches, of the fixed sin-cos position table that is
-    # cropped to the image grid (SD3: 192); None -> sample_size // patch_size
+    pos_embed_max_size: int = 0  # side, in patches, of the fixed sin-cos position table that is cropped to
+    # the image grid (SD3: 192); 0 (or None) -> sample_size // patch_size
     frequency_embedding_size: int = 256  # sinusoidal features of the timestep before its MLP
     timestep_scale: float = 1000.0  # the network embeds t * timestep_scale (SD3: t in [0, 1] -> [0, 1000])
     norm_eps: float = 1e-6  # epsilon of every LayerNorm and RMSNorm
@@ -44,13 +44,13 @@ class MMDiTConfig:
     def __post_init__(self):
         if self.depth < 1:
             raise ValueError(f"depth must be >= 1, got {self.depth}")
-        if self.hidden_size is None:
+        if not self.hidden_size:
             self.hidden_size = 64 * self.depth
-        if self.num_heads is None:
+        if not self.num_heads:
             self.num_heads = self.depth
-        if self.out_channels is None:
+        if not self.out_channels:
             self.out_channels = self.in_channels
-        if self.pos_embed_max_size is None:
+        if not self.pos_embed_max_size:
             self.pos_embed_max_size = self.sample_size // self.patch_size
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
@@ -129,6 +129,8 @@ def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) ->
 class PatchEmbed(nn.Module):
     """p x p patches -> tokens (a strided conv), plus the fixed 2D sin-cos positions cropped to the grid."""
 
+    pos_embed: torch.Tensor  # (G*G, D) buffer, G = pos_embed_max_size
+
     def __init__(self, cfg: MMDiTConfig):
         super().__init__()
         self.patch_size = cfg.patch_size
@@ -166,7 +168,7 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         features = timestep_features(t, self.frequency_embedding_size)  # (B, 256) float32
-        return self.mlp(features.to(self.mlp[0].weight.dtype))  # (B, D)
+        return self.mlp(features.to(next(self.mlp.parameters()).dtype))  # (B, D), in the weights' dtype
 
 
 class PooledTextEmbedder(nn.Module):
@@ -271,13 +273,13 @@ class JointAttention(nn.Module):
         k_t = self.txt_k_norm(k_t)
         k = torch.cat([k_t, k_i], dim=1).transpose(1, 2)  # (B, H, T+N, hd)
         v = torch.cat([v_t, v_i], dim=1).transpose(1, 2)  # (B, H, T+N, hd)
-        if self.context_pre_only:
+        if self.txt_q_norm is None:  # context_pre_only
             q = q_i.transpose(1, 2)  # (B, H, N, hd): only image tokens ask
         else:
             q = torch.cat([self.txt_q_norm(q_t), q_i], dim=1).transpose(1, 2)  # (B, H, T+N, hd)
         out = attention(q, k, v, attn_mask)  # (B, H, Lq, hd)
         out = out.transpose(1, 2).reshape(B, -1, D)  # (B, Lq, D)
-        if self.context_pre_only:
+        if self.txt_out is None:  # context_pre_only
             return self.img_out(out), None
         txt_out, img_out = out.split([T, N], dim=1)
         return self.img_out(img_out), self.txt_out(txt_out)  # (B, N, D), (B, T, D)
@@ -321,7 +323,7 @@ class MMDiTBlock(nn.Module):
         # gated residuals x + gate * f(x) as one addcmul kernel each (eager mode: half the passes over x)
         img = torch.addcmul(img, i_gate_a, img_attn)
         img = torch.addcmul(img, i_gate_m, self.img_mlp(modulate(self.norm(img), i_shift_m, i_scale_m)))
-        if self.context_pre_only:
+        if self.txt_mlp is None:  # context_pre_only
             return img, None
         txt = torch.addcmul(txt, t_gate_a, txt_attn)
         txt = torch.addcmul(txt, t_gate_m, self.txt_mlp(modulate(self.norm(txt), t_shift_m, t_scale_m)))

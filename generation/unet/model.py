@@ -103,7 +103,8 @@ class UNetBaseline(nn.Module):
 
     def __init__(self, config: UNetBaselineConfig):
         super().__init__()
-        from diffusers import UNet2DConditionModel
+        # diffusers.models, not diffusers: mypy reads the top-level name as its torch-less dummy class
+        from diffusers.models import UNet2DConditionModel
 
         self.config = config
         self.unet = UNet2DConditionModel(

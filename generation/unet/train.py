@@ -106,7 +106,8 @@ def train(cfg: TrainConfig) -> Path:
     model = UNetBaseline(mcfg)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    alphas_cumprod = DDPMScheduler(**mcfg.scheduler_config()).alphas_cumprod  # (N,)
+    # (N,); diffusers sets the attribute in an __init__ wrapped by @register_to_config, which hides it from mypy
+    alphas_cumprod = DDPMScheduler(**mcfg.scheduler_config()).alphas_cumprod  # type: ignore[attr-defined]
     print(f"UNet baseline: {model.num_params() / 1e6:.2f}M parameters", flush=True)
 
     wall, cpu = TimeBudget(None), TimeBudget(cfg.minutes, clock=time.process_time)
