@@ -18,7 +18,7 @@ Where things live, lowest layer first (a module imports only modules above it in
   pair_choice.py           which pair a rater sees next: choose_model_pair (the site's engine)
   votes_needed.py          how many more votes each open decision needs (project_votes_needed)
   decisions.py             what a campaign can claim now: campaign_decisions, explain (plain words)
-  simulate.py              simulated votes, votes by individual raters, whole campaigns
+  simulate.py              the one vote model (vote_model), simulated votes / raters / whole campaigns
   metrics.py               CLIP score, FID, rank agreement with humans (the only module that imports torch)
 
 tests/analysis/test_layers.py checks the import rules and that the module graph has no cycle.

@@ -1,21 +1,22 @@
-"""Simulated votes from known model strengths, for tests, benchmarks and power calculations.
+"""Simulated votes from known model strengths, for tests, benchmarks and planning ("how many votes will it
+take?"): single votes, tables of votes, votes by individual raters, and whole adaptive campaigns.
 
-Strengths are natural-log Bradley-Terry strengths theta (P(i beats j) = sigmoid(theta_i - theta_j) when
-ties are split in half). Two tie mechanisms:
+One vote model for all of them (`vote_model`): model a meets model b with strengths theta (natural-log
+Bradley-Terry units) and d = theta_a - theta_b.
 
-* tie_model="half" (default): P(tie) = 4 * tie_rate * p * (1 - p), P(i wins) = p - P(tie) / 2 with
-  p = sigmoid(theta_i - theta_j). Ties are most likely between equal models (tie_rate at d = 0), and the
-  expected score (win 1, tie 1/2, loss 0) is exactly p, so the ties-as-half Bradley-Terry fit is
-  consistent for theta.
-* tie_model="davidson": Davidson's model with nu chosen so that equal models tie with probability
-  tie_rate: nu = 2 * tie_rate / (1 - tie_rate); P(i wins) = e^{d/2} / (e^{d/2} + e^{-d/2} + nu).
+* tie_model="half" (default): a tie happens with probability tie_rate, capped at 2 min(p, 1 - p) for very
+  uneven pairs, and the decisive votes are split so that the expected score (win 1, tie 1/2, loss 0) is
+  exactly p = sigmoid(d): P(a wins) = p - P(tie) / 2. The ties-as-half-wins Bradley-Terry model is then
+  the true model and the (centred) strengths its truth.
+* tie_model="davidson": Davidson's model, the truth for the Davidson fits, with nu chosen so that equal
+  models tie with probability tie_rate: nu = 2 * tie_rate / (1 - tie_rate);
+  P(a wins) = e^{d/2} / (e^{d/2} + e^{-d/2} + nu), P(tie) = nu / (e^{d/2} + e^{-d/2} + nu).
 
-Output columns follow the vote schema of analysis/: model_a, model_b, winner in
+Every outcome is drawn from one uniform number, in the order tie, a wins, b wins (`draw_outcomes`).
+Output columns follow the vote schema of analysis/votes.py: model_a, model_b, winner in
 {"model_a", "model_b", "tie", "both_bad"}; `simulate_rater_votes` adds rater, item, left_model,
-is_gold, gold_correct and seconds.
-
-`simulate_vote` and `simulate_campaign` run the site's own pair choice (analysis/pair_choice.py) and
-decisions (analysis/decisions.py) on simulated votes, one vote at a time.
+is_gold, gold_correct and seconds. `simulate_campaign` runs the site's own pair choice
+(analysis/pair_choice.py) and decisions (analysis/decisions.py) on simulated votes.
 May import numpy, pandas and analysis.bradley_terry, confidence_sequences, pair_choice and decisions.
 """
 
@@ -33,6 +34,68 @@ from analysis.decisions import campaign_decisions
 from analysis.pair_choice import DEFAULT_EXPLORATION, choose_model_pair, leaderboard_separated
 
 PairSampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
+TIE_MODELS = ("half", "davidson")
+A_WINS, B_WINS, TIE = 0, 1, 2  # outcome codes
+
+
+# --------------------------------------------------------------------------------------------------
+# The vote model
+# --------------------------------------------------------------------------------------------------
+
+
+def vote_model(d, tie_rate: float, tie_model: str = "half") -> tuple[np.ndarray, np.ndarray]:
+    """(p, tie) for strength differences d = theta_a - theta_b: the expected score of a (ties half) and
+    the probability of a tie. P(a wins) = p - tie / 2, P(b wins) = 1 - p - tie / 2."""
+    if not 0.0 <= tie_rate < 1.0:
+        raise ValueError(f"tie_rate must be in [0, 1), got {tie_rate}")
+    d = np.asarray(d, dtype=float)
+    if tie_model == "half":
+        p = 1.0 / (1.0 + np.exp(-d))
+        return p, np.minimum(tie_rate, 2.0 * np.minimum(p, 1.0 - p))
+    if tie_model == "davidson":
+        nu = 2.0 * tie_rate / (1.0 - tie_rate)
+        c = 2.0 * np.cosh(0.5 * d) + nu
+        tie = nu / c
+        return np.exp(0.5 * d) / c + 0.5 * tie, tie
+    raise ValueError(f"tie_model must be 'half' or 'davidson', got {tie_model!r}")
+
+
+def outcome_probabilities(d, tie_rate: float, tie_model: str = "half") -> np.ndarray:
+    """(..., 3) probabilities of [a wins, b wins, tie] for strength differences d = theta_a - theta_b."""
+    p, tie = vote_model(d, tie_rate, tie_model)
+    return np.stack([p - tie / 2, 1.0 - p - tie / 2, tie], axis=-1)
+
+
+def draw_outcomes(u, p, tie):
+    """Outcome codes (A_WINS, B_WINS, TIE) from uniform numbers u in [0, 1) and the vote model's (p, tie):
+    a tie when u < tie, a win of a when u < tie + P(a wins), else a win of b."""
+    return np.where(u < tie, TIE, np.where(u < tie + p - 0.5 * tie, A_WINS, B_WINS))
+
+
+def simulate_vote(rng: np.random.Generator, strengths: np.ndarray, i: int, j: int, tie_rate: float) -> float:
+    """Score of model i in one simulated vote against j (ties as half, see `vote_model`): 1 win, 0.5 tie,
+    0 loss. Draws one uniform number from rng."""
+    p, tie = vote_model(strengths[i] - strengths[j], tie_rate)
+    return (1.0, 0.0, 0.5)[int(draw_outcomes(rng.random(), p, tie))]
+
+
+def simulate_outcomes(
+    theta: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    tie_rate: float = 0.1,
+    tie_model: str = "half",
+) -> np.ndarray:
+    """Outcome codes (0 = a wins, 1 = b wins, 2 = tie) for model index arrays a, b."""
+    p, tie = vote_model(np.asarray(theta)[a] - np.asarray(theta)[b], tie_rate, tie_model)
+    return draw_outcomes(rng.random(len(p)), p, tie)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables of votes
+# --------------------------------------------------------------------------------------------------
 
 
 def _strength_table(strengths: Mapping[str, float] | Sequence[float] | np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -58,39 +121,6 @@ def uniform_pairs(n_models: int) -> PairSampler:
         return a, b
 
     return sample
-
-
-def outcome_probabilities(d: np.ndarray, tie_rate: float, tie_model: str = "half") -> np.ndarray:
-    """(..., 3) probabilities of [a wins, b wins, tie] for strength differences d = theta_a - theta_b."""
-    d = np.asarray(d, dtype=float)
-    if not 0.0 <= tie_rate < 1.0:
-        raise ValueError(f"tie_rate must be in [0, 1), got {tie_rate}")
-    if tie_model == "half":
-        if tie_rate > 0.5:
-            raise ValueError("tie_model='half' needs tie_rate <= 0.5 (so that win probabilities stay >= 0)")
-        p = 0.5 * (1.0 + np.tanh(0.5 * d))
-        tie = 4.0 * tie_rate * p * (1.0 - p)
-        return np.stack([p - tie / 2, 1.0 - p - tie / 2, tie], axis=-1)
-    if tie_model == "davidson":
-        nu = 2.0 * tie_rate / (1.0 - tie_rate)
-        c = 2.0 * np.cosh(0.5 * d) + nu
-        return np.stack([np.exp(0.5 * d) / c, np.exp(-0.5 * d) / c, np.full_like(d, nu) / c], axis=-1)
-    raise ValueError(f"tie_model must be 'half' or 'davidson', got {tie_model!r}")
-
-
-def simulate_outcomes(
-    theta: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    tie_rate: float = 0.1,
-    tie_model: str = "half",
-) -> np.ndarray:
-    """Outcome codes (0 = a wins, 1 = b wins, 2 = tie) for model index arrays a, b."""
-    probs = outcome_probabilities(np.asarray(theta)[a] - np.asarray(theta)[b], tie_rate, tie_model)
-    u = rng.random(len(probs))
-    return (u[:, None] > np.cumsum(probs, axis=1)[:, :2]).sum(axis=1)
 
 
 def simulate_votes(
@@ -149,7 +179,7 @@ def simulate_rater_votes(
     """Votes by individual raters on repeated items (each item is judged by raters_per_item raters).
 
     Each item is one pair of images (item id "item-<n>"), shown with a random left/right order per rater.
-    An attentive rater answers from the Bradley-Terry model; with probability left_bias they answer
+    An attentive rater answers from `vote_model`; with probability left_bias they answer
     "left", with probability noise a random answer. A share gold_share of the items are gold checks
     (is_gold True, between the placeholder models "gold:good" and "gold:bad", correct answer "gold:good").
 
@@ -165,10 +195,9 @@ def simulate_rater_votes(
         is_gold = rng.random() < gold_share
         if is_gold:
             model_a, model_b = "gold:good", "gold:bad"
-            probs = np.array([1.0, 0.0, 0.0])
         else:
             model_a, model_b = names[pairs_a[item]], names[pairs_b[item]]
-            probs = outcome_probabilities(theta[pairs_a[item]] - theta[pairs_b[item]], tie_rate)
+            p, tie = vote_model(theta[pairs_a[item]] - theta[pairs_b[item]], tie_rate)
         for r in rng.choice(len(raters), size=raters_per_item, replace=False):
             rater = raters[r]
             a_left = rng.random() < 0.5
@@ -180,7 +209,7 @@ def simulate_rater_votes(
             elif is_gold:
                 outcome = 0 if rng.random() < rater.gold_skill else 1
             else:
-                outcome = int(rng.choice(3, p=probs))
+                outcome = int(draw_outcomes(rng.random(), p, tie))
             rows.append(
                 {
                     "item": f"item-{item}",
@@ -202,21 +231,6 @@ def simulate_rater_votes(
 # --------------------------------------------------------------------------------------------------
 # Whole campaigns: the site's pair choice and decisions on simulated votes
 # --------------------------------------------------------------------------------------------------
-
-
-def simulate_vote(rng: np.random.Generator, strengths: np.ndarray, i: int, j: int, tie_rate: float) -> float:
-    """Score of model i in one simulated vote against j: 1 win, 0.5 tie, 0 loss.
-
-    Ties happen with probability tie_rate (capped at 2 min(p, 1 - p) for very uneven pairs), and the
-    decisive votes are split so that E[score] = sigmoid(strength_i - strength_j) exactly: the
-    ties-as-half-wins Bradley-Terry model is then the true model and `strengths` (centred) its truth.
-    """
-    p = 1.0 / (1.0 + np.exp(strengths[j] - strengths[i]))
-    tie = min(tie_rate, 2.0 * min(p, 1.0 - p))
-    u = rng.random()
-    if u < tie:
-        return 0.5
-    return 1.0 if u < tie + p - 0.5 * tie else 0.0
 
 
 @dataclass

@@ -6,7 +6,7 @@ Defaults: 30 campaigns per case and policy, cases 4, 4e and 8c (a few minutes on
 20-model case is opt-in (--cases 20): its uniform campaigns need ~40,000 votes each (~15 s apiece).
 Reported figures (docs/adaptive-campaigns.md): --reps 200 --cases 4,4e,8c and --reps 60 --cases 20.
 
-Simulated raters follow known Bradley-Terry strengths with 10% ties (analysis.simulate.simulate_vote:
+Simulated raters follow known Bradley-Terry strengths with 10% ties (analysis.simulate.vote_model:
 E[score] = sigmoid(difference), so the ties-as-half-wins BT model is the truth). Every campaign runs
 through the same functions the site uses: choose_model_pair picks every pair, campaign_decisions is
 checked every 25 votes (BT refit with a warm start) and stops the campaign when it certifies a top model
