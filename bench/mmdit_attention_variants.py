@@ -26,7 +26,6 @@ from torch import nn
 
 from generation.mmdit import benchmarking
 from generation.mmdit import model as mmdit
-from generation.mmdit.diffusers_export import to_diffusers
 
 ORIGINAL_ATTENTION_FORWARD = mmdit.JointAttention.forward
 ORIGINAL_RMS_FORWARD = mmdit.RMSNorm.forward
@@ -79,20 +78,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    cfg = benchmarking.tiny_config() if args.tiny else benchmarking.sd3_medium_config()
+    cfg, side, tokens = benchmarking.shapes(args.tiny)
     batch = args.batch or (1 if args.tiny else 2)
-    side, tokens = (16, 7) if args.tiny else (128, 333)
     iters = args.iters or (2 if args.tiny else 10)
     measure = benchmarking.timer(device, 2, iters)
     torch._dynamo.config.cache_size_limit = 64
 
-    torch.manual_seed(0)
-    with torch.device(device):
-        ours = mmdit.MMDiT(cfg)
-    benchmarking.randomise_(ours)
-    theirs = to_diffusers(ours)
-    ours.to(dtype).eval()
-    theirs.to(dtype).eval()
+    ours, theirs = benchmarking.build_models(cfg, device, dtype)
     x = benchmarking.make_inputs(cfg, batch, side, tokens, device, dtype)
     flops = benchmarking.forward_flops(cfg, batch, side, side, tokens)
     result: dict = {"batch": batch, "device": str(device), "rows": []}

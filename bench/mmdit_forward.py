@@ -33,19 +33,18 @@ import torch
 from generation.mmdit.benchmarking import (
     ATTENTION,
     attention_variant,
+    build_models,
     call_diffusers,
     call_in_house,
     compile_model,
     forward_flops,
     make_inputs,
     matmul_peak_tflops,
-    randomise_,
     sd3_medium_config,
     timer,
     tiny_config,
 )
-from generation.mmdit.diffusers_export import to_diffusers
-from generation.mmdit.model import MMDiT, MMDiTConfig
+from generation.mmdit.model import MMDiTConfig
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -114,14 +113,7 @@ def run(args: argparse.Namespace) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    torch.manual_seed(0)
-    with torch.device(device):
-        ours = MMDiT(cfg)
-    randomise_(ours)
-    theirs = None if args.skip_diffusers else to_diffusers(ours)  # same weights, built in float32
-    ours.to(dtype).eval()
-    if theirs is not None:
-        theirs.to(dtype).eval()
+    ours, theirs = build_models(cfg, device, dtype, with_diffusers=not args.skip_diffusers)  # same weights
     measure = timer(device, warmup, iters)
 
     info = {

@@ -21,8 +21,6 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from generation.mmdit import benchmarking
-from generation.mmdit.diffusers_export import to_diffusers
-from generation.mmdit.model import MMDiT
 
 GROUPS = [  # (group, pattern on the kernel name), first match wins
     ("attention", r"flash|fmha|cudnn|attention|sdpa|_efficient_attention"),
@@ -70,17 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    cfg = benchmarking.tiny_config() if args.tiny else benchmarking.sd3_medium_config()
+    cfg, side, tokens = benchmarking.shapes(args.tiny)
     batch = args.batch or (1 if args.tiny else 2)
-    side, tokens = (16, 7) if args.tiny else (128, 333)
-
-    torch.manual_seed(0)
-    with torch.device(device):
-        ours = MMDiT(cfg)
-    benchmarking.randomise_(ours)
-    theirs = to_diffusers(ours)
-    ours.to(dtype).eval()
-    theirs.to(dtype).eval()
+    ours, theirs = benchmarking.build_models(cfg, device, dtype)
     inputs = benchmarking.make_inputs(cfg, batch, side, tokens, device, dtype)
     calls = {
         "diffusers": partial(benchmarking.call_diffusers, theirs, timestep_scale=cfg.timestep_scale),

@@ -37,6 +37,7 @@ from PIL import Image
 from generation import training
 from generation.contract import DEFAULT_SAMPLER_SETTINGS as DEFAULTS
 from generation.contract import DIFFUSERS, INHOUSE, UNET_BASELINE, check_settings
+from generation.sampling import check_prompts
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +221,7 @@ class DiffusersBackend:
 
     def generate(self, prompts: list[str], seeds: list[int], settings: dict) -> list[Image.Image]:
         check_settings(self.kind, settings)
-        if len(prompts) != len(seeds):
-            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
+        check_prompts(prompts, seeds)
         if not prompts:
             return []
         self.pipe.scheduler = self._scheduler(settings.get("scheduler"), settings.get("shift"))

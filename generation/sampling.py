@@ -85,6 +85,14 @@ def shift_timesteps(t: torch.Tensor | float, alpha: float) -> torch.Tensor | flo
     return alpha * t / (1 + (alpha - 1) * t)
 
 
+def check_prompts(prompts: Sequence[str], seeds: Sequence[int]) -> None:
+    """A pipeline makes one image per (prompt, seed): a list of prompts and exactly one seed for each."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string")
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
+
+
 def initial_noise(seeds: Sequence[int], shape: Sequence[int], device, dtype=torch.float32) -> torch.Tensor:
     """(len(seeds), *shape) standard normal noise; image i from torch.Generator().manual_seed(seeds[i])."""
     if not seeds:
@@ -185,9 +193,7 @@ def sample(
     if not isinstance(obj, EpsPrediction):
         return _euler(model, z, cond, uncond, settings)
     timesteps = eps_timesteps(obj.num_train_steps, settings.steps, settings.spacing)
-    if sampler == "ddim":
-        return _ddim(model, obj, timesteps, z, cond, uncond, settings)
-    return _ddpm(model, obj, timesteps, z, cond, uncond, seeds, settings)
+    return _eps_loop(model, obj, timesteps, z, cond, uncond, seeds, settings, ancestral=sampler == "ddpm")
 
 
 @torch.no_grad()
@@ -229,35 +235,7 @@ def _model_time(n: int, objective: EpsPrediction, batch: int, settings: SamplerS
 
 
 @torch.no_grad()
-def _ddim(
-    model: Model,
-    objective: EpsPrediction,
-    timesteps: list[int],
-    z: torch.Tensor,
-    cond: dict,
-    uncond: dict | None,
-    settings: SamplerSettings,
-) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) on the training schedule.
-
-    Each step predicts eps at step n, forms x0 = (z - sqrt(1 - ab_n) eps) / sqrt(ab_n) (clipped to [-1, 1] if
-    asked) and moves to the next step: z = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) eps; the last step lands on x0
-    (ab_prev = 1)."""
-    alphas_cumprod = objective.alphas_cumprod  # (N,) float64
-    for i, n in enumerate(timesteps):
-        ab = float(alphas_cumprod[n])
-        ab_prev = float(alphas_cumprod[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0
-        t_batch = _model_time(n, objective, z.shape[0], settings)
-        eps = guided_prediction(model, z.to(settings.dtype), t_batch, cond, uncond, settings.guidance_scale)
-        x0 = (z - (1 - ab) ** 0.5 * eps) / ab**0.5
-        if settings.clip_sample:
-            x0 = x0.clamp(-1, 1)
-        z = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
-    return z
-
-
-@torch.no_grad()
-def _ddpm(
+def _eps_loop(
     model: Model,
     objective: EpsPrediction,
     timesteps: list[int],
@@ -266,21 +244,30 @@ def _ddpm(
     uncond: dict | None,
     seeds: Sequence[int],
     settings: SamplerSettings,
+    ancestral: bool,
 ) -> torch.Tensor:
-    """Ancestral DDPM on the training schedule, jumping from step n to the next visited step n' (ab_prev = ab_n'):
-    with alpha = ab / ab_prev and beta = 1 - alpha, z = sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(alpha)
-    (1 - ab_prev) / (1 - ab) z + sigma noise, sigma^2 = (1 - ab_prev) / (1 - ab) beta; no noise at step 0."""
+    """DDIM (deterministic, eta = 0) or, with `ancestral`, DDPM on the training schedule, visiting `timesteps`.
+
+    Each step predicts eps at step n and the x0 it implies, x0 = (z - sqrt(1 - ab) eps) / sqrt(ab) (clipped to
+    [-1, 1] if asked), then moves to the next visited step, whose ab_prev is 1 after the last:
+        DDIM: z = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) eps (the last step lands on x0)
+        DDPM: with alpha = ab / ab_prev, beta = 1 - alpha: z = sqrt(ab_prev) beta / (1 - ab) x0 + sqrt(alpha)
+              (1 - ab_prev) / (1 - ab) z + sigma noise, sigma^2 = (1 - ab_prev) / (1 - ab) beta; no noise at
+              step 0; image i's noise comes from its own generator, seeded seeds[i] + 1."""
     alphas_cumprod = objective.alphas_cumprod  # (N,) float64
-    generators = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]  # step noise, one stream per image
+    generators = [torch.Generator().manual_seed(int(s) + 1) for s in seeds] if ancestral else []
     for i, n in enumerate(timesteps):
         ab = float(alphas_cumprod[n])
         ab_prev = float(alphas_cumprod[timesteps[i + 1]]) if i + 1 < len(timesteps) else 1.0
-        alpha, beta = ab / ab_prev, 1 - ab / ab_prev
         t_batch = _model_time(n, objective, z.shape[0], settings)
         eps = guided_prediction(model, z.to(settings.dtype), t_batch, cond, uncond, settings.guidance_scale)
         x0 = (z - (1 - ab) ** 0.5 * eps) / ab**0.5
         if settings.clip_sample:
             x0 = x0.clamp(-1, 1)
+        if not ancestral:
+            z = ab_prev**0.5 * x0 + (1 - ab_prev) ** 0.5 * eps
+            continue
+        alpha, beta = ab / ab_prev, 1 - ab / ab_prev
         z = (ab_prev**0.5 * beta / (1 - ab)) * x0 + (alpha**0.5 * (1 - ab_prev) / (1 - ab)) * z
         if n > 0:
             noise = torch.cat([torch.randn((1, *z.shape[1:]), generator=g) for g in generators]).to(z.device)

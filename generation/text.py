@@ -129,6 +129,17 @@ def load_text_encoder(name: str = "minilm", device: str = "cpu") -> HFTextEncode
     return HFTextEncoder(name, path, family=family, max_length=77 if family == "clip" else 128, device=device)
 
 
+def load_checkpoint_text_encoder(name: str, text_dim: int, pooled_dim: int, checkpoint: str | Path) -> HFTextEncoder:
+    """The text encoder `name` that a checkpoint records, checked against the widths its model was built for."""
+    encoder = load_text_encoder(name, device="cpu")
+    if (encoder.dim, encoder.pooled_dim) != (text_dim, pooled_dim):
+        raise ValueError(
+            f"checkpoint {checkpoint} expects text widths ({text_dim}, {pooled_dim}) but {name} gives "
+            f"({encoder.dim}, {encoder.pooled_dim})"
+        )
+    return encoder
+
+
 def pad_encoding(enc: Encoding, length: int) -> Encoding:
     """Zero-pad (or refuse to cut) the token axis of an encoding to `length`."""
     tokens, mask, pooled = enc

@@ -22,9 +22,11 @@ import time
 from contextlib import contextmanager, nullcontext
 
 import torch
+from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from generation.mmdit.model import MMDiTConfig
+from generation.mmdit.diffusers_export import to_diffusers
+from generation.mmdit.model import MMDiT, MMDiTConfig
 
 # Orders in which scaled_dot_product_attention tries its CUDA kernels (torch takes the first that accepts the
 # inputs). "torch": torch's own order, what diffusers gets by default.
@@ -69,6 +71,28 @@ def tiny_config() -> MMDiTConfig:
         pooled_dim=16,
         qk_norm="rms",
     )
+
+
+def shapes(tiny: bool) -> tuple[MMDiTConfig, int, int]:
+    """(model config, latent side, text tokens) of a benchmark: SD3-medium on a 1024x1024 image (128x128 latent,
+    333 text tokens), or the tiny size the CPU tests run."""
+    return (tiny_config(), 16, 7) if tiny else (sd3_medium_config(), 128, 333)
+
+
+def build_models(
+    cfg: MMDiTConfig, device: torch.device, dtype: torch.dtype, with_diffusers: bool = True
+) -> tuple[MMDiT, nn.Module | None]:
+    """The in-house model with seeded random weights and diffusers' SD3Transformer2DModel holding the same weights
+    (copied in float32; None without `with_diffusers`), both then in `dtype` and in eval mode."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        ours = MMDiT(cfg)
+    randomise_(ours)
+    theirs = to_diffusers(ours) if with_diffusers else None
+    ours.to(dtype).eval()
+    if theirs is not None:
+        theirs.to(dtype).eval()
+    return ours, theirs
 
 
 def forward_flops(cfg: MMDiTConfig, batch: int, height: int, width: int, text_tokens: int) -> int:

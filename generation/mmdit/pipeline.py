@@ -27,8 +27,8 @@ import torch
 from PIL import Image
 
 from generation.mmdit.checkpoint import load_mmdit
-from generation.sampling import SamplerSettings, sample
-from generation.text import conditioning, load_text_encoder
+from generation.sampling import SamplerSettings, check_prompts, sample
+from generation.text import conditioning, load_checkpoint_text_encoder
 
 
 class ImageSpace:
@@ -101,12 +101,7 @@ class InHousePipeline:
             if key not in recipe:
                 raise ValueError(f"cannot load the in-house checkpoint {path}: its recipe has no {key!r}")
         config = model.config
-        text_encoder = load_text_encoder(recipe["text_encoder"], device="cpu")
-        if (text_encoder.dim, text_encoder.pooled_dim) != (config.text_dim, config.pooled_dim):
-            raise ValueError(
-                f"checkpoint {path} expects text widths ({config.text_dim}, {config.pooled_dim}) but "
-                f"{recipe['text_encoder']} gives ({text_encoder.dim}, {text_encoder.pooled_dim})"
-            )
+        text_encoder = load_checkpoint_text_encoder(recipe["text_encoder"], config.text_dim, config.pooled_dim, path)
         image_size = int(recipe.get("image_size") or config.sample_size)
         space = ImageSpace(recipe.get("vae"), image_size, device=device)
         if space.channels != config.in_channels:
@@ -138,10 +133,7 @@ class InHousePipeline:
         only; eps models need 1); height/width: pixels, default the training resolution, multiples of
         patch size x VAE factor, at most the position table's size (pos_embed_max_size patches).
         Prompts are processed batch_size at a time."""
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a list of strings, not one string")
-        if len(prompts) != len(seeds):
-            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
+        check_prompts(prompts, seeds)
         height, width = height or self.default_size, width or self.default_size
         cell = self.space.factor * self.model.config.patch_size
         if height % cell or width % cell:

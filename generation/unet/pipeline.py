@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from generation.sampling import SamplerSettings, sample
-from generation.text import conditioning, load_text_encoder
+from generation.sampling import SamplerSettings, check_prompts, sample
+from generation.text import conditioning, load_checkpoint_text_encoder
 from generation.unet.checkpoint import load_unet_baseline
 from generation.unet.model import UNetBaseline
 
@@ -38,10 +38,7 @@ class UNetBaselinePipeline:
         except (FileNotFoundError, ValueError) as e:
             raise type(e)(f"cannot load the UNet baseline checkpoint {path}: {e}") from e
         name = meta["recipe"].get("text_encoder", "minilm")
-        text_encoder = load_text_encoder(name, device="cpu")
-        if (text_encoder.dim, text_encoder.pooled_dim) != (model.config.text_dim, model.config.pooled_dim):
-            want, got = (model.config.text_dim, model.config.pooled_dim), (text_encoder.dim, text_encoder.pooled_dim)
-            raise ValueError(f"checkpoint {path} expects text widths {want} but {name} gives {got}")
+        text_encoder = load_checkpoint_text_encoder(name, model.config.text_dim, model.config.pooled_dim, path)
         return cls(model, meta, text_encoder, device=device)
 
     @torch.no_grad()
@@ -57,10 +54,7 @@ class UNetBaselinePipeline:
         scheduler: str = "ddim",
     ) -> list[Image.Image]:
         """One RGB image per (prompt, seed). `shift` belongs to rectified flow and must stay 1 here."""
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a list of strings, not one string")
-        if len(prompts) != len(seeds):
-            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
+        check_prompts(prompts, seeds)
         if scheduler not in SCHEDULERS:
             raise ValueError(
                 f"unknown scheduler {scheduler!r} for the UNet baseline; use one of {', '.join(SCHEDULERS)}"

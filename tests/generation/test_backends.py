@@ -24,17 +24,12 @@ from generation.backends import (
     load_backend,
     png_bytes,
 )
+from tests.support import tiny_inhouse_checkpoint, tiny_unet_checkpoint
 
 SETTINGS = {"steps": 2, "guidance_scale": 3.0, "shift": 1.0, "height": 16, "width": 16}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two OpenMP threads on a loaded two-core machine run ~50x slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clip_tokenizer():
@@ -161,50 +156,12 @@ def tiny_sd3_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_unet_dir(tmp_path_factory):
-    from generation.unet.checkpoint import save_checkpoint
-    from generation.unet.model import UNetBaseline, UNetBaselineConfig
-
-    torch.manual_seed(0)
-    model = UNetBaseline(
-        UNetBaselineConfig(
-            sample_size=16,
-            space_to_depth=2,
-            block_out_channels=(16, 32),
-            norm_num_groups=8,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=8,
-        )
-    )
-    path = tmp_path_factory.mktemp("tiny-unet")
-    save_checkpoint(model, {"text_encoder": "minilm"}, path)
-    return path
+    return tiny_unet_checkpoint(tmp_path_factory.mktemp("tiny-unet"))
 
 
 @pytest.fixture(scope="session")
 def tiny_inhouse_dir(tmp_path_factory):
-    from generation.mmdit.checkpoint import save_checkpoint
-    from generation.mmdit.model import MMDiT, MMDiTConfig
-
-    torch.manual_seed(0)
-    model = MMDiT(
-        MMDiTConfig(
-            in_channels=3,
-            sample_size=16,
-            patch_size=4,
-            depth=2,
-            hidden_size=32,
-            num_heads=2,
-            text_dim=384,
-            pooled_dim=384,
-        )
-    )
-    with torch.no_grad():  # adaLN-Zero starts at zero: randomise so the output depends on the input
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    path = tmp_path_factory.mktemp("tiny-inhouse")
-    save_checkpoint(model, {"objective": "rf/lognorm(0.00,1.00)", "text_encoder": "minilm", "image_size": 16}, path)
-    return path
+    return tiny_inhouse_checkpoint(tmp_path_factory.mktemp("tiny-inhouse"))
 
 
 @pytest.fixture(scope="module")
