@@ -160,6 +160,7 @@ def guided_prediction(
     return pred_uncond + guidance_scale * (pred_cond - pred_uncond)
 
 
+@torch.no_grad()
 def sample(
     model: Model,
     objective: Objective | str,
@@ -182,8 +183,9 @@ def sample(
             f"{obj.name} samples on its training schedule, which has no timestep shift: shift must be 1, "
             f"got {settings.shift}"
         )
-    if (sampler == "euler") == eps_model:
-        raise ValueError(f"a {obj.name} model cannot be sampled with {sampler}")
+    loops = ("ddim", "ddpm") if eps_model else ("euler",)
+    if sampler not in loops:
+        raise ValueError(f"a {obj.name} model samples with {' or '.join(loops)}, not {sampler}")
     if settings.guidance_scale != 1.0 and uncond is None:
         raise ValueError("classifier-free guidance (guidance_scale != 1) needs the unconditional inputs")
     B = len(seeds)
