@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from generation.contract import UNET_SCHEDULERS
 from generation.sampling import SamplerSettings, check_prompts, sample
 from generation.text import conditioning, load_checkpoint_text_encoder
 from generation.unet.checkpoint import load_unet_baseline
 from generation.unet.model import UNetBaseline
-
-SCHEDULERS = ("ddim", "ddpm")  # the `scheduler` setting: generation.sampling's deterministic DDIM, ancestral DDPM
 
 
 class UNetBaselinePipeline:
@@ -55,9 +54,9 @@ class UNetBaselinePipeline:
     ) -> list[Image.Image]:
         """One RGB image per (prompt, seed). `shift` belongs to rectified flow and must stay 1 here."""
         check_prompts(prompts, seeds)
-        if scheduler not in SCHEDULERS:
+        if scheduler not in UNET_SCHEDULERS:  # generation.sampling's deterministic DDIM, ancestral DDPM
             raise ValueError(
-                f"unknown scheduler {scheduler!r} for the UNet baseline; use one of {', '.join(SCHEDULERS)}"
+                f"unknown scheduler {scheduler!r} for the UNet baseline; use one of {', '.join(UNET_SCHEDULERS)}"
             )
         cfg = self.model.config
         height, width = height or cfg.sample_size, width or cfg.sample_size
