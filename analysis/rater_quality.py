@@ -27,17 +27,37 @@ from analysis.votes import check_votes, require_columns
 DECISIVE = ("model_a", "model_b")
 
 
-def gold_accuracy(votes: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
+def gold_accuracy(
+    votes: pd.DataFrame, *, confidence: float = 0.95, item: str | None = None, contested_below: float = 0.5
+) -> pd.DataFrame:
     """Per rater: n_gold, n_correct, accuracy and its Wilson interval (lower, upper) on gold checks.
 
     Needs columns rater, is_gold, gold_correct. Raters without gold checks are left out.
+
+    With `item` (a column naming the gold check), a check is left out of a rater's figures when the other
+    raters who answered it (at least two) got it right less than `contested_below` of the time: its answer
+    is contested, as when both images of the check fail the prompt (a weak model's image for the prompt
+    against its image for another prompt) and careful people rightly call it a tie. Such a check says
+    nothing about the rater. n_contested counts the checks left out for each rater.
     """
-    require_columns(votes, ["rater", "is_gold", "gold_correct"], "gold_accuracy")
+    require_columns(votes, ["rater", "is_gold", "gold_correct"] + ([item] if item else []), "gold_accuracy")
     gold = votes[votes["is_gold"].fillna(False).astype(bool)]
     if gold["gold_correct"].isna().any():
         raise ValueError("gold_correct is missing for some gold checks")
-    table = gold.groupby("rater")["gold_correct"].agg(n_gold="size", n_correct="sum")
+    correct = gold["gold_correct"].astype(bool).astype(int)
+    contested = pd.Series(False, index=gold.index)
+    if item is not None:
+        answers = correct.groupby(gold[item]).transform("size") - 1  # other raters' answers on the check
+        right = correct.groupby(gold[item]).transform("sum") - correct
+        contested = (answers >= 2) & (right < contested_below * answers)
+    table = (
+        pd.DataFrame({"rater": gold["rater"], "correct": correct.where(~contested), "contested": contested})
+        .groupby("rater")
+        .agg(n_gold=("correct", "count"), n_correct=("correct", "sum"), n_contested=("contested", "sum"))
+    )
+    table = table[table["n_gold"] > 0].copy()
     table["n_correct"] = table["n_correct"].astype(int)
+    table["n_contested"] = table["n_contested"].astype(int)
     table["accuracy"] = table["n_correct"] / table["n_gold"]
     table["lower"], table["upper"] = wilson_interval(table["n_correct"], table["n_gold"], confidence)
     return table
@@ -252,8 +272,9 @@ def rater_report(
 
     Uses whichever columns exist: gold (is_gold, gold_correct), speed (seconds), position bias
     (left_model), agreement with the other raters (`item`). A rater is flagged when their gold accuracy
-    is confidently below min_gold_accuracy (the upper Wilson bound is below it), their left/right choices
-    are biased (p_value < max_bias_p_value), or their median time is below min_median_seconds.
+    is confidently below min_gold_accuracy (the upper Wilson bound is below it; gold checks the other raters
+    contest are left out, see `gold_accuracy`), their left/right choices are biased (p_value <
+    max_bias_p_value), or their median time is below min_median_seconds.
     """
     require_columns(votes, ["rater"], "rater_report")
     report = pd.DataFrame(index=pd.Index(sorted(votes["rater"].unique()), name="rater"))
@@ -261,9 +282,12 @@ def rater_report(
     reasons = pd.Series([[] for _ in report.index], index=report.index, dtype=object)
     columns = set(votes.columns)
     if {"is_gold", "gold_correct"} <= columns and votes["is_gold"].fillna(False).astype(bool).any():
-        gold = gold_accuracy(votes)
+        gold_item = item if isinstance(item, str) and item in columns else None
+        gold = gold_accuracy(votes, item=gold_item)
         report = report.join(
-            gold[["n_gold", "accuracy", "upper"]].rename(columns={"accuracy": "gold_accuracy", "upper": "gold_upper"})
+            gold[["n_gold", "accuracy", "upper", "n_contested"]].rename(
+                columns={"accuracy": "gold_accuracy", "upper": "gold_upper", "n_contested": "n_gold_contested"}
+            )
         )
         for rater in report.index[report["gold_upper"] < min_gold_accuracy]:
             reasons[rater].append("gold accuracy")

@@ -154,3 +154,36 @@ def test_report_flags_each_problem_rater_and_dropping_them_helps(rated_votes):
     assert rater_agreement(kept)["percent_agreement"] > everyone["percent_agreement"]
     fit = fit_bradley_terry(rated_votes, intervals="fisher", exclude_raters=flagged_raters(report))
     assert fit.attrs["n_votes"] == len(kept)
+
+
+def gold_answers(answers: dict[str, list[bool]]) -> pd.DataFrame:
+    """Gold votes: check name -> whether each of raters r0, r1, ... answered it right."""
+    rows = [
+        {"rater": f"r{i}", "is_gold": True, "gold_correct": right, "check": check}
+        for check, rights in answers.items()
+        for i, right in enumerate(rights)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_a_gold_check_the_other_raters_contest_does_not_count_against_a_rater():
+    # "bad": both images of the check fail the prompt; most careful raters call it a tie (a wrong answer)
+    votes = gold_answers(
+        {"clear1": [True, True, True, True], "clear2": [True, True, True, True], "bad": [False, False, False, True]}
+    )
+    gold = gold_accuracy(votes, item="check")
+    assert gold.loc["r0", "n_gold"] == 2 and gold.loc["r0", "accuracy"] == 1.0
+    assert gold.loc["r0", "n_contested"] == 1
+    assert gold_accuracy(votes).loc["r0", "n_gold"] == 3  # without the check column every answer counts
+
+
+def test_a_lone_wrong_answer_on_an_uncontested_gold_check_still_counts():
+    votes = gold_answers({"clear1": [False, True, True], "clear2": [False, True, True]})
+    gold = gold_accuracy(votes, item="check")
+    assert gold.loc["r0", "n_gold"] == 2 and gold.loc["r0", "accuracy"] == 0.0
+    assert gold.loc["r0", "n_contested"] == 0
+
+
+def test_a_gold_check_answered_by_fewer_than_three_raters_is_never_called_contested():
+    votes = gold_answers({"new": [False, False]})
+    assert gold_accuracy(votes, item="check").loc["r0", "n_gold"] == 1
