@@ -17,4 +17,5 @@ Where things live:
     checkpoint_io.py  writing and reading checkpoint directories (model.safetensors + config.json)
     demo_domain.py    the demo domain: procedurally drawn captioned images with checkable content
     checker.py        reads a demo image's content back from its pixels
+    demo_judge.py     graded scores of a demo image on each rating question (what a simulated rater sees)
 """

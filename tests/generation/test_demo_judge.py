@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from generation import demo_domain
+from generation.demo_domain import PositionSpec, ShapeSpec, WordSpec, render
+from generation.demo_judge import CannotJudge, cleanliness, judge_image
+
+
+def drawn(spec, seed=0):
+    return render(spec, np.random.default_rng(seed))
+
+
+def test_ground_truth_images_score_full_marks_on_every_question_they_ask():
+    rng = np.random.default_rng(0)
+    for kind in demo_domain.KINDS:
+        images, captions, _ = demo_domain.sample_batch(30, rng, "all", {kind: 1.0})
+        for image, caption in zip(images, captions, strict=True):
+            scores = judge_image(image, caption)
+            assert scores.prompt_following == 1.0 and scores.correct
+            assert scores.aesthetics >= 0.99
+            assert (scores.typography == 1.0) if kind == "word" else (scores.typography is None)
+
+
+def test_a_wrong_object_colour_scores_lower_on_prompt_following_than_the_right_one():
+    right = judge_image(drawn(ShapeSpec("red", "circle", "blue")), "a red circle on a blue background")
+    wrong = judge_image(drawn(ShapeSpec("green", "circle", "blue")), "a red circle on a blue background")
+    assert wrong.prompt_following < right.prompt_following
+    assert not wrong.correct
+
+
+def test_swapped_positions_lose_only_the_relation():
+    prompt = "a red circle above a green square on a white background"
+    swapped = judge_image(drawn(PositionSpec("red", "circle", "below", "green", "square", "white")), prompt)
+    assert swapped.prompt_following == pytest.approx(3 / 4)  # background, colours and shapes right
+
+
+def test_typography_gives_credit_per_letter_read_right():
+    prompt = 'the word "CAT" in red letters on a white background'
+    one_wrong = judge_image(drawn(WordSpec("CAR", "red", "white")), prompt)
+    assert one_wrong.typography == pytest.approx(2 / 3)
+    assert judge_image(drawn(WordSpec("CAT", "red", "white")), prompt).typography == 1.0
+
+
+def test_noise_lowers_aesthetics_and_leaves_prompt_following_alone():
+    spec = ShapeSpec("yellow", "square", "black")
+    clean = drawn(spec)
+    noisy = np.clip(clean + np.random.default_rng(1).normal(0, 40, clean.shape), 0, 255).astype(np.uint8)
+    assert cleanliness(noisy) < 0.8 < 0.99 <= cleanliness(clean)
+    assert judge_image(noisy, spec).prompt_following == judge_image(clean, spec).prompt_following
+
+
+def test_a_prompt_outside_the_demo_domain_is_refused_not_guessed():
+    with pytest.raises(CannotJudge, match="not a prompt of the demo domain"):
+        judge_image(drawn(ShapeSpec("red", "circle", "blue")), "an astronaut riding a horse")
+
+
+def test_a_question_that_does_not_exist_is_an_error():
+    scores = judge_image(drawn(ShapeSpec("red", "circle", "blue")), "a red circle on a blue background")
+    with pytest.raises(ValueError, match="unknown question"):
+        scores.get("realism")
