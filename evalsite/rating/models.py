@@ -71,6 +71,11 @@ class Rater(models.Model):
     # Set by quality control (gold accuracy under the threshold) or by a researcher.
     flagged = models.BooleanField(default=False)
     flagged_reason = models.CharField(max_length=300, blank=True)
+    # Joined through a campaign's simulation invite link: a simulated rater (evalsite/crowd), not a person.
+    # Its votes are labelled simulated wherever votes are shown or exported.
+    simulated = models.BooleanField(default=False)
+    # The id a rater brought in the invite link (?participant=...), as rater panels send theirs.
+    participant_id = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -85,6 +90,9 @@ class Campaign(models.Model):
     criteria = models.JSONField(default=default_criteria)
     raters = models.ManyToManyField(Rater, blank=True, related_name="campaigns")
     invite_token = models.CharField(max_length=40, unique=True, default=new_invite_token)
+    # A second invite link for a simulated crowd (manage.py simulate_raters): accounts made through it are
+    # marked simulated, so a dress rehearsal or the demo crowd never passes for people.
+    simulation_token = models.CharField(max_length=40, unique=True, default=new_invite_token)
     votes_per_pair = models.PositiveIntegerField(default=3, help_text="Target votes per image pair.")
     gold_rate = models.FloatField(default=0.1, help_text="Share of assignments that are gold checks.")
     min_gold_accuracy = models.FloatField(default=default_min_gold_accuracy, help_text="Raters below this are flagged.")

@@ -9,6 +9,7 @@ names there), images come from /i/<random token>.png with their metadata strippe
 from __future__ import annotations
 
 import io
+import re
 import secrets
 
 from django.contrib.admin.views.decorators import staff_member_required
@@ -37,27 +38,50 @@ CLEAN_PNG_CACHE_MAX_BYTES = 2 * 1024 * 1024
 # --------------------------------------------------------------------------------------------------
 
 
+PARTICIPANT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+
+
+def _message(request, title: str, message: str, status: int):
+    return render(request, "rating/message.html", {"title": title, "message": message}, status=status)
+
+
 @require_http_methods(["GET", "POST"])
 def join(request, invite_token: str):
     """Invite link: a visitor without an account gets one (generated name, no password, logged in by
     this session); a logged-in user joins with their account. GET only shows the page, so a link
-    preview or prefetch creates nothing."""
-    campaign = Campaign.objects.filter(invite_token=invite_token).first()
+    preview or prefetch creates nothing.
+
+    The campaign's simulation link (its simulation_token) is for the simulated crowd only: it makes new
+    accounts marked simulated and refuses a logged-in person, so no person's votes are labelled simulated.
+    `?participant=<id>` (letters, digits, _ . : -) is kept with a new rater, as rater panels send theirs."""
+    campaign = Campaign.objects.filter(Q(invite_token=invite_token) | Q(simulation_token=invite_token)).first()
     if campaign is None or not campaign.is_open:
-        return render(
+        return _message(
             request,
-            "rating/message.html",
-            {
-                "title": "Invite link not valid",
-                "message": "This invite link is unknown or its campaign is closed. Ask for a new link.",
-            },
+            "Invite link not valid",
+            "This invite link is unknown or its campaign is closed. Ask for a new link.",
             status=404,
+        )
+    simulated = invite_token == campaign.simulation_token
+    participant = request.GET.get("participant", "")
+    if participant and not PARTICIPANT_ID.match(participant):
+        return _message(
+            request, "Participant id not valid", "A participant id is 1-100 letters, digits, _ . : or -.", 400
+        )
+    if simulated and request.user.is_authenticated:
+        return _message(
+            request,
+            "Simulation link",
+            "This link is for simulated raters only. People join through the campaign's invite link.",
+            status=403,
         )
     if request.method == "POST":
         if not request.user.is_authenticated:
             user = get_user_model().objects.create_user(username=f"rater-{_random_suffix()}")
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        rater, _ = Rater.objects.get_or_create(user=request.user)
+        rater, _ = Rater.objects.get_or_create(
+            user=request.user, defaults={"simulated": simulated, "participant_id": participant}
+        )
         campaign.raters.add(rater)
         return redirect("rating:rate", campaign_id=campaign.pk)
     return render(request, "rating/join.html", {"invite_token": invite_token})
