@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 from evalsite.dashboards import exports
 from evalsite.dashboards.data import votes_frame
 from evalsite.dashboards.models import MetricResult
-from evalsite.dashboards.results import campaign_results
+from evalsite.dashboards.results import campaign_decisions_now, campaign_results
 from evalsite.dashboards.views import BadOption, read_options
 from evalsite.rating.models import Campaign
 from evalsite.runs.models import ComparisonRun
@@ -126,6 +126,34 @@ class CampaignResultsView(StaffAPIView):
         except BadOption as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(campaign_results(campaign, options, votes=votes))
+
+
+class CampaignDecisionsView(StaffAPIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "flagged",
+                str,
+                enum=["exclude", "include"],
+                default="exclude",
+                description="Leave flagged raters' votes out of every number.",
+            ),
+            OpenApiParameter("alpha", float, default=0.05, description="Error rate of the decisions."),
+        ],
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad option")},
+        description="What the votes already decide on every criterion (top model certified, ranking settled, "
+        "each with the models in Bradley-Terry order), the progress, and every rater's quality flags with "
+        "whether the rater is simulated: the results without bootstrap or projections, cheap enough to poll "
+        "while a campaign runs.",
+    )
+    def get(self, request, campaign_id: int):
+        campaign = get_object_or_404(Campaign.objects.select_related("run"), pk=campaign_id)
+        votes = votes_frame(campaign, for_export=False)
+        try:
+            options = read_options(request, campaign, votes)
+        except BadOption as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(campaign_decisions_now(campaign, options, votes=votes))
 
 
 class TableView(StaffAPIView):

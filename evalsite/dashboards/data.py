@@ -28,6 +28,8 @@ VOTE_COLUMNS = [
     "rater",
     "rater_id",
     "rater_flagged",
+    "rater_simulated",
+    "participant",
     "item",
     "assignment_id",
     "prompt_id",
@@ -74,6 +76,8 @@ _VOTE_FIELDS = {  # frame column <- ORM path
     "rater_id": "rater_id",
     "rater": "rater__user__username",
     "rater_flagged": "rater__flagged",
+    "rater_simulated": "rater__simulated",
+    "participant": "rater__participant_id",
     "pair_key": "assignment__pair_key",
     "prompt_id": "assignment__prompt_id",
     "prompt": "assignment__prompt__text",
@@ -119,6 +123,8 @@ def votes_frame(
             "rater": raw["rater"].astype(object),
             "rater_id": raw["rater_id"].astype("int64"),
             "rater_flagged": raw["rater_flagged"].astype(bool),
+            "rater_simulated": raw["rater_simulated"].astype(bool),  # a simulated crowd's vote, not a person's
+            "participant": raw["participant"].astype(object),
             # one judged question: an image pair on one criterion
             "item": (raw["pair_key"].astype(str) + ":" + raw["criterion"].astype(str)).astype(object),
             "prompt_id": raw["prompt_id"].astype("int64"),

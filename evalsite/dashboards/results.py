@@ -17,7 +17,7 @@ Numbers are exactly those of the analysis functions; nothing is recomputed here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -109,6 +109,8 @@ def rater_table(campaign: Campaign, votes: pd.DataFrame) -> pd.DataFrame:
         for r, p in zip(report["reasons"], report["platform_flagged"], strict=True)
     ]
     report["median_seconds"] = report["rater"].map(votes.groupby("rater")["seconds"].median())
+    report["simulated"] = report["rater"].map(votes.groupby("rater")["rater_simulated"].any()).astype(bool)
+    report["participant"] = report["rater"].map(votes.groupby("rater")["participant"].first()).fillna("")
     return report.sort_values(["flagged", "rater"], ascending=[False, True])
 
 
@@ -156,6 +158,7 @@ def decisions_for(campaign: Campaign, counted: pd.DataFrame, options: ResultOpti
     )
     out.pop("intervals", None)
     out["models"] = list(pairs.models)
+    out["models_in_order"] = [out["models"][i] for i in out["order"]]
     return out
 
 
@@ -191,6 +194,7 @@ def progress_for(
     return {
         "votes": len(votes),
         "gold_votes": int(votes["is_gold"].astype(bool).sum()) if len(votes) else 0,
+        "simulated_votes": int(votes["rater_simulated"].sum()) if len(votes) else 0,
         "raters": int(votes["rater"].nunique()) if len(votes) else 0,
         "image_pairs": pairs["n"] or 0,
         "image_pair_votes_target": (pairs["n"] or 0) * campaign.votes_per_pair,
@@ -226,9 +230,7 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
     """The dashboard's numbers for one campaign (see the module docstring)."""
     votes = votes_frame(campaign) if votes is None else votes
     criteria = criteria_of(campaign, votes)
-    raters = rater_table(campaign, votes)
-    excluded = sorted(raters.loc[raters["flagged"], "rater"]) if options.exclude_flagged and len(raters) else []
-    counted_by_criterion = {c: counted_votes(votes[votes["criterion"] == c], exclude_raters=excluded) for c in criteria}
+    raters, excluded, counted_by_criterion = counted_by_criterion_of(campaign, votes, options.exclude_flagged)
     counted = counted_by_criterion.get(options.criterion, votes.iloc[0:0])
     metrics = metric_values(campaign)
 
@@ -298,15 +300,43 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
     }
 
 
+def counted_by_criterion_of(
+    campaign: Campaign, votes: pd.DataFrame, exclude_flagged: bool
+) -> tuple[pd.DataFrame, list, dict[str, pd.DataFrame]]:
+    """(rater table, excluded raters, counted votes per criterion) as every number of the campaign uses them."""
+    raters = rater_table(campaign, votes)
+    excluded = sorted(raters.loc[raters["flagged"], "rater"]) if exclude_flagged and len(raters) else []
+    counted = {
+        c: counted_votes(votes[votes["criterion"] == c], exclude_raters=excluded) for c in criteria_of(campaign, votes)
+    }
+    return raters, excluded, counted
+
+
+def campaign_decisions_now(campaign: Campaign, options: ResultOptions, votes: pd.DataFrame | None = None) -> dict:
+    """Only what is decided (the decisions of every criterion, without projections), the progress and the
+    raters' flags: cheap enough to poll while a campaign runs."""
+    votes = votes_frame(campaign, for_export=False) if votes is None else votes
+    options = replace(options, project=False)
+    raters, excluded, counted = counted_by_criterion_of(campaign, votes, options.exclude_flagged)
+    decisions = {c: decisions_for(campaign, v, options) for c, v in counted.items()}
+    return {
+        "campaign": campaign.pk,
+        "alpha": options.alpha,
+        "exclude_flagged": options.exclude_flagged,
+        "excluded_raters": excluded,
+        "by_criterion": [{"criterion": c, "decision": d} for c, d in decisions.items()],
+        "progress": progress_for(campaign, votes, counted, decisions),
+        "raters": records(raters[["rater", "participant", "simulated", "flagged", "reasons"]]) if len(raters) else [],
+    }
+
+
 def results_table(campaign: Campaign, *, exclude_flagged: bool = True, rounds: int = 100) -> pd.DataFrame:
     """The flat results export: one row per criterion and model with the leaderboard and metric values."""
     votes = votes_frame(campaign)
-    raters = rater_table(campaign, votes)
-    excluded = sorted(raters.loc[raters["flagged"], "rater"]) if exclude_flagged and len(raters) else []
+    _, _, counted_by_criterion = counted_by_criterion_of(campaign, votes, exclude_flagged)
     metrics = metric_values(campaign)
     blocks = []
-    for criterion in criteria_of(campaign, votes):
-        counted = counted_votes(votes[votes["criterion"] == criterion], exclude_raters=excluded)
+    for criterion, counted in counted_by_criterion.items():
         if counted.empty or count_pairs(counted).n_models < 2:
             continue
         fit = fit_bradley_terry(counted, rounds=rounds).reset_index()

@@ -15,6 +15,7 @@ urlpatterns = [
     path("run/<int:run_id>/metrics", views.compute_metrics, name="compute-metrics"),
     path("api/campaigns/", api.CampaignListView.as_view(), name="api-campaigns"),
     path("api/campaigns/<int:campaign_id>/results", api.CampaignResultsView.as_view(), name="api-results"),
+    path("api/campaigns/<int:campaign_id>/decisions", api.CampaignDecisionsView.as_view(), name="api-decisions"),
     path("api/campaigns/<int:campaign_id>/votes", api.VotesTableView.as_view(), name="api-votes"),
     path("api/campaigns/<int:campaign_id>/images", api.ImagesTableView.as_view(), name="api-images"),
     path("api/campaigns/<int:campaign_id>/results-table", api.ResultsTableView.as_view(), name="api-results-table"),
