@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "evalsite.rating",
     "evalsite.dashboards",
     "evalsite.demo",  # seed_demo: above the others, imports them all
+    "evalsite.crowd",  # simulate_raters: a simulated crowd that only speaks HTTP to the site
 ]
 
 MIDDLEWARE = [
