@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from evalsite.crowd.behaviour import draw_profile
@@ -125,3 +125,28 @@ def test_the_command_reports_the_crowd_and_what_quality_control_made_of_it(live_
     assert "2 simulated raters" in out and "6 pairs answered" in out
     assert "quality control flags: careful" in out
     assert Rater.objects.filter(campaigns=campaign, simulated=True).count() == 2
+
+
+def test_the_command_finds_the_newest_open_campaign_by_name(live_server, demo_campaign, capsys):
+    campaign = demo_campaign(gold_rate=0.0)
+    call_command(
+        "simulate_raters",
+        campaign_name=campaign.name,
+        site=live_server.url,
+        raters=1,
+        minutes=1,
+        max_pairs=2,
+        think_scale=0.01,
+        mix="careful=1",
+    )
+    assert "2 pairs answered" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="no open campaign named 'nothing like it'"):
+        call_command("simulate_raters", campaign_name="nothing like it", site=live_server.url)
+    with pytest.raises(CommandError, match="give one of"):
+        call_command("simulate_raters", campaign=campaign.pk, campaign_name=campaign.name)
+
+
+def test_the_command_gives_up_clearly_when_no_site_answers(demo_campaign):
+    campaign = demo_campaign(gold_rate=0.0)
+    with pytest.raises(CommandError, match="did not answer .* within 1 s"):
+        call_command("simulate_raters", campaign=campaign.pk, site="http://127.0.0.1:9", wait=1.0)

@@ -12,8 +12,10 @@ made of them (by the participant id each rater joined with: sim-<kind>-<n>).
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
+import requests
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
@@ -26,6 +28,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--campaign", type=int, help="campaign id (its simulation invite link is read here)")
+        parser.add_argument("--campaign-name", help="the newest open campaign of this name (bin/up: the demo's)")
         parser.add_argument("--invite-url", help="a simulation invite link, for a site whose database is not ours")
         parser.add_argument("--site", default="http://127.0.0.1:8000", help="where the site answers")
         parser.add_argument("--raters", type=int, default=10)
@@ -35,6 +38,9 @@ class Command(BaseCommand):
         parser.add_argument("--think-scale", type=float, default=1.0, help="multiplies every think time")
         parser.add_argument("--max-pairs", type=int, help="pairs per rater at most")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument(
+            "--wait", type=float, default=120.0, help="seconds to wait for the site to answer at all (bin/up)"
+        )
 
     def handle(self, *args, **opts):
         invite_url = self.invite_url(opts)
@@ -55,6 +61,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{opts['raters']} simulated raters ({dict(crowd.kinds)}) for {opts['minutes']} min on {invite_url}"
         )
+        self.wait_for_site(invite_url, opts["wait"])
         summary = crowd.run(opts["minutes"])
         self.stdout.write(summary.table())
         self.stdout.write(f"{summary.pairs} pairs answered")
@@ -66,18 +73,35 @@ class Command(BaseCommand):
             raise CommandError("raters refused to vote: " + "; ".join(summary.refused))
 
     def invite_url(self, opts) -> str:
-        if bool(opts["campaign"]) == bool(opts["invite_url"]):
-            raise CommandError("give either --campaign ID or --invite-url URL")
-        if opts["invite_url"]:
-            return opts["invite_url"]
         from evalsite.rating.models import Campaign
 
+        if sum(bool(opts[k]) for k in ("campaign", "campaign_name", "invite_url")) != 1:
+            raise CommandError("give one of --campaign ID, --campaign-name NAME or --invite-url URL")
+        if opts["invite_url"]:
+            return opts["invite_url"]
+        if opts["campaign_name"]:
+            named = Campaign.objects.filter(name=opts["campaign_name"], is_open=True).order_by("-created_at").first()
+            if named is None:
+                raise CommandError(f"no open campaign named {opts['campaign_name']!r}")
+            opts["campaign"] = named.pk
         campaign = Campaign.objects.filter(pk=opts["campaign"]).first()
         if campaign is None:
             raise CommandError(f"no campaign {opts['campaign']}")
         if not campaign.is_open:
             raise CommandError(f"campaign {campaign.pk} is closed")
         return opts["site"].rstrip("/") + reverse("rating:join", args=[campaign.simulation_token])
+
+    def wait_for_site(self, url: str, seconds: float) -> None:
+        """Poll until the site answers anything (bin/up starts the crowd beside the web server)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                requests.head(url, timeout=5)
+                return
+            except requests.RequestException as e:
+                if time.monotonic() >= deadline:
+                    raise CommandError(f"the site did not answer at {url} within {seconds:.0f} s: {e}") from None
+                time.sleep(1.0)
 
     def quality_verdict(self, campaign_id: int) -> str:
         """How many raters of each kind quality control flags, as the dashboards compute it."""
