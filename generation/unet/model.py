@@ -43,6 +43,12 @@ class UNetBaselineConfig:
     beta_start: float = 0.00085  # LDM scaled-linear schedule: betas = linspace(sqrt(start), sqrt(end))^2
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"  # diffusers name of the schedule
+    # eps = sqrt(1 - abar_n) x_n + UNet(...): a fixed path from the input to the output. At high noise the
+    # noise is nearly all of x_n, and the x0 a sampler derives, (x_n - sqrt(1 - abar_n) eps) / sqrt(abar_n),
+    # multiplies any error of eps by up to 1 / sqrt(abar_n) ~ 15 here; a UNet without this path (its input
+    # passes through GroupNorm before it can reach the output) leaves per-pixel errors that sampling from
+    # pure noise bakes into the image. False = the plain UNet (checkpoints written before the option).
+    input_skip: bool = False
 
     def __post_init__(self):
         self.block_out_channels = tuple(self.block_out_channels)
@@ -107,6 +113,8 @@ class UNetBaseline(nn.Module):
         from diffusers.models import UNet2DConditionModel
 
         self.config = config
+        skip = (1.0 - config.objective().alphas_cumprod).sqrt().float()  # (N,) sqrt(1 - abar_n)
+        self.register_buffer("skip_scale", skip, persistent=False)  # derived from the config, never stored
         self.unet = UNet2DConditionModel(
             sample_size=config.latent_size,
             in_channels=config.latent_channels,
@@ -141,7 +149,11 @@ class UNetBaseline(nn.Module):
         eps = self.unet(
             z, n, encoder_hidden_states=context, class_labels=pooled.to(x.dtype), encoder_attention_mask=mask
         ).sample
-        return F.pixel_shuffle(eps, f) if f > 1 else eps  # (B, 3, H, W)
+        eps = F.pixel_shuffle(eps, f) if f > 1 else eps  # (B, 3, H, W)
+        if self.config.input_skip:
+            scale: torch.Tensor = self.skip_scale  # type: ignore[assignment]  # a buffer, not a submodule
+            eps = eps + scale[n.long()].to(x.dtype).view(-1, 1, 1, 1) * x
+        return eps
 
 
 def unet_config(widths: Sequence[int], space_to_depth: int, **kw) -> UNetBaselineConfig:

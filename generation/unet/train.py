@@ -164,11 +164,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--widths", default="64,128", help="UNet widths, one resolution level each")
     p.add_argument("--space-to-depth", type=int, default=4, help="f: f x f pixel blocks become channels")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--input-skip", action="store_true", help="eps = sqrt(1 - abar) x + UNet(...) (see UNetBaselineConfig)"
+    )
     args = p.parse_args(argv)
     if args.minutes <= 0 or (args.steps is not None and args.steps < 1):
         p.error("--minutes and --steps must be positive")
     try:
-        model = unet_config([int(w) for w in args.widths.split(",")], args.space_to_depth)
+        model = unet_config([int(w) for w in args.widths.split(",")], args.space_to_depth, input_skip=args.input_skip)
     except ValueError as e:
         p.error(f"--widths/--space-to-depth: {e}")
     train(

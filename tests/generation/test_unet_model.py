@@ -1,0 +1,66 @@
+"""The UNet baseline's input skip (eps = sqrt(1 - abar_n) x + UNet(...)) and the checkpoints written without it."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from generation.unet.checkpoint import load_unet_baseline, save_checkpoint
+from generation.unet.model import UNetBaseline, UNetBaselineConfig
+from tests.support import TINY_UNET, tiny_unet_checkpoint
+
+
+def inputs(config: UNetBaselineConfig, batch: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    size = config.sample_size
+    x = torch.randn(batch, 3, size, size, generator=g)
+    n = torch.tensor([0, 500, 999][:batch])
+    context = torch.randn(batch, 4, config.text_dim, generator=g)
+    pooled = torch.randn(batch, config.pooled_dim, generator=g)
+    return x, n, context, pooled
+
+
+def test_the_skip_adds_exactly_sqrt_one_minus_abar_times_the_input():
+    torch.manual_seed(0)
+    plain = UNetBaseline(UNetBaselineConfig(**TINY_UNET))
+    skip = UNetBaseline(UNetBaselineConfig(**TINY_UNET, input_skip=True))
+    skip.load_state_dict(plain.state_dict())  # the same weights: the skip adds no parameter
+    x, n, context, pooled = inputs(plain.config)
+    abar = plain.config.objective().alphas_cumprod[n].float()
+    with torch.no_grad():
+        difference = skip(x, n, context, pooled) - plain(x, n, context, pooled)
+    torch.testing.assert_close(difference, (1 - abar).sqrt().view(-1, 1, 1, 1) * x)
+    assert "skip_scale" not in skip.state_dict()  # derived from the schedule, never stored
+
+
+def test_at_the_highest_noise_the_skip_alone_is_nearly_the_right_noise():
+    """x_n = sqrt(abar) x0 + sqrt(1 - abar) eps with abar ~ 0.005 at n = 999: the skip's guess is already close."""
+    torch.manual_seed(1)
+    config = UNetBaselineConfig(**TINY_UNET, input_skip=True)
+    objective = config.objective()
+    x0, eps = torch.rand(4, 3, 16, 16) * 2 - 1, torch.randn(4, 3, 16, 16)
+    abar = objective.alphas_cumprod[999].float()
+    x = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    guess = UNetBaseline(config).skip_scale[999] * x
+    assert ((guess - eps) ** 2).mean() < 0.02 * (eps**2).mean()
+
+
+def test_checkpoints_written_before_the_option_load_as_plain_unets(tmp_path):
+    path = tiny_unet_checkpoint(tmp_path / "old")
+    meta = json.loads((path / "config.json").read_text())
+    meta["config"].pop("input_skip")  # as written before the option existed
+    (path / "config.json").write_text(json.dumps(meta))
+    model, _ = load_unet_baseline(path)
+    assert model.config.input_skip is False
+
+
+def test_a_checkpoint_with_the_skip_round_trips(tmp_path):
+    torch.manual_seed(2)
+    model = UNetBaseline(UNetBaselineConfig(**TINY_UNET, input_skip=True)).eval()
+    path = save_checkpoint(model, {"text_encoder": "minilm", "trained_by": "tests"}, tmp_path / "skip")
+    loaded, _ = load_unet_baseline(path)
+    assert loaded.config.input_skip is True
+    x, n, context, pooled = inputs(model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, n, context, pooled), model(x, n, context, pooled))
