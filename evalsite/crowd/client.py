@@ -15,7 +15,6 @@ so (`report.refused`), never vote at random.
 
 from __future__ import annotations
 
-import http.cookiejar
 import io
 import re
 import threading
@@ -39,18 +38,23 @@ _CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 _NEXT_URL = re.compile(r'data-next-url="([^"]+)"')
 
 
-class _TLSProxyCookiePolicy(http.cookiejar.DefaultCookiePolicy):
-    """Send Secure cookies over plain HTTP: the hop behind a TLS proxy, where the site sees HTTPS."""
+class _PlainHopCookieJar(requests.cookies.RequestsCookieJar):
+    """Keeps every cookie as not Secure, so it is sent over the plain-HTTP hop behind a TLS proxy. (A cookie
+    policy would not do: requests copies the session's cookies into a fresh jar with the default policy for
+    every request and every redirect.)"""
 
-    def return_ok_secure(self, cookie, request):
-        return True
+    def set_cookie(self, cookie, *args, **kwargs):
+        cookie.secure = False
+        return super().set_cookie(cookie, *args, **kwargs)
 
 
 def behind_tls_proxy(session: requests.Session, host: str) -> requests.Session:
     """Speak plain HTTP to `host` as a TLS-terminating proxy would (X-Forwarded-Proto: https), so a site in
     its production settings (Secure cookies, HTTPS-only CSRF checks) can be driven from the same machine."""
     session.headers["X-Forwarded-Proto"] = "https"
-    session.cookies.set_policy(_TLSProxyCookiePolicy())
+    jar = _PlainHopCookieJar()
+    jar.update(session.cookies)
+    session.cookies = jar
     return session
 
 

@@ -150,3 +150,15 @@ def test_the_command_gives_up_clearly_when_no_site_answers(demo_campaign):
     campaign = demo_campaign(gold_rate=0.0)
     with pytest.raises(CommandError, match="did not answer .* within 1 s"):
         call_command("simulate_raters", campaign=campaign.pk, site="http://127.0.0.1:9", wait=1.0)
+
+
+def test_a_rater_behind_a_tls_proxy_votes_on_a_site_in_production_shape(live_server, demo_campaign, settings):
+    """Secure cookies and HTTPS CSRF rules (DEBUG=0): a plain-HTTP client must speak as the proxy's hop does."""
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    campaign = demo_campaign(gold_rate=0.0)
+    profile = draw_profile("careful", __import__("numpy").random.default_rng(0))
+    proxied = SimulatedRater(simulation_link(live_server, campaign), profile, 0, 0.01, proxied=True)
+    assert proxied.run(deadline=time.monotonic() + 60, max_pairs=2).pairs_answered == 2
+    direct = SimulatedRater(simulation_link(live_server, campaign), profile, 1, 0.01)
+    assert "did not reach the rating page" in direct.run(deadline=time.monotonic() + 60, max_pairs=2).stopped
