@@ -1,4 +1,4 @@
-"""Accuracy of demo MM-DiT checkpoints, read from the pixels by generation.checker.
+"""Accuracy of demo image checkpoints (in-house MM-DiT and UNet baseline), read from the pixels by generation.checker.
 
     .venv/bin/python bench/demo_model_report.py                          # every checkpoint under demo_models/
     .venv/bin/python bench/demo_model_report.py /work/demo-runs/a /work/demo-runs/b --steps 10 28 --seeds 16
@@ -23,8 +23,9 @@ import torch
 
 from generation import demo_domain
 from generation.checker import score_images
-from generation.contract import CONFIG_FILE, MMDIT_FORMAT, WEIGHTS_FILE
+from generation.contract import CONFIG_FILE, MMDIT_FORMAT, UNET_BASELINE_FORMAT, WEIGHTS_FILE
 from generation.mmdit.pipeline import InHousePipeline
+from generation.unet.pipeline import UNetBaselinePipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,8 @@ def default_checkpoints() -> list[Path]:
     return sorted(
         p.parent
         for p in (ROOT / "demo_models").glob(f"*/{CONFIG_FILE}")
-        if (p.parent / WEIGHTS_FILE).exists() and json.loads(p.read_text()).get("format") == MMDIT_FORMAT
+        if (p.parent / WEIGHTS_FILE).exists()
+        and json.loads(p.read_text()).get("format") in (MMDIT_FORMAT, UNET_BASELINE_FORMAT)
     )
 
 
@@ -61,12 +63,20 @@ def checker_robustness(n: int) -> None:
 
 
 def evaluate(path: Path, specs, seeds: int, steps: int, guidance: float, shift: float) -> tuple[dict, float]:
-    pipe = InHousePipeline.from_checkpoint(path)
     prompts = [s.caption for s in specs for _ in range(seeds)]
     seed_list = [i for _ in specs for i in range(seeds)]
     start = time.time()
-    shift = shift if pipe.objective.startswith("rf/") else 1.0  # DDIM has no timestep shift
-    images = pipe(prompts, seed_list, steps=steps, guidance_scale=guidance, shift=shift, batch_size=64)
+    if json.loads((path / CONFIG_FILE).read_text()).get("format") == UNET_BASELINE_FORMAT:
+        unet = UNetBaselinePipeline.from_checkpoint(path)  # DDIM, as the platform samples it by default
+        images = [
+            im
+            for i in range(0, len(prompts), 64)
+            for im in unet(prompts[i : i + 64], seed_list[i : i + 64], steps=steps, guidance_scale=guidance)
+        ]
+    else:
+        pipe = InHousePipeline.from_checkpoint(path)
+        shift = shift if pipe.objective.startswith("rf/") else 1.0  # DDIM has no timestep shift
+        images = pipe(prompts, seed_list, steps=steps, guidance_scale=guidance, shift=shift, batch_size=64)
     seconds = time.time() - start
     return score_images(images, [s for s in specs for _ in range(seeds)]), seconds
 

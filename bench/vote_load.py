@@ -30,12 +30,10 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from http.cookies import SimpleCookie
 from pathlib import Path
 
@@ -49,42 +47,6 @@ DOUBLE_SUBMIT_SHARE = 0.05
 # --------------------------------------------------------------------------------------------------
 # Orchestration (plain process: no Django, no gevent)
 # --------------------------------------------------------------------------------------------------
-
-
-def server_env(database_url: str, var_dir: str) -> dict:
-    return {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "DATABASE_CONN_MAX_AGE": "60",
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(64),
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
-        "DJANGO_SECURE_SSL_REDIRECT": "0",
-        "EVALSITE_RATER_RATE": "1000000/min",
-        "EVALSITE_VAR_DIR": var_dir,
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"server did not answer {url}")
-        time.sleep(0.5)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -125,6 +87,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from bench.databases import drop_database, recreate_database
+    from bench.servers import server_env, start_gunicorn
 
     recreate_database(args.database_url)
     var_dir = tempfile.mkdtemp(prefix="vote-load-")
@@ -142,32 +105,7 @@ def main() -> None:
             f"seeded {seeded['images']} images, {seeded['pairs']} image pairs; campaign {seeded['campaign']}",
             flush=True,
         )
-        port = free_port()
-        log = open(Path(var_dir) / "gunicorn.log", "w")  # noqa: SIM115 - closed with the server
-        server = subprocess.Popen(
-            [
-                str(Path(PYTHON).parent / "gunicorn"),
-                "evalsite.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.workers),
-                "--worker-class",
-                "gthread",
-                "--threads",
-                str(args.threads),
-                "--timeout",
-                "60",
-                "--backlog",
-                "2048",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        host = f"http://127.0.0.1:{port}"
-        wait_for(f"{host}/healthz")
+        server, host = start_gunicorn(env, args.workers, args.threads, Path(var_dir) / "gunicorn.log")
         print(
             f"gunicorn: {args.workers} workers x {args.threads} threads on {host}; load average "
             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
