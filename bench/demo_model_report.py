@@ -62,16 +62,20 @@ def checker_robustness(n: int) -> None:
         print(f"  blur sigma {sigma:.1f} px, noise sd {noise:4.1f}: {cells}")
 
 
-def evaluate(path: Path, specs, seeds: int, steps: int, guidance: float, shift: float) -> tuple[dict, float]:
+def evaluate(
+    path: Path, specs, seeds: int, steps: int, guidance: float, shift: float, scheduler: str = "ddim"
+) -> tuple[dict, float]:
     prompts = [s.caption for s in specs for _ in range(seeds)]
     seed_list = [i for _ in specs for i in range(seeds)]
     start = time.time()
     if json.loads((path / CONFIG_FILE).read_text()).get("format") == UNET_BASELINE_FORMAT:
-        unet = UNetBaselinePipeline.from_checkpoint(path)  # DDIM, as the platform samples it by default
+        unet = UNetBaselinePipeline.from_checkpoint(path)
         images = [
             im
             for i in range(0, len(prompts), 64)
-            for im in unet(prompts[i : i + 64], seed_list[i : i + 64], steps=steps, guidance_scale=guidance)
+            for im in unet(
+                prompts[i : i + 64], seed_list[i : i + 64], steps=steps, guidance_scale=guidance, scheduler=scheduler
+            )
         ]
     else:
         pipe = InHousePipeline.from_checkpoint(path)
@@ -90,6 +94,7 @@ def main(argv=None) -> dict:
     p.add_argument("--kinds", default="shape", help="comma-separated prompt kinds: shape,position,word")
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--shift", type=float, default=1.0)
+    p.add_argument("--unet-scheduler", default="ddim", help="UNet baseline sampler: ddim or ddpm")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--checker-only", type=int, metavar="N", help="only score N ground-truth images (robustness)")
@@ -145,7 +150,7 @@ def main(argv=None) -> dict:
         meta = json.loads((path / CONFIG_FILE).read_text())
         recipe = meta.get("recipe", {})
         for steps in args.steps:
-            scores, seconds = evaluate(path, specs, args.seeds, steps, args.guidance, args.shift)
+            scores, seconds = evaluate(path, specs, args.seeds, steps, args.guidance, args.shift, args.unet_scheduler)
             row(path.name, recipe.get("objective", "?"), recipe.get("steps_done", "?"), steps, scores, seconds)
             results["models"].append(
                 {

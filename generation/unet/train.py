@@ -56,6 +56,7 @@ class TrainConfig:
     text_encoder: str = "minilm"  # see generation.text.load_text_encoder
     save_every_minutes: float = 2.0  # checkpoints while training, so a stopped run still leaves one
     threads: int = 0  # torch CPU threads; 0 = all cores on an idle machine, 1 when others load it
+    guidance_scale: float = DEFAULT_SAMPLER_SETTINGS["guidance_scale"]  # the sampler default written to the recipe
     model: UNetBaselineConfig = field(default_factory=UNetBaselineConfig)
 
 
@@ -85,7 +86,7 @@ def recipe(cfg: TrainConfig, step: int, planned: int | None, wall: TimeBudget, c
         "text_encoder": cfg.text_encoder,
         "train_config": {k: v for k, v in asdict(cfg).items() if k != "model"},
         "data": {"domain": "generation.demo_domain", "kinds": cfg.kinds, "split": "train"},
-        "sampler_defaults": {k: DEFAULT_SAMPLER_SETTINGS[k] for k in ("steps", "guidance_scale")}
+        "sampler_defaults": {"steps": DEFAULT_SAMPLER_SETTINGS["steps"], "guidance_scale": cfg.guidance_scale}
         | {"scheduler": "ddim"},
         "software": software_versions(),
     }
@@ -165,6 +166,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--space-to-depth", type=int, default=4, help="f: f x f pixel blocks become channels")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=DEFAULT_SAMPLER_SETTINGS["guidance_scale"],
+        help="the classifier-free guidance the checkpoint recommends (its sampler default on the platform)",
+    )
+    p.add_argument(
         "--input-skip", action="store_true", help="eps = sqrt(1 - abar) x + UNet(...) (see UNetBaselineConfig)"
     )
     args = p.parse_args(argv)
@@ -185,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             warmup_steps=args.warmup_steps,
             kinds=args.kinds,
             threads=args.threads,
+            guidance_scale=args.guidance_scale,
             model=model,
         )
     )

@@ -64,3 +64,16 @@ def test_a_checkpoint_with_the_skip_round_trips(tmp_path):
     x, n, context, pooled = inputs(model.config)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, n, context, pooled), model(x, n, context, pooled))
+
+
+def test_the_trainer_writes_the_skip_and_the_recommended_guidance_into_the_checkpoint(tmp_path):
+    from generation.unet.train import main
+
+    out = tmp_path / "trained"
+    main(["--out", str(out), "--steps", "2", "--batch-size", "2", "--widths", "32,64", "--threads", "1",
+          "--input-skip", "--guidance-scale", "1.5"])  # fmt: skip
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["input_skip"] is True
+    assert meta["recipe"]["sampler_defaults"] == {"steps": 28, "guidance_scale": 1.5, "scheduler": "ddim"}
+    model, _ = load_unet_baseline(out)
+    assert model.config.input_skip is True
