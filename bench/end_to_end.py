@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -94,7 +93,7 @@ def main() -> None:
         parser.error("--crowds takes clean, bad or clean,bad")
 
     from bench.databases import drop_database, recreate_database
-    from bench.servers import server_env, start_gunicorn
+    from bench.servers import log_tracebacks, server_env, start_gunicorn, stop_server
 
     recreate_database(args.database_url)
     var_dir = tempfile.mkdtemp(prefix="e2e-")
@@ -125,12 +124,10 @@ def main() -> None:
                     with open(args.out, "a") as f:
                         f.write(json.dumps(record) + "\n")
         print_table(records, seeded["truth"], crowds)
-        tracebacks = (Path(var_dir) / "gunicorn.log").read_text().count("Traceback")
+        tracebacks = log_tracebacks(Path(var_dir) / "gunicorn.log")
         print(f"\ngunicorn log: {tracebacks} tracebacks ({var_dir}/gunicorn.log)")
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+        stop_server(server)
         if not args.keep:
             drop_database(args.database_url)
 

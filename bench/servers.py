@@ -77,3 +77,15 @@ def start_gunicorn(
     host = f"http://127.0.0.1:{port}"
     wait_for(f"{host}/healthz")
     return server, host
+
+
+def log_tracebacks(log_path: str | Path) -> int:
+    """How many tracebacks the server wrote to its log: each one is a request that failed inside the site."""
+    return Path(log_path).read_text().count("Traceback")
+
+
+def stop_server(server: subprocess.Popen | None) -> None:
+    """SIGTERM and wait: gunicorn finishes the requests in flight before it exits."""
+    if server is not None:
+        server.terminate()
+        server.wait(timeout=30)

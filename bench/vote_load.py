@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -87,7 +86,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from bench.databases import drop_database, recreate_database
-    from bench.servers import server_env, start_gunicorn
+    from bench.servers import log_tracebacks, server_env, start_gunicorn, stop_server
 
     recreate_database(args.database_url)
     var_dir = tempfile.mkdtemp(prefix="vote-load-")
@@ -143,13 +142,11 @@ def main() -> None:
 
         ids, rows, most = stored_votes(args.database_url, seeded["campaign"])
         report(results, ids, rows, most, args)
-        fives = sum(1 for line in (Path(var_dir) / "gunicorn.log").read_text().splitlines() if "Traceback" in line)
+        fives = log_tracebacks(Path(var_dir) / "gunicorn.log")
         if fives:
             print(f"gunicorn log has {fives} tracebacks: {var_dir}/gunicorn.log")
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+        stop_server(server)
         if not args.keep:
             drop_database(args.database_url)
 

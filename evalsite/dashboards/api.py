@@ -99,6 +99,17 @@ class CampaignListView(StaffAPIView):
         )
 
 
+def results_response(request, campaign_id: int, compute) -> Response:
+    """`compute(campaign, options, votes=...)` on one campaign's votes with the request's options; 400 on a bad one."""
+    campaign = get_object_or_404(Campaign.objects.select_related("run"), pk=campaign_id)
+    votes = votes_frame(campaign, for_export=False)
+    try:
+        options = read_options(request, campaign, votes)
+    except BadOption as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    return Response(compute(campaign, options, votes=votes))
+
+
 class CampaignResultsView(StaffAPIView):
     @extend_schema(
         parameters=[
@@ -119,13 +130,7 @@ class CampaignResultsView(StaffAPIView):
         "the campaign decisions with their plain-words explanations.",
     )
     def get(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign.objects.select_related("run"), pk=campaign_id)
-        votes = votes_frame(campaign, for_export=False)
-        try:
-            options = read_options(request, campaign, votes)
-        except BadOption as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        return Response(campaign_results(campaign, options, votes=votes))
+        return results_response(request, campaign_id, campaign_results)
 
 
 class CampaignDecisionsView(StaffAPIView):
@@ -147,13 +152,7 @@ class CampaignDecisionsView(StaffAPIView):
         "while a campaign runs.",
     )
     def get(self, request, campaign_id: int):
-        campaign = get_object_or_404(Campaign.objects.select_related("run"), pk=campaign_id)
-        votes = votes_frame(campaign, for_export=False)
-        try:
-            options = read_options(request, campaign, votes)
-        except BadOption as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        return Response(campaign_decisions_now(campaign, options, votes=votes))
+        return results_response(request, campaign_id, campaign_decisions_now)
 
 
 class TableView(StaffAPIView):
