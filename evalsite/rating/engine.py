@@ -206,15 +206,22 @@ def create_gold_checks(campaign: Campaign, n: int = DEFAULT_GOLD_POOL, rng: rand
             break
         if prompt_id in taken:
             continue
+        # Any of P's images will do; try them in random order, since one model's images may all be taken by
+        # earlier checks (three prompts of one model: P1-P2 and P3-P2 leave P2 nothing) while another's are free.
         candidates = [row for row in rows if row[2] == prompt_id]
-        image_id, model_id, _, seed, category = rng.choice(candidates)
-        others = [
-            row
-            for row in by_model[model_id]
-            if row[2] != prompt_id and Assignment.make_pair_key(image_id, row[0]) not in used_pairs
-        ]
-        if not others:
+        rng.shuffle(candidates)
+        for candidate in candidates:
+            image_id = candidate[0]
+            others = [
+                row
+                for row in by_model[candidate[1]]
+                if row[2] != prompt_id and Assignment.make_pair_key(image_id, row[0]) not in used_pairs
+            ]
+            if others:
+                break
+        else:
             continue
+        _, _, _, seed, category = candidate
         # Prefer another category, then the same seed: the two images then differ only in what was asked.
         others.sort(key=lambda row: (row[4] == category and bool(category), row[3] != seed, rng.random()))
         wrong = others[0]
