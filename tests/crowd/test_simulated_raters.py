@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -79,14 +80,14 @@ def test_careful_raters_prefer_the_model_that_draws_what_the_prompt_asks(live_se
 
 def test_quality_control_flags_the_bad_raters_and_not_the_careful_ones(live_server, demo_campaign):
     campaign = demo_campaign(gold_rate=0.3, min_gold_answers=3)
-    raters = [rater(live_server, campaign, "careful", seed=i, think_scale=0.8, participant=f"careful-{i}")
+    # Careful raters think 3-5 s a pair (median); at think_scale 0.8 the slowest-drawn floor, 2.4 s, sat so near the
+    # 2 s "too fast" line that the noise in six votes flagged one now and then. At 1.0 the floor is 3 s.
+    raters = [rater(live_server, campaign, "careful", seed=i, think_scale=1.0, participant=f"careful-{i}")
               for i in range(3)]  # fmt: skip
     raters += [
         rater(live_server, campaign, "always_left", seed=10, think_scale=1.0, participant="always-left"),
         rater(live_server, campaign, "fast", seed=11, think_scale=1.0, participant="fast"),
     ]
-    import threading
-
     deadline = time.monotonic() + 240
     threads = [threading.Thread(target=r.run, args=(deadline, 6 if r.profile.judges else 14)) for r in raters]
     for t in threads:
