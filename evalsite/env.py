@@ -28,6 +28,12 @@ def _raw(name: str) -> str | None:
     return None
 
 
+def env_says_no(name: str) -> bool:
+    """Whether the variable is set, and to a false value ("0", "false", "no", "off"), not merely left out."""
+    value = _raw(name)
+    return value is not None and value.strip().lower() in _FALSE - {""}
+
+
 def env_str(name: str, default: str | None = None, *, required: bool = False) -> str | None:
     value = _raw(name)
     if value is None or value == "":

@@ -2,36 +2,62 @@
 
 Defaults run on one machine with nothing else installed: SQLite and a Celery broker kept in files under
 var/. DATABASE_URL and CELERY_BROKER_URL switch to PostgreSQL and Redis. DJANGO_DEBUG=0 selects the
-production shape, which requires DJANGO_SECRET_KEY and DJANGO_ALLOWED_HOSTS and hardens cookies and TLS.
+production shape, which requires DJANGO_SECRET_KEY and DJANGO_ALLOWED_HOSTS and hardens cookies and TLS. DEBUG is
+off unless DJANGO_DEBUG=1: the embedded default is safe to expose by mistake.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from evalsite.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from evalsite.env import env_bool, env_choice, env_float, env_int, env_list, env_says_no, env_str
 from generation.contract import GPU_QUEUE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("EVALSITE_VAR_DIR", str(BASE_DIR / "var")))
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
+# DEBUG pages list settings, paths and local variables: only on when asked for (DJANGO_DEBUG=1, development).
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# Two shapes. "local", the embedded default: one machine over plain HTTP, a secret generated once and kept under
+# var/, only local host names. "production" (docker/, the benches; DJANGO_DEBUG=0 set explicitly still selects
+# it): behind a TLS proxy, DJANGO_SECRET_KEY and DJANGO_ALLOWED_HOSTS required, secure cookies, HSTS, redirect.
+PRODUCTION = env_bool("EVALSITE_PRODUCTION", env_says_no("DJANGO_DEBUG"))
+if DEBUG and PRODUCTION:
+    raise ImproperlyConfigured("DJANGO_DEBUG=1 and EVALSITE_PRODUCTION=1 cannot go together.")
 
-if DEBUG:
-    SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
-    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
-else:
+
+def _local_secret_key(path: Path) -> str:
+    """The local shape's secret: made once, readable by its owner only, the same for every process."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(64))
+    return path.read_text().strip()
+
+
+if PRODUCTION:
     SECRET_KEY = env_str("DJANGO_SECRET_KEY", required=True)
     if len(SECRET_KEY) < 50 or SECRET_KEY.startswith("dev-only"):
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be a random string of at least 50 characters.")
     ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [])
     if not ALLOWED_HOSTS:
-        raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS is required when DJANGO_DEBUG=0.")
+        raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS is required in production (DJANGO_DEBUG=0).")
+else:
+    SECRET_KEY = env_str("DJANGO_SECRET_KEY") or _local_secret_key(VAR_DIR / "secret_key")
+    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -44,6 +70,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Redoc served from local static files: no CDN, works offline
     "django_celery_beat",
     "django_celery_results",
     "evalsite.catalog",
@@ -56,6 +83,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "evalsite.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -123,7 +151,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "evalsite" / "static"]
-WHITENOISE_USE_FINDERS = DEBUG
+# Local: static files straight from the source folders (no collectstatic); production: the collected,
+# hashed and compressed copies.
+WHITENOISE_USE_FINDERS = not PRODUCTION
 WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_ROOT = Path(env_str("EVALSITE_MEDIA_ROOT", str(VAR_DIR / "media")))
 # Image files are never served from MEDIA_URL directly: an access-checked view streams them.
@@ -152,7 +182,7 @@ STORAGES = {
     "default": _default_storage,
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if not DEBUG
+        if PRODUCTION
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
@@ -199,17 +229,32 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {"rater": env_str("EVALSITE_RATER_RATE", "120/min")},
+    # Proxies in front of the site: the client address is taken this many hops back in X-Forwarded-For (0:
+    # REMOTE_ADDR; a client's own X-Forwarded-For is never believed).
+    "NUM_PROXIES": env_int("EVALSITE_PROXY_HOPS", 1 if PRODUCTION else 0, minimum=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Text-to-image preference evaluation API",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "REDOC_DIST": "SIDECAR",
 }
+# "default": the engine's hints and sessions, per process unless CACHE_URL names a Redis. "shared": what must
+# hold across processes and machines (rate limits, login and join throttles): the same Redis, or, in the
+# embedded default, files under var/ that every process on this machine sees.
+_CACHE_URL = env_str("CACHE_URL")
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": env_str("CACHE_URL")}
-    if env_str("CACHE_URL")
-    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_URL}
+    if _CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "shared": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_URL}
+    if _CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")},
 }
+# New rater accounts one client address may make through invite links, and failed logins per address and per
+# user name, in the shared cache.
+EVALSITE_JOIN_RATE = env_str("EVALSITE_JOIN_RATE", "10/hour")
+EVALSITE_LOGIN_FAILURE_RATE = env_str("EVALSITE_LOGIN_FAILURE_RATE", "10/hour")
 
 # --- Platform ---------------------------------------------------------------------------------------
 EVALSITE_ASSIGNMENT_TTL_SECONDS = env_int("EVALSITE_ASSIGNMENT_TTL_SECONDS", 600, minimum=10)
@@ -236,7 +281,7 @@ CSRF_COOKIE_SAMESITE = "Lax"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-if not DEBUG:
+if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
@@ -254,6 +299,8 @@ LOGGING = {
 }
 
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+if not PRODUCTION:
+    STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise looks there first; local static files come from the finders
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for _sub in ("queue", "control", "processed"):
         (_BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.cache import caches
 from django.db.models import Exists, OuterRef
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -21,6 +22,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from evalsite.inputs import numeric_id
 from evalsite.rating import engine
 from evalsite.rating.models import Campaign, Rater
 from evalsite.rating.serializers import (
@@ -35,6 +37,16 @@ from evalsite.rating.serializers import (
 from evalsite.rating.voting import VoteRefused, VoteSubmission, record_votes
 
 
+class SafeJSONParser(JSONParser):
+    """DRF's JSON parser, with a body nested too deep for Python's parser refused as malformed, not a 500."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - the body is nested too deeply") from None
+
+
 class ApiError(exceptions.APIException):
     def __init__(self, status_code: int, code: str, detail: str):
         super().__init__(detail=detail, code=code)
@@ -43,7 +55,10 @@ class ApiError(exceptions.APIException):
 
 
 class RaterThrottle(ScopedRateThrottle):
-    """Per-rater rate limit (scope "rater"); reads the rate at request time so settings overrides apply."""
+    """Per-rater rate limit (scope "rater"), counted in the shared cache so that every web process and machine
+    sees one count; reads the rate at request time so settings overrides apply."""
+
+    cache = caches["shared"]
 
     def get_rate(self):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
@@ -87,7 +102,7 @@ def _errors(*codes: int) -> dict:
 class RaterAPIView(APIView):
     throttle_classes = [RaterThrottle]
     throttle_scope = "rater"
-    parser_classes = [JSONParser]
+    parser_classes = [SafeJSONParser]
 
     def get_exception_handler(self):
         return json_error_handler
@@ -100,10 +115,11 @@ class RaterAPIView(APIView):
 
 
 def _campaign_for(rater: Rater, raw_id: str | None) -> Campaign:
-    if raw_id is None or not raw_id.isdigit():
+    campaign_id = numeric_id(raw_id)
+    if campaign_id is None:
         raise ApiError(400, "bad_campaign", "the query parameter campaign=<numeric id> is required")
     membership = Campaign.raters.through.objects.filter(campaign_id=OuterRef("pk"), rater_id=rater.pk)
-    campaign = Campaign.objects.annotate(is_member=Exists(membership)).filter(pk=int(raw_id)).first()
+    campaign = Campaign.objects.annotate(is_member=Exists(membership)).filter(pk=campaign_id).first()
     if campaign is None:
         raise ApiError(404, "campaign_not_found", f"no campaign {raw_id}")
     if not campaign.is_member:

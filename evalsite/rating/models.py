@@ -93,6 +93,16 @@ class Campaign(models.Model):
     # A second invite link for a simulated crowd (manage.py simulate_raters): accounts made through it are
     # marked simulated, so a dress rehearsal or the demo crowd never passes for people.
     simulation_token = models.CharField(max_length=40, unique=True, default=new_invite_token)
+    # --- who may join (Sybil resistance; the simulation link is exempt) ---
+    invite_join_cap = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Raters the invite link may bring in at most; empty means no cap.",
+    )
+    require_participant_id = models.BooleanField(
+        default=False,
+        help_text="Only links carrying ?participant=<id> (a rater panel's) may join; one account per participant.",
+    )
     votes_per_pair = models.PositiveIntegerField(default=3, help_text="Target votes per image pair.")
     gold_rate = models.FloatField(default=0.1, help_text="Share of assignments that are gold checks.")
     min_gold_accuracy = models.FloatField(default=default_min_gold_accuracy, help_text="Raters below this are flagged.")

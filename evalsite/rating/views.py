@@ -12,6 +12,7 @@ import io
 import re
 import secrets
 
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
@@ -28,6 +29,7 @@ from evalsite.rating import engine
 from evalsite.rating.models import CRITERION_QUESTIONS, Assignment, Campaign, Criterion, Rater, RaterStats
 from evalsite.rating.quality import update_rater_quality
 from evalsite.runs.models import Image
+from evalsite.throttles import client_address, over_budget
 
 CLEAN_PNG_CACHE_SECONDS = 3600
 CLEAN_PNG_CACHE_MAX_BYTES = 2 * 1024 * 1024
@@ -76,6 +78,9 @@ def join(request, invite_token: str):
             status=403,
         )
     if request.method == "POST":
+        refusal = None if simulated else _join_refusal(request, campaign, participant)
+        if refusal is not None:
+            return refusal
         if not request.user.is_authenticated:
             user = get_user_model().objects.create_user(username=f"rater-{_random_suffix()}")
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
@@ -85,6 +90,26 @@ def join(request, invite_token: str):
         campaign.raters.add(rater)
         return redirect("rating:rate", campaign_id=campaign.pk)
     return render(request, "rating/join.html", {"invite_token": invite_token})
+
+
+def _join_refusal(request, campaign: Campaign, participant: str):
+    """Why a person may not join through the campaign's invite link now (an error page), or None.
+
+    One account per panel participant id, the campaign's cap on the link, and new accounts per client address
+    (EVALSITE_JOIN_RATE, counted in the shared cache): one person cannot mint raters to stuff votes."""
+    if campaign.require_participant_id and not participant:
+        return _message(request, "Participant id needed", "Open the link your rater panel gave you.", 400)
+    members = campaign.raters.filter(simulated=False)
+    mine = members.filter(user=request.user).exists() if request.user.is_authenticated else False
+    if mine:
+        return None
+    if participant and members.filter(participant_id=participant).exists():
+        return _message(request, "Already joined", "This participant id has already joined this campaign.", 409)
+    if campaign.invite_join_cap is not None and members.count() >= campaign.invite_join_cap:
+        return _message(request, "Campaign full", "This invite link has brought in all the raters it may.", 403)
+    if not request.user.is_authenticated and over_budget("join", client_address(request), settings.EVALSITE_JOIN_RATE):
+        return _message(request, "Too many new accounts", "Too many accounts were made from here. Try later.", 429)
+    return None
 
 
 def _random_suffix() -> str:

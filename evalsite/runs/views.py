@@ -12,6 +12,7 @@ from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from evalsite.inputs import numeric_id
 from evalsite.runs import services
 from evalsite.runs.forms import RunForm
 from evalsite.runs.models import ComparisonRun, GenerationJob, Image
@@ -126,9 +127,10 @@ def run_retry(request, run_id: int):
     run = get_object_or_404(ComparisonRun, pk=run_id)
     job_id = request.POST.get("job")
     if job_id is not None:
-        if not job_id.isdigit() or not GenerationJob.objects.filter(pk=int(job_id)).exists():
+        job = numeric_id(job_id)
+        if job is None or not GenerationJob.objects.filter(pk=job).exists():
             raise Http404("No such job.")
-        count = services.retry_failed(run, job_ids=[int(job_id)])
+        count = services.retry_failed(run, job_ids=[job])
     else:
         count = services.retry_failed(run)
     if count:

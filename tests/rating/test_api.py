@@ -127,6 +127,7 @@ def _refusals(a):
     return {
         "not json": (None, "{not json", 400, "malformed_body"),
         "json list": (None, "[1, 2]", 400, "malformed_body"),
+        "nested too deep": (None, "[" * 100_000 + "]" * 100_000, 400, "malformed_body"),
         "no key": ({k: v for k, v in body.items() if k != "idempotency_key"}, None, 400, "malformed_body"),
         "short key": ({**body, "idempotency_key": "abc"}, None, 400, "malformed_body"),
         "choices not an object": ({**body, "choices": "left"}, None, 400, "malformed_body"),
@@ -215,6 +216,9 @@ def test_next_resumes_the_open_assignment_and_preloads_a_different_one(client, c
     [
         ({}, 400, "bad_campaign"),
         ({"campaign": "abc"}, 400, "bad_campaign"),
+        ({"campaign": "\u00b2"}, 400, "bad_campaign"),  # "²" passes str.isdigit(), int() refuses it
+        ({"campaign": "\u0661"}, 400, "bad_campaign"),  # an Arabic-Indic one, which int() would take
+        ({"campaign": "9" * 30}, 400, "bad_campaign"),  # beyond a 64-bit key
         ({"campaign": 999999}, 404, "campaign_not_found"),
     ],
 )

@@ -175,3 +175,108 @@ def test_unknown_or_closed_invites_are_refused(campaign):
     campaign.save()
     assert Client().post(f"/join/{campaign.invite_token}").status_code == 404
     assert not Rater.objects.exists()
+
+
+# --- Joining: one person cannot mint raters ------------------------------------------------------------
+
+
+def test_one_client_address_makes_only_so_many_new_accounts(campaign, settings):
+    settings.EVALSITE_JOIN_RATE = "2/hour"
+    url = f"/join/{campaign.invite_token}"
+    statuses = [Client(REMOTE_ADDR="203.0.113.7").post(url).status_code for _ in range(3)]
+    assert statuses == [302, 302, 429]
+    assert campaign.raters.count() == 2
+    assert Client(REMOTE_ADDR="198.51.100.1").post(url).status_code == 302  # another address
+    spoofed = Client(REMOTE_ADDR="203.0.113.7", HTTP_X_FORWARDED_FOR="192.0.2.99")
+    assert spoofed.post(url).status_code == 429  # a client's own X-Forwarded-For is not believed
+
+
+def test_the_simulation_link_is_not_throttled_as_people_are(campaign, settings):
+    settings.EVALSITE_JOIN_RATE = "1/hour"
+    url = f"/join/{campaign.simulation_token}"
+    assert [Client().post(url).status_code for _ in range(3)] == [302, 302, 302]
+
+
+def test_an_invite_link_brings_in_at_most_its_cap(campaign):
+    campaign.invite_join_cap = 2
+    campaign.save()
+    url = f"/join/{campaign.invite_token}"
+    first = Client()
+    assert first.post(url).status_code == 302
+    assert Client(REMOTE_ADDR="198.51.100.2").post(url).status_code == 302
+    assert Client(REMOTE_ADDR="198.51.100.3").post(url).status_code == 403
+    assert campaign.raters.count() == 2
+    assert first.post(url).status_code == 302  # a rater already in may open the link again
+
+
+def test_a_panel_campaign_takes_one_account_per_participant_id(campaign):
+    campaign.require_participant_id = True
+    campaign.save()
+    url = f"/join/{campaign.invite_token}"
+    assert Client().post(url).status_code == 400
+    assert Client().post(f"{url}?participant=P-17").status_code == 302
+    again = Client(REMOTE_ADDR="198.51.100.4").post(f"{url}?participant=P-17")
+    assert again.status_code == 409
+    assert list(campaign.raters.values_list("participant_id", flat=True)) == ["P-17"]
+
+
+# --- Login throttle ------------------------------------------------------------------------------------
+
+
+def test_failed_logins_are_limited_per_address_and_per_user_name(django_user_model, settings):
+    settings.EVALSITE_LOGIN_FAILURE_RATE = "3/hour"
+    django_user_model.objects.create_user("alice", password="right-password-123")
+    attacker = Client(REMOTE_ADDR="203.0.113.9")
+    tries = [attacker.post("/accounts/login/", {"username": "alice", "password": f"guess{i}"}) for i in range(4)]
+    assert [t.status_code for t in tries] == [200, 200, 200, 429]
+    assert "Too many failed logins" in tries[-1].content.decode()
+    # Past the limit even the right password is refused from that address, and for that user name elsewhere.
+    right = {"username": "alice", "password": "right-password-123"}
+    assert attacker.post("/accounts/login/", right).status_code == 429
+    assert Client(REMOTE_ADDR="198.51.100.5").post("/accounts/login/", right).status_code == 429
+    django_user_model.objects.create_user("bob", password="right-password-456")
+    bob = Client(REMOTE_ADDR="198.51.100.5").post(
+        "/accounts/login/", {"username": "bob", "password": "right-password-456"}
+    )
+    assert bob.status_code == 302
+
+
+# --- Content-Security-Policy and the API docs ------------------------------------------------------------
+
+
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
+
+
+def test_every_page_carries_a_csp_that_its_own_html_obeys(campaign, rater, login, staff_user):
+    """The policy allows scripts from the site's own files only: no page may need an inline script."""
+    staff = Client()
+    staff.force_login(staff_user)
+    pages = [
+        (login(rater), f"/rate/{campaign.pk}/"),
+        (Client(), "/accounts/login/"),
+        (Client(), f"/join/{campaign.invite_token}"),
+        (staff, f"/runs/{campaign.run.pk}/"),
+        (staff, "/runs/"),
+        (staff, f"/dashboards/campaign/{campaign.pk}/"),
+        (staff, "/dashboards/"),
+        (staff, "/staff/campaigns/"),
+        (staff, "/api/docs/"),
+    ]
+    for client, url in pages:
+        response = client.get(url)
+        assert response.status_code == 200, url
+        policy = response["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("script-src")[1].split(";")[0]
+        assert "frame-ancestors 'none'" in policy
+        html = response.content.decode()
+        assert not INLINE_SCRIPT.search(html), f"{url} has an inline script"
+    assert "Content-Security-Policy" in login(rater).get("/api/assignments/next", {"campaign": campaign.pk})
+
+
+def test_the_api_docs_load_nothing_from_another_origin(staff_user):
+    staff = Client()
+    staff.force_login(staff_user)
+    html = staff.get("/api/docs/").content.decode()
+    assert "redoc" in html.lower() and "http://" not in html and "https://" not in html
+    script = re.search(r'<script src="([^"]+)"', html).group(1)
+    assert script.startswith("/static/") and staff.get(script).status_code == 200

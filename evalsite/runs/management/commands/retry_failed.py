@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from evalsite.inputs import numeric_id
 from evalsite.runs import services
 from evalsite.runs.models import ComparisonRun
 
@@ -14,7 +15,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         key = opts["run"]
-        runs = ComparisonRun.objects.filter(pk=int(key)) if key.isdigit() else ComparisonRun.objects.filter(name=key)
+        run_id = numeric_id(key)
+        runs = ComparisonRun.objects.filter(pk=run_id) if run_id is not None else ComparisonRun.objects.filter(name=key)
         if runs.count() != 1:
             raise CommandError(f"{key!r} matches {runs.count()} runs; give the run id")
         run = runs.get()
