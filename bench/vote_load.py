@@ -41,6 +41,8 @@ PYTHON = sys.executable
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/evalsite_bench"
 N_MODELS, N_PROMPTS, N_SEEDS = 10, 300, 2
 DOUBLE_SUBMIT_SHARE = 0.05
+BRIEFLY_AWAY = (502, 503, 504)  # answered "try again shortly": a simulated rater waits and sends the same again
+PATIENCE_SECONDS = 120  # as long as the rater page keeps trying (evalsite/static/evalsite/rater.js)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -73,7 +75,7 @@ def stored_votes(database_url: str, campaign_id: int) -> tuple[set[str], int, in
     return ids, rows, dup
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default=DEFAULT_DB)
     parser.add_argument("--users", type=int, default=200)
@@ -82,7 +84,22 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
+    outcome = run(args)
+    report(outcome["results"], outcome["stored_ids"], outcome["stored_rows"], outcome["most"], args)
+    if outcome["tracebacks"]:
+        print(f"gunicorn log has {outcome['tracebacks']} tracebacks: {outcome['log']}")
+
+
+def run(args, fault=None) -> dict:
+    """Seed, serve, swarm (baseline, then votes) and count what was stored. `fault`, if given, is called in a
+    thread while the votes swarm runs (bench/faults.py: restart PostgreSQL, kill a worker, ...) and returns
+    what it wants reported."""
+    import threading
 
     sys.path.insert(0, str(ROOT))
     from bench.databases import drop_database, recreate_database
@@ -111,40 +128,35 @@ def main() -> None:
             flush=True,
         )
 
-        results = {}
+        results, fault_report = {}, {}
         for mode, seconds in (("baseline", args.baseline_seconds), ("votes", args.seconds)):
             out = Path(var_dir) / f"{mode}.json"
-            subprocess.run(
-                [
-                    PYTHON,
-                    __file__,
-                    "_swarm",
-                    "--host",
-                    host,
-                    "--mode",
-                    mode,
-                    "--users",
-                    str(args.users),
-                    "--seconds",
-                    str(seconds),
-                    "--invite",
-                    seeded["invite"],
-                    "--campaign",
-                    str(seeded["campaign"]),
-                    "--out",
-                    str(out),
-                ],
-                cwd=ROOT,
-                env=env,
-                check=True,
-            )
+            command = [
+                PYTHON, __file__, "_swarm", "--host", host, "--mode", mode, "--users", str(args.users),
+                "--seconds", str(seconds), "--invite", seeded["invite"], "--campaign", str(seeded["campaign"]),
+                "--out", str(out),
+            ]  # fmt: skip
+            injector = None
+            if mode == "votes" and fault is not None:
+                context = {"server": server, "host": host, "env": env, "var_dir": var_dir}
+                injector = threading.Thread(target=lambda c=context: fault_report.update(fault(c) or {}))
+                injector.start()
+            subprocess.run(command, cwd=ROOT, env=env, check=True)
+            if injector is not None:
+                injector.join()
             results[mode] = json.loads(out.read_text())
 
         ids, rows, most = stored_votes(args.database_url, seeded["campaign"])
-        report(results, ids, rows, most, args)
-        fives = log_tracebacks(Path(var_dir) / "gunicorn.log")
-        if fives:
-            print(f"gunicorn log has {fives} tracebacks: {var_dir}/gunicorn.log")
+        log = Path(var_dir) / "gunicorn.log"
+        return {
+            "results": results,
+            "stored_ids": ids,
+            "stored_rows": rows,
+            "most": most,
+            "tracebacks": log_tracebacks(log),
+            "log": str(log),
+            "fault": fault_report,
+        }
     finally:
         stop_server(server)
         if not args.keep:
@@ -170,7 +182,8 @@ def report(results: dict, stored_ids: set[str], stored_rows: int, most: int, arg
     for sample in votes["samples_4xx"]:
         print(f"  4xx sample: {sample}")
     print(
-        f"5xx responses        {votes['status_5xx']} (baseline {base['status_5xx']}); "
+        f"5xx responses        {votes['status_5xx']} (baseline {base['status_5xx']}), "
+        f"{votes['status_503']} 'briefly away' answers retried; "
         f"connection errors {votes['errors']}; other 4xx {votes['status_4xx']}"
     )
     print(
@@ -247,6 +260,7 @@ def swarm(argv: list[str]) -> None:
         "acknowledged": {},
         "replayed": 0,
         "status_5xx": 0,
+        "status_503": 0,
         "status_4xx": 0,
         "errors": 0,
         "samples_4xx": [],
@@ -259,7 +273,9 @@ def swarm(argv: list[str]) -> None:
             state["errors"] += 1
             return
         code = response.status_code
-        if code >= 500:
+        if code in BRIEFLY_AWAY:
+            state["status_503"] += 1  # the site's "briefly away, try again" (or the proxy's), not a failure
+        elif code >= 500:
             state["status_5xx"] += 1
         elif code >= 400:
             state["status_4xx"] += 1
@@ -329,17 +345,27 @@ def swarm(argv: list[str]) -> None:
             finally:
                 state["in_flight"] -= 1
 
+        def patiently(self, send):
+            """Send until the answer is not 'briefly away' (what the rater page does: wait Retry-After, send the
+            same request again), for at most PATIENCE_SECONDS."""
+            give_up = time.monotonic() + PATIENCE_SECONDS
+            while True:
+                response = send()
+                if response.status_code not in BRIEFLY_AWAY and response.status_code != 0:
+                    return response
+                if time.monotonic() > give_up:
+                    return response
+                gevent.sleep(float(response.headers.get("Retry-After", 1) if response.headers else 1))
+
         def vote_once(self):
-            with self.client.get(
-                f"/api/assignments/next?campaign={args.campaign}",
-                headers=self.headers(),
-                name="next",
-                catch_response=True,
-            ) as response:
-                if response.status_code != 200:
-                    response.failure(f"next {response.status_code}")
-                    return
-                assignment = response.json()["assignment"]
+            response = self.patiently(
+                lambda: self.client.get(
+                    f"/api/assignments/next?campaign={args.campaign}", headers=self.headers(), name="next"
+                )
+            )
+            if response.status_code != 200:
+                return
+            assignment = response.json()["assignment"]
             if assignment is None:
                 raise StopUser()
             body = json.dumps(
@@ -353,11 +379,13 @@ def swarm(argv: list[str]) -> None:
             )
             sends = 2 if secrets.randbelow(10_000) < DOUBLE_SUBMIT_SHARE * 10_000 else 1
             for attempt in range(sends):
-                response = self.client.post(
-                    assignment["votes_url"],
-                    data=body,
-                    name="vote",
-                    headers=self.headers(**{"Content-Type": "application/json", "X-CSRFToken": self.csrf()}),
+                response = self.patiently(
+                    lambda: self.client.post(
+                        assignment["votes_url"],
+                        data=body,
+                        name="vote",
+                        headers=self.headers(**{"Content-Type": "application/json", "X-CSRFToken": self.csrf()}),
+                    )
                 )
                 if response.status_code in (200, 201):
                     state["acknowledged"][assignment["id"]] = len(response.json()["choices"])
@@ -382,6 +410,7 @@ def swarm(argv: list[str]) -> None:
                 "acknowledged": state["acknowledged"],
                 "replayed": state["replayed"],
                 "status_5xx": state["status_5xx"],
+                "status_503": state["status_503"],
                 "status_4xx": state["status_4xx"],
                 "errors": state["errors"],
                 "latency": state["latency"],

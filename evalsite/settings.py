@@ -122,6 +122,9 @@ try:
     _db = dj_database_url.parse(_db_url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0))
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL={_db_url!r} cannot be parsed: {exc}") from exc
+# A persistent connection that a database restart killed is noticed and replaced at the start of the next request
+# (instead of failing it); a request that meets the database down gets a 503 with Retry-After (views.server_error).
+_db["CONN_HEALTH_CHECKS"] = True
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Web server and worker write to the same file: wait for locks instead of failing at once.
     _db["OPTIONS"] = {

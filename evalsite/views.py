@@ -1,9 +1,14 @@
+import logging
+import sys
+
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.http import JsonResponse
+from django.db.utils import InterfaceError, OperationalError
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.template import loader
 
 from evalsite.catalog.models import ImageModel, PromptSet
 from evalsite.runs.models import ComparisonRun
@@ -48,3 +53,47 @@ class LoginView(auth_views.LoginView):
                 over_budget(scope, key, rate)
         return response
 
+
+# --- When the database (or the cache) is briefly away ----------------------------------------------------
+
+RETRY_AFTER_SECONDS = 2
+log = logging.getLogger(__name__)
+
+
+def _unavailable(exc: BaseException | None) -> bool:
+    """Whether the error is a service that is briefly away (a database restart, a dropped connection, Redis
+    restarting), rather than a bug."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # redis is installed with the project; stay correct without it
+        return False
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError)
+
+
+def _wants_json(request) -> bool:
+    return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
+
+
+def server_error(request):
+    """handler500. A database or cache that is briefly away is a 503 with Retry-After (JSON for the API, so
+    the rater page waits and sends the same answer again; nothing was stored, every write is one transaction).
+    Anything else is a plain 500 that shows nothing internal."""
+    exc = sys.exc_info()[1]
+    if _unavailable(exc):
+        detail = "The service is briefly unavailable; nothing was stored. Try again in a moment."
+        if _wants_json(request):
+            response = JsonResponse(
+                {"error": "unavailable", "detail": detail, "retry_after_seconds": RETRY_AFTER_SECONDS}, status=503
+            )
+        else:
+            page = loader.get_template("503.html").render({"retry_after": RETRY_AFTER_SECONDS})
+            response = HttpResponse(page, status=503)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        response["Cache-Control"] = "no-store"
+        return response
+    if _wants_json(request):
+        return JsonResponse({"error": "server_error", "detail": "Something went wrong on our side."}, status=500)
+    return HttpResponse(loader.get_template("500.html").render({}), status=500)

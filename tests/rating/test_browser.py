@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from evalsite.rating.models import Vote
 
@@ -125,3 +126,45 @@ def test_a_rater_votes_on_three_pairs_with_the_keyboard_only(live_server, campai
     assert left["width"] <= 390
     page.screenshot(path=str(ARTIFACTS / "rater-phone-390x844.png"), full_page=True)
     page.wait_for_load_state("networkidle")  # the preload of the next pair finishes before the server stops
+
+
+def test_the_rater_page_waits_out_an_outage_and_sends_the_same_answer_once(
+    live_server, campaign, make_rater, browser_page
+):
+    """The first two tries of a vote meet a 503 (what the site answers while the database restarts); the
+    page says so, waits Retry-After, sends the same answer with the same key, and it is stored once."""
+    page = browser_page
+    rater = make_rater("patient-rater")
+    rater.instructions_seen_at = timezone.now()
+    rater.save()
+    campaign.raters.add(rater)
+    page.goto(f"{live_server.url}/accounts/login/?next=/rate/{campaign.pk}/")
+    page.fill("input[name=username]", "patient-rater")
+    page.fill("input[name=password]", "pw-patient-rater-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/rate/{campaign.pk}/")
+
+    sent_keys = []
+
+    def outage(route, request):
+        sent_keys.append(request.post_data_json["idempotency_key"])
+        if len(sent_keys) <= 2:
+            body = '{"error": "unavailable", "detail": "briefly unavailable", "retry_after_seconds": 1}'
+            route.fulfill(status=503, headers={"Retry-After": "1"}, content_type="application/json", body=body)
+        else:
+            route.continue_()
+
+    page.route("**/api/assignments/*/votes", outage)
+    shown = wait_for_pair(page)
+    criteria = page.eval_on_selector_all(".question", "boxes => boxes.map(b => b.dataset.criterion)")
+    for _ in criteria:
+        page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('briefly away')")
+    wait_for_pair(page, shown)  # acknowledged after the outage: the next pair is on screen
+
+    assert len(sent_keys) == 3 and len(set(sent_keys)) == 1
+    stored, _ = stored_votes(rater)
+    assert stored == {shown: dict.fromkeys(criteria, "left")}
+    page.unroute("**/api/assignments/*/votes")
+    page.wait_for_load_state("networkidle")

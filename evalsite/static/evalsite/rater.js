@@ -76,6 +76,14 @@
     return { status: response.status, body: body };
   }
 
+  // A restarting database or a proxy whose upstream is away: wait and ask again (a vote keeps its key).
+  const BRIEFLY_AWAY = [502, 503, 504];
+  const SEND_PATIENCE_MS = 120000;
+
+  function retryAfterMs(result) {
+    return 1000 * Math.min(30, (result.body && result.body.retry_after_seconds) || 2);
+  }
+
   async function fetchNext(excludeId) {
     const url = excludeId ? nextUrl + "&exclude=" + encodeURIComponent(excludeId) : nextUrl;
     for (let attempt = 0; ; attempt++) {
@@ -88,8 +96,8 @@
         continue;
       }
       if (result.status === 200) return result.body;
-      if (result.status === 429 && attempt < 6) {
-        await sleep(1000 * ((result.body && result.body.retry_after_seconds) || 2));
+      if ((result.status === 429 && attempt < 6) || (BRIEFLY_AWAY.includes(result.status) && attempt < 60)) {
+        await sleep(retryAfterMs(result));
         continue;
       }
       throw new Error((result.body && result.body.detail) || "Could not load the next pair.");
@@ -287,13 +295,19 @@
       time_taken_ms: Math.round(performance.now() - state.shownAt),
     });
     let moveOn = false;
-    for (let attempt = 0; attempt < 8; attempt++) {
+    const giveUpAt = performance.now() + SEND_PATIENCE_MS;
+    for (let attempt = 0; performance.now() < giveUpAt; attempt++) {
       let result;
       try {
         result = await api(assignment.votes_url, { method: "POST", body: body });
       } catch (e) {
         setStatus("Network problem, retrying…", true);
         await sleep(Math.min(8000, 500 * 2 ** attempt));
+        continue;
+      }
+      if (BRIEFLY_AWAY.includes(result.status)) {
+        setStatus("Network problem: the server is briefly away. Your answer is kept and sent again…", true);
+        await sleep(retryAfterMs(result));
         continue;
       }
       if (result.status === 200 || result.status === 201) {
