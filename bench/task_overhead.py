@@ -40,7 +40,7 @@ def parse_args():
     p.add_argument("--steps", type=int, default=28)
     p.add_argument("--size", type=int, default=32, help="image side in pixels")
     p.add_argument("--checkpoint", help="model directory (default: see above)")
-    p.add_argument("--kind", choices=contract.MODEL_KINDS)
+    p.add_argument("--kind", choices=contract.GENERATING_KINDS)
     return p.parse_args()
 
 

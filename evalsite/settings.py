@@ -260,6 +260,8 @@ EVALSITE_JOIN_RATE = env_str("EVALSITE_JOIN_RATE", "10/hour")
 EVALSITE_LOGIN_FAILURE_RATE = env_str("EVALSITE_LOGIN_FAILURE_RATE", "10/hour")
 
 # --- Platform ---------------------------------------------------------------------------------------
+# The most an uploaded .zip of outside images may unpack to (runs pages, evalsite.runs.imports.import_zip).
+EVALSITE_IMPORT_MAX_BYTES = env_int("EVALSITE_IMPORT_MAX_BYTES", 2 * 1024**3, minimum=1)
 EVALSITE_ASSIGNMENT_TTL_SECONDS = env_int("EVALSITE_ASSIGNMENT_TTL_SECONDS", 600, minimum=10)
 EVALSITE_MODEL_CACHE_SIZE = env_int("EVALSITE_MODEL_CACHE_SIZE", 2, minimum=1)
 # Generation jobs: images per job (= per backend call), leases after which the sweeper sends a job again,

@@ -36,7 +36,7 @@ from PIL import Image
 
 from generation import training
 from generation.contract import DEFAULT_SAMPLER_SETTINGS as DEFAULTS
-from generation.contract import DIFFUSERS, INHOUSE, UNET_BASELINE, check_settings
+from generation.contract import DIFFUSERS, EXTERNAL, INHOUSE, UNET_BASELINE, check_settings
 from generation.sampling import check_prompts
 
 log = logging.getLogger(__name__)
@@ -268,6 +268,8 @@ def default_dtype(kind: str, device: str) -> torch.dtype:
 
 def load_backend(kind: str, source: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Backend:
     """Load one model; any failure becomes a ModelLoadError whose message says what and why."""
+    if kind == EXTERNAL:
+        raise ModelLoadError("an external model never generates: its images are imported (manage.py import_images)")
     if kind not in BACKENDS:
         raise ModelLoadError(f"unknown model kind {kind!r}; known: {', '.join(BACKENDS)}")
     dtype = dtype or default_dtype(kind, device)

@@ -13,13 +13,16 @@ from __future__ import annotations
 INHOUSE = "inhouse"  # an in-house MM-DiT checkpoint directory (generation.mmdit.checkpoint format)
 DIFFUSERS = "diffusers"  # any diffusers pipeline: a local directory, or a hub id already in the HF cache
 UNET_BASELINE = "unet_baseline"  # the UNet eps-prediction baseline trained here
-MODEL_KINDS: tuple[str, ...] = (INHOUSE, DIFFUSERS, UNET_BASELINE)
+EXTERNAL = "external"  # a model that runs elsewhere (an API, another lab): its images are imported, never generated
+GENERATING_KINDS: tuple[str, ...] = (INHOUSE, DIFFUSERS, UNET_BASELINE)  # the kinds a gpu worker can load
+MODEL_KINDS: tuple[str, ...] = (*GENERATING_KINDS, EXTERNAL)
 
 # The sampler settings each kind of model understands. Every image stores the settings it was made with.
 SETTING_KEYS: dict[str, frozenset[str]] = {
     INHOUSE: frozenset({"steps", "guidance_scale", "shift", "height", "width"}),
     DIFFUSERS: frozenset({"steps", "guidance_scale", "shift", "height", "width", "scheduler"}),
     UNET_BASELINE: frozenset({"steps", "guidance_scale", "shift", "height", "width", "scheduler"}),
+    EXTERNAL: frozenset(),  # imported images record no sampler settings: what made them is their provenance
 }
 # Settings a model gets when it names none (the demo domain's 32x32 images, the SD3 paper's 28 steps).
 DEFAULT_SAMPLER_SETTINGS: dict[str, int | float] = {

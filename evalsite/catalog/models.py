@@ -40,12 +40,14 @@ class ImageModel(models.Model):
         INHOUSE = contract.INHOUSE, "In-house MM-DiT checkpoint"
         DIFFUSERS = contract.DIFFUSERS, "Diffusers pipeline"
         UNET_BASELINE = contract.UNET_BASELINE, "UNet eps-prediction baseline"
+        EXTERNAL = contract.EXTERNAL, "External model (imported images, never generates)"
 
     name = models.CharField(max_length=120, unique=True)
     # Opaque id for internal references in exports; never shown to raters either.
     public_id = models.CharField(max_length=16, unique=True, default=new_public_id, editable=False)
     kind = models.CharField(max_length=20, choices=Kind.choices)
-    # Checkpoint directory (inhouse, unet_baseline) or local directory / hub id (diffusers).
+    # Checkpoint directory (inhouse, unet_baseline), local directory / hub id (diffusers), or for an external
+    # model the manifest its images were first imported from.
     source = models.CharField(max_length=500)
     sampler_settings = models.JSONField(default=default_sampler_settings, validators=[validate_sampler_settings])
     description = models.TextField(blank=True)
@@ -57,6 +59,15 @@ class ImageModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def generates(self) -> bool:
+        """Whether gpu workers make this model's images (an external model's images are imported instead)."""
+        return self.kind != contract.EXTERNAL
+
+
+# The kinds a gpu worker can load, for choices where an external model makes no sense (checkpoint schedules).
+GENERATING_KIND_CHOICES = [(value, label) for value, label in ImageModel.Kind.choices if value != contract.EXTERNAL]
 
 
 class PromptSet(models.Model):

@@ -113,3 +113,16 @@ class RunForm(forms.Form):
                 except services.RunError as e:
                     raise forms.ValidationError(str(e)) from None
         return data
+
+
+class ImportForm(forms.Form):
+    """A .zip of images made elsewhere, with a manifest.csv or manifest.jsonl (evalsite.runs.imports)."""
+
+    archive = forms.FileField(
+        label="Archive (.zip)",
+        help_text="A manifest.csv or manifest.jsonl (model, prompt, seed, path, provenance) and the images it names.",
+    )
+    run_name = forms.CharField(max_length=200, label="Run", help_text="An existing run's name, or a new one.")
+    prompt_set = forms.ModelChoiceField(
+        queryset=PromptSet.objects.all(), required=False, help_text="Needed only when the run is new."
+    )

@@ -4,6 +4,10 @@ An image is identified by (model, prompt, seed, sampler settings): the database 
 run asked for it first. A later run that needs the same image reuses it (`ComparisonRun.reused_images`), so
 `Image.objects.in_run(run)` / `run.all_images()` is the full set of a run's images; `run.images` only those
 it generated itself.
+
+An external model's images are imported (evalsite.runs.imports): done rows with no job, empty sampler settings,
+the sha256 of the file they were imported from and its provenance. Everything downstream (progress, campaigns,
+dashboards, exports) reads them like generated images.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from evalsite.catalog.models import ImageModel, Prompt, PromptSet
+from evalsite.catalog.models import GENERATING_KIND_CHOICES, ImageModel, Prompt, PromptSet
 
 
 def settings_hash(sampler_settings: dict) -> str:
@@ -108,7 +112,7 @@ class ImageQuerySet(models.QuerySet):
 
 
 class Image(models.Model):
-    """One generated image: one row per model / prompt / seed / sampler settings."""
+    """One generated or imported image: one row per model / prompt / seed / sampler settings."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -132,6 +136,10 @@ class Image(models.Model):
     error = models.TextField(blank=True)
     generation_seconds = models.FloatField(null=True, blank=True)
     software_versions = models.JSONField(default=dict, blank=True)
+    # Imported images only: the sha256 of the file as it was given (a re-import of the same file is recognised)
+    # and where it came from, in the importer's words (e.g. "API, 2026-11, quality=hd").
+    original_sha256 = models.CharField(max_length=64, blank=True)
+    provenance = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -210,7 +218,7 @@ class CheckpointSchedule(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     directory = models.CharField(max_length=500, help_text="Folder whose sub-folders are checkpoints.")
-    checkpoint_kind = models.CharField(max_length=20, choices=ImageModel.Kind.choices, default=ImageModel.Kind.INHOUSE)
+    checkpoint_kind = models.CharField(max_length=20, choices=GENERATING_KIND_CHOICES, default=ImageModel.Kind.INHOUSE)
     baseline_model = models.ForeignKey(ImageModel, on_delete=models.PROTECT, related_name="+")
     prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="+")
     seeds = models.JSONField(default=list)

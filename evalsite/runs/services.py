@@ -66,7 +66,11 @@ def max_attempts() -> int:
 
 
 def effective_settings(model: ImageModel, overrides: dict | None) -> dict:
-    """The platform defaults, then the model's own settings, then the run's overrides (None removes a key)."""
+    """The platform defaults, then the model's own settings, then the run's overrides (None removes a key).
+
+    An external model has none: its images are imported as they are, whatever the run's overrides say."""
+    if not model.generates:
+        return {}
     merged = {**default_sampler_settings(), **(model.sampler_settings or {}), **(overrides or {})}
     merged = {k: v for k, v in merged.items() if v is not None}
     unknown = set(merged) - SETTING_KEYS[model.kind]
@@ -164,7 +168,8 @@ def _plan_images(run, image_models, per_model, run_prompts, seeds, batch_size) -
         digest = settings_hash(sampler)
         existing = Image.objects.filter(model=model, settings_hash=digest, prompt_id__in=prompt_ids, seed__in=seeds)
         have = {(i.prompt_id, i.seed): i for i in existing.only("id", "prompt_id", "seed", "run_id")}
-        missing = [k for k in keys if k not in have]
+        # An external model never generates: the run takes whichever of its imported images it needs.
+        missing = [k for k in keys if k not in have] if model.generates else []
         for index, start in enumerate(range(0, len(missing), batch_size)):
             job = GenerationJob.objects.create(
                 run=run, model=model, batch_index=index, sampler_settings=sampler, lease_expires_at=lease_end
@@ -334,25 +339,27 @@ class Generated:
     seconds: float
 
 
+def write_image_file(image: Image, png: bytes) -> str:
+    """Write the PNG under the image's unguessable token name (replacing a file a killed worker left there);
+    returns the storage name. The caller marks the row done."""
+    storage = Image._meta.get_field("file").storage
+    name = image_upload_to(image, "image.png")
+    if storage.exists(name):
+        storage.delete(name)
+    saved = storage.save(name, ContentFile(png))
+    if saved != name:
+        raise RuntimeError(f"storage saved {name} as {saved}; image files must keep their token names")
+    return name
+
+
 def store_images(job: GenerationJob, results: Sequence[Generated], software_versions: dict) -> int:
     """Write the files, then mark the images done in one transaction and renew the job's lease.
 
     A file left by a killed worker under the same name is replaced; an image a duplicate delivery finished
     in the meantime is left alone. Returns how many images this call marked done."""
-    storage = Image._meta.get_field("file").storage
     ids = [r.image.pk for r in results]
     already = set(Image.objects.filter(pk__in=ids, status=Image.Status.DONE).values_list("id", flat=True))
-    written = {}
-    for r in results:
-        if r.image.pk in already:
-            continue
-        name = image_upload_to(r.image, "image.png")
-        if storage.exists(name):
-            storage.delete(name)
-        saved = storage.save(name, ContentFile(r.png))
-        if saved != name:
-            raise RuntimeError(f"storage saved {name} as {saved}; image files must keep their token names")
-        written[r.image.pk] = (r, name)
+    written = {r.image.pk: (r, write_image_file(r.image, r.png)) for r in results if r.image.pk not in already}
     now = timezone.now()
     with transaction.atomic():
         rows = Image.objects.filter(pk__in=written).exclude(status=Image.Status.DONE)

@@ -6,6 +6,7 @@ app_name = "runs"
 urlpatterns = [
     path("", views.run_list, name="list"),
     path("new", views.run_new, name="new"),
+    path("import", views.run_import, name="import"),
     path("<int:run_id>/", views.run_detail, name="detail"),
     path("<int:run_id>/progress.json", views.run_progress, name="progress"),
     path("<int:run_id>/retry", views.run_retry, name="retry"),

@@ -14,7 +14,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from evalsite.inputs import numeric_id
 from evalsite.runs import services
-from evalsite.runs.forms import RunForm
+from evalsite.runs.forms import ImportForm, RunForm
+from evalsite.runs.imports import ManifestError, import_zip
 from evalsite.runs.models import ComparisonRun, GenerationJob, Image
 
 PREVIEWS_PER_MODEL = 8
@@ -74,6 +75,36 @@ def run_new(request):
             )
             return redirect("runs:detail", run_id=planned.run.pk)
     return render(request, "runs/run_new.html", {"form": form})
+
+
+@require_http_methods(["GET", "POST"])
+@staff_required
+def run_import(request):
+    """Upload a .zip of outside images into a run; a broken manifest lists its problems and stores nothing."""
+    form = ImportForm(request.POST or None, request.FILES or None)
+    problems: list[tuple[int, str]] = []
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        prompt_set = data.get("prompt_set")
+        try:
+            result = import_zip(
+                data["archive"],
+                data["run_name"],
+                prompt_set_name=prompt_set.name if prompt_set else None,
+                created_by=request.user,
+            )
+        except ManifestError as e:
+            problems = e.errors
+        else:
+            created = f" New external models: {', '.join(result.models_created)}." if result.models_created else ""
+            messages.success(
+                request,
+                f"Imported {result.imported} images ({result.reused} reused from other runs, "
+                f"{result.unchanged} unchanged).{created}",
+            )
+            return redirect("runs:detail", run_id=result.run.pk)
+    status = 400 if problems else 200
+    return render(request, "runs/run_import.html", {"form": form, "problems": problems}, status=status)
 
 
 def _progress_payload(run: ComparisonRun) -> dict:

@@ -158,7 +158,7 @@ def test_jobs_are_sent_to_the_gpu_queue_after_the_commit(
 VALID_SETTING = {"steps": 3, "guidance_scale": 2.0, "shift": 1.0, "height": 16, "width": 16, "scheduler": "ddim"}
 
 
-@pytest.mark.parametrize("kind", contract.MODEL_KINDS)
+@pytest.mark.parametrize("kind", contract.GENERATING_KINDS)
 def test_a_run_takes_exactly_the_settings_the_contract_lists_for_the_model_kind(db, kind):
     """The web side checks settings against generation.contract, the list the backends check against too."""
     model = ImageModel(name=f"a {kind} model", kind=kind, source="/models/x", sampler_settings={})
@@ -167,3 +167,14 @@ def test_a_run_takes_exactly_the_settings_the_contract_lists_for_the_model_kind(
     for foreign in set().union(*contract.SETTING_KEYS.values(), {"eta"}) - contract.SETTING_KEYS[kind]:
         with pytest.raises(services.RunError, match=f"does not take the setting.*{foreign}"):
             services.effective_settings(model, {foreign: VALID_SETTING.get(foreign, 1)})
+
+
+def test_an_external_model_takes_no_settings_and_a_run_of_it_generates_nothing(db, make_prompt_set):
+    """Imported images are as they were made elsewhere: a run's overrides (meant for the models it generates)
+    do not apply to them, and no job is ever planned for an external model."""
+    external = ImageModel.objects.create(name="outside", kind=contract.EXTERNAL, source="manifest.csv")
+    assert services.effective_settings(external, {"steps": 3, "eta": 1}) == {}
+    planned = services.create_run(
+        name="r", prompt_set=make_prompt_set(), image_models=[external], seeds=[0], dispatch=False
+    )
+    assert planned.new_images == 0 and not planned.run.jobs.exists()

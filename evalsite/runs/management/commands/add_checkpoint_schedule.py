@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from evalsite.catalog.models import ImageModel, PromptSet
+from evalsite.catalog.models import GENERATING_KIND_CHOICES, ImageModel, PromptSet
 from evalsite.runs import schedules
 from evalsite.runs.models import CheckpointSchedule
 
@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True)
         parser.add_argument("--directory", required=True, help="folder whose sub-folders are checkpoints")
-        parser.add_argument("--kind", default=ImageModel.Kind.INHOUSE, choices=[k.value for k in ImageModel.Kind])
+        parser.add_argument("--kind", default=ImageModel.Kind.INHOUSE, choices=[k for k, _ in GENERATING_KIND_CHOICES])
         parser.add_argument("--baseline", required=True, help="name of the baseline model")
         parser.add_argument("--prompt-set", required=True)
         parser.add_argument("--cron", default="0 3 * * *", help="minute hour day month weekday, UTC")
