@@ -95,8 +95,8 @@ def assignment_payload(assignment: Assignment) -> dict:
         "prompt": {"text": assignment.prompt.text},
         "criteria": criteria_payload(assignment),
         "images": {
-            "left": {"url": reverse("rating:image", args=[assignment.image_left.token]), "alt": "Left image"},
-            "right": {"url": reverse("rating:image", args=[assignment.image_right.token]), "alt": "Right image"},
+            "left": {"url": reverse("rating:assignment-image", args=[assignment.id, "left"]), "alt": "Left image"},
+            "right": {"url": reverse("rating:assignment-image", args=[assignment.id, "right"]), "alt": "Right image"},
         },
         "expires_at": assignment.expires_at,
         "votes_url": reverse("rating:votes", args=[assignment.id]),

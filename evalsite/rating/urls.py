@@ -7,6 +7,7 @@ urlpatterns = [
     path("join/<str:invite_token>", views.join, name="join"),
     path("rate/<int:campaign_id>/", views.rate, name="rate"),
     path("rate/<int:campaign_id>/instructions", views.instructions, name="instructions"),
+    path("i/<str:assignment_id>/<str:side>.png", views.assignment_image, name="assignment-image"),
     path("i/<str:token>.png", views.image, name="image"),
     path("api/assignments/next", api.NextAssignmentView.as_view(), name="next-assignment"),
     path("api/assignments/<str:assignment_id>/votes", api.VoteView.as_view(), name="votes"),

@@ -3,7 +3,8 @@ page of a campaign's raters.
 
 The rating page is a shell: evalsite/static/evalsite/rater.js drives it through the JSON API (api.py).
 Nothing a rater can see names a model: the page shows no campaign name (researchers tend to put model
-names there), images come from /i/<random token>.png with their metadata stripped and no file name.
+names there), images come from /i/<assignment id>/<side>.png: a new URL in every assignment, the run's one
+size and encoding (evalsite.runs.display), no metadata and no file name.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 import secrets
+import uuid
 
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
@@ -28,6 +30,7 @@ from PIL import Image as PILImage
 from evalsite.rating import engine
 from evalsite.rating.models import CRITERION_QUESTIONS, Assignment, Campaign, Criterion, Rater, RaterStats
 from evalsite.rating.quality import update_rater_quality
+from evalsite.runs.display import shown_png
 from evalsite.runs.models import Image
 from evalsite.throttles import client_address, over_budget
 
@@ -189,22 +192,47 @@ def rate(request, campaign_id: int):
 # --------------------------------------------------------------------------------------------------
 
 
+SIDES = ("left", "right")
+
+
+@login_required
+def assignment_image(request, assignment_id: str, side: str):
+    """One side of one of the rater's own assignments (staff: any), as the run shows it (evalsite.runs.display).
+
+    The URL names the assignment, never the image: the same image has another URL in every assignment, so it
+    cannot be followed from pair to pair, and a gold check's URLs look like any pair's. Every image of a run
+    answers with the same length and the same headers (no ETag, no Last-Modified, no file name). Unknown
+    assignments, other raters' assignments and malformed ids answer the same 404."""
+    try:
+        key = uuid.UUID(assignment_id)
+    except ValueError:
+        raise Http404("no such image") from None
+    if side not in SIDES:
+        raise Http404("no such image")
+    assignments = Assignment.objects.select_related("campaign__run", "image_left", "image_right")
+    if not request.user.is_staff:
+        assignments = assignments.filter(rater__user=request.user)
+    assignment = assignments.filter(pk=key).first()
+    if assignment is None:
+        raise Http404("no such image")
+    shown = assignment.image_left if side == "left" else assignment.image_right
+    if shown.status != Image.Status.DONE or not shown.file:
+        raise Http404("no such image")
+    response = HttpResponse(shown_png(shown, assignment.campaign.run), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
 @login_required
 def image(request, token: str):
-    """An image of one of the rater's own assignments (staff: any image), re-encoded without metadata.
-
-    Unknown tokens and other raters' images answer the same 404. No file name, no modification time."""
+    """Any finished image by its token, for researchers (dashboards' drill-down). Raters see images only through
+    their assignments (assignment_image): a token is the same in every pair, so it would link them; to a rater
+    every token answers 404."""
+    if not request.user.is_staff:
+        raise Http404("no such image")
     shown = Image.objects.filter(token=token, status=Image.Status.DONE).exclude(file="").first()
     if shown is None:
         raise Http404("no such image")
-    if not request.user.is_staff:
-        own = (
-            Assignment.objects.filter(rater__user=request.user)
-            .filter(Q(image_left=shown) | Q(image_right=shown))
-            .exists()
-        )
-        if not own:
-            raise Http404("no such image")
     response = HttpResponse(clean_png(shown), content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response

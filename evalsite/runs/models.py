@@ -61,6 +61,17 @@ class ComparisonRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # Images this run needs that an earlier run already generated (same model, prompt, seed and settings).
     reused_images = models.ManyToManyField("Image", blank=True, related_name="reused_by_runs")
+    # How raters see the run's images (evalsite.runs.display): squares of image_size pixels (blank: the width
+    # most of its images have), other aspect ratios cropped to the centre or letterboxed.
+    image_size = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Side in pixels of the square images are shown at; blank: the common width."
+    )
+    image_fit = models.CharField(
+        max_length=10,
+        choices=[("crop", "Centre crop"), ("letterbox", "Letterbox on grey")],
+        default="crop",
+        help_text="How an image of another aspect ratio becomes a square.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 
 import pytest
 from django.core.files.base import ContentFile
@@ -73,6 +72,8 @@ def test_no_model_name_or_id_reaches_a_rater(leaky_campaign):
     seen.response(joined, "instructions page")
     seen.response(client.post(f"/rate/{campaign.pk}/instructions", follow=True), "rate page")
     served_pngs = []
+    urls: set[str] = set()
+    header_sets: set[tuple] = set()
     gold_seen = 0
     while True:
         response = client.get("/api/assignments/next", {"campaign": campaign.pk})
@@ -84,11 +85,15 @@ def test_no_model_name_or_id_reaches_a_rater(leaky_campaign):
         for side, alt in (("left", "Left image"), ("right", "Right image")):
             image_url = a["images"][side]["url"]
             assert a["images"][side]["alt"] == alt
-            assert re.fullmatch(r"/i/[A-Za-z0-9_-]{20,}\.png", image_url)
+            # The URL names the assignment and the side, never the image: a new URL in every pair.
+            assert image_url == f"/i/{a['id']}/{side}.png"
+            assert image_url not in urls
+            urls.add(image_url)
             seen.parts.append(f"[url] {image_url}")
             image = client.get(image_url)
             assert image.status_code == 200 and "Content-Disposition" not in image
-            assert "Last-Modified" not in image
+            assert "Last-Modified" not in image and "ETag" not in image
+            header_sets.add(tuple(sorted(k for k in image.headers if k.lower() not in ("date",))))
             seen.response(image, "image")
             served_pngs.append(image.content)
         body = {"idempotency_key": f"anon-{a['id']}", "choices": {c["key"]: "left" for c in a["criteria"]}}
@@ -98,6 +103,9 @@ def test_no_model_name_or_id_reaches_a_rater(leaky_campaign):
         seen.response(vote, "vote")
         gold_seen += campaign.assignments.filter(pk=a["id"], gold__isnull=False).exists()
     assert len(served_pngs) >= 18 and gold_seen >= 1  # every real pair and some gold checks were shown
+    # Every image answers with the same length and the same headers, whatever its model (the run's one size and
+    # encoding, evalsite.runs.display).
+    assert len({len(data) for data in served_pngs}) == 1 and len(header_sets) == 1
 
     for data in served_pngs:
         png = PILImage.open(io.BytesIO(data))

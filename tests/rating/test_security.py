@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
 import pytest
 from django.test import Client
@@ -96,6 +97,10 @@ def test_a_rater_may_fetch_only_the_images_of_their_own_assignments(campaign, ra
     never_shown = Image.objects.exclude(pk__in=[row.image_left_id, row.image_right_id]).first()
     assert mine.get(f"/i/{never_shown.token}.png").status_code == 404
     assert mine.get("/i/no-such-token.png").status_code == 404
+    # A rater reaches images through assignments only: not by token, not even the ones just shown.
+    assert mine.get(f"/i/{row.image_left.token}.png").status_code == 404
+    for bad in (f"/i/{a['id']}/middle.png", "/i/not-a-uuid/left.png", f"/i/{uuid.uuid4()}/left.png"):
+        assert mine.get(bad).status_code == 404
 
 
 def test_staff_may_fetch_any_image(campaign, staff_user):

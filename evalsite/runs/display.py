@@ -1,0 +1,101 @@
+"""What a rater is shown: every image of a run at the run's one size, encoded the same way, so that nothing but
+the pixels can tell models apart.
+
+Images arrive in many shapes: generated at a model's own resolution, or imported from other systems (JPEG,
+WebP, 1792x1024, 512x512...). Before a rater sees one it is
+
+  1. decoded to RGB pixels (the stored file holds nothing else: generation and import write pixels only);
+  2. brought to the run's square size (ComparisonRun.image_size, or the width most of its images have) by the
+     run's policy for other aspect ratios: `crop` (the centre square) or `letterbox` (the whole image on a
+     neutral grey square), then resampled with one filter (Lanczos);
+  3. written as a PNG by one encoder with one setting, compression off, and no metadata chunk.
+
+With compression off a PNG's length depends on its width and height only, so every image of a run has the
+same Content-Length whatever its model: the size signal (a noisy model's files are larger) is gone without
+padding. The price is bandwidth: width x height x 3 bytes (3 KB at 32 px, 786 KB at 512 px, 3 MB at 1024 px).
+"""
+
+from __future__ import annotations
+
+import io
+
+from django.core.cache import cache
+from django.db.models import Count
+from PIL import Image as PILImage
+
+from evalsite.runs.models import ComparisonRun, Image
+
+CROP, LETTERBOX = "crop", "letterbox"
+FITS = (CROP, LETTERBOX)
+LETTERBOX_GREY = (128, 128, 128)
+DEFAULT_SIZE = 512  # a run with no finished image yet
+SIZE_CACHE_SECONDS = 60
+PIXELS_CACHE_SECONDS = 3600
+PIXELS_CACHE_MAX_BYTES = 2 * 1024 * 1024
+
+
+def display_size(run: ComparisonRun) -> int:
+    """The side of the square every image of the run is shown at."""
+    if run.image_size:
+        return run.image_size
+    key = f"runs:display-size:{run.pk}"
+    size = cache.get(key)
+    if size is None:
+        widths = (
+            Image.objects.in_run(run)
+            .filter(status=Image.Status.DONE)
+            .exclude(width=None)
+            .values("width")
+            .annotate(n=Count("id"))
+            .order_by("-n", "width")
+        )
+        first = widths.first()
+        size = first["width"] if first else DEFAULT_SIZE
+        cache.set(key, size, SIZE_CACHE_SECONDS)
+    return size
+
+
+def fit_square(picture: PILImage.Image, size: int, fit: str) -> PILImage.Image:
+    """The picture as an RGB size x size square: its centre square (crop) or all of it on grey (letterbox)."""
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; known: {', '.join(FITS)}")
+    picture = picture.convert("RGB")
+    width, height = picture.size
+    if fit == CROP:
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        square = picture.crop((left, top, left + side, top + side))
+        return square if side == size else square.resize((size, size), PILImage.Resampling.LANCZOS)
+    scale = size / max(width, height)
+    inner = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = picture if inner == picture.size else picture.resize(inner, PILImage.Resampling.LANCZOS)
+    canvas = PILImage.new("RGB", (size, size), LETTERBOX_GREY)
+    canvas.paste(resized, ((size - inner[0]) // 2, (size - inner[1]) // 2))
+    return canvas
+
+
+def uniform_png(picture: PILImage.Image) -> bytes:
+    """The one encoding every shown image gets: RGB, compression off, no metadata (length = f(width, height))."""
+    pixels_only = PILImage.frombytes("RGB", picture.size, picture.convert("RGB").tobytes())
+    out = io.BytesIO()
+    pixels_only.save(out, format="PNG", compress_level=0)
+    return out.getvalue()
+
+
+def shown_png(image: Image, run: ComparisonRun) -> bytes:
+    """The image as a rater of `run` sees it. The normalised pixels are cached (compressed) per image, size and
+    fit; the uniform encoding is made per response."""
+    size, fit = display_size(run), run.image_fit
+    key = f"runs:shown:{image.token}:{size}:{fit}"
+    compressed = cache.get(key)
+    if compressed is not None:
+        return uniform_png(PILImage.open(io.BytesIO(compressed)))
+    with image.file.open("rb") as stored:
+        picture = PILImage.open(stored)
+        picture.load()
+    square = fit_square(picture, size, fit)
+    out = io.BytesIO()
+    square.save(out, format="PNG", compress_level=1)
+    if out.tell() <= PIXELS_CACHE_MAX_BYTES:
+        cache.set(key, out.getvalue(), PIXELS_CACHE_SECONDS)
+    return uniform_png(square)
