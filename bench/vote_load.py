@@ -261,6 +261,8 @@ def swarm(argv: list[str]) -> None:
         "replayed": 0,
         "status_5xx": 0,
         "status_503": 0,
+        "ack_times": [],
+        "requests": 0,
         "status_4xx": 0,
         "errors": 0,
         "samples_4xx": [],
@@ -269,6 +271,7 @@ def swarm(argv: list[str]) -> None:
     origin = args.host.replace("http://", "https://")
 
     def on_request(request_type, name, response_time, response_length, response=None, exception=None, **kw):
+        state["requests"] += 1
         if exception is not None and getattr(response, "status_code", 0) == 0:
             state["errors"] += 1
             return
@@ -389,6 +392,7 @@ def swarm(argv: list[str]) -> None:
                 )
                 if response.status_code in (200, 201):
                     state["acknowledged"][assignment["id"]] = len(response.json()["choices"])
+                    state["ack_times"].append(time.time())
                     state["replayed"] += int(attempt > 0 and response.json()["replayed"])
 
     environment = Environment(user_classes=[SimulatedRater], events=events)
@@ -411,6 +415,8 @@ def swarm(argv: list[str]) -> None:
                 "replayed": state["replayed"],
                 "status_5xx": state["status_5xx"],
                 "status_503": state["status_503"],
+                "ack_times": state["ack_times"],
+                "requests": state["requests"],
                 "status_4xx": state["status_4xx"],
                 "errors": state["errors"],
                 "latency": state["latency"],

@@ -125,6 +125,10 @@ except ValueError as exc:
 # A persistent connection that a database restart killed is noticed and replaced at the start of the next request
 # (instead of failing it); a request that meets the database down gets a 503 with Retry-After (views.server_error).
 _db["CONN_HEALTH_CHECKS"] = True
+if _db["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, trying a refused new connection again for a few seconds (a fast restart of the server).
+    _db["ENGINE"] = "evalsite.dbbackends.postgresql"
+DATABASE_CONNECT_PATIENCE = env_float("DATABASE_CONNECT_PATIENCE", 5.0)
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Web server and worker write to the same file: wait for locks instead of failing at once.
     _db["OPTIONS"] = {
@@ -247,7 +251,8 @@ SPECTACULAR_SETTINGS = {
 # embedded default, files under var/ that every process on this machine sees.
 _CACHE_URL = env_str("CACHE_URL")
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_URL}
+    # hints only: a Redis restart makes reads miss and writes skip (evalsite.cache), never a failed request
+    "default": {"BACKEND": "evalsite.cache.TolerantRedisCache", "LOCATION": _CACHE_URL}
     if _CACHE_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "shared": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_URL}

@@ -4,10 +4,18 @@ under var/ in the embedded default). Imports no app.
 
 from __future__ import annotations
 
+import logging
+
 from django.core.cache import caches
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.throttling import BaseThrottle
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The shared cache is away (Redis restarting): a limit that cannot be counted lets the request through, with a
+# warning, rather than turning a cache restart into errors for every rater. The window is the restart's seconds.
+CACHE_AWAY = (RedisConnectionError, RedisTimeoutError)
+log = logging.getLogger(__name__)
 
 
 def shared_cache():
@@ -34,16 +42,23 @@ def over_budget(scope: str, key: str, rate: str, *, count: bool = True) -> bool:
     limit, seconds = parse_rate(rate)
     cache = shared_cache()
     name = f"budget:{scope}:{key}"
-    if not count:
-        return (cache.get(name) or 0) >= limit
-    cache.add(name, 0, timeout=seconds)
     try:
-        used = cache.incr(name)
-    except ValueError:  # expired between add and incr
-        cache.set(name, 1, timeout=seconds)
-        used = 1
+        if not count:
+            return (cache.get(name) or 0) >= limit
+        cache.add(name, 0, timeout=seconds)
+        try:
+            used = cache.incr(name)
+        except ValueError:  # expired between add and incr
+            cache.set(name, 1, timeout=seconds)
+            used = 1
+    except CACHE_AWAY as exc:
+        log.warning("shared cache away (%s): %s not counted", exc, scope)
+        return False
     return used > limit
 
 
 def forget(scope: str, key: str) -> None:
-    shared_cache().delete(f"budget:{scope}:{key}")
+    try:
+        shared_cache().delete(f"budget:{scope}:{key}")
+    except CACHE_AWAY as exc:
+        log.warning("shared cache away (%s): %s budget of one key not reset", exc, scope)

@@ -9,10 +9,13 @@ as JSON {"error": code, "detail": words} with a 4xx status; a refused request st
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from django.core.cache import caches
+from django.db import connection
 from django.db.models import Exists, OuterRef
+from django.db.utils import InterfaceError, OperationalError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -35,6 +38,7 @@ from evalsite.rating.serializers import (
     vote_payload,
 )
 from evalsite.rating.voting import VoteRefused, VoteSubmission, record_votes
+from evalsite.throttles import CACHE_AWAY
 
 
 class SafeJSONParser(JSONParser):
@@ -54,14 +58,26 @@ class ApiError(exceptions.APIException):
         self.error_code = code
 
 
+log = logging.getLogger(__name__)
+
+
 class RaterThrottle(ScopedRateThrottle):
     """Per-rater rate limit (scope "rater"), counted in the shared cache so that every web process and machine
     sees one count; reads the rate at request time so settings overrides apply."""
 
-    cache = caches["shared"]
+    @property
+    def cache(self):  # looked up per request: the shared cache, whatever CACHES says now
+        return caches["shared"]
 
     def get_rate(self):
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def allow_request(self, request, view):
+        try:
+            return super().allow_request(request, view)
+        except CACHE_AWAY as exc:  # Redis restarting: let the rater through rather than fail the request
+            log.warning("shared cache away (%s): rater rate limit not counted", exc)
+            return True
 
 
 _DRF_CODES = {"parse_error": "malformed_body", "unsupported_media_type": "malformed_body"}
@@ -99,10 +115,30 @@ def _errors(*codes: int) -> dict:
     return {code: OpenApiResponse(ErrorSerializer) for code in codes}
 
 
+DATABASE_AWAY = (OperationalError, InterfaceError)
+DATABASE_RETRIES = 2
+
+
 class RaterAPIView(APIView):
     throttle_classes = [RaterThrottle]
     throttle_scope = "rater"
     parser_classes = [SafeJSONParser]
+
+    def dispatch(self, request, *args, **kwargs):
+        """Run the request again when the database connection died under it (a server restart cuts off the
+        queries in flight). Safe: every write is one transaction, rolled back when its connection died, and
+        both views are idempotent (an open pair is handed out again, a vote carries its idempotency key).
+        What still fails becomes the 503 with Retry-After (evalsite.views.server_error)."""
+        request.body  # read once: DRF then gives every attempt its own stream over the same bytes  # noqa: B018
+        for attempt in range(DATABASE_RETRIES + 1):
+            try:
+                return super().dispatch(request, *args, **kwargs)
+            except DATABASE_AWAY:
+                if attempt == DATABASE_RETRIES or connection.in_atomic_block:
+                    raise
+                log.warning("database connection lost during %s %s; trying again", request.method, request.path)
+                connection.close()  # the next query opens a new one (the backend waits for a restarting server)
+        raise AssertionError("unreachable")
 
     def get_exception_handler(self):
         return json_error_handler

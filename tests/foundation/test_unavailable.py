@@ -77,3 +77,72 @@ def test_a_bug_is_a_plain_500_that_shows_nothing_internal(rater_client, monkeypa
     assert response.status_code == 500
     assert response.json() == {"error": "server_error", "detail": "Something went wrong on our side."}
     assert b"secret_internal_name" not in response.content
+
+
+def test_rate_limits_let_requests_through_while_the_shared_cache_is_away(rater_client, settings, client):
+    """Redis restarting: a limit that cannot be counted does not turn into errors for every rater."""
+    settings.CACHES = {**settings.CACHES, "shared": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+    }}  # fmt: skip
+    rater, campaign = rater_client
+    assert rater.get("/api/assignments/next", {"campaign": campaign.pk}).status_code == 200
+    failed_login = client.post("/accounts/login/", {"username": "nobody", "password": "wrong"})
+    assert failed_login.status_code == 200  # the form again, with its error; not a 500 or a 503
+
+
+@pytest.mark.django_db(transaction=True)  # outside a test transaction, as a request is
+def test_a_request_whose_connection_died_under_it_runs_again(rater_client, monkeypatch):
+    """A database restart cuts off the queries in flight: the API runs the request again on a new connection
+    (its transaction was rolled back), so the rater never sees the restart; a vote is stored once."""
+    import json
+
+    from evalsite.rating import api
+    from evalsite.rating.models import Vote
+
+    client, campaign = rater_client
+    real_hand_out, real_record = engine.hand_out, api.record_votes
+    calls = {"next": 0, "vote": 0}
+
+    def cut_off_once(name, real):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            if calls[name] == 1:
+                raise OperationalError("terminating connection due to administrator command")
+            return real(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(engine, "hand_out", cut_off_once("next", real_hand_out))
+    monkeypatch.setattr(api, "record_votes", cut_off_once("vote", real_record))
+    response = client.get("/api/assignments/next", {"campaign": campaign.pk})
+    assert response.status_code == 200 and calls["next"] == 2
+    a = response.json()["assignment"]
+    body = {"idempotency_key": "restart-0001", "choices": {c["key"]: "left" for c in a["criteria"]}}
+    vote = client.post(a["votes_url"], json.dumps(body), content_type="application/json")
+    assert vote.status_code == 201 and calls["vote"] == 2
+    assert Vote.objects.filter(assignment_id=a["id"]).count() == len(a["criteria"])
+
+
+def test_the_default_cache_treats_a_redis_that_is_away_as_a_miss():
+    from evalsite.cache import TolerantRedisCache
+
+    away = TolerantRedisCache("redis://127.0.0.1:1/0", {})
+    assert away.get("k", "fallback") == "fallback" and away.get_many(["k"]) == {}
+    assert away.set("k", 1) is None and away.add("k", 1) is False and away.delete("k") is False
+    assert away.has_key("k") is False and away.touch("k") is False
+
+
+def test_the_default_cache_on_a_live_redis_is_a_plain_redis_cache():
+    import redis
+
+    from evalsite.cache import TolerantRedisCache
+
+    try:
+        redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    live = TolerantRedisCache("redis://127.0.0.1:6379/7", {})
+    live.set("tolerant-test", {"a": 1}, 30)
+    assert live.get("tolerant-test") == {"a": 1} and live.add("tolerant-test", 2) is False
+    assert live.delete("tolerant-test") is True and live.get("tolerant-test") is None

@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
-
-
-@pytest.fixture(autouse=True)
-def fresh_cache():
-    """Engine caches (wins, open pairs, sweeps) and throttle histories must not leak between tests."""
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

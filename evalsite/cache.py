@@ -1,0 +1,73 @@
+"""The default cache on Redis, tolerant of Redis restarting.
+
+What the default cache holds are hints (the engine's open pairs and wins, the images' normalised pixels,
+sessions in front of the database): a miss costs a query, never a wrong answer. So while Redis is away a read
+is a miss and a write is skipped, with a warning, instead of failing the rater's request. The "shared" cache
+(rate limits) stays a plain RedisCache: evalsite.throttles decides what an uncountable limit means.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.core.cache.backends.redis import RedisCache
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
+AWAY = (RedisConnectionError, RedisTimeoutError)
+
+
+class TolerantRedisCache(RedisCache):
+    def _away(self, operation: str, exc: Exception, answer):
+        log.warning("cache away (%s): %s skipped", exc, operation)
+        return answer
+
+    def get(self, key, default=None, version=None):
+        try:
+            return super().get(key, default, version)
+        except AWAY as exc:
+            return self._away("get", exc, default)
+
+    def get_many(self, keys, version=None):
+        try:
+            return super().get_many(keys, version)
+        except AWAY as exc:
+            return self._away("get_many", exc, {})
+
+    def has_key(self, key, version=None):
+        try:
+            return super().has_key(key, version)
+        except AWAY as exc:
+            return self._away("has_key", exc, False)
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        try:
+            return super().add(key, value, timeout, version)
+        except AWAY as exc:
+            return self._away("add", exc, False)
+
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        try:
+            return super().set(key, value, timeout, version)
+        except AWAY as exc:
+            return self._away("set", exc, None)
+
+    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        try:
+            return super().set_many(data, timeout, version)
+        except AWAY as exc:
+            return self._away("set_many", exc, list(data))
+
+    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        try:
+            return super().touch(key, timeout, version)
+        except AWAY as exc:
+            return self._away("touch", exc, False)
+
+    def delete(self, key, version=None):
+        try:
+            return super().delete(key, version)
+        except AWAY as exc:
+            return self._away("delete", exc, False)

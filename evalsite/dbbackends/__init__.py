@@ -1,0 +1,1 @@
+"""Database backends: Django's own, with what a restart of the database server needs."""

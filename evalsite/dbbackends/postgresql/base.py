@@ -1,0 +1,35 @@
+"""Django's PostgreSQL backend, patient when the server is restarting.
+
+A new connection that the server refuses (it is restarting, or starting up: "Connection refused", "the
+database system is starting up / shutting down") is tried again for up to DATABASE_CONNECT_PATIENCE seconds
+before the error goes up. A fast restart (a second or two) then costs the requests that arrive meanwhile a
+short wait instead of a 503; a longer outage still ends in the 503 with Retry-After that evalsite.views
+answers. Connections that die in the middle of a query are not retried here: their transaction is rolled back
+and the request gets the 503 (the rater page sends it again).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+from django.db.backends.postgresql import base
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    def get_new_connection(self, conn_params):
+        patience = getattr(settings, "DATABASE_CONNECT_PATIENCE", 0)
+        deadline = time.monotonic() + patience
+        delay = 0.1
+        while True:
+            try:
+                return super().get_new_connection(conn_params)
+            except base.Database.OperationalError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database refused a connection (%s); trying again in %.1f s", str(exc).strip(), delay)
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
