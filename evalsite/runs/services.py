@@ -20,6 +20,7 @@ Nothing here imports torch: the only module of generation/ used here is the torc
 
 from __future__ import annotations
 
+import errno
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -400,6 +401,24 @@ def _fail(job: GenerationJob, reason: str) -> None:
     Image.objects.filter(job_id=job.pk).exclude(status=Image.Status.DONE).update(
         status=Image.Status.FAILED, error=reason
     )
+
+
+STORAGE_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_is_full(exc: BaseException) -> bool:
+    """Whether writing an image failed because the media storage is full (a disk or a quota)."""
+    return isinstance(exc, OSError) and exc.errno in STORAGE_FULL_ERRNOS
+
+
+def defer_job(job_id: int, reason: str, seconds: float) -> None:
+    """Put a job that met a passing condition (the media disk full) back in the queue with the reason on it:
+    the sweeper sends it again once `seconds` have passed. Its attempts count, so a disk that stays full fails
+    the job for good after EVALSITE_JOB_MAX_ATTEMPTS tries; finished images stay."""
+    until = timezone.now() + timedelta(seconds=seconds)
+    GenerationJob.objects.filter(pk=job_id).exclude(
+        status__in=[GenerationJob.Status.DONE, GenerationJob.Status.FAILED]
+    ).update(status=GenerationJob.Status.QUEUED, error=reason[:2000], lease_expires_at=until)
 
 
 def mark_job_failed(job_id: int, reason: str) -> None:

@@ -269,3 +269,46 @@ def test_a_worker_killed_mid_run_with_sigkill_finishes_the_run_after_a_restart(
     assert attempts.pop(killed[0].pk) == 2 and set(attempts.values()) == {1}
     run.refresh_from_db()
     assert run.status == ComparisonRun.Status.DONE
+
+
+def test_a_full_image_disk_defers_the_job_with_its_reason_and_serves_no_half_written_file(
+    media_root, make_prompt_set, unet_dir, monkeypatch, settings
+):
+    """ENOSPC while the third image of a batch is written: no image of the batch is marked done (the rows are
+    marked only after every file is written), so the files already written and the cut-off one are never
+    served; the job goes back to the queue with the reason, and the next try, once the disk has room again,
+    replaces the files and finishes."""
+    model = register("unet-disk-full", "unet_baseline", unet_dir)
+    run = new_run(make_prompt_set(), [model], seeds=(0,), batch_size=8)
+    job = run.jobs.get()
+    written = []
+    real_write = services.write_image_file
+
+    def disk_fills_up(image, png):
+        if len(written) == 2:
+            path = media_root / services.image_upload_to(image, "image.png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(png[: len(png) // 2])  # what a write cut off by ENOSPC leaves behind
+            raise OSError(28, "No space left on device")
+        written.append(image.pk)
+        return real_write(image, png)
+
+    monkeypatch.setattr(services, "write_image_file", disk_fills_up)
+    result = run_job(job.pk, task_id="disk-full", cache=CACHE)
+
+    assert result["made"] == 0 and "the image storage is full (No space left on device)" in result["deferred"]
+    job.refresh_from_db()
+    assert job.status == GenerationJob.Status.QUEUED and "storage is full" in job.error
+    assert job.lease_expires_at > timezone.now() + timedelta(seconds=settings.EVALSITE_STORAGE_FULL_RETRY_SECONDS - 5)
+    assert not Image.objects.filter(run=run, status="done").exists()  # nothing on disk is served
+    assert len(list((media_root / "images").rglob("*.png"))) == 3  # two whole files and one cut off
+
+    monkeypatch.undo()
+    assert services.sweep_lost_jobs(now=timezone.now() + timedelta(seconds=1))["resent"] == 0  # not yet
+    later = timezone.now() + timedelta(seconds=settings.EVALSITE_STORAGE_FULL_RETRY_SECONDS + 1)
+    assert services.sweep_lost_jobs(now=later)["resent"] == 1
+    again = run_job(job.pk, task_id="room-again", cache=CACHE)
+    assert again["made"] == 3
+    for image in Image.objects.filter(run=run):
+        assert image.status == "done"
+        PILImage.open(media_root / image.file.name).verify()  # the cut-off file was replaced
