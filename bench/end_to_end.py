@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,10 +52,9 @@ HELDOUT_SAMPLE = {"position": 20, "word": 20}  # held-out prompts of these kinds
 
 def django_step(env: dict, step: str, *args: str) -> dict:
     """Run one step of this script in a Django process; its last stdout line is JSON."""
-    done = subprocess.run([PYTHON, __file__, step, *args], cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{step} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    from bench.servers import django_step as run_step
+
+    return run_step(__file__, env, step, *args)
 
 
 def spearman(order: list[str], truth: dict[str, float]) -> float:
@@ -93,7 +91,7 @@ def main() -> None:
         parser.error("--crowds takes clean, bad or clean,bad")
 
     from bench.databases import drop_database, recreate_database
-    from bench.servers import log_tracebacks, server_env, start_gunicorn, stop_server
+    from bench.servers import log_tracebacks, prepare_site, server_env, start_gunicorn, stop_server
 
     recreate_database(args.database_url)
     var_dir = tempfile.mkdtemp(prefix="e2e-")
@@ -101,8 +99,7 @@ def main() -> None:
                      TRANSFORMERS_OFFLINE="1")  # fmt: skip
     server = None
     try:
-        subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-        subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+        prepare_site(env)
         started = time.monotonic()
         seeded = django_step(env, "_seed", "--seeds", str(args.seeds), "--models", args.models or "")
         print(

@@ -122,10 +122,10 @@ def main() -> None:
     print(f"{args.users} raters, {args.seconds} s of voting per scenario, fault at {args.at:.0f} s; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
     print(
-        "| scenario | requests | 5xx | 503 retried | connection errors | acked = stored | longest gap | "
-        "site tracebacks |"
+        "| scenario | raters voting | requests | 5xx | 503 retried | connection errors | acked = stored | "
+        "longest gap | site tracebacks |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, outcome in rows:
         print(table_row(name, outcome))
 
@@ -137,6 +137,7 @@ def figures(outcome: dict) -> dict:
     times = sorted(votes["ack_times"])
     gap = max((b - a for a, b in zip(times, times[1:], strict=False)), default=float("nan"))
     return {
+        "raters": votes["joined"],
         "requests": votes["requests"],
         "5xx": votes["status_5xx"],
         "503": votes["status_503"],
@@ -153,7 +154,8 @@ def figures(outcome: dict) -> dict:
 def summary_line(name: str, outcome: dict) -> str:
     f = figures(outcome)
     return (
-        f"{name}: {f['requests']} requests, {f['5xx']} 5xx, {f['503']} 503 retried, {f['errors']} connection "
+        f"{name}: {f['raters']} raters voting, {f['requests']} requests, {f['5xx']} 5xx, {f['503']} 503 retried, "
+        f"{f['errors']} connection "
         f"errors, acked {f['acked']} stored {f['stored']} (equal: {f['equal']}), longest gap {f['gap']:.1f} s, "
         f"fault took {f['fault_seconds']:.1f} s, {f['tracebacks']} tracebacks in {outcome['log']}"
     )
@@ -163,7 +165,8 @@ def table_row(name: str, outcome: dict) -> str:
     f = figures(outcome)
     equal = "yes" if f["equal"] else "**NO**"
     return (
-        f"| {name} | {f['requests']:,} | {f['5xx']} | {f['503']} | {f['errors']} | {f['acked']:,} = {f['stored']:,} "
+        f"| {name} | {f['raters']} | {f['requests']:,} | {f['5xx']} | {f['503']} | {f['errors']} | "
+        f"{f['acked']:,} = {f['stored']:,} "
         f"{equal} | {f['gap']:.1f} s | {f['tracebacks']} |"
     )
 

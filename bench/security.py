@@ -43,7 +43,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from bench.databases import drop_database, recreate_database
-    from bench.servers import server_env, start_gunicorn, stop_server
+    from bench.servers import django_step, prepare_site, server_env, start_gunicorn, stop_server
 
     recreate_database(args.database_url)
     var_dir = tempfile.mkdtemp(prefix="security-")
@@ -59,13 +59,8 @@ def main() -> None:
     env = server_env(args.database_url, var_dir, **extra)
     server = None
     try:
-        subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-        subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-        seeded = json.loads(
-            subprocess.run([PYTHON, __file__, "_seed"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-            .stdout.strip()
-            .splitlines()[-1]
-        )
+        prepare_site(env)
+        seeded = django_step(__file__, env, "_seed")
         log = Path(var_dir) / "gunicorn.log"
         server, host = start_gunicorn(env, workers=3, threads=4, log_path=log)
         rows = Probes(host, seeded).run()

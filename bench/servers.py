@@ -10,6 +10,7 @@ from bench.servers import server_env, start_gunicorn   # with the repository roo
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def server_env(database_url: str, var_dir: str, **extra: str) -> dict:
     """Environment of a DEBUG=0 site on `database_url`, its files under `var_dir`, with no per-rater rate limit
-    (a benchmark's raters share one address and would be throttled as one)."""
+    and no join limit per address (a benchmark's raters share one address and would be throttled as one)."""
     return {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -34,6 +35,7 @@ def server_env(database_url: str, var_dir: str, **extra: str) -> dict:
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
         "DJANGO_SECURE_SSL_REDIRECT": "0",
         "EVALSITE_RATER_RATE": "1000000/min",
+        "EVALSITE_JOIN_RATE": "1000000/hour",  # every simulated rater joins from 127.0.0.1
         "EVALSITE_VAR_DIR": var_dir,
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
@@ -89,3 +91,19 @@ def stop_server(server: subprocess.Popen | None) -> None:
     if server is not None:
         server.terminate()
         server.wait(timeout=30)
+
+
+def prepare_site(env: dict) -> None:
+    """Migrate the site's database and collect its static files (manifest storage, as in production)."""
+    python = sys.executable
+    subprocess.run([python, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([python, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+
+
+def django_step(script: str | Path, env: dict, step: str, *args: str) -> dict:
+    """Run one step of a bench script in its own Django process (`script step args...`); its last stdout line
+    is JSON. A failing step stops the bench with the end of its stderr."""
+    done = subprocess.run([sys.executable, str(script), step, *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{step} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -103,20 +103,15 @@ def run(args, fault=None) -> dict:
 
     sys.path.insert(0, str(ROOT))
     from bench.databases import drop_database, recreate_database
-    from bench.servers import log_tracebacks, server_env, start_gunicorn, stop_server
+    from bench.servers import django_step, log_tracebacks, prepare_site, server_env, start_gunicorn, stop_server
 
     recreate_database(args.database_url)
     var_dir = tempfile.mkdtemp(prefix="vote-load-")
     env = server_env(args.database_url, var_dir)
     server = None
     try:
-        subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-        subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-        seeded = json.loads(
-            subprocess.run([PYTHON, __file__, "_seed"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-            .stdout.strip()
-            .splitlines()[-1]
-        )
+        prepare_site(env)
+        seeded = django_step(__file__, env, "_seed")
         print(
             f"seeded {seeded['images']} images, {seeded['pairs']} image pairs; campaign {seeded['campaign']}",
             flush=True,
@@ -170,6 +165,7 @@ def report(results: dict, stored_ids: set[str], stored_rows: int, most: int, arg
     vote_ms, next_ms, health_ms = votes["latency"]["vote"], votes["latency"]["next"], base["latency"]["healthz"]
     print()
     print(f"{args.users} simulated raters (locust FastHttpUser), {votes['seconds']:.0f} s of voting")
+    print(f"raters joined        {votes['joined']} ({votes['join_refused']} refused at the invite link)")
     print(
         f"votes acknowledged   {len(acked)} pair submissions ({expected_rows} criterion rows), "
         f"{votes['replayed']} double submissions answered 'replayed'"
@@ -263,6 +259,8 @@ def swarm(argv: list[str]) -> None:
         "status_503": 0,
         "ack_times": [],
         "requests": 0,
+        "joined": 0,
+        "join_refused": 0,
         "status_4xx": 0,
         "errors": 0,
         "samples_4xx": [],
@@ -325,15 +323,18 @@ def swarm(argv: list[str]) -> None:
                 return
             url = f"/join/{args.invite}"
             self.remember(self.client.get(url, headers=self.headers(), name="join"))
-            self.remember(
-                self.client.post(
-                    url,
-                    data={"csrfmiddlewaretoken": self.csrf()},
-                    headers=self.headers(),
-                    allow_redirects=False,
-                    name="join",
-                )
+            joined = self.client.post(
+                url,
+                data={"csrfmiddlewaretoken": self.csrf()},
+                headers=self.headers(),
+                allow_redirects=False,
+                name="join",
             )
+            self.remember(joined)
+            if joined.status_code != 302:  # refused (a join limit): this rater never votes; say so in the report
+                state["join_refused"] += 1
+                raise StopUser()
+            state["joined"] += 1
 
         @task
         def rate_one(self):
@@ -417,6 +418,8 @@ def swarm(argv: list[str]) -> None:
                 "status_503": state["status_503"],
                 "ack_times": state["ack_times"],
                 "requests": state["requests"],
+                "joined": state["joined"],
+                "join_refused": state["join_refused"],
                 "status_4xx": state["status_4xx"],
                 "errors": state["errors"],
                 "latency": state["latency"],
