@@ -126,3 +126,11 @@ class ImportForm(forms.Form):
     prompt_set = forms.ModelChoiceField(
         queryset=PromptSet.objects.all(), required=False, help_text="Needed only when the run is new."
     )
+    image_size = forms.IntegerField(
+        required=False, min_value=8, max_value=4096, help_text="Show the run's images as squares of this side."
+    )
+    image_fit = forms.ChoiceField(
+        required=False,
+        choices=[("", "(keep the run's)"), ("crop", "Centre crop"), ("letterbox", "Letterbox on grey")],
+        help_text="How an image of another aspect ratio becomes a square.",
+    )

@@ -42,6 +42,7 @@ from PIL import Image as PILImage
 from PIL import ImageCms, UnidentifiedImageError
 
 from evalsite.catalog.models import ImageModel, Prompt, PromptSet
+from evalsite.runs.display import FITS
 from evalsite.runs.models import ComparisonRun, Image, settings_hash
 from evalsite.runs.services import write_image_file
 
@@ -53,6 +54,7 @@ MAX_PIXELS = 8192 * 8192  # larger images are refused as possible decompression 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # what Pillow may open (never EPS, which runs gs)
 IMPORTED_SETTINGS: dict = {}  # imported images record no sampler settings; this is part of their identity
 MAX_SEED = 2**63
+MIN_DISPLAY_SIZE, MAX_DISPLAY_SIZE = 8, 4096
 SRGB = ImageCms.createProfile("sRGB")
 NAME_LENGTH = ImageModel._meta.get_field("name").max_length
 PROVENANCE_LENGTH = Image._meta.get_field("provenance").max_length
@@ -392,15 +394,22 @@ def import_manifest(
     prompt_set_name: str | None = None,
     created_by=None,
     source: str | None = None,
+    image_size: int | None = None,
+    image_fit: str | None = None,
 ) -> ImportResult:
     """Import the manifest's images into the run named run_name, or into a new run on prompt_set_name.
 
     Raises ManifestError (nothing stored) when anything is wrong. `source` is what a new external model records
-    as its source (default: the manifest's path)."""
+    as its source (default: the manifest's path). `image_size` and `image_fit`, when given, become the run's way
+    of showing its images (evalsite.runs.display: the square side, crop or letterbox)."""
     path = Path(path)
     run_name = (run_name or "").strip()
     if not run_name:
         raise ManifestError(str(path), [(0, "give the run's name")])
+    if image_size is not None and not MIN_DISPLAY_SIZE <= image_size <= MAX_DISPLAY_SIZE:
+        raise ManifestError(str(path), [(0, f"the image size must be {MIN_DISPLAY_SIZE} to {MAX_DISPLAY_SIZE} pixels")])
+    if image_fit is not None and image_fit not in FITS:
+        raise ManifestError(str(path), [(0, f"the fit must be one of {', '.join(FITS)}, not {image_fit!r}")])
     rows, malformed = parse_manifest(path)
     try:
         run, prompt_set = _find_run(run_name, prompt_set_name)
@@ -413,6 +422,10 @@ def import_manifest(
     try:
         with transaction.atomic():
             result = _store(checked, run, run_name, prompt_set, created_by, source or str(path), written)
+            shown = {"image_size": image_size, "image_fit": image_fit}
+            shown = {field: value for field, value in shown.items() if value is not None}
+            if shown:
+                ComparisonRun.objects.filter(pk=result.run.pk).update(**shown)
     except IntegrityError:
         _remove(written)
         raise ManifestError(
@@ -514,7 +527,14 @@ MAX_ZIP_MEMBERS = 20_000
 
 
 def import_zip(
-    upload, run_name: str, *, prompt_set_name: str | None = None, created_by=None, max_bytes: int | None = None
+    upload,
+    run_name: str,
+    *,
+    prompt_set_name: str | None = None,
+    created_by=None,
+    max_bytes: int | None = None,
+    image_size: int | None = None,
+    image_fit: str | None = None,
 ) -> ImportResult:
     """Import an uploaded .zip that holds one manifest.csv or manifest.jsonl (at its root or in one folder) and the
     images it names, relative to the manifest. The archive is unpacked into a temporary folder with its sizes
@@ -530,7 +550,13 @@ def import_zip(
     with archive, tempfile.TemporaryDirectory(prefix="evalsite-import-") as folder:
         manifest = _unpack(archive, Path(folder), label, limit)
         return import_manifest(
-            manifest, run_name, prompt_set_name=prompt_set_name, created_by=created_by, source=f"upload {label}"
+            manifest,
+            run_name,
+            prompt_set_name=prompt_set_name,
+            created_by=created_by,
+            source=f"upload {label}",
+            image_size=image_size,
+            image_fit=image_fit,
         )
 
 

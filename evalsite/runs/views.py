@@ -92,6 +92,8 @@ def run_import(request):
                 data["run_name"],
                 prompt_set_name=prompt_set.name if prompt_set else None,
                 created_by=request.user,
+                image_size=data.get("image_size"),
+                image_fit=data.get("image_fit") or None,
             )
         except ManifestError as e:
             problems = e.errors

@@ -351,3 +351,34 @@ def test_only_staff_may_import(client, make_rater, prompt_set):
     assert client.get("/runs/import").status_code == 403
     response = client.post("/runs/import", {"archive": SimpleUploadedFile("x.zip", zip_of({})), "run_name": "r"})
     assert response.status_code == 403 and not ComparisonRun.objects.exists()
+
+
+def test_an_import_may_state_how_the_run_shows_its_images(prompt_set, outside, media_root):
+    from evalsite.runs.display import LETTERBOX_GREY, shown_png
+
+    out = io.StringIO()
+    call_command(
+        "import_images", str(outside), "--run", "study", "--prompt-set", prompt_set.name,
+        "--image-size", "48", "--fit", "letterbox", stdout=out,
+    )  # fmt: skip
+    run = ComparisonRun.objects.get(name="study")
+    assert (run.image_size, run.image_fit) == (48, "letterbox")
+    wide = Image.objects.get(model__name="outside-png")  # 1792x1024
+    shown = PILImage.open(io.BytesIO(shown_png(wide, run)))
+    assert shown.size == (48, 48) and shown.getpixel((24, 1)) == LETTERBOX_GREY
+    with pytest.raises(CommandError, match="the image size must be 8 to 4096 pixels"):
+        call_command("import_images", str(outside), "--run", "study", "--image-size", "5")
+
+
+def test_a_zip_upload_may_state_the_run_size(staff_client, prompt_set, outside, media_root):
+    members = {f"outside/{p.name}": p.read_bytes() for p in outside.parent.iterdir()}
+    form = {
+        "archive": SimpleUploadedFile("outside.zip", zip_of(members)),
+        "run_name": "sized",
+        "prompt_set": prompt_set.pk,
+        "image_size": 64,
+        "image_fit": "crop",
+    }
+    assert staff_client.post("/runs/import", form).status_code == 302
+    run = ComparisonRun.objects.get(name="sized")
+    assert (run.image_size, run.image_fit) == (64, "crop")

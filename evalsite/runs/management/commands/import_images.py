@@ -19,10 +19,18 @@ class Command(BaseCommand):
         parser.add_argument("manifest", help="a .csv (with a header row) or .jsonl file")
         parser.add_argument("--run", required=True, help="the run's name; created when --prompt-set is given")
         parser.add_argument("--prompt-set", help="the prompt set of a run that does not exist yet")
+        parser.add_argument("--image-size", type=int, help="show the run's images as squares of this many pixels")
+        parser.add_argument("--fit", choices=["crop", "letterbox"], help="how other aspect ratios become squares")
 
     def handle(self, *args, **opts):
         try:
-            result = import_manifest(opts["manifest"], opts["run"], prompt_set_name=opts["prompt_set"])
+            result = import_manifest(
+                opts["manifest"],
+                opts["run"],
+                prompt_set_name=opts["prompt_set"],
+                image_size=opts["image_size"],
+                image_fit=opts["fit"],
+            )
         except ManifestError as exc:
             raise CommandError(str(exc)) from None
         run = result.run
