@@ -30,7 +30,7 @@ from PIL import Image as PILImage
 from evalsite.rating import engine
 from evalsite.rating.models import CRITERION_QUESTIONS, Assignment, Campaign, Criterion, Rater, RaterStats
 from evalsite.rating.quality import update_rater_quality
-from evalsite.runs.display import shown_png
+from evalsite.runs.display import shown_length, shown_png
 from evalsite.runs.models import Image
 from evalsite.throttles import client_address, over_budget
 
@@ -218,7 +218,12 @@ def assignment_image(request, assignment_id: str, side: str):
     shown = assignment.image_left if side == "left" else assignment.image_right
     if shown.status != Image.Status.DONE or not shown.file:
         raise Http404("no such image")
-    response = HttpResponse(shown_png(shown, assignment.campaign.run), content_type="image/png")
+    run = assignment.campaign.run
+    if request.method == "HEAD":  # the same headers as GET, without decoding and encoding the picture
+        response = HttpResponse(content_type="image/png")
+        response["Content-Length"] = str(shown_length(run))
+    else:
+        response = HttpResponse(shown_png(shown, run), content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

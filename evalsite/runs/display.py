@@ -17,6 +17,7 @@ padding. The price is bandwidth: width x height x 3 bytes (3 KB at 32 px, 786 KB
 
 from __future__ import annotations
 
+import functools
 import io
 
 from django.core.cache import cache
@@ -99,3 +100,14 @@ def shown_png(image: Image, run: ComparisonRun) -> bytes:
     if out.tell() <= PIXELS_CACHE_MAX_BYTES:
         cache.set(key, out.getvalue(), PIXELS_CACHE_SECONDS)
     return uniform_png(square)
+
+
+@functools.lru_cache(maxsize=64)
+def uniform_length(size: int) -> int:
+    """The length of every uniform PNG of a size x size image (it depends on the size only)."""
+    return len(uniform_png(PILImage.new("RGB", (size, size))))
+
+
+def shown_length(run: ComparisonRun) -> int:
+    """The Content-Length of every image of the run, as a rater sees it (a HEAD request needs no picture)."""
+    return uniform_length(display_size(run))

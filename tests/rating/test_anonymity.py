@@ -92,6 +92,9 @@ def test_no_model_name_or_id_reaches_a_rater(leaky_campaign):
             seen.parts.append(f"[url] {image_url}")
             image = client.get(image_url)
             assert image.status_code == 200 and "Content-Disposition" not in image
+            head = client.head(image_url)  # the same headers, computed without the picture
+            assert head.status_code == 200 and head["Content-Length"] == str(len(image.content))
+            assert sorted(head.headers) == sorted(image.headers)
             assert "Last-Modified" not in image and "ETag" not in image
             header_sets.add(tuple(sorted(k for k in image.headers if k.lower() not in ("date",))))
             seen.response(image, "image")

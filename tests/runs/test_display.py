@@ -84,3 +84,10 @@ def test_a_run_shows_every_image_at_its_common_width_unless_it_names_a_size(mixe
     run.save()
     wide = PILImage.open(io.BytesIO(display.shown_png(images[2], run)))
     assert wide.size == (48, 48) and wide.getpixel((24, 2)) == display.LETTERBOX_GREY
+
+
+def test_every_uniform_png_of_a_size_has_the_length_the_head_answer_announces():
+    rng = np.random.default_rng(1)
+    for size in (16, 32, 100):
+        noise = PILImage.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+        assert len(display.uniform_png(noise)) == display.uniform_length(size)
