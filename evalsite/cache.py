@@ -12,11 +12,10 @@ import logging
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from evalsite.outages import CACHE_AWAY as AWAY
 
 log = logging.getLogger(__name__)
-AWAY = (RedisConnectionError, RedisTimeoutError)
 
 
 class TolerantRedisCache(RedisCache):

@@ -7,14 +7,13 @@ from __future__ import annotations
 import logging
 
 from django.core.cache import caches
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.throttling import BaseThrottle
 
+from evalsite.outages import CACHE_AWAY
+
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-# The shared cache is away (Redis restarting): a limit that cannot be counted lets the request through, with a
-# warning, rather than turning a cache restart into errors for every rater. The window is the restart's seconds.
-CACHE_AWAY = (RedisConnectionError, RedisTimeoutError)
+# The shared cache away (Redis restarting, CACHE_AWAY): a limit that cannot be counted lets the request through,
+# with a warning, rather than turning a cache restart into errors for every rater, for the restart's seconds.
 log = logging.getLogger(__name__)
 
 

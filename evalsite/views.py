@@ -5,12 +5,12 @@ from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.db.utils import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template import loader
 
 from evalsite.catalog.models import ImageModel, PromptSet
+from evalsite.outages import is_outage
 from evalsite.runs.models import ComparisonRun
 from evalsite.throttles import client_address, forget, over_budget
 
@@ -60,19 +60,6 @@ RETRY_AFTER_SECONDS = 2
 log = logging.getLogger(__name__)
 
 
-def _unavailable(exc: BaseException | None) -> bool:
-    """Whether the error is a service that is briefly away (a database restart, a dropped connection, Redis
-    restarting), rather than a bug."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    try:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-    except ImportError:  # redis is installed with the project; stay correct without it
-        return False
-    return isinstance(exc, RedisConnectionError | RedisTimeoutError)
-
-
 def _wants_json(request) -> bool:
     return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
 
@@ -82,7 +69,7 @@ def server_error(request):
     the rater page waits and sends the same answer again; nothing was stored, every write is one transaction).
     Anything else is a plain 500 that shows nothing internal."""
     exc = sys.exc_info()[1]
-    if _unavailable(exc):
+    if is_outage(exc):
         detail = "The service is briefly unavailable; nothing was stored. Try again in a moment."
         if _wants_json(request):
             response = JsonResponse(

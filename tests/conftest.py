@@ -39,7 +39,7 @@ def fresh_shared_cache():
     a test: each test starts with none counted."""
     from django.core.cache import caches
 
-    from evalsite.throttles import CACHE_AWAY
+    from evalsite.outages import CACHE_AWAY
 
     caches["shared"].clear()
     yield

@@ -15,7 +15,6 @@ import uuid
 from django.core.cache import caches
 from django.db import connection
 from django.db.models import Exists, OuterRef
-from django.db.utils import InterfaceError, OperationalError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -26,6 +25,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from evalsite.inputs import numeric_id
+from evalsite.outages import CACHE_AWAY, DATABASE_AWAY
 from evalsite.rating import engine
 from evalsite.rating.models import Campaign, Rater
 from evalsite.rating.serializers import (
@@ -38,7 +38,6 @@ from evalsite.rating.serializers import (
     vote_payload,
 )
 from evalsite.rating.voting import VoteRefused, VoteSubmission, record_votes
-from evalsite.throttles import CACHE_AWAY
 
 
 class SafeJSONParser(JSONParser):
@@ -115,7 +114,6 @@ def _errors(*codes: int) -> dict:
     return {code: OpenApiResponse(ErrorSerializer) for code in codes}
 
 
-DATABASE_AWAY = (OperationalError, InterfaceError)
 DATABASE_RETRIES = 2
 
 

@@ -1,0 +1,22 @@
+"""What "a service is briefly away" means in an exception, in one place (imports no app).
+
+The database restarting or a connection cut off under a query (DATABASE_AWAY), Redis restarting (CACHE_AWAY):
+not bugs, but outages that a wait and a retry get through. The web side answers them with a 503 and
+Retry-After (evalsite.views.server_error), the rater API runs a request again on a fresh connection
+(evalsite.rating.api), and caches that only hold hints or counts let a request through (evalsite.cache,
+evalsite.throttles).
+"""
+
+from __future__ import annotations
+
+from django.db.utils import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+DATABASE_AWAY = (OperationalError, InterfaceError)
+CACHE_AWAY = (RedisConnectionError, RedisTimeoutError)
+
+
+def is_outage(exc: BaseException | None) -> bool:
+    """Whether the error is a service that is briefly away, rather than a bug."""
+    return isinstance(exc, DATABASE_AWAY + CACHE_AWAY)
