@@ -24,10 +24,10 @@ from django.core.cache import cache
 from django.db.models import Count
 from PIL import Image as PILImage
 
-from evalsite.runs.models import ComparisonRun, Image
+from evalsite.runs.models import IMAGE_FITS, ComparisonRun, Image
 
-CROP, LETTERBOX = "crop", "letterbox"
-FITS = (CROP, LETTERBOX)
+FITS = tuple(value for value, _ in IMAGE_FITS)
+CROP, LETTERBOX = FITS
 LETTERBOX_GREY = (128, 128, 128)
 DEFAULT_SIZE = 512  # a run with no finished image yet
 SIZE_CACHE_SECONDS = 60

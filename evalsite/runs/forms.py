@@ -6,6 +6,7 @@ from django import forms
 
 from evalsite.catalog.models import ImageModel, Prompt, PromptSet
 from evalsite.runs import services
+from evalsite.runs.models import IMAGE_FITS, IMAGE_SIZE_RANGE
 
 
 def parse_numbers(text: str, what: str = "prompt numbers") -> list[int]:
@@ -127,10 +128,13 @@ class ImportForm(forms.Form):
         queryset=PromptSet.objects.all(), required=False, help_text="Needed only when the run is new."
     )
     image_size = forms.IntegerField(
-        required=False, min_value=8, max_value=4096, help_text="Show the run's images as squares of this side."
+        required=False,
+        min_value=IMAGE_SIZE_RANGE[0],
+        max_value=IMAGE_SIZE_RANGE[1],
+        help_text="Show the run's images as squares of this side.",
     )
     image_fit = forms.ChoiceField(
         required=False,
-        choices=[("", "(keep the run's)"), ("crop", "Centre crop"), ("letterbox", "Letterbox on grey")],
+        choices=[("", "(keep the run's)"), *IMAGE_FITS],
         help_text="How an image of another aspect ratio becomes a square.",
     )

@@ -43,7 +43,7 @@ from PIL import ImageCms, UnidentifiedImageError
 
 from evalsite.catalog.models import ImageModel, Prompt, PromptSet
 from evalsite.runs.display import FITS
-from evalsite.runs.models import ComparisonRun, Image, settings_hash
+from evalsite.runs.models import IMAGE_SIZE_RANGE, ComparisonRun, Image, settings_hash
 from evalsite.runs.services import write_image_file
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ MAX_PIXELS = 8192 * 8192  # larger images are refused as possible decompression 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # what Pillow may open (never EPS, which runs gs)
 IMPORTED_SETTINGS: dict = {}  # imported images record no sampler settings; this is part of their identity
 MAX_SEED = 2**63
-MIN_DISPLAY_SIZE, MAX_DISPLAY_SIZE = 8, 4096
+MIN_DISPLAY_SIZE, MAX_DISPLAY_SIZE = IMAGE_SIZE_RANGE
 SRGB = ImageCms.createProfile("sRGB")
 NAME_LENGTH = ImageModel._meta.get_field("name").max_length
 PROVENANCE_LENGTH = Image._meta.get_field("provenance").max_length

@@ -38,6 +38,12 @@ def image_upload_to(instance: Image, filename: str) -> str:
     return f"images/{instance.token[:2]}/{instance.token}.png"
 
 
+# How a run shows an image of another aspect ratio as a square (evalsite.runs.display), and the sides it may
+# choose: one list for the model field, the forms, the import command and the importer's checks.
+IMAGE_FITS = [("crop", "Centre crop"), ("letterbox", "Letterbox on grey")]
+IMAGE_SIZE_RANGE = (8, 4096)
+
+
 class ComparisonRun(models.Model):
     """Models × prompts × seeds with one set of sampler settings, generated on the GPU workers."""
 
@@ -68,7 +74,7 @@ class ComparisonRun(models.Model):
     )
     image_fit = models.CharField(
         max_length=10,
-        choices=[("crop", "Centre crop"), ("letterbox", "Letterbox on grey")],
+        choices=IMAGE_FITS,
         default="crop",
         help_text="How an image of another aspect ratio becomes a square.",
     )

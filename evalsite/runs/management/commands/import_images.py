@@ -9,6 +9,7 @@ imported when any row is broken; the error lists each broken row with its line n
 
 from django.core.management.base import BaseCommand, CommandError
 
+from evalsite.runs.display import FITS
 from evalsite.runs.imports import ManifestError, import_manifest
 
 
@@ -20,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--run", required=True, help="the run's name; created when --prompt-set is given")
         parser.add_argument("--prompt-set", help="the prompt set of a run that does not exist yet")
         parser.add_argument("--image-size", type=int, help="show the run's images as squares of this many pixels")
-        parser.add_argument("--fit", choices=["crop", "letterbox"], help="how other aspect ratios become squares")
+        parser.add_argument("--fit", choices=FITS, help="how other aspect ratios become squares")
 
     def handle(self, *args, **opts):
         try:
