@@ -369,9 +369,10 @@ def _check_rows(
             seen[key] = row.line
             target = _file_of(folder, row.path)
             data = _read(target, row.path)
-            decode_image(data)
             sha = hashlib.sha256(data).hexdigest()
             existing = before.get(key)
+            if existing is None or existing.original_sha256 != sha:  # the same file decoded when it came first
+                decode_image(data)
             if existing is not None and existing.original_sha256 != sha:
                 raise ValueError(
                     f"model {row.model!r}, this prompt and seed {row.seed} are already imported with other content "
@@ -483,6 +484,8 @@ def _store(checked, run, run_name, prompt_set, created_by, source, written) -> I
             else:
                 reused.append(c.existing.pk)
             continue
+        # Decoded again rather than kept from the check: holding every decoded image of a large manifest until
+        # all rows pass would cost memory in proportion to the whole import.
         image = decode_image(c.file.read_bytes())
         row = Image(
             run=run,
