@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import vote_load  # noqa: E402
+from bench.servers import redis_up  # noqa: E402
 
 REDIS_CACHE = "redis://127.0.0.1:6379/6"
 
@@ -48,10 +49,6 @@ def pg_ctl(action: str) -> None:
     version = sorted(os.listdir("/etc/postgresql"))[-1]
     command = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
     subprocess.run(command + (["-m", "fast"] if action in ("restart", "stop") else []), check=True)
-
-
-def redis_up() -> bool:
-    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True).returncode == 0
 
 
 def restart_redis() -> None:

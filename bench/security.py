@@ -43,7 +43,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from bench.databases import drop_database, recreate_database
-    from bench.servers import django_step, prepare_site, server_env, start_gunicorn, stop_server
+    from bench.servers import django_step, prepare_site, redis_up, server_env, start_gunicorn, stop_server
 
     recreate_database(args.database_url)
     var_dir = tempfile.mkdtemp(prefix="security-")
@@ -84,10 +84,6 @@ def main() -> None:
         print(f"site log: {log}")
     if bad or server_errors:
         raise SystemExit(1)
-
-
-def redis_up() -> bool:
-    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True).returncode == 0
 
 
 # --------------------------------------------------------------------------------------------------

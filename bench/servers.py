@@ -107,3 +107,8 @@ def django_step(script: str | Path, env: dict, step: str, *args: str) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"{step} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def redis_up() -> bool:
+    """Whether a Redis answers on 127.0.0.1:6379 (the benches that restart it or put a cache on it ask)."""
+    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True).returncode == 0
