@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "evalsite.runs",
     "evalsite.rating",
     "evalsite.dashboards",
+    "evalsite.preferences",  # preference data imported from elsewhere, analysed like a campaign
     "evalsite.demo",  # seed_demo: above the others, imports them all
     "evalsite.crowd",  # simulate_raters: a simulated crowd that only speaks HTTP to the site
 ]

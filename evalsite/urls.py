@@ -16,6 +16,7 @@ urlpatterns = [
     path("", include("evalsite.rating.urls")),
     path("runs/", include("evalsite.runs.urls")),
     path("dashboards/", include("evalsite.dashboards.urls")),
+    path("preferences/", include("evalsite.preferences.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -95,11 +95,14 @@ def _with_known_times(votes: pd.DataFrame) -> pd.DataFrame:
 
 def rater_table(campaign: Campaign, votes: pd.DataFrame) -> pd.DataFrame:
     """One row per rater: rater_report's measures and flags, plus the platform's flag (Rater.flagged)."""
+    return rater_table_of(votes, min_gold_accuracy=campaign.min_gold_accuracy)
+
+
+def rater_table_of(votes: pd.DataFrame, *, min_gold_accuracy: float) -> pd.DataFrame:
+    """rater_table for votes in the votes_frame schema from anywhere (a campaign, an imported votes export)."""
     if votes.empty:
         return pd.DataFrame(columns=["rater", "n_votes", "flagged", "reasons"])
-    report = rater_report(
-        _with_known_times(quality_frame(votes)), min_gold_accuracy=campaign.min_gold_accuracy
-    ).reset_index()
+    report = rater_report(_with_known_times(quality_frame(votes)), min_gold_accuracy=min_gold_accuracy).reset_index()
     platform = votes.groupby("rater")["rater_flagged"].any()
     report["platform_flagged"] = report["rater"].map(platform).fillna(False).astype(bool)
     report["analysis_flagged"] = report["flagged"].astype(bool)
@@ -141,20 +144,41 @@ def _allowed_pairs(campaign: Campaign, models: list[str]) -> np.ndarray | None:
 
 def decisions_for(campaign: Campaign, counted: pd.DataFrame, options: ResultOptions) -> dict | None:
     """campaign_decisions on one criterion's counted votes (None when fewer than 2 models have votes)."""
+    return decisions_of(
+        counted,
+        options.alpha,
+        project=options.project,
+        policy=campaign.pair_policy,
+        allowed=lambda models: _allowed_pairs(campaign, models),
+        min_votes_per_pair=campaign.min_votes_per_model_pair,
+    )
+
+
+def decisions_of(
+    counted: pd.DataFrame,
+    alpha: float,
+    *,
+    project: bool = False,
+    policy: str = "uniform",
+    allowed=None,
+    min_votes_per_pair: int = 0,
+) -> dict | None:
+    """campaign_decisions on counted votes of one criterion from anywhere (None when fewer than 2 models).
+
+    allowed: None, or a function of the model names giving campaign_decisions' `allowed` matrix."""
     if counted.empty:
         return None
     pairs = count_pairs(counted)
     if pairs.n_models < 2:
         return None
-    wins = pairs.half_wins()
     out = campaign_decisions(
-        wins,
-        options.alpha,
+        pairs.half_wins(),
+        alpha,
         model_names=list(pairs.models),
-        project=options.project,
-        policy=campaign.pair_policy,
-        allowed=_allowed_pairs(campaign, list(pairs.models)),
-        min_votes_per_pair=campaign.min_votes_per_model_pair,
+        project=project,
+        policy=policy,
+        allowed=None if allowed is None else allowed(list(pairs.models)),
+        min_votes_per_pair=min_votes_per_pair,
     )
     out.pop("intervals", None)
     out["models"] = list(pairs.models)

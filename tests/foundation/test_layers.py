@@ -15,7 +15,7 @@ LAYERS = [
     {"runs"},  # comparison runs, their jobs and images
     {"rating"},  # campaigns, assignments, votes, rater quality
     {"dashboards"},  # results read from runs and votes
-    {"demo", "crowd"},  # seed_demo, the simulated crowd: built on all of the above
+    {"demo", "crowd", "preferences"},  # seed_demo, the simulated crowd, imported votes: built on the above
 ]
 INFRASTRUCTURE = ["evalsite/celery.py", "evalsite/settings.py", "evalsite/env.py"]  # every app may use these
 
