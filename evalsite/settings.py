@@ -227,6 +227,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "expire rater assignments": {"task": "rating.expire_assignments", "schedule": 60.0},
     "update rater quality": {"task": "rating.update_rater_quality", "schedule": 3600.0},
+    # hourly, so a day is never missed when beat was down at midnight; the task keeps one per campaign and day
+    "snapshot campaign results": {"task": "dashboards.take_daily_snapshots", "schedule": 3600.0},
 }
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -24,9 +24,9 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from evalsite.dashboards import exports
+from evalsite.dashboards import exports, snapshots
 from evalsite.dashboards.data import votes_frame
-from evalsite.dashboards.models import MetricResult
+from evalsite.dashboards.models import MetricResult, ResultSnapshot
 from evalsite.dashboards.results import campaign_decisions_now, campaign_results
 from evalsite.dashboards.views import BadOption, read_options
 from evalsite.rating.models import Campaign
@@ -211,3 +211,54 @@ class RunMetricsView(StaffAPIView):
         run = get_object_or_404(ComparisonRun, pk=run_id)
         compute_run_metrics.delay_on_commit(run.pk)
         return Response({"queued": "dashboards.compute_run_metrics", "run": run.pk}, status=status.HTTP_202_ACCEPTED)
+
+
+class SnapshotSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ResultSnapshot
+        fields = [
+            "id",
+            "campaign",
+            "kind",
+            "taken_at",
+            "n_votes",
+            "content_hash",
+            "votes_sha256",
+            "settings",
+            "software",
+        ]
+
+
+class SnapshotListView(StaffAPIView):
+    """GET: the campaign's snapshots, oldest first. POST: take one now."""
+
+    @extend_schema(responses=SnapshotSerializer(many=True))
+    def get(self, request, campaign_id: int):
+        campaign = get_object_or_404(Campaign, pk=campaign_id)
+        return Response(SnapshotSerializer(campaign.snapshots.order_by("taken_at", "id"), many=True).data)
+
+    @extend_schema(request=None, responses={201: SnapshotSerializer})
+    def post(self, request, campaign_id: int):
+        snapshot = snapshots.take_snapshot(get_object_or_404(Campaign, pk=campaign_id), user=request.user)
+        return Response(SnapshotSerializer(snapshot).data, status=status.HTTP_201_CREATED)
+
+
+class SnapshotDetailView(StaffAPIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT, description="The snapshot with its numbers per criterion.")
+    def get(self, request, snapshot_id: int):
+        snapshot = get_object_or_404(ResultSnapshot, pk=snapshot_id)
+        return Response({**SnapshotSerializer(snapshot).data, "results": snapshot.results})
+
+
+class SnapshotRefitView(StaffAPIView):
+    @extend_schema(
+        responses=OpenApiTypes.OBJECT,
+        description="Fit the snapshot's stored votes again with its stored settings; `identical` says whether "
+        "every number came out the same.",
+    )
+    def get(self, request, snapshot_id: int):
+        snapshot = get_object_or_404(ResultSnapshot, pk=snapshot_id)
+        try:
+            return Response(snapshots.refit(snapshot))
+        except ValueError as exc:  # the stored votes file changed
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)

@@ -218,3 +218,74 @@ def grouped_bars(
         "top": top,
         "bottom": top + plot_h,
     }
+
+
+SERIES_COLOURS = ("#2456d6", "#e08a00", "#1e7b34", "#b3261e", "#6a3fb5", "#00838f", "#8d6e63", "#c2185b")
+
+
+def history_chart(points: list[dict], *, width: int = 720, height: int = 300) -> dict | None:
+    """Scores over time: one line per model through its snapshots' scores, its interval as a shaded band.
+
+    points: evalsite.dashboards.snapshots.history rows (taken_at, model, score, lower, upper)."""
+    usable = [p for p in points if p["score"] is not None and p["lower"] is not None and p["upper"] is not None]
+    times = sorted({p["taken_at"] for p in usable})
+    if len(times) < 1:
+        return None
+    left, right, top, bottom = 60, width - 150, 12, height - 40
+    lo = min(p["lower"] for p in usable)
+    hi = max(p["upper"] for p in usable)
+    pad = max((hi - lo) * 0.05, 5.0)
+    lo, hi = lo - pad, hi + pad
+    t0, t1 = times[0].timestamp(), times[-1].timestamp()
+
+    def x(when) -> float:
+        if t1 == t0:
+            return round((left + right) / 2, 2)
+        return round(left + (when.timestamp() - t0) / (t1 - t0) * (right - left), 2)
+
+    def y(v: float) -> float:
+        return round(bottom - (v - lo) / (hi - lo) * (bottom - top), 2)
+
+    models = list(dict.fromkeys(p["model"] for p in sorted(usable, key=lambda p: (p["taken_at"], p["rank"]))))
+    series = []
+    for i, model in enumerate(models):
+        mine = sorted((p for p in usable if p["model"] == model), key=lambda p: p["taken_at"])
+        upper = [f"{x(p['taken_at'])},{y(p['upper'])}" for p in mine]
+        lower = [f"{x(p['taken_at'])},{y(p['lower'])}" for p in reversed(mine)]
+        last = mine[-1]
+        series.append(
+            {
+                "model": model,
+                "colour": SERIES_COLOURS[i % len(SERIES_COLOURS)],
+                "line": " ".join(f"{x(p['taken_at'])},{y(p['score'])}" for p in mine),
+                "band": " ".join(upper + lower),
+                "dots": [
+                    {
+                        "x": x(p["taken_at"]),
+                        "y": y(p["score"]),
+                        "score": p["score"],
+                        "lower": p["lower"],
+                        "upper": p["upper"],
+                        "when": p["taken_at"],
+                    }
+                    for p in mine
+                ],
+                "label_x": right + 8,
+                "label_y": y(last["score"]) + 4,
+            }
+        )
+    ticks = [{"y": y(t), "label": f"{t:g}", "label_x": left - 6} for t in nice_ticks(lo, hi)]
+    shown = times if len(times) <= 6 else [times[round(i * (len(times) - 1) / 5)] for i in range(6)]
+    time_ticks = [{"x": x(t), "label": t.strftime("%m-%d %H:%M"), "y": bottom + 16} for t in shown]
+    return {
+        "width": width,
+        "height": height,
+        "series": series,
+        "ticks": ticks,
+        "time_ticks": time_ticks,
+        "left": left,
+        "right": right,
+        "top": top,
+        "bottom": bottom,
+        "mean_y": y(1000.0) if lo <= 1000.0 <= hi else None,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings as conf
 from django.db import models
 
 from evalsite.catalog.models import ImageModel
@@ -37,3 +38,42 @@ class MetricResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_metric_display()} of {self.model} in {self.run}: {self.value:.3f}"
+
+
+def snapshot_upload_to(instance: ResultSnapshot, filename: str) -> str:
+    return f"snapshots/campaign-{instance.campaign_id}/{instance.content_hash[:16]}-{filename}"
+
+
+class ResultSnapshot(models.Model):
+    """A campaign's results frozen at one moment, with everything needed to recompute them exactly: the votes
+    (a Parquet file of the votes export), the fit settings and the software that computed the numbers.
+    `content_hash` is the sha256 of the votes file and the settings together (evalsite.dashboards.snapshots).
+    One daily snapshot per campaign and day (the beat task), and any number taken on demand."""
+
+    class Kind(models.TextChoices):
+        DAILY = "daily", "daily"
+        ON_DEMAND = "on_demand", "on demand"
+
+    campaign = models.ForeignKey("rating.Campaign", on_delete=models.CASCADE, related_name="snapshots")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    taken_at = models.DateTimeField(db_index=True)
+    day = models.DateField(help_text="taken_at's date (UTC); a campaign has one daily snapshot per day")
+    votes_file = models.FileField(upload_to=snapshot_upload_to, max_length=300)
+    votes_sha256 = models.CharField(max_length=64)
+    n_votes = models.PositiveIntegerField()
+    settings = models.JSONField(help_text="fit settings: criteria, ties, intervals, rounds, seed, alpha, ...")
+    software = models.JSONField(help_text="versions of the software that computed the numbers")
+    content_hash = models.CharField(max_length=64, db_index=True)
+    results = models.JSONField(help_text="per criterion: leaderboard with intervals and the decisions")
+    taken_by = models.ForeignKey(conf.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["campaign", "taken_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "day"], condition=models.Q(kind="daily"), name="one_daily_snapshot_per_day"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"snapshot {self.pk} of {self.campaign} at {self.taken_at:%Y-%m-%d %H:%M}"

@@ -16,9 +16,9 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from evalsite.dashboards import charts, exports
+from evalsite.dashboards import charts, exports, snapshots
 from evalsite.dashboards.data import votes_frame
-from evalsite.dashboards.models import MetricResult
+from evalsite.dashboards.models import MetricResult, ResultSnapshot
 from evalsite.dashboards.results import ResultOptions, campaign_results, criteria_of, rater_table
 from evalsite.rating.models import Campaign, Criterion
 from evalsite.runs.models import ComparisonRun
@@ -142,6 +142,8 @@ def campaign_detail(request, campaign_id: int):
             for t in exports.TABLES
         ],
         "api_results": reverse("dashboards:api-results", args=[campaign.pk]),
+        "history_chart": charts.history_chart(snapshots.history(campaign, options.criterion)),
+        "snapshots": _snapshot_rows(campaign),
         "flagged": flagged,
         "models": [row["model"] for row in results["leaderboard"]],
     }
@@ -285,3 +287,49 @@ def compute_metrics(request, run_id: int):
     ):
         target = reverse("dashboards:campaigns")
     return redirect(target)
+
+
+SNAPSHOTS_LISTED = 10
+
+
+def _snapshot_rows(campaign: Campaign) -> list[dict]:
+    """The newest snapshots, newest first, with their export and refit links."""
+    rows = []
+    for snapshot in ResultSnapshot.objects.filter(campaign=campaign).order_by("-taken_at", "-id")[:SNAPSHOTS_LISTED]:
+        rows.append(
+            {
+                "snapshot": snapshot,
+                "exports": [
+                    {"table": t, "fmt": f, "url": reverse("dashboards:snapshot-export", args=[snapshot.pk, t, f])}
+                    for t in snapshots.SNAPSHOT_TABLES
+                    for f in ("csv", "parquet")
+                ],
+                "refit": reverse("dashboards:api-snapshot-refit", args=[snapshot.pk]),
+            }
+        )
+    return rows
+
+
+@staff_required
+@require_POST
+def take_snapshot(request, campaign_id: int):
+    """Freeze the campaign's results now (on demand), then back to its page."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    snapshot = snapshots.take_snapshot(campaign, user=request.user)
+    messages.success(
+        request, f"Snapshot {snapshot.pk} taken: {snapshot.n_votes} votes, hash {snapshot.content_hash[:12]}."
+    )
+    return redirect(f"{reverse('dashboards:campaign', args=[campaign.pk])}#history")
+
+
+@staff_required
+def snapshot_export(request, snapshot_id: int, table: str, fmt: str):
+    """A snapshot's votes or results; every row and the file name carry the snapshot's id."""
+    snapshot = get_object_or_404(ResultSnapshot, pk=snapshot_id)
+    if table not in snapshots.SNAPSHOT_TABLES or fmt not in exports.FORMATS:
+        raise Http404("unknown export")
+    data = exports.to_bytes(snapshots.snapshot_export(snapshot, table), fmt)
+    response = HttpResponse(data, content_type=exports.FORMATS[fmt])
+    name = f"campaign-{snapshot.campaign_id}-snapshot-{snapshot.pk}-{table}.{fmt}"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
