@@ -83,6 +83,32 @@ def stored_votes(rater):
         connection.close()
 
 
+def assert_one_screen(page, width: int, height: int) -> None:
+    """The prompt, both images (side by side, each at least a third of the width), the question being answered
+    with its four choices, and the submit button are all inside the viewport."""
+    boxes = {
+        name: page.locator(selector).bounding_box()
+        for name, selector in {
+            "prompt": "#prompt",
+            "left": "#image-left",
+            "right": "#image-right",
+            "question": ".question.active",
+            "submit": "#submit",
+        }.items()
+    }
+    for name, box in boxes.items():
+        assert box is not None, f"{name} is not shown"
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width, (name, box)
+        assert box["y"] >= 0 and box["y"] + box["height"] <= height, (name, box)
+    assert abs(boxes["left"]["y"] - boxes["right"]["y"]) < 1  # side by side
+    assert min(boxes["left"]["width"], boxes["right"]["width"]) >= width / 3
+    choices = page.locator(".question.active .choice")
+    assert choices.count() == 4
+    for i in range(4):
+        box = choices.nth(i).bounding_box()
+        assert box is not None and box["y"] + box["height"] <= height and box["height"] >= 40, box
+
+
 def test_a_rater_votes_on_three_pairs_with_the_keyboard_only(live_server, campaign, make_rater, browser_page):
     page = browser_page
     rater = make_rater("keyboard-rater")
@@ -121,10 +147,14 @@ def test_a_rater_votes_on_three_pairs_with_the_keyboard_only(live_server, campai
     assert page.text_content("#progress-text") == "3 pairs rated"
 
     page.set_viewport_size({"width": 390, "height": 844})
-    left, right = page.locator("#image-left").bounding_box(), page.locator("#image-right").bounding_box()
-    assert right["y"] >= left["y"] + left["height"]  # stacked on a phone
-    assert left["width"] <= 390
+    page.evaluate("window.scrollTo(0, 0)")
+    assert_one_screen(page, 390, 844)
     page.screenshot(path=str(ARTIFACTS / "rater-phone-390x844.png"), full_page=True)
+    # answering on the phone moves to the next question, which must be on screen too, without scrolling
+    for index in range(len(page.query_selector_all(".question"))):
+        page.locator(".question.active .choice").first.click()
+        assert page.evaluate("window.scrollY") == 0
+        assert_one_screen(page, 390, 844)
     page.wait_for_load_state("networkidle")  # the preload of the next pair finishes before the server stops
 
 
