@@ -94,6 +94,9 @@ def prepare_covariates(
         if name in LOG_COVARIATES:
             values = np.log1p(values.clip(lower=0))
         known = values.dropna()
+        if known.empty:
+            left_out[name] = "not measured"
+            continue
         if len(known) < 2 or float(known.std(ddof=0)) <= 1e-12 * max(1.0, float(known.abs().max())):
             left_out[name] = "the same for every image"
             continue
