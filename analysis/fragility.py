@@ -21,7 +21,8 @@ How the number is found (an influence approximation, then refits):
    search the smallest prefix of the removal order that still changes it (refits). That count is
    `votes_to_change`, `confirmed` True. It is an upper bound on the true minimum (the search follows the
    influence order; it does not try every subset); on a pair of models it is the exact minimum.
-A decision that no removal within `max_votes` changes is reported with votes_to_change None.
+A decision that no removal within `max_votes` changes is reported with votes_to_change None. A removal that
+leaves a model of the claim without votes does not count as a change (its score would be the prior's).
 
 May import numpy and analysis.votes, newton, bradley_terry, confidence_sequences, decisions.
 """
@@ -119,6 +120,18 @@ def _fit(pairs: PairCounts, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     wins = pairs.half_wins(counts)
     theta = bt_mle(wins)
     return theta, bt_covariance(wins, theta)
+
+
+def _changed(decision: Decision, pairs: PairCounts, counts: np.ndarray, alpha: float, holds: bool) -> bool:
+    """Whether removing votes down to `counts` changed the claim. A removal that leaves a model of the claim
+    without any vote does not count: its score would be the prior's, not evidence (the claim is gone, not
+    reversed)."""
+    per_model = np.bincount(pairs.i, counts.sum(axis=1), pairs.n_models) + np.bincount(
+        pairs.j, counts.sum(axis=1), pairs.n_models
+    )
+    if (per_model[[decision.leader, *decision.rivals]] <= 0).any():
+        return False
+    return _claim_holds(decision, pairs, counts, alpha) != holds
 
 
 def _claim_holds(decision: Decision, pairs: PairCounts, counts: np.ndarray, alpha: float) -> bool:
@@ -220,7 +233,7 @@ def _fragility_of(
             break
         removal.extend(kinds)
         refits += 1
-        if _claim_holds(decision, pairs, counts - _as_counts(removal, counts.shape), alpha) != holds:
+        if _changed(decision, pairs, counts - _as_counts(removal, counts.shape), alpha, holds):
             found = len(removal)
             break
         last_unchanged = len(removal)
@@ -231,7 +244,7 @@ def _fragility_of(
         while hi - lo > 1:
             mid = (lo + hi) // 2
             refits += 1
-            changed = _claim_holds(decision, pairs, counts - _as_counts(removal[:mid], counts.shape), alpha) != holds
+            changed = _changed(decision, pairs, counts - _as_counts(removal[:mid], counts.shape), alpha, holds)
             lo, hi = (lo, mid) if changed else (mid, hi)
         found = hi
     entry = {
