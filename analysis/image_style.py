@@ -76,17 +76,20 @@ def looks_like_text(pixels: np.ndarray) -> bool:
     labels, n = ndimage.label(ink, structure=np.ones((3, 3)))
     if n < MIN_GLYPHS:
         return False
-    centres, heights = [], []
-    for label, piece in enumerate(ndimage.find_objects(labels), start=1):
-        rows, cols = piece
-        height, width = rows.stop - rows.start, cols.stop - cols.start
-        size = int((labels[piece] == label).sum())
-        if GLYPH_AREA[0] * area <= size <= GLYPH_AREA[1] * area and height >= GLYPH_ASPECT * width:
-            centres.append(0.5 * (rows.start + rows.stop))
-            heights.append(height)
-    if len(centres) < MIN_GLYPHS:
+    rows, cols = np.nonzero(labels)
+    piece = labels[rows, cols] - 1  # (ink pixels,) piece index
+    size = np.bincount(piece, minlength=n)
+    top, left = np.full(n, ink.shape[0]), np.full(n, ink.shape[1])
+    bottom, right = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    np.minimum.at(top, piece, rows)
+    np.minimum.at(left, piece, cols)
+    np.maximum.at(bottom, piece, rows + 1)
+    np.maximum.at(right, piece, cols + 1)
+    height, width = bottom - top, right - left
+    glyph = (size >= GLYPH_AREA[0] * area) & (size <= GLYPH_AREA[1] * area) & (height >= GLYPH_ASPECT * width)
+    if glyph.sum() < MIN_GLYPHS:
         return False
-    centres_arr = np.array(centres)
-    tolerance = float(np.median(heights))
-    on_line = np.abs(centres_arr[:, None] - centres_arr[None, :]) <= tolerance  # (n, n)
+    centres = 0.5 * (top + bottom)[glyph]
+    tolerance = float(np.median(height[glyph]))
+    on_line = np.abs(centres[:, None] - centres[None, :]) <= tolerance  # (glyphs, glyphs)
     return bool(on_line.sum(axis=1).max() >= MIN_GLYPHS)
