@@ -289,7 +289,11 @@ def explain_fragility(entry: dict) -> str:
     if entry["votes_to_change"] is None:
         if entry["approximate"] is None:
             return f"“{claim}”: removing votes does not change it (no vote moves it that way)."
-        return f"“{claim}”: no removal of up to {entry['counted_votes']:,} votes found that changes it."
+        return (
+            f"“{claim}”: the first-order estimate ({entry['approximate']:,} votes) was not confirmed by refitting, "
+            "and removing votes in order of influence found no set that changes it (removing a model's losses "
+            "also removes the information about it, so some claims cannot be reached by removals)."
+        )
     n, share = entry["votes_to_change"], 100 * entry["share"]
     what = ", ".join(r["text"] for r in entry["removed"])
     estimate = "–" if entry["approximate"] is None else f"{entry['approximate']:,}"
