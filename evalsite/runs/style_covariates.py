@@ -22,6 +22,7 @@ from analysis.image_style import PIXEL_COVARIATES, image_covariates
 from evalsite.runs.models import Image
 
 STYLE_VERSION = 1  # bump when analysis.image_style's definitions change: cached values are measured again
+QUERY_CHUNK = 900  # tokens per query (SQLite allows a limited number of parameters in one statement)
 
 
 def measure(image: Image) -> dict:
@@ -50,11 +51,13 @@ def cached_covariates(images: Iterable[Image]) -> int:
 
 def covariates_frame(tokens: Iterable[str]) -> pd.DataFrame:
     """One row per image token: the pixel covariates and generation_seconds (NaN where unknown)."""
-    images = list(
-        Image.objects.filter(token__in=set(tokens)).only(
-            "id", "token", "file", "generation_seconds", "style_covariates"
-        )
-    )
+    wanted = sorted(set(tokens))
+    fields = ("id", "token", "file", "generation_seconds", "style_covariates")
+    images = [
+        image
+        for start in range(0, len(wanted), QUERY_CHUNK)
+        for image in Image.objects.filter(token__in=wanted[start : start + QUERY_CHUNK]).only(*fields)
+    ]
     cached_covariates(images)
     rows = {}
     for image in images:
