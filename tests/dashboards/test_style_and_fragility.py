@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+import pandas as pd
 import pytest
 from django.urls import reverse
 
@@ -89,3 +90,15 @@ def test_the_page_shows_style_control_side_by_side_and_the_fragility_table(staff
     top = data["fragility"][0]["decisions"][0]
     assert top["claim"] in fragility
     assert f'<td class="num">{top["votes_to_change"]:,}</td>' in fragility
+
+
+@pytest.mark.django_db
+def test_covariates_of_many_images_are_read_in_chunks(voted_campaign, monkeypatch):
+    from evalsite.runs import style_covariates
+
+    tokens = list(Image.objects.filter(run=voted_campaign.run).values_list("token", flat=True))
+    whole = covariates_frame(tokens).sort_index()
+    monkeypatch.setattr(style_covariates, "QUERY_CHUNK", 5)
+    chunked = covariates_frame(tokens).sort_index()
+    assert len(whole) == len(tokens) == 24
+    pd.testing.assert_frame_equal(whole, chunked)
