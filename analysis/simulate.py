@@ -157,6 +157,49 @@ def simulate_votes(
     return pd.DataFrame({"model_a": name_arr[a], "model_b": name_arr[b], "winner": winner})
 
 
+def simulate_style_votes(
+    strengths: Mapping[str, float],
+    covariate_means: Mapping[str, float],
+    effect: float,
+    n_votes: int,
+    *,
+    covariate: str = "brightness",
+    images_per_model: int = 100,
+    tie_rate: float = 0.1,
+    rng: np.random.Generator | int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Votes in which a per-image covariate sways the raters, for testing style control.
+
+    Each model has `images_per_model` images whose covariate is N(covariate_means[model], 1); a vote between
+    image A of model a and image B of model b follows the vote model with d = theta_a - theta_b +
+    effect * (x_A - x_B), i.e. each image is a pseudo-model of strength theta + effect * x.
+    Returns (votes with model_a, model_b, winner, image_left, image_right (= model_a's and model_b's image),
+    covariates indexed by image with the one `covariate` column).
+    """
+    rng = np.random.default_rng(rng)
+    names, theta = _strength_table(dict(strengths))
+    means = np.array([float(covariate_means.get(name, 0.0)) for name in names])
+    x = means[:, None] + rng.standard_normal((len(names), images_per_model))  # (K, I)
+    image_strength = (theta[:, None] + effect * x).ravel()  # (K * I,), image k * I + n
+    a, b = uniform_pairs(len(names))(rng, n_votes)
+    image_a = a * images_per_model + rng.integers(0, images_per_model, n_votes)
+    image_b = b * images_per_model + rng.integers(0, images_per_model, n_votes)
+    outcome = simulate_outcomes(image_strength, image_a, image_b, rng, tie_rate=tie_rate)
+    image_names = np.array([f"{name}/{n}" for name in names for n in range(images_per_model)], dtype=object)
+    name_arr = np.array(names, dtype=object)
+    votes = pd.DataFrame(
+        {
+            "model_a": name_arr[a],
+            "model_b": name_arr[b],
+            "winner": np.array(["model_a", "model_b", "tie"], dtype=object)[outcome],
+            "image_left": image_names[image_a],
+            "image_right": image_names[image_b],
+        }
+    )
+    covariates = pd.DataFrame({covariate: x.ravel()}, index=pd.Index(image_names, name="image"))
+    return votes, covariates
+
+
 @dataclass
 class SimulatedRater:
     name: str  # rater id as it appears in the votes

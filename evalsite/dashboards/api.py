@@ -127,7 +127,8 @@ class CampaignResultsView(StaffAPIView):
         responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad option")},
         description="Leaderboard (Bradley-Terry scores, 95% intervals, ranks), win-rate matrix, SD3-style win "
         "rates, breakdowns, rater quality, metrics with their Spearman correlation, progress and "
-        "the campaign decisions with their plain-words explanations.",
+        "the campaign decisions with their plain-words explanations, how many votes would change each decision "
+        "(fragility) and the leaderboard with and without style control (per-image covariates) side by side.",
     )
     def get(self, request, campaign_id: int):
         return results_response(request, campaign_id, campaign_results)

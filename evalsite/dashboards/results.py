@@ -11,6 +11,8 @@
   metrics            MetricResult values per model and their Spearman correlation with the human scores
   progress           votes so far, image pairs answered, votes still needed to separate the top two
   decisions          analysis.decisions.campaign_decisions for every criterion, in plain words too
+  style_control      the leaderboard with and without per-image style covariates, and their effects
+  fragility          per criterion, the fewest votes whose removal changes each decision (evalsite.dashboards.style)
 Numbers are exactly those of the analysis functions; nothing is recomputed here.
 """
 
@@ -32,6 +34,7 @@ from analysis.votes import count_pairs
 from analysis.win_rates import sd3_win_rates, win_rate_matrix
 from evalsite.dashboards.data import counted_votes, quality_frame, votes_frame
 from evalsite.dashboards.models import MetricResult
+from evalsite.dashboards.style import fragility_for, style_control_for
 from evalsite.rating.models import Campaign, Criterion, ImagePair
 
 BREAKDOWN_COLUMNS = ("category", "challenge")
@@ -321,6 +324,15 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
                 for c in criteria
             ],
         },
+        "style_control": style_control_for(counted) if fit is not None else None,
+        "fragility": [
+            {
+                "criterion": c,
+                "label": Criterion(c).label if c in Criterion.values else c,
+                "decisions": fragility_for(counted_by_criterion[c], options.alpha),
+            }
+            for c in criteria
+        ],
     }
 
 

@@ -157,6 +157,9 @@ class Image(models.Model):
     # and where it came from, in the importer's words (e.g. "API, 2026-11, quality=hd").
     original_sha256 = models.CharField(max_length=64, blank=True)
     provenance = models.CharField(max_length=500, blank=True)
+    # Style covariates measured from the stored pixels (evalsite.runs.style_covariates), cached here so the
+    # dashboards decode each image once: {"version": N, "brightness": ..., ...}; null until first measured.
+    style_covariates = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -1,0 +1,303 @@
+"""Fragility of each decision the dashboard shows: the smallest number of votes whose removal would change it.
+
+The decisions are those of analysis/decisions.py on one criterion's votes (ties as half a win):
+  top_model            "L leads": L has the highest Bradley-Terry strength
+  top_model_certified  "L is certified best" (or "not yet certified"): top_model_decision's claim
+  neighbour_settled    "hi ranks above lo, settled" (or "not settled"): neighbour_decisions' claim
+  pair_order           "i is above j": the sign of every pairwise score difference (neighbours included)
+
+How the number is found (an influence approximation, then refits):
+1. Votes of one pair and one outcome (i won, j won, tie) are interchangeable, so the candidates are the
+   3 P vote kinds. Each decision has a statistic s that is > 0 exactly when its claim holds: the
+   smallest score difference (top_model, pair_order) or the smallest distance of a difference above its
+   one-sided anytime boundary (the certified / settled claims, analysis/confidence_sequences.py).
+2. Influence of dropping one vote of a kind: the one-step Newton change of the strengths,
+   H^-1 grad(loss of that vote), and the Sherman-Morrison change of the differences' variances (the
+   vote's information leaves), give the change of s to first order.
+3. Greedy: drop the most influential votes first until the first-order s crosses 0; the count of that
+   first pass is the `approximate` answer (no refit at all).
+4. Confirm: refit without those votes and ask the real decision functions (analysis/decisions.py) whether
+   the claim changed. If not, recompute the influences at the refit and drop more; once it changed,
+   search the smallest prefix of the removal order that still changes it (refits). That count is
+   `votes_to_change`, `confirmed` True. It is an upper bound on the true minimum (the search follows the
+   influence order; it does not try every subset); on a pair of models it is the exact minimum.
+A decision that no removal within `max_votes` changes is reported with votes_to_change None. A removal that
+leaves a model of the claim without votes does not count as a change (its score would be the prior's).
+
+May import numpy and analysis.votes, newton, bradley_terry, confidence_sequences, decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis.bradley_terry import bt_covariance, bt_mle, difference_information, sigmoid
+from analysis.confidence_sequences import DEFAULT_ALPHA, check_alpha, family_alphas, one_sided_radius
+from analysis.decisions import neighbour_decisions, top_model_decision
+from analysis.votes import PairCounts
+
+OUTCOME_SCORE = np.array([1.0, 0.0, 0.5])  # score of the pair's first model for: i won, j won, tie
+MAX_ROUNDS = 40  # re-linearisations before giving up on a decision
+LEVEL = 1e-9  # score differences (nats) this small are a tie: "i above j" does not hold, and level pairs
+#   get no order decision
+
+
+@dataclass
+class Decision:
+    """One claim and how to evaluate it on any vote counts."""
+
+    kind: str
+    claim: str  # in words, as it holds now
+    leader: int  # the model the claim is about (top model, higher of a pair)
+    rivals: list[int]  # the claim compares leader with each of these: min over them
+    level: float | None  # one-sided level of the boundary; None for a plain sign
+
+
+def decision_fragility(
+    pairs: PairCounts, alpha: float = DEFAULT_ALPHA, *, max_votes: int | None = None, pair_orders: bool = True
+) -> list[dict]:
+    """For each decision on these vote counts: the votes whose removal would change it.
+
+    pairs: the counted votes of one criterion (analysis.votes.count_pairs). alpha: as campaign_decisions.
+    max_votes: stop looking beyond this many removed votes (default: all votes).
+    Returns JSON-friendly dicts, one per decision:
+      kind, claim, holds (whether the claim holds now), models (names involved),
+      approximate (votes to remove by the first-order pass; None when the first order never gets there),
+      votes_to_change (confirmed by refitting; None when not found), confirmed (bool),
+      share (votes_to_change / counted votes), removed [{model_i, model_j, outcome, votes}] (which votes:
+      outcome "i won", "j won" or "tie"), refits (how many refits it took), explain (plain words).
+    """
+    check_alpha(alpha)
+    counts = np.asarray(pairs.counts, dtype=float)
+    total = float(counts.sum())
+    k = pairs.n_models
+    if k < 2 or total == 0:
+        return []
+    max_votes = int(total) if max_votes is None else min(int(max_votes), int(total))
+    names = list(pairs.models)
+    out = []
+    for decision in _decisions(pairs, counts, alpha):
+        out.append(_fragility_of(decision, pairs, counts, alpha, max_votes, names, total))
+    return out
+
+
+def _decisions(pairs: PairCounts, counts: np.ndarray, alpha: float) -> list[Decision]:
+    k = pairs.n_models
+    names = pairs.models
+    theta = bt_mle(pairs.half_wins(counts))
+    order = [int(i) for i in np.argsort(-theta, kind="stable")]
+    level_top, level_order = family_alphas(k, alpha)
+    leader = order[0]
+    rivals = [j for j in range(k) if j != leader]
+    certified = _claim_holds(Decision("top_model_certified", "", leader, rivals, level_top), pairs, counts, alpha)
+    out = []
+    if min(theta[leader] - theta[j] for j in rivals) > LEVEL:
+        out.append(Decision("top_model", f"{names[leader]} leads", leader, rivals, None))
+    out += [
+        Decision(
+            "top_model_certified",
+            f"{names[leader]} is certified best" if certified else f"{names[leader]} is not yet certified best",
+            leader,
+            rivals,
+            level_top,
+        ),
+    ]
+    for hi, lo in zip(order[:-1], order[1:], strict=True):
+        settled = _claim_holds(Decision("neighbour_settled", "", hi, [lo], level_order), pairs, counts, alpha)
+        verb = "settled" if settled else "not settled"
+        out.append(Decision("neighbour_settled", f"{names[hi]} above {names[lo]}: {verb}", hi, [lo], level_order))
+    for position, hi in enumerate(order):
+        for lo in order[position + 1 :]:
+            if theta[hi] - theta[lo] > LEVEL:
+                out.append(Decision("pair_order", f"{names[hi]} scores above {names[lo]}", hi, [lo], None))
+    return out
+
+
+def _fit(pairs: PairCounts, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    wins = pairs.half_wins(counts)
+    theta = bt_mle(wins)
+    return theta, bt_covariance(wins, theta)
+
+
+def _changed(decision: Decision, pairs: PairCounts, counts: np.ndarray, alpha: float, holds: bool) -> bool:
+    """Whether removing votes down to `counts` changed the claim. A removal that leaves a model of the claim
+    without any vote does not count: its score would be the prior's, not evidence (the claim is gone, not
+    reversed)."""
+    per_model = np.bincount(pairs.i, counts.sum(axis=1), pairs.n_models) + np.bincount(
+        pairs.j, counts.sum(axis=1), pairs.n_models
+    )
+    if (per_model[[decision.leader, *decision.rivals]] <= 0).any():
+        return False
+    return _claim_holds(decision, pairs, counts, alpha) != holds
+
+
+def _claim_holds(decision: Decision, pairs: PairCounts, counts: np.ndarray, alpha: float) -> bool:
+    """Whether the claim holds on these counts, asked of the decision functions themselves (a refit)."""
+    theta, cov = _fit(pairs, counts)
+    diff = theta[:, None] - theta[None, :]
+    names = list(pairs.models)
+    if decision.kind == "top_model_certified":
+        info = difference_information(cov)
+        return bool(top_model_decision(diff, info, alpha, decision.leader, names, float(counts.sum()))["certified"])
+    if decision.kind == "neighbour_settled":
+        info = difference_information(cov)
+        return bool(neighbour_decisions(diff, info, alpha, [decision.leader, decision.rivals[0]], names)[0]["settled"])
+    return bool(min(diff[decision.leader, j] for j in decision.rivals) > LEVEL)
+
+
+def _statistic(decision: Decision, diff: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """s (...) from differences and their variances (..., R) against each rival: > 0 where the claim holds."""
+    if decision.level is None:
+        return diff.min(axis=-1) - LEVEL
+    with np.errstate(divide="ignore"):
+        info = np.where(var > 0, 1.0 / np.maximum(var, 1e-300), 0.0)
+    bound = diff - one_sided_radius(info, decision.level)
+    return np.maximum(bound, -1e6).min(axis=-1)  # the radius is inf without information
+
+
+def _first_order(decision: Decision, pairs: PairCounts, counts: np.ndarray) -> tuple[float, np.ndarray]:
+    """(s now, change of s (P * 3,) when one vote of each kind is dropped), to first order, at a fresh fit."""
+    theta, cov = _fit(pairs, counts)
+    k = len(theta)
+    i, j = pairs.i, pairs.j
+    contrasts = np.zeros((len(decision.rivals), k))  # (R, K) rows e_leader - e_rival
+    contrasts[:, decision.leader] = 1.0
+    contrasts[np.arange(len(decision.rivals)), decision.rivals] = -1.0
+    diff = contrasts @ theta  # (R,)
+    var = np.einsum("rk,kl,rl->r", contrasts, cov, contrasts)  # (R,)
+    s = float(_statistic(decision, diff, var))
+    # per pair p: u_p = e_i - e_j; c^T cov u_p for each rival (R, P); u^T cov u (P,)
+    cov_u = cov[:, i] - cov[:, j]  # (K, P)
+    c_cov_u = contrasts @ cov_u  # (R, P)
+    u_cov_u = cov_u[i, np.arange(len(i))] - cov_u[j, np.arange(len(i))]  # (P,)
+    p = sigmoid(theta[i] - theta[j])  # (P,)
+    weight = p * (1 - p)  # information of one vote of the pair
+    loss_grad = p[:, None] - OUTCOME_SCORE[None, :]  # (P, 3) d loss / d (theta_i - theta_j)
+    new_diff = diff[:, None, None] + c_cov_u[:, :, None] * loss_grad[None]  # (R, P, 3)
+    denom = np.maximum(1.0 - weight * u_cov_u, 1e-12)
+    new_var = var[:, None] + weight * c_cov_u**2 / denom  # (R, P), the same for the 3 outcomes
+    new_var = np.broadcast_to(new_var[:, :, None], new_diff.shape)
+    s_after = _statistic(decision, np.moveaxis(new_diff, 0, -1), np.moveaxis(new_var, 0, -1))  # (P, 3)
+    return s, (s_after - s).ravel()
+
+
+def _greedy_round(
+    s: float, delta: np.ndarray, available: np.ndarray, direction: float, budget: int
+) -> tuple[list[int], bool]:
+    """Vote kinds to drop (with repetition), most influential first, until the first-order s crosses 0.
+
+    direction: -1 to push s to <= 0 (break a claim that holds), +1 to push it above 0. Returns (kinds,
+    whether the first order says s crosses within the budget)."""
+    gain = direction * delta
+    # breaking a claim needs s <= 0 (a tie breaks "i above j"); making one needs s > 0
+    gap = abs(s) * (1 + 1e-9) if direction > 0 else abs(s) * (1 - 1e-9)
+    kinds: list[int] = []
+    for kind in np.argsort(-gain, kind="stable"):
+        if gain[kind] <= 0 or len(kinds) >= budget:
+            break
+        n = int(min(available[kind], math.ceil(gap / gain[kind]), budget - len(kinds)))
+        kinds.extend([int(kind)] * n)
+        gap -= n * gain[kind]
+        if gap <= 0:
+            return kinds, True
+    return kinds, False
+
+
+def _fragility_of(
+    decision: Decision,
+    pairs: PairCounts,
+    counts: np.ndarray,
+    alpha: float,
+    max_votes: int,
+    names: list[str],
+    total: float,
+) -> dict:
+    holds = _claim_holds(decision, pairs, counts, alpha)
+    direction = -1.0 if holds else 1.0
+    removal: list[int] = []  # vote kinds (pair * 3 + outcome), in the order they are dropped
+    approximate = None
+    last_unchanged = 0  # the longest prefix of `removal` known (by a refit) not to change the claim
+    found = None
+    refits = 0
+    for round_number in range(MAX_ROUNDS):
+        remaining = counts - _as_counts(removal, counts.shape)
+        s, delta = _first_order(decision, pairs, remaining)
+        budget = max_votes - len(removal)
+        kinds, crosses = _greedy_round(s, delta, remaining.ravel(), direction, budget)
+        if round_number == 0 and crosses:
+            approximate = len(kinds)
+        if not kinds:
+            break
+        removal.extend(kinds)
+        refits += 1
+        if _changed(decision, pairs, counts - _as_counts(removal, counts.shape), alpha, holds):
+            found = len(removal)
+            break
+        last_unchanged = len(removal)
+        if len(removal) >= max_votes:
+            break
+    if found is not None:  # the smallest prefix that still changes the claim (bisection, refits)
+        lo, hi = last_unchanged, found
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            refits += 1
+            changed = _changed(decision, pairs, counts - _as_counts(removal[:mid], counts.shape), alpha, holds)
+            lo, hi = (lo, mid) if changed else (mid, hi)
+        found = hi
+    entry = {
+        "kind": decision.kind,
+        "claim": decision.claim,
+        "holds": holds,
+        "models": [names[decision.leader], *(names[r] for r in decision.rivals)],
+        "approximate": approximate,
+        "votes_to_change": found,
+        "confirmed": found is not None,
+        "share": None if found is None else found / total,
+        "removed": [] if found is None else _describe(removal[:found], pairs),
+        "refits": refits,
+        "counted_votes": int(total),
+    }
+    entry["explain"] = explain_fragility(entry)
+    return entry
+
+
+def _as_counts(kinds: list[int], shape: tuple[int, ...]) -> np.ndarray:
+    return np.bincount(np.asarray(kinds, dtype=np.int64), minlength=shape[0] * shape[1]).reshape(shape).astype(float)
+
+
+def _describe(kinds: list[int], pairs: PairCounts) -> list[dict]:
+    removed = _as_counts(kinds, pairs.counts.shape)
+    out = []
+    for p, outcome in zip(*np.nonzero(removed), strict=True):
+        first, second = pairs.models[pairs.i[p]], pairs.models[pairs.j[p]]
+        n = int(removed[p, outcome])
+        if outcome == 2:
+            outcome_name, text = "tie", f"{n} tie{'s' if n > 1 else ''} of {first} and {second}"
+        else:
+            winner, loser = (first, second) if outcome == 0 else (second, first)
+            outcome_name, text = f"{winner} won", f"{n} vote{'s' if n > 1 else ''} {winner} won against {loser}"
+        out.append({"model_i": first, "model_j": second, "outcome": outcome_name, "votes": n, "text": text})
+    return sorted(out, key=lambda r: -r["votes"])
+
+
+def explain_fragility(entry: dict) -> str:
+    """One sentence: how many votes it would take to change the decision."""
+    claim = entry["claim"]
+    if entry["votes_to_change"] is None:
+        if entry["approximate"] is None:
+            return f"“{claim}”: removing votes does not change it (no vote moves it that way)."
+        return (
+            f"“{claim}”: the first-order estimate ({entry['approximate']:,} votes) was not confirmed by refitting, "
+            "and removing votes in order of influence found no set that changes it (removing a model's losses "
+            "also removes the information about it, so some claims cannot be reached by removals)."
+        )
+    n, share = entry["votes_to_change"], 100 * entry["share"]
+    what = ", ".join(r["text"] for r in entry["removed"])
+    estimate = "–" if entry["approximate"] is None else f"{entry['approximate']:,}"
+    return (
+        f"“{claim}” changes if {n:,} of the {entry['counted_votes']:,} counted votes ({share:.1f}%) are removed: "
+        f"{what} (confirmed by refitting; the first-order estimate was {estimate})."
+    )
