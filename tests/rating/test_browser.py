@@ -151,7 +151,7 @@ def test_a_rater_votes_on_three_pairs_with_the_keyboard_only(live_server, campai
     assert_one_screen(page, 390, 844)
     page.screenshot(path=str(ARTIFACTS / "rater-phone-390x844.png"), full_page=True)
     # answering on the phone moves to the next question, which must be on screen too, without scrolling
-    for index in range(len(page.query_selector_all(".question"))):
+    for _index in range(len(page.query_selector_all(".question"))):
         page.locator(".question.active .choice").first.click()
         assert page.evaluate("window.scrollY") == 0
         assert_one_screen(page, 390, 844)
