@@ -4,8 +4,8 @@ Three plain checks, each returning one row per suspicious rater (or pair of rate
 
   join_bursts(joins)            many accounts joining through one link within a short window (a script, or
                                 one person minting accounts to stuff votes);
-  identical_streams(votes)      two raters whose answers on the items they share are (nearly) the same, far
-                                beyond what the crowd's agreement on those model pairs predicts;
+  identical_streams(votes)      two raters whose answers on the items they share are the same, far beyond
+                                what the crowd, and their agreement with anyone else, predicts;
   model_favouring(votes)        a rater who picks one model far more often than the rest of the crowd does
                                 *on the same model pairs* (someone who recognises a model and pushes it).
 
@@ -92,15 +92,19 @@ def join_bursts(joins: pd.DataFrame, *, window_seconds: float = 60.0, min_joins:
 
 
 def identical_streams(
-    votes: pd.DataFrame, *, min_shared: int = 20, min_agreement: float = 0.95, alpha: float = 1e-3
+    votes: pd.DataFrame, *, min_shared: int = 20, min_agreement: float = 1.0, alpha: float = 1e-3
 ) -> pd.DataFrame:
-    """Pairs of raters whose answers agree on at least `min_agreement` of the >= `min_shared` items they both
-    answered, when the crowd's own agreement on those model pairs makes that improbable.
+    """Pairs of raters whose answers agree on at least `min_agreement` (default: all) of the >= `min_shared`
+    items they both answered, when what the crowd predicts makes that improbable.
 
-    The crowd's agreement on an item is the chance that two votes drawn from everyone else's answers on
-    its model pair (and criterion) agree: sum over answers of share**2 (answers are the winning model, tie
-    or both bad). The test is one-sided binomial against the mean of those chances over the shared items
-    (conservative next to the exact Poisson-binomial), Bonferroni-corrected over the pairs of raters tested.
+    Answers are the winning model, tie or both bad, so the left/right order does not matter. The predicted
+    agreement of raters A and B is the highest of: the crowd's agreement on those model pairs (the chance
+    that two votes drawn from the answers on an item's model pair and criterion agree: sum of share**2,
+    averaged over the shared items), and the agreement of A or of B with any *third* rater they share at
+    least `min_shared` items with. So careful raters, who agree with every careful rater about as much as
+    with each other, are not suspects; an account that copies another (or two run by one script), which
+    agree with each other far more than with anyone else, are. The test is one-sided binomial
+    (conservative next to the exact Poisson-binomial), Bonferroni-corrected over the pairs tested.
     Returns rater, other, n_shared, agreement, expected, p_value.
     """
     columns = ["rater", "other", "n_shared", "agreement", "expected", "p_value"]
@@ -121,13 +125,22 @@ def identical_streams(
         return pd.DataFrame(columns=columns)
     both["agree"] = both["answer"] == both["answer_other"]
     grouped = both.groupby(["rater", "rater_other"]).agg(
-        n_shared=("agree", "size"), agreed=("agree", "sum"), expected=("chance", "mean")
+        n_shared=("agree", "size"), agreed=("agree", "sum"), crowd=("chance", "mean")
     )
-    tested = grouped[grouped["n_shared"] >= min_shared]
+    tested = grouped[grouped["n_shared"] >= min_shared].copy()
     if tested.empty:
         return pd.DataFrame(columns=columns)
-    p_values = stats.binom.sf(tested["agreed"] - 1, tested["n_shared"], tested["expected"].clip(upper=1 - 1e-9))
-    tested = tested.assign(agreement=tested["agreed"] / tested["n_shared"], p_value=p_values)
+    tested["agreement"] = tested["agreed"] / tested["n_shared"]
+    with_others: dict = {}  # rater -> [(other, agreement)] over the tested pairs
+    for (a, b), agreement in tested["agreement"].items():
+        with_others.setdefault(a, []).append((b, agreement))
+        with_others.setdefault(b, []).append((a, agreement))
+    expected = []
+    for (a, b), crowd in tested["crowd"].items():
+        third = [x for r, o in ((a, b), (b, a)) for other, x in with_others[r] if other != o]
+        expected.append(max([crowd, *third]))
+    tested["expected"] = np.clip(expected, 0.0, 1 - 1e-9)
+    tested["p_value"] = stats.binom.sf(tested["agreed"] - 1, tested["n_shared"], tested["expected"])
     hits = tested[(tested["agreement"] >= min_agreement) & (tested["p_value"] < alpha / len(tested))]
     out = hits.reset_index().rename(columns={"rater_other": "other"})
     out["n_shared"] = out["n_shared"].astype(int)
