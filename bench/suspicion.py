@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "analysis"))
 
-from analysis.suspicion import suspicious_raters  # noqa: E402
 from test_suspicion import crowd  # noqa: E402
+
+from analysis.suspicion import suspicious_raters  # noqa: E402
 
 
 def main() -> None:
