@@ -58,11 +58,9 @@ HELD_OUT_STATES = (RaterReview.State.HELD, RaterReview.State.REJECTED)
 WINNER_OF_CHOICE = {Choice.LEFT: "model_a", Choice.RIGHT: "model_b", Choice.TIE: "tie", Choice.BOTH_BAD: "both_bad"}
 
 
-def held_out_rater_ids(campaign: Campaign) -> set[int]:
+def held_out_rater_ids(campaign: Campaign, states=HELD_OUT_STATES) -> set[int]:
     """Raters whose votes in this campaign wait for a researcher's review, or were rejected in it."""
-    return set(
-        RaterReview.objects.filter(campaign=campaign, state__in=HELD_OUT_STATES).values_list("rater_id", flat=True)
-    )
+    return set(RaterReview.objects.filter(campaign=campaign, state__in=states).values_list("rater_id", flat=True))
 
 
 def suspicion_frames(campaign: Campaign) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -54,7 +54,7 @@ def test_quality_update_holds_the_rater_who_pushes_a_model_and_no_careful_one(vo
 
 
 def test_the_celery_task_body_runs_the_checks(voted):
-    update_task(voted.pk)
+    assert update_task(voted.pk) == {"raters": 6, "flagged": 0, "held": 1}
     assert RaterReview.objects.filter(campaign=voted, state=RaterReview.State.HELD).count() == 1
 
 
