@@ -64,8 +64,11 @@ def held_out_rater_ids(campaign: Campaign, states=HELD_OUT_STATES) -> set[int]:
 
 
 def suspicion_frames(campaign: Campaign) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(votes, joins) of the campaign in analysis.suspicion's columns; raters by user name, models by name."""
-    rows = Vote.objects.filter(campaign=campaign, is_gold=False).values_list(
+    """(votes, joins) of the campaign in analysis.suspicion's columns; raters by user name, models by name.
+
+    Flagged raters' votes (gold accuracy, or a researcher) are left out: they count nowhere already, and a crowd
+    baseline without random clickers does not make a careful rater look far better than the crowd."""
+    rows = Vote.objects.filter(campaign=campaign, is_gold=False, rater__flagged=False).values_list(
         "rater__user__username", "assignment__pair_key", "criterion", "model_left__name", "model_right__name", "choice"
     )
     votes = pd.DataFrame.from_records(

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from evalsite.rating import engine, quality
-from evalsite.rating.models import CampaignJoin, Choice, RaterReview, Vote
+from evalsite.rating.models import CampaignJoin, Choice, Rater, RaterReview, Vote
 from evalsite.rating.tasks import update_rater_quality as update_task
 from evalsite.rating.voting import VoteSubmission, record_votes
 
@@ -115,3 +115,11 @@ def test_a_burst_of_joins_through_the_invite_link_is_held_and_the_simulation_lin
     assert held.count() == 10
     assert not held.filter(rater__simulated=True).exists()
     assert all("join burst" in r.reasons for r in held)
+
+
+def test_flagged_raters_votes_are_left_out_of_the_crowd_the_checks_compare_with(voted):
+    votes, _ = quality.suspicion_frames(voted)
+    assert "careful-0" in set(votes["rater"])
+    Rater.objects.filter(user__username="careful-0").update(flagged=True, flagged_reason="by hand")
+    votes, _ = quality.suspicion_frames(voted)
+    assert "careful-0" not in set(votes["rater"]) and "careful-1" in set(votes["rater"])
