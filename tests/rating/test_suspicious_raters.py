@@ -123,3 +123,16 @@ def test_flagged_raters_votes_are_left_out_of_the_crowd_the_checks_compare_with(
     Rater.objects.filter(user__username="careful-0").update(flagged=True, flagged_reason="by hand")
     votes, _ = quality.suspicion_frames(voted)
     assert "careful-0" not in set(votes["rater"]) and "careful-1" in set(votes["rater"])
+
+
+def test_the_admin_action_accepts_held_raters(voted, django_user_model):
+    quality.update_rater_quality(voted)
+    review = RaterReview.objects.get(campaign=voted)
+    admin = Client()
+    admin.force_login(django_user_model.objects.create_superuser("admin", password="pw-admin-1"))
+    response = admin.post(
+        "/admin/rating/raterreview/", {"action": "accept", "_selected_action": [review.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    review.refresh_from_db()
+    assert review.state == RaterReview.State.ACCEPTED and review.reviewed_by.username == "admin"
