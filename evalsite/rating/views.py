@@ -120,7 +120,8 @@ def join(request, invite_token: str):
             rater, _ = Rater.objects.get_or_create(
                 user=user, defaults={"simulated": simulated, "participant_id": participant}
             )
-            if invite is not None and invite.used_by_id != rater.pk:
+            already_in = campaign.raters.filter(pk=rater.pk).exists()
+            if invite is not None and invite.used_by_id != rater.pk and not already_in:  # a member keeps it unused
                 claimed = PersonalInvite.objects.filter(pk=invite.pk, used_by__isnull=True).update(
                     used_by=rater, used_at=timezone.now()
                 )

@@ -42,6 +42,16 @@ def test_a_logged_in_user_can_use_a_personal_invite_but_not_someone_elses(campai
     assert [r.user.username for r in campaign.raters.all()] == ["alice"]
 
 
+def test_a_member_opening_another_personal_invite_does_not_use_it_up(campaign):
+    first, second = PersonalInvite.objects.bulk_create([PersonalInvite(campaign=campaign) for _ in range(2)])
+    client = Client()
+    join(client, first.token)
+    assert join(client, second.token).status_code == 302
+    second.refresh_from_db()
+    assert second.used_by is None  # still good for the person it was sent to
+    assert join(Client(), second.token).status_code == 302 and campaign.raters.count() == 2
+
+
 def test_a_personal_invite_campaign_refuses_its_invite_link_but_not_the_simulation_link(campaign):
     campaign.join_mode = JoinMode.PERSONAL
     campaign.save()
