@@ -16,6 +16,7 @@ Where things live, lowest layer first (a module imports only modules above it in
   win_rates.py             win_rate_matrix, sd3_win_rates (empirical, no model)
   breakdowns.py            breakdown: results per prompt category, challenge or any column
   rater_quality.py         gold accuracy, speed, position bias, agreement, rater_report, flagged_raters
+  suspicion.py             suspicious raters: join bursts, identical answer streams, one model favoured
   confidence_sequences.py  the anytime-valid boundary: log_evidence, confidence_radius, family_alphas
   pair_choice.py           which pair a rater sees next: choose_model_pair (the site's engine)
   votes_needed.py          how many more votes each open decision needs (project_votes_needed)

@@ -12,6 +12,7 @@
   progress           votes so far, image pairs answered, votes still needed to separate the top two
   decisions          analysis.decisions.campaign_decisions for every criterion, in plain words too
   style_control      the leaderboard with and without per-image style covariates, and their effects
+  held_out           raters held for review and the leaderboard with and without their votes (held_out.py)
   fragility          per criterion, the fewest votes whose removal changes each decision (evalsite.dashboards.style)
 Numbers are exactly those of the analysis functions; nothing is recomputed here.
 """
@@ -33,6 +34,7 @@ from analysis.rater_quality import rater_report
 from analysis.votes import count_pairs
 from analysis.win_rates import sd3_win_rates, win_rate_matrix
 from evalsite.dashboards.data import counted_votes, quality_frame, votes_frame
+from evalsite.dashboards.held_out import held_out_effect, with_reviews
 from evalsite.dashboards.models import MetricResult
 from evalsite.dashboards.style import fragility_for, style_control_for
 from evalsite.rating.models import Campaign, Criterion, ImagePair
@@ -97,8 +99,9 @@ def _with_known_times(votes: pd.DataFrame) -> pd.DataFrame:
 
 
 def rater_table(campaign: Campaign, votes: pd.DataFrame) -> pd.DataFrame:
-    """One row per rater: rater_report's measures and flags, plus the platform's flag (Rater.flagged)."""
-    return rater_table_of(votes, min_gold_accuracy=campaign.min_gold_accuracy)
+    """One row per rater: rater_report's measures and flags, plus the platform's flag (Rater.flagged) and the
+    review of the suspicion checks (held and rejected raters count as flagged)."""
+    return with_reviews(campaign, rater_table_of(votes, min_gold_accuracy=campaign.min_gold_accuracy))
 
 
 def rater_table_of(votes: pd.DataFrame, *, min_gold_accuracy: float) -> pd.DataFrame:
@@ -325,6 +328,7 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
             ],
         },
         "style_control": style_control_for(counted) if fit is not None else None,
+        "held_out": held_out_effect(campaign, votes, raters, options.criterion, options.bootstrap_rounds),
         "fragility": [
             {
                 "criterion": c,

@@ -3,10 +3,22 @@ import logging
 from django.contrib import admin
 from django.db import transaction
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from evalsite.rating import engine, quality
-from evalsite.rating.models import Assignment, Campaign, GoldCheck, ImagePair, Rater, RaterStats, Vote
+from evalsite.rating.models import (
+    Assignment,
+    Campaign,
+    CampaignJoin,
+    GoldCheck,
+    ImagePair,
+    PersonalInvite,
+    Rater,
+    RaterReview,
+    RaterStats,
+    Vote,
+)
 
 
 @admin.register(Rater)
@@ -94,6 +106,41 @@ class RaterStatsAdmin(admin.ModelAdmin):
         "flagged",
     )
     list_filter = ("campaign", "flagged")
+
+
+@admin.register(RaterReview)
+class RaterReviewAdmin(admin.ModelAdmin):
+    """Raters the suspicion checks held: accept to count their votes, reject to leave them out for good."""
+
+    list_display = ("rater", "campaign", "state", "reasons", "detected_at", "reviewed_by", "reviewed_at")
+    list_filter = ("state", "campaign")
+    readonly_fields = ("detected_at", "reviewed_by", "reviewed_at")
+    actions = ["accept", "reject"]
+
+    def _review(self, request, queryset, state: str) -> None:
+        count = queryset.update(state=state, reviewed_by=request.user, reviewed_at=timezone.now())
+        self.message_user(request, f"{count} raters marked {state}.")
+
+    @admin.action(description="Accept: count their votes")
+    def accept(self, request, queryset):
+        self._review(request, queryset, RaterReview.State.ACCEPTED)
+
+    @admin.action(description="Reject: leave their votes out")
+    def reject(self, request, queryset):
+        self._review(request, queryset, RaterReview.State.REJECTED)
+
+
+@admin.register(PersonalInvite)
+class PersonalInviteAdmin(admin.ModelAdmin):
+    list_display = ("label", "campaign", "token", "used_by", "used_at", "created_at")
+    list_filter = ("campaign",)
+    readonly_fields = ("token", "used_by", "used_at")
+
+
+@admin.register(CampaignJoin)
+class CampaignJoinAdmin(admin.ModelAdmin):
+    list_display = ("rater", "campaign", "link", "joined_at")
+    list_filter = ("campaign", "link")
 
 
 def _enqueue_prepare(campaign_id: int) -> None:

@@ -82,6 +82,11 @@ class Rater(models.Model):
         return self.user.get_username()
 
 
+class JoinMode(models.TextChoices):
+    LINK = "link", "The campaign's invite link (anyone who has it)"
+    PERSONAL = "personal", "One-time personal invites only"
+
+
 class Campaign(models.Model):
     """A rating campaign over the images of one comparison run."""
 
@@ -102,6 +107,12 @@ class Campaign(models.Model):
     require_participant_id = models.BooleanField(
         default=False,
         help_text="Only links carrying ?participant=<id> (a rater panel's) may join; one account per participant.",
+    )
+    join_mode = models.CharField(
+        max_length=20,
+        choices=JoinMode.choices,
+        default=JoinMode.LINK,
+        help_text="Personal: only one-time personal invites (PersonalInvite) make accounts; the invite link refuses.",
     )
     votes_per_pair = models.PositiveIntegerField(default=3, help_text="Target votes per image pair.")
     gold_rate = models.FloatField(default=0.1, help_text="Share of assignments that are gold checks.")
@@ -279,3 +290,59 @@ class RaterStats(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["campaign", "rater"], name="one_stats_row_per_rater")]
         verbose_name_plural = "rater stats"
+
+
+class PersonalInvite(models.Model):
+    """A one-time invite: its link makes one account (or lets one logged-in user join) and is then used up."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="personal_invites")
+    token = models.CharField(max_length=40, unique=True, default=new_invite_token)
+    # Whom the researcher sent it to, for their own records (never shown to raters).
+    label = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    used_by = models.ForeignKey(Rater, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.label or f"personal invite {self.pk}"
+
+
+SIMULATION_LINK = "simulation link"  # CampaignJoin.link of the simulated crowd's joins
+
+
+class CampaignJoin(models.Model):
+    """When a rater joined a campaign and through which link (for join-burst detection)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="joins")
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="joins")
+    # "invite link", "simulation link" or "personal invite <id>"
+    link = models.CharField(max_length=60)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "rater"], name="one_join_per_rater_and_campaign")]
+
+
+class RaterReview(models.Model):
+    """A rater the suspicion checks picked out in a campaign (analysis.suspicion), and the researcher's verdict.
+
+    held: their votes are left out of every count until a researcher reviews them; accepted: counted like
+    anyone's (the checks never hold them again in this campaign); rejected: left out for good."""
+
+    class State(models.TextChoices):
+        HELD = "held"
+        ACCEPTED = "accepted"
+        REJECTED = "rejected"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="rater_reviews")
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="reviews")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.HELD)
+    reasons = models.TextField(blank=True)
+    detected_at = models.DateTimeField(auto_now_add=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["campaign", "rater"], name="one_review_per_rater_and_campaign")]

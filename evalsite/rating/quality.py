@@ -10,8 +10,15 @@ campaign.min_gold_accuracy is flagged: RaterStats.flagged for this campaign, and
 reason starting with AUTO_FLAG_PREFIX. Automatic flags are lifted when no campaign flags the rater any
 more; a flag a researcher set by hand (any other reason) is never touched.
 
+`detect_suspicious_raters(campaign)` (run by update_rater_quality) applies analysis.suspicion to the
+campaign's votes and joins: bursts of joins through one link, identical answer streams, one model favoured
+far beyond the crowd on the same pairs. A rater it finds gets a RaterReview in state "held": their votes
+are left out of every count until a researcher accepts (counted again, never held again in this campaign)
+or rejects them. The simulation link's joins are not checked for bursts (a simulated crowd joins at once).
+
 `votes_for_analysis(campaign)` is what every analysis should read: no gold votes, and no votes of
-flagged raters (exclude_flagged=False keeps them, e.g. to show what excluding them changes).
+flagged raters or raters held or rejected in review (exclude_flagged=False keeps them all, e.g. to show
+what excluding them changes).
 """
 
 from __future__ import annotations
@@ -19,10 +26,22 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+import pandas as pd
 from django.db import transaction
 from django.db.models import QuerySet
 
-from evalsite.rating.models import Assignment, Campaign, Choice, Rater, RaterStats, Vote
+from analysis.suspicion import suspicious_raters
+from evalsite.rating.models import (
+    SIMULATION_LINK,
+    Assignment,
+    Campaign,
+    CampaignJoin,
+    Choice,
+    Rater,
+    RaterReview,
+    RaterStats,
+    Vote,
+)
 
 AUTO_FLAG_PREFIX = "quality control:"
 
@@ -31,8 +50,61 @@ def votes_for_analysis(campaign: Campaign, *, exclude_flagged: bool = True) -> Q
     """The campaign's votes on real pairs, without flagged raters' votes unless exclude_flagged=False."""
     votes = Vote.objects.filter(campaign=campaign, is_gold=False)
     if exclude_flagged:
-        votes = votes.exclude(rater__flagged=True)
+        votes = votes.exclude(rater__flagged=True).exclude(rater_id__in=held_out_rater_ids(campaign))
     return votes
+
+
+HELD_OUT_STATES = (RaterReview.State.HELD, RaterReview.State.REJECTED)
+WINNER_OF_CHOICE = {Choice.LEFT: "model_a", Choice.RIGHT: "model_b", Choice.TIE: "tie", Choice.BOTH_BAD: "both_bad"}
+
+
+def held_out_rater_ids(campaign: Campaign, states=HELD_OUT_STATES) -> set[int]:
+    """Raters whose votes in this campaign wait for a researcher's review, or were rejected in it."""
+    return set(RaterReview.objects.filter(campaign=campaign, state__in=states).values_list("rater_id", flat=True))
+
+
+def suspicion_frames(campaign: Campaign) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(votes, joins) of the campaign in analysis.suspicion's columns; raters by user name, models by name.
+
+    Flagged raters' votes (gold accuracy, or a researcher) are left out: they count nowhere already, and a crowd
+    baseline without random clickers does not make a careful rater look far better than the crowd."""
+    rows = Vote.objects.filter(campaign=campaign, is_gold=False, rater__flagged=False).values_list(
+        "rater__user__username", "assignment__pair_key", "criterion", "model_left__name", "model_right__name", "choice"
+    )
+    votes = pd.DataFrame.from_records(
+        [
+            (rater, f"{pair}:{criterion}", criterion, left, right, WINNER_OF_CHOICE[choice])
+            for rater, pair, criterion, left, right, choice in rows
+        ],
+        columns=["rater", "item", "criterion", "model_a", "model_b", "winner"],
+    )
+    joins = pd.DataFrame.from_records(
+        list(
+            CampaignJoin.objects.filter(campaign=campaign)
+            .exclude(link=SIMULATION_LINK)
+            .values_list("rater__user__username", "link", "joined_at")
+        ),
+        columns=["rater", "link", "joined_at"],
+    )
+    return votes, joins
+
+
+def detect_suspicious_raters(campaign: Campaign) -> list[RaterReview]:
+    """Hold the votes of raters the suspicion checks pick out (new RaterReview rows in state held); a rater
+    already reviewed keeps the researcher's verdict, a rater still held gets today's reasons. Returns the
+    reviews that are held now."""
+    votes, joins = suspicion_frames(campaign)
+    found = suspicious_raters(votes, joins)
+    ids = dict(Rater.objects.filter(user__username__in=list(found["rater"])).values_list("user__username", "pk"))
+    with transaction.atomic():
+        for row in found.itertuples():
+            review, created = RaterReview.objects.select_for_update().get_or_create(
+                campaign=campaign, rater_id=ids[row.rater], defaults={"reasons": row.reasons[:2000]}
+            )
+            if not created and review.state == RaterReview.State.HELD:
+                review.reasons = row.reasons[:2000]
+                review.save(update_fields=["reasons"])
+    return list(RaterReview.objects.filter(campaign=campaign, state=RaterReview.State.HELD))
 
 
 def rater_figures(campaign: Campaign) -> dict[int, dict]:
@@ -91,6 +163,7 @@ def update_rater_quality(campaign: Campaign) -> list[RaterStats]:
             stats.append(stat)
         for rater in Rater.objects.filter(pk__in=list(figures)).select_for_update():
             _apply_flag(rater)
+    detect_suspicious_raters(campaign)
     return stats
 
 

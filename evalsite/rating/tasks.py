@@ -5,19 +5,21 @@ from __future__ import annotations
 from celery import shared_task
 
 from evalsite.rating import engine, quality
-from evalsite.rating.models import Campaign
+from evalsite.rating.models import Campaign, RaterReview
 
 
 @shared_task(name="rating.update_rater_quality")
 def update_rater_quality(campaign_id: int | None = None) -> dict[str, int]:
-    """Recompute rater quality (gold accuracy, speed, left share, flags) for one campaign or all open ones."""
+    """Recompute rater quality (gold accuracy, speed, left share, flags) and run the suspicion checks for one
+    campaign or all open ones; "held" counts the raters whose votes wait for a researcher's review."""
     campaigns = Campaign.objects.filter(pk=campaign_id) if campaign_id else Campaign.objects.filter(is_open=True)
-    raters = flagged = 0
+    raters = flagged = held = 0
     for campaign in campaigns:
         stats = quality.update_rater_quality(campaign)
         raters += len(stats)
         flagged += sum(s.flagged for s in stats)
-    return {"raters": raters, "flagged": flagged}
+        held += len(quality.held_out_rater_ids(campaign, states=(RaterReview.State.HELD,)))
+    return {"raters": raters, "flagged": flagged, "held": held}
 
 
 @shared_task(name="rating.expire_assignments")

@@ -6,6 +6,7 @@ app_name = "rating"
 urlpatterns = [
     path("join/<str:invite_token>", views.join, name="join"),
     path("rate/<int:campaign_id>/", views.rate, name="rate"),
+    path("rate/<int:campaign_id>/complete", views.complete, name="complete"),
     path("rate/<int:campaign_id>/instructions", views.instructions, name="instructions"),
     path("i/<str:assignment_id>/<str:side>.png", views.assignment_image, name="assignment-image"),
     path("i/<str:token>.png", views.image, name="image"),

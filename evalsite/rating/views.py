@@ -9,6 +9,9 @@ size and encoding (evalsite.runs.display), no metadata and no file name.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import io
 import re
 import secrets
@@ -19,6 +22,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
+from django.db import transaction
 from django.db.models import Q
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -28,7 +32,19 @@ from django.views.decorators.http import require_http_methods
 from PIL import Image as PILImage
 
 from evalsite.rating import engine
-from evalsite.rating.models import CRITERION_QUESTIONS, Assignment, Campaign, Criterion, Rater, RaterStats
+from evalsite.rating.models import (
+    CRITERION_QUESTIONS,
+    SIMULATION_LINK,
+    Assignment,
+    Campaign,
+    CampaignJoin,
+    Criterion,
+    JoinMode,
+    PersonalInvite,
+    Rater,
+    RaterReview,
+    RaterStats,
+)
 from evalsite.rating.quality import update_rater_quality
 from evalsite.runs.display import shown_length, shown_png
 from evalsite.runs.models import Image
@@ -56,10 +72,16 @@ def join(request, invite_token: str):
     this session); a logged-in user joins with their account. GET only shows the page, so a link
     preview or prefetch creates nothing.
 
-    The campaign's simulation link (its simulation_token) is for the simulated crowd only: it makes new
-    accounts marked simulated and refuses a logged-in person, so no person's votes are labelled simulated.
+    The token is the campaign's invite link, its simulation link or a one-time personal invite. The
+    simulation link is for the simulated crowd only: it makes new accounts marked simulated and refuses a
+    logged-in person, so no person's votes are labelled simulated. A campaign whose join_mode is
+    "personal" refuses its invite link; a personal invite makes one account and is then used up.
     `?participant=<id>` (letters, digits, _ . : -) is kept with a new rater, as rater panels send theirs."""
     campaign = Campaign.objects.filter(Q(invite_token=invite_token) | Q(simulation_token=invite_token)).first()
+    invite = None
+    if campaign is None:
+        invite = PersonalInvite.objects.select_related("campaign", "used_by").filter(token=invite_token).first()
+        campaign = invite.campaign if invite is not None else None
     if campaign is None or not campaign.is_open:
         return _message(
             request,
@@ -67,7 +89,13 @@ def join(request, invite_token: str):
             "This invite link is unknown or its campaign is closed. Ask for a new link.",
             status=404,
         )
-    simulated = invite_token == campaign.simulation_token
+    simulated = invite is None and invite_token == campaign.simulation_token
+    if invite is None and not simulated and campaign.join_mode == JoinMode.PERSONAL:
+        return _message(
+            request, "Personal invites only", "This campaign takes raters by personal invite only.", status=403
+        )
+    if invite is not None and invite.used_by is not None and invite.used_by.user_id != request.user.pk:
+        return _message(request, "Invite used", "This personal invite has already been used.", status=410)
     participant = request.GET.get("participant", "")
     if participant and not PARTICIPANT_ID.match(participant):
         return _message(
@@ -81,25 +109,40 @@ def join(request, invite_token: str):
             status=403,
         )
     if request.method == "POST":
-        refusal = None if simulated else _join_refusal(request, campaign, participant)
+        refusal = None if simulated else _join_refusal(request, campaign, participant, invite)
         if refusal is not None:
             return refusal
+        with transaction.atomic():
+            if not request.user.is_authenticated:
+                user = get_user_model().objects.create_user(username=f"rater-{_random_suffix()}")
+            else:
+                user = request.user
+            rater, _ = Rater.objects.get_or_create(
+                user=user, defaults={"simulated": simulated, "participant_id": participant}
+            )
+            already_in = campaign.raters.filter(pk=rater.pk).exists()
+            if invite is not None and invite.used_by_id != rater.pk and not already_in:  # a member keeps it unused
+                claimed = PersonalInvite.objects.filter(pk=invite.pk, used_by__isnull=True).update(
+                    used_by=rater, used_at=timezone.now()
+                )
+                if not claimed:  # someone else used it a moment ago: make nothing
+                    transaction.set_rollback(True)
+                    return _message(request, "Invite used", "This personal invite has already been used.", 410)
+            campaign.raters.add(rater)
+            link = SIMULATION_LINK if simulated else (f"personal invite {invite.pk}" if invite else "invite link")
+            CampaignJoin.objects.get_or_create(campaign=campaign, rater=rater, defaults={"link": link})
         if not request.user.is_authenticated:
-            user = get_user_model().objects.create_user(username=f"rater-{_random_suffix()}")
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        rater, _ = Rater.objects.get_or_create(
-            user=request.user, defaults={"simulated": simulated, "participant_id": participant}
-        )
-        campaign.raters.add(rater)
         return redirect("rating:rate", campaign_id=campaign.pk)
     return render(request, "rating/join.html", {"invite_token": invite_token})
 
 
-def _join_refusal(request, campaign: Campaign, participant: str):
+def _join_refusal(request, campaign: Campaign, participant: str, invite: PersonalInvite | None = None):
     """Why a person may not join through the campaign's invite link now (an error page), or None.
 
     One account per panel participant id, the campaign's cap on the link, and new accounts per client address
-    (EVALSITE_JOIN_RATE, counted in the shared cache): one person cannot mint raters to stuff votes."""
+    (EVALSITE_JOIN_RATE, counted in the shared cache): one person cannot mint raters to stuff votes. A personal
+    invite makes one account at most, so neither the link's cap nor the address budget applies to it."""
     if campaign.require_participant_id and not participant:
         return _message(request, "Participant id needed", "Open the link your rater panel gave you.", 400)
     members = campaign.raters.filter(simulated=False)
@@ -108,6 +151,8 @@ def _join_refusal(request, campaign: Campaign, participant: str):
         return None
     if participant and members.filter(participant_id=participant).exists():
         return _message(request, "Already joined", "This participant id has already joined this campaign.", 409)
+    if invite is not None:
+        return None
     if campaign.invite_join_cap is not None and members.count() >= campaign.invite_join_cap:
         return _message(request, "Campaign full", "This invite link has brought in all the raters it may.", 403)
     if not request.user.is_authenticated and over_budget("join", client_address(request), settings.EVALSITE_JOIN_RATE):
@@ -167,6 +212,38 @@ def instructions(request, campaign_id: int):
     )
 
 
+def completion_code(campaign: Campaign, participant_id: str) -> str:
+    """The code a panel participant gets at the end of their quota: an HMAC of campaign and participant id
+    with the site's secret key, so the researcher can check every code a panel reports (the staff page lists
+    them) and a participant cannot make one for another id. 12 characters, A-Z and 2-7."""
+    digest = hmac.new(
+        settings.SECRET_KEY.encode(), f"completion:{campaign.pk}:{participant_id}".encode(), hashlib.sha256
+    ).digest()
+    return base64.b32encode(digest).decode()[:12]
+
+
+@login_required
+def complete(request, campaign_id: int):
+    """The completion code for a panel participant who answered the campaign's quota (pairs_per_rater)."""
+    campaign = get_object_or_404(Campaign, pk=campaign_id)
+    rater = Rater.objects.filter(user=request.user).first()
+    if rater is None or not campaign.raters.filter(pk=rater.pk).exists():
+        return _message(request, "Not invited", "You are not a rater of this campaign.", 403)
+    if not rater.participant_id or campaign.pairs_per_rater is None:
+        return _message(request, "No completion code", "This campaign gives no completion code to this account.", 404)
+    answered = engine.progress(rater, campaign).answered
+    if answered < campaign.pairs_per_rater:
+        return _message(
+            request,
+            "Not finished yet",
+            f"You have answered {answered} of {campaign.pairs_per_rater} pairs. The code appears when you finish.",
+            403,
+        )
+    response = render(request, "rating/complete.html", {"code": completion_code(campaign, rater.participant_id)})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 @login_required
 def rate(request, campaign_id: int):
     found, refusal = _rater_in_campaign(request, campaign_id)
@@ -181,6 +258,11 @@ def rate(request, campaign_id: int):
         {
             "campaign_id": campaign.pk,
             "next_url": f"{reverse('rating:next-assignment')}?campaign={campaign.pk}",
+            "completion_url": (
+                reverse("rating:complete", args=[campaign.pk])
+                if rater.participant_id and campaign.pairs_per_rater
+                else ""
+            ),
         },
     )
     response["Cache-Control"] = "no-store"
@@ -280,17 +362,35 @@ def staff_campaigns(request):
 @staff_member_required
 @require_http_methods(["GET", "POST"])
 def staff_campaign_raters(request, campaign_id: int):
-    """Invite link, pairs and gold pool, and each rater's quality figures; recompute or prepare on POST."""
+    """Invite link, pairs and gold pool, each rater's quality figures, the raters held for review, personal
+    invites and panel completion codes; recompute, prepare, review or make invites on POST."""
     campaign = get_object_or_404(Campaign.objects.select_related("run"), pk=campaign_id)
     notice = ""
     if request.method == "POST":
-        if request.POST.get("action") == "quality":
+        action = request.POST.get("action")
+        if action == "quality":
             stats = update_rater_quality(campaign)
-            notice = f"Recomputed {len(stats)} raters; {sum(s.flagged for s in stats)} flagged."
-        elif request.POST.get("action") == "prepare":
+            held = RaterReview.objects.filter(campaign=campaign, state=RaterReview.State.HELD).count()
+            notice = f"Recomputed {len(stats)} raters; {sum(s.flagged for s in stats)} flagged, {held} held for review."
+        elif action == "prepare":
             made = engine.prepare_campaign(campaign)
             notice = f"{made['new_pairs']} new image pairs, {made['new_gold_checks']} new gold checks."
+        elif action in ("accept", "reject", "hold"):
+            state = {"accept": "accepted", "reject": "rejected", "hold": "held"}[action]
+            changed = RaterReview.objects.filter(campaign=campaign, pk=request.POST.get("review", "")[:18]).update(
+                state=state, reviewed_by=request.user, reviewed_at=timezone.now()
+            )
+            notice = f"Marked {state}." if changed else "No such review."
+        elif action == "invites":
+            labels = [line.strip()[:200] for line in request.POST.get("labels", "").splitlines() if line.strip()]
+            count = len(labels) or _small_count(request.POST.get("count", ""))
+            made = [PersonalInvite(campaign=campaign, label=labels[i] if labels else "") for i in range(count)]
+            PersonalInvite.objects.bulk_create(made)
+            notice = f"{len(made)} personal invites made."
     stats = RaterStats.objects.filter(campaign=campaign).select_related("rater__user").order_by("rater__user__username")
+    reviews = RaterReview.objects.filter(campaign=campaign).select_related("rater__user").order_by("state", "rater_id")
+    invites = campaign.personal_invites.select_related("used_by__user").order_by("pk")
+    panel = campaign.raters.exclude(participant_id="").filter(simulated=False).order_by("participant_id")
     return render(
         request,
         "rating/staff_campaign_raters.html",
@@ -301,6 +401,14 @@ def staff_campaign_raters(request, campaign_id: int):
             "gold_count": campaign.gold_checks.count(),
             "answered": campaign.assignments.filter(status=Assignment.Status.ANSWERED).count(),
             "stats": stats,
+            "reviews": reviews,
+            "invites": [(i, request.build_absolute_uri(reverse("rating:join", args=[i.token]))) for i in invites],
+            "panel_codes": [(r, completion_code(campaign, r.participant_id)) for r in panel],
             "notice": notice,
         },
     )
+
+
+def _small_count(text: str) -> int:
+    """A number of invites to make: 1-500, anything else 0."""
+    return int(text) if text.isascii() and text.isdigit() and 0 < int(text) <= 500 else 0

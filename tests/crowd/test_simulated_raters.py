@@ -18,7 +18,8 @@ from evalsite.crowd.client import SimulatedRater
 from evalsite.crowd.crowd import Crowd
 from evalsite.dashboards.data import votes_frame
 from evalsite.dashboards.results import rater_table
-from evalsite.rating.models import Rater, Vote
+from evalsite.rating.models import Rater, RaterReview, Vote
+from evalsite.rating.quality import suspicion_frames, update_rater_quality
 from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -94,12 +95,37 @@ def test_quality_control_flags_the_bad_raters_and_not_the_careful_ones(live_serv
         t.start()
     for t in threads:
         t.join()
+    update_rater_quality(campaign)  # the suspicion checks run too: none of the careful raters may be held
+    held = RaterReview.objects.filter(campaign=campaign).exclude(state=RaterReview.State.ACCEPTED)
+    assert not held.filter(rater__participant_id__startswith="careful").exists(), list(held.values("reasons"))
     table = rater_table(campaign, votes_frame(campaign, for_export=False)).set_index("participant")
     careful = table.loc[[f"careful-{i}" for i in range(3)]]
     assert not careful["flagged"].any(), careful[["flagged", "reasons", "median_seconds", "gold_accuracy"]].to_dict()
     assert table.loc["always-left", "flagged"] and "position bias" in table.loc["always-left", "reasons"]
     assert table.loc["fast", "flagged"] and "too fast" in table.loc["fast", "reasons"]
     assert table["simulated"].all()
+
+
+def test_the_suspicion_checks_hold_none_of_a_crowd_of_ten_that_saw_every_pair(live_server, demo_campaign):
+    # The demo crowd's mix (7 careful or casual, a random clicker, always-left, too fast), every rater answering
+    # every pair, so pairs of raters share every item: careful raters, who judge the same pixels alike, must not
+    # pass for copies, and preferring the model that draws what the prompt asks must not pass for favouring it.
+    campaign = demo_campaign(gold_rate=0.0, votes_per_pair=10)
+    kinds = ["careful"] * 5 + ["casual"] * 2 + ["random", "always_left", "fast"]
+    raters = [rater(live_server, campaign, k, seed=i, participant=f"{k}-{i}") for i, k in enumerate(kinds)]
+    deadline = time.monotonic() + 300
+    threads = [threading.Thread(target=r.run, args=(deadline, 18)) for r in raters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Vote.objects.filter(campaign=campaign).values("rater").distinct().count() == 10
+    assert min(r.report.pairs_answered for r in raters) >= 15
+    votes, _ = suspicion_frames(campaign)
+    assert votes.groupby("rater")["item"].nunique().min() >= 20  # enough shared items for both checks to judge
+    update_rater_quality(campaign)
+    held = RaterReview.objects.filter(campaign=campaign, rater__participant_id__regex=r"^(careful|casual)-")
+    assert not held.exists(), list(held.values_list("rater__participant_id", "reasons"))
 
 
 def test_a_prompt_outside_the_demo_domain_is_refused_and_nothing_is_voted(live_server, demo_campaign):

@@ -123,3 +123,16 @@ def test_expiry_sweeps_running_at_once_free_each_slot_once(campaign, rater_of):
     results = run_at_once([lambda: engine.expire_assignments(now=later)] * 3)
     assert sum(results) == 4
     assert set(ImagePair.objects.values_list("assigned", flat=True)) == {0}
+
+
+def test_one_personal_invite_used_by_many_at_the_same_moment_makes_one_account(campaign):
+    from django.test import Client
+
+    from evalsite.rating.models import PersonalInvite, Rater
+
+    invite = PersonalInvite.objects.create(campaign=campaign)
+    statuses = run_at_once([lambda: Client().post(f"/join/{invite.token}").status_code for _ in range(6)])
+    assert sorted(statuses) == [302, 410, 410, 410, 410, 410], statuses
+    assert Rater.objects.count() == 1 and campaign.raters.count() == 1
+    invite.refresh_from_db()
+    assert invite.used_by == Rater.objects.get()

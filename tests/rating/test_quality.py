@@ -160,7 +160,7 @@ def failing_rater(gold_campaign, rater_of):
 
 
 def test_the_task_recomputes_quality(gold_campaign, failing_rater):
-    assert update_task(gold_campaign.pk) == {"raters": 1, "flagged": 1}
+    assert update_task(gold_campaign.pk) == {"raters": 1, "flagged": 1, "held": 0}
     assert update_task.name == "rating.update_rater_quality"
 
 

@@ -19,7 +19,9 @@ class Command(BaseCommand):
         for c in campaigns:
             stats = quality.update_rater_quality(c)
             flagged = [str(s.rater) for s in stats if s.flagged]
+            held = len(quality.held_out_rater_ids(c, states=("held",)))
             self.stdout.write(
                 f"campaign {c.pk}: {len(stats)} raters, {len(flagged)} flagged"
                 + (f" ({', '.join(flagged)})" if flagged else "")
+                + f", {held} held for review"
             )
