@@ -88,8 +88,8 @@ def prepare(image: Image.Image | np.ndarray, min_height: int = DEFAULT_MIN_HEIGH
     if flat:
         rgb = np.asarray(image.convert("RGB")).astype(np.float32)  # (H, W, 3)
         border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])  # (P, 3)
-        colours, counts = np.unique(border, axis=0, return_counts=True)
-        distance = np.sqrt(((rgb - colours[counts.argmax()]) ** 2).sum(-1))  # (H, W) from the background
+        background = np.median(border, axis=0)  # (3,): the border's colour, robust to pixel noise
+        distance = np.sqrt(((rgb - background) ** 2).sum(-1))  # (H, W) from the background
         grey = Image.fromarray(np.where(distance > FLAT_DISTANCE, 0, 255).astype(np.uint8))
     else:
         grey = image.convert("L")
