@@ -176,15 +176,23 @@ def requested_text(prompt: Prompt) -> str:
     return " ".join(part.strip() for part in prompt.rendered_text.split(" / ") if part.strip())
 
 
-def is_flat_image_prompt(text: str) -> bool:
-    """Demo-domain prompts draw flat colour areas: OCR separates ink from background by colour."""
+def demo_spec(text: str):
+    """The demo-domain spec of a prompt, or None. Demo images are flat colour areas (OCR reads them with
+    `flat`), and for word prompts the pixel checker reads them too, so OCR's reading can be set beside it."""
     from generation import demo_domain
 
     try:
-        demo_domain.parse_prompt(text)
+        return demo_domain.parse_prompt(text)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def checker_reading(pixels: np.ndarray, spec) -> str | None:
+    """What the demo's pixel checker reads in a word prompt's image (None for other prompts)."""
+    from generation.checker import check_image
+    from generation.demo_domain import WordSpec
+
+    return str(check_image(pixels, spec).found["word"]) if isinstance(spec, WordSpec) else None
 
 
 def compute_ocr_metrics(run: ComparisonRun, *, keep_readings: int = 200) -> list[MetricResult]:
@@ -192,7 +200,9 @@ def compute_ocr_metrics(run: ComparisonRun, *, keep_readings: int = 200) -> list
     prompts in `run` (nothing when the run has none). Raises typography.TesseractMissing without Tesseract.
 
     `details` keeps the engine's version, the settings and the first `keep_readings` readings of the model
-    (image token, requested text, reading, CER), so a surprising number can be checked image by image."""
+    (image token, requested text, reading, CER, and for demo word prompts the pixel checker's reading), so a
+    surprising number can be checked image by image; for demo word prompts also the share of images in which
+    the checker reads the word (`checker_exact_word`), the reference OCR can be compared with."""
     from analysis import typography
 
     version = typography.tesseract_version()
@@ -208,29 +218,38 @@ def compute_ocr_metrics(run: ComparisonRun, *, keep_readings: int = 200) -> list
         if text and typography.words(text):
             by_model.setdefault(image.model, []).append((image, text))
 
-    flat = {}  # prompt id -> read as a flat-colour image
+    specs: dict[int, object] = {}  # prompt id -> demo spec or None
     results = []
     for image_model, items in by_model.items():
         start = time.perf_counter()
-        readings, cers, exact = [], [], []
+        readings, cers, exact, entries = [], [], [], []
         for image, text in items:
-            if image.prompt_id not in flat:
-                flat[image.prompt_id] = is_flat_image_prompt(image.prompt.text)
-            reading = typography.read_text(read_pixels(image), flat=flat[image.prompt_id])
+            if image.prompt_id not in specs:
+                specs[image.prompt_id] = demo_spec(image.prompt.text)
+            spec, pixels = specs[image.prompt_id], read_pixels(image)
+            reading = typography.read_text(pixels, flat=spec is not None)
             readings.append(reading)
             cers.append(typography.character_error_rate(reading, text))
             exact.append(typography.exact_word_match(reading, text))
+            entry = {"image": str(image.token), "text": text, "reading": reading, "cer": round(cers[-1], 4)}
+            checker = checker_reading(pixels, spec) if spec is not None else None
+            if checker is not None:
+                entry["checker"] = checker
+            entries.append(entry)
         scores = typography.TypographyScores(readings=readings, cer=cers, exact=exact)
+        checked = [e for e in entries if "checker" in e]
         details = {
             "engine": version,
             "psm": typography.DEFAULT_PSM,
             "min_height": typography.DEFAULT_MIN_HEIGHT,
-            "flat_images": sum(flat[image.prompt_id] for image, _ in items),
+            "flat_images": sum(specs[image.prompt_id] is not None for image, _ in items),
+            "checker_exact_word": (
+                sum(typography.exact_word_match(e["checker"], e["text"]) for e in checked) / len(checked)
+                if checked
+                else None
+            ),
             "seconds": round(time.perf_counter() - start, 3),
-            "readings": [
-                {"image": str(image.token), "text": text, "reading": reading, "cer": round(cer, 4)}
-                for (image, text), reading, cer in list(zip(items, readings, cers, strict=True))[:keep_readings]
-            ],
+            "readings": entries[:keep_readings],
         }
         results.append((image_model, MetricResult.Metric.OCR_CER, scores.mean_cer, scores.n, details))
         results.append((image_model, MetricResult.Metric.OCR_WORD_MATCH, scores.exact_rate, scores.n, details))

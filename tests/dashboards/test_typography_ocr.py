@@ -6,6 +6,7 @@ import itertools
 import pytest
 from django.core.files.base import ContentFile
 from django.urls import reverse
+from PIL import Image as PILImage
 
 from evalsite.dashboards.models import MetricResult
 from evalsite.dashboards.run_metrics import compute_ocr_metrics
@@ -122,3 +123,36 @@ def test_a_run_without_ocr_values_has_no_ocr_section(typography_campaign, campai
     url = reverse("dashboards:api-results", args=[typography_campaign.pk])
     assert staff_client.get(url).json()["typography_ocr"] is None
     assert "Typography that reads" not in campaign_page(typography_campaign)
+
+
+@pytest.mark.django_db
+def test_on_demo_word_prompts_the_checker_reading_is_kept_beside_the_ocr_reading(make_run):
+    """Demo drawings (32 px, the 3x5 font): model 0 draws the words, model 1 draws nothing."""
+    import numpy as np
+
+    from generation import demo_domain
+
+    texts = [
+        'the word "CAT" in red letters on a white background',
+        'the word "HI" in blue letters on a black background',
+    ]
+    run = make_run(n_models=2, seeds=(0,), prompt_texts=texts, name="demo-ocr")
+    rng = np.random.default_rng(0)
+    for image in Image.objects.filter(run=run).select_related("prompt", "model"):
+        spec = demo_domain.parse_prompt(image.prompt.text)
+        image.prompt.rendered_text = spec.word
+        image.prompt.save()
+        pixels = demo_domain.render(spec, rng)
+        if image.model.name.endswith("-1"):
+            pixels[:] = demo_domain.PALETTE[spec.background]
+        image.file.save("word.png", ContentFile(png(PILImage.fromarray(pixels))), save=True)
+    rows = {(r.model.name, r.metric): r for r in compute_ocr_metrics(run)}
+    drawn, blank = rows[("demo-ocr-model-0", "ocr_cer")], rows[("demo-ocr-model-1", "ocr_cer")]
+    assert drawn.value == 0.0 and rows[("demo-ocr-model-0", "ocr_word_match")].value == 1.0
+    assert [(r["text"], r["reading"], r["checker"]) for r in drawn.details["readings"]] == [
+        ("CAT", "CAT", "CAT"),
+        ("HI", "HI", "HI"),
+    ]
+    assert drawn.details["flat_images"] == 2 and drawn.details["checker_exact_word"] == 1.0
+    assert blank.value == 1.0 and [r["reading"] for r in blank.details["readings"]] == ["", ""]
+    assert blank.details["checker_exact_word"] == 0.0
