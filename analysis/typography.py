@@ -76,31 +76,34 @@ def tesseract_available(binary: str | None = None, lang: str = "eng") -> bool:
 
 
 def prepare(image: Image.Image | np.ndarray, min_height: int = DEFAULT_MIN_HEIGHT, flat: bool = False) -> Image.Image:
-    """The image as Tesseract should see it: greyscale (or, when `flat`, black where a pixel's colour is far
+    """The image as Tesseract should see it: in colour (or, when `flat`, black where a pixel's colour is far
     from the background's and white elsewhere), upscaled by a whole factor with nearest-neighbour sampling
     until at least `min_height` pixels high and then blurred by half the factor (which rounds the blocks of
-    pixel art into strokes Tesseract's recogniser knows), with a MARGIN of background around it.
+    pixel art into strokes Tesseract's recogniser knows), with a MARGIN of the border's median colour around.
 
+    Colour, not greyscale: Tesseract converts and thresholds colour images itself, and does it better (dark
+    text over a grey gradient with a light ellipse reads "SALE" in colour, ") »" after PIL's greyscale).
     `flat` is for images of flat colour areas such as the demo domain's: there a colour's luminance may be
     close to the background's (yellow on white), its distance in RGB never is."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(np.ascontiguousarray(image))
+    prepared = image.convert("RGB")
     if flat:
-        rgb = np.asarray(image.convert("RGB")).astype(np.float32)  # (H, W, 3)
-        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])  # (P, 3)
-        background = np.median(border, axis=0)  # (3,): the border's colour, robust to pixel noise
-        distance = np.sqrt(((rgb - background) ** 2).sum(-1))  # (H, W) from the background
-        grey = Image.fromarray(np.where(distance > FLAT_DISTANCE, 0, 255).astype(np.uint8))
-    else:
-        grey = image.convert("L")
-    factor = max(1, -(-min_height // max(grey.height, 1)))  # ceil
+        rgb = np.asarray(prepared).astype(np.float32)  # (H, W, 3)
+        distance = np.sqrt(((rgb - _border_colour(rgb)) ** 2).sum(-1))  # (H, W) from the background
+        prepared = Image.fromarray(np.where(distance > FLAT_DISTANCE, 0, 255).astype(np.uint8)).convert("RGB")
+    factor = max(1, -(-min_height // max(prepared.height, 1)))  # ceil
     if factor > 1:
-        grey = grey.resize((grey.width * factor, grey.height * factor), Image.Resampling.NEAREST)
-        grey = grey.filter(ImageFilter.GaussianBlur(factor / 2))
-    pixels = np.asarray(grey)
-    border_grey = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    fill = int(np.bincount(border_grey).argmax())  # most common border grey: the background
-    return ImageOps.expand(grey, border=MARGIN, fill=fill)
+        prepared = prepared.resize((prepared.width * factor, prepared.height * factor), Image.Resampling.NEAREST)
+        prepared = prepared.filter(ImageFilter.GaussianBlur(factor / 2))
+    fill = tuple(int(round(v)) for v in _border_colour(np.asarray(prepared).astype(np.float32)))
+    return ImageOps.expand(prepared, border=MARGIN, fill=fill)
+
+
+def _border_colour(rgb: np.ndarray) -> np.ndarray:
+    """(3,) median colour of the one-pixel border of an (H, W, 3) image: the background, robust to noise."""
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])  # (P, 3)
+    return np.median(border, axis=0)
 
 
 def read_text(

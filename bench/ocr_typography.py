@@ -8,6 +8,9 @@
 2. demo-truth: demo-domain word drawings (32 px, 3x5 bitmap font), read by OCR with and without `flat` and by
    the demo's pixel checker (generation.checker), which knows the font: how often each reads the word, and
    how often they agree. The checker is the baseline measured in the same run.
+2b. scene: the same texts in bold DejaVu (20-33 px, dark blue) on 256 px images with a grey gradient and a
+   coloured ellipse below the text, closer to a generated picture that shows a sign: OCR on the whole image,
+   for each Tesseract page segmentation mode.
 3. demo-run: word prompts (held-out) drawn by the committed demo checkpoints (generation pipelines, 10 steps)
    and by four synthetic "models" of known quality (the right drawing; one letter wrong; blurred and noisy;
    nothing drawn); per model OCR's and the checker's error rate and exact-word rate, and the Spearman rank
@@ -81,6 +84,35 @@ def rendered_part() -> dict:
     return out
 
 
+def scene_images(n: int) -> list[tuple]:
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        text = TEXTS[i % len(TEXTS)]
+        gradient = np.linspace(180, 250, 256)[None, :, None] * np.ones((256, 1, 3))  # (256, 256, 3)
+        image = Image.fromarray(gradient.astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        box = [int(rng.integers(0, 100)), int(rng.integers(150, 180)), int(rng.integers(150, 250)), 250]
+        draw.ellipse(box, fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+        font = ImageFont.truetype(str(FONT_DIR / "DejaVuSans-Bold.ttf"), int(rng.integers(20, 34)))
+        draw.text((int(rng.integers(5, 40)), int(rng.integers(10, 100))), text, font=font, fill=(20, 20, 60))
+        out.append((image, text))
+    return out
+
+
+def scene_part(n: int = 24) -> dict:
+    print(f"\n2b. Text in a 256 px scene ({n} images: gradient, an ellipse, bold DejaVu 20-33 px), per page mode")
+    items = scene_images(n)
+    out = {}
+    for psm, meaning in ((7, "one line (the default)"), (6, "one block"), (11, "sparse text"), (3, "automatic")):
+        scores = t.typography_scores([i for i, _ in items], [x for _, x in items], psm=psm)
+        out[psm] = summary(scores) | {"readings": scores.readings[:8]}
+        print(f"  psm {psm:2} {meaning:22} CER {scores.mean_cer:.3f}   exact-word {scores.exact_rate * 100:5.1f}%")
+    return out
+
+
 def checker_scores(images, specs) -> t.TypographyScores:
     """The pixel checker's reading of each word drawing, in the same form as OCR's."""
     readings = [str(check_image(i, s).found["word"]) for i, s in zip(images, specs, strict=True)]
@@ -113,12 +145,16 @@ def demo_truth_part(n: int) -> dict:
     start = time.perf_counter()
     flat = t.typography_scores(images, words, flat=True)
     seconds = time.perf_counter() - start
-    grey = t.typography_scores(images, words, flat=False)
+    colour = t.typography_scores(images, words, flat=False)
     checker = checker_scores(images, chosen)
-    out = {"n": len(chosen), "ocr_flat": summary(flat), "ocr_greyscale": summary(grey), "checker": summary(checker)}
+    out = {"n": len(chosen), "ocr_flat": summary(flat), "ocr_colour": summary(colour), "checker": summary(checker)}
     out["ocr_seconds_per_image"] = round(seconds / len(chosen), 3)
     out["agreement_flat_vs_checker"] = agreement(flat, checker)
-    for name, s in (("OCR, flat (used for demo prompts)", flat), ("OCR, greyscale", grey), ("pixel checker", checker)):
+    for name, s in (
+        ("OCR, flat (used for demo prompts)", flat),
+        ("OCR, in colour (no flat)", colour),
+        ("pixel checker", checker),
+    ):
         print(f"  {name:36} CER {s.mean_cer:.3f}   exact-word {s.exact_rate * 100:5.1f}%")
     a = out["agreement_flat_vs_checker"]
     print(
@@ -220,7 +256,7 @@ def demo_run_part(seeds: int, steps: int, checkpoints: list[Path]) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--parts", default="rendered,demo-truth,demo-run", help="comma-separated parts to run")
+    p.add_argument("--parts", default="rendered,scene,demo-truth,demo-run", help="comma-separated parts to run")
     p.add_argument("--demo-images", type=int, default=96, help="demo word drawings in part 2")
     p.add_argument("--seeds", type=int, default=1, help="images per held-out word prompt in part 3")
     p.add_argument("--steps", type=int, default=10, help="sampling steps of the demo checkpoints in part 3")
@@ -242,6 +278,8 @@ def main(argv=None) -> dict:
     results: dict = {"engine": t.tesseract_version()}
     if "rendered" in parts:
         results["rendered"] = rendered_part()
+    if "scene" in parts:
+        results["scene"] = scene_part()
     if "demo-truth" in parts:
         results["demo_truth"] = demo_truth_part(args.demo_images)
     if "demo-run" in parts:

@@ -6,7 +6,7 @@ import pytest
 from analysis import typography as t
 from generation import demo_domain
 from generation.checker import check_image
-from tests.support import ocr_missing_reason, render_text
+from tests.support import DEJAVU_SANS, ocr_missing_reason, render_text
 
 needs_ocr = pytest.mark.skipif(bool(ocr_missing_reason()), reason=ocr_missing_reason() or "OCR available")
 
@@ -97,3 +97,18 @@ def test_demo_words_are_mostly_read_and_where_ocr_is_right_the_checker_is_too():
     for image, spec, exact in zip(images, chosen, scores.exact, strict=True):
         if exact:
             assert check_image(image, spec).checks["word"]
+
+
+@needs_ocr
+def test_text_in_a_scene_is_read_from_the_colour_image():
+    """Dark text over a grey gradient with a light ellipse below: Tesseract thresholds the colour image
+    itself; the same image converted to greyscale by PIL first reads ") »"."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    gradient = np.linspace(180, 250, 256)[None, :, None] * np.ones((256, 1, 3))
+    image = Image.fromarray(gradient.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([80, 168, 242, 250], fill=(130, 160, 250))
+    bold = str(DEJAVU_SANS).replace("DejaVuSans.ttf", "DejaVuSans-Bold.ttf")
+    draw.text((28, 60), "SALE", font=ImageFont.truetype(bold, 26), fill=(20, 20, 60))
+    assert t.read_text(image) == "SALE"
