@@ -24,6 +24,8 @@ Where things live, lowest layer first (a module imports only modules above it in
   fragility.py             decision_fragility: the fewest votes whose removal changes each decision
   simulate.py              the one vote model (vote_model), simulated votes / raters / whole campaigns
   metrics.py               CLIP score, FID, rank agreement with humans (the only module that imports torch)
+  typography.py            OCR typography: Tesseract reads images (read_text), character error rate,
+                           exact-word match against the requested text (typography_scores)
 
 tests/analysis/test_layers.py checks the import rules and that the module graph has no cycle.
 """

@@ -275,3 +275,38 @@ def wait_for(condition, timeout: float, interval: float = 0.2, what: str = "cond
         time.sleep(interval)
     tail = worker.log()[-4000:] if worker is not None else ""
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
+
+
+# --------------------------------------------------------------------------------------------- OCR
+
+DEJAVU_SANS = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")  # Debian fonts-dejavu-core
+
+
+def ocr_missing_reason() -> str:
+    """Why the OCR tests cannot run here ("" when they can): Tesseract with its English model and the DejaVu
+    font they render with. .ci/run installs both and sets EVALSITE_REQUIRE_OCR=1, so there a missing
+    engine fails the tests instead of skipping them."""
+    from analysis.typography import tesseract_available
+
+    missing = []
+    if not tesseract_available():
+        missing.append("tesseract with its English model (apt-get install tesseract-ocr tesseract-ocr-eng)")
+    if not DEJAVU_SANS.is_file():
+        missing.append(f"the DejaVu font {DEJAVU_SANS} (apt-get install fonts-dejavu-core)")
+    reason = "needs " + " and ".join(missing) if missing else ""
+    if reason and os.environ.get("EVALSITE_REQUIRE_OCR") == "1":
+        raise RuntimeError(f"EVALSITE_REQUIRE_OCR=1 but the OCR tests cannot run: {reason}")
+    return reason
+
+
+def render_text(text: str, size: int, colour="black", background="white", pad: int | None = None):
+    """A PIL image of `text` in DejaVu Sans at `size` px, with `pad` px of background around it."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.truetype(str(DEJAVU_SANS), size)
+    left, top, right, bottom = font.getbbox(text)
+    pad = size // 2 if pad is None else pad
+    image = PILImage.new("RGB", (right - left + 2 * pad, bottom - top + 2 * pad), background)
+    ImageDraw.Draw(image).text((pad - left, pad - top), text, font=font, fill=colour)
+    return image

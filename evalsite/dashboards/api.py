@@ -5,7 +5,7 @@
     GET /dashboards/api/campaigns/<id>/votes?format=csv|parquet|json        the votes table
     GET /dashboards/api/campaigns/<id>/images?format=csv|parquet|json       the images table
     GET /dashboards/api/campaigns/<id>/results-table?format=csv|parquet|json   the flat results table
-    GET /dashboards/api/runs/<id>/metrics                          CLIP score / FID rows of a run
+    GET /dashboards/api/runs/<id>/metrics                          CLIP score / FID / OCR rows of a run
     POST /dashboards/api/runs/<id>/metrics                         queue their computation
 
 `format` picks the renderer (DRF's URL format override), so the file formats are real renderers.

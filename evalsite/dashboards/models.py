@@ -16,9 +16,20 @@ class MetricResult(models.Model):
         CLIP_SCORE = "clip_score", "CLIP score"
         FID_CLIP = "fid_clip", "FID (CLIP features)"
         FID_INCEPTION = "fid_inception", "FID (Inception features)"
+        # Typography metrics that read (analysis.typography): OCR of the images of prompts that ask for text.
+        OCR_CER = "ocr_cer", "OCR character error rate"
+        OCR_WORD_MATCH = "ocr_word_match", "OCR exact-word match"
 
     # For the Spearman correlation with human scores: is a larger value better?
-    HIGHER_IS_BETTER = {Metric.CLIP_SCORE: True, Metric.FID_CLIP: False, Metric.FID_INCEPTION: False}
+    HIGHER_IS_BETTER = {
+        Metric.CLIP_SCORE: True,
+        Metric.FID_CLIP: False,
+        Metric.FID_INCEPTION: False,
+        Metric.OCR_CER: False,
+        Metric.OCR_WORD_MATCH: True,
+    }
+    # Metrics of the typography criterion: compared with the human typography scores.
+    TYPOGRAPHY = (Metric.OCR_CER, Metric.OCR_WORD_MATCH)
 
     run = models.ForeignKey(ComparisonRun, on_delete=models.CASCADE, related_name="metric_results")
     model = models.ForeignKey(ImageModel, on_delete=models.CASCADE, related_name="metric_results")

@@ -9,6 +9,7 @@
   sd3                sd3_win_rates of one model against every other model on every criterion
   breakdowns         {"category": rows, "challenge": rows}, analysis.breakdowns.breakdown(method="win_rate")
   metrics            MetricResult values per model and their Spearman correlation with the human scores
+  typography_ocr     OCR typography metrics per model beside the human typography scores, with their correlations
   progress           votes so far, image pairs answered, votes still needed to separate the top two
   decisions          analysis.decisions.campaign_decisions for every criterion, in plain words too
   style_control      the leaderboard with and without per-image style covariates, and their effects
@@ -256,6 +257,35 @@ def correlations(metrics: dict[str, dict[str, dict]], fit: pd.DataFrame | None) 
     return out
 
 
+def typography_ocr(
+    metrics: dict[str, dict[str, dict]], typography_votes: pd.DataFrame | None, fit: pd.DataFrame | None = None
+) -> dict | None:
+    """The OCR metrics (MetricResult.TYPOGRAPHY) per model beside the human typography scores, and their
+    Spearman correlations with them; None when the run has no OCR values. `fit`: the typography leaderboard
+    when the page already fitted it; otherwise the typography votes are fitted here (point scores only)."""
+    ocr = {m: metrics[m] for m in MetricResult.TYPOGRAPHY if m in metrics}
+    if not ocr:
+        return None
+    if fit is None and typography_votes is not None and len(typography_votes):
+        if count_pairs(typography_votes).n_models >= 2:
+            fit = fit_bradley_terry(typography_votes, intervals="fisher")
+    human = {} if fit is None else fit["score"].to_dict()
+    models = sorted(
+        {m for by_model in ocr.values() for m in by_model} | set(human), key=lambda m: (-human.get(m, -math.inf), m)
+    )
+    rows = [
+        {
+            "model": model,
+            "score": _clean(human.get(model)),
+            "votes": _clean(fit.loc[model, "votes"]) if fit is not None and model in fit.index else 0,
+            **{m: (by_model[model]["value"] if model in by_model else None) for m, by_model in ocr.items()},
+            "images": max((by_model[model]["n"] for by_model in ocr.values() if model in by_model), default=0),
+        }
+        for model in models
+    ]
+    return {"rows": rows, "correlations": correlations(ocr, fit) if fit is not None else []}
+
+
 def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataFrame | None = None) -> dict:
     """The dashboard's numbers for one campaign (see the module docstring)."""
     votes = votes_frame(campaign) if votes is None else votes
@@ -317,6 +347,11 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
         "sd3": sd3,
         "breakdowns": breakdowns,
         "metrics": {"values": metrics, "correlations": correlations(metrics, fit)},
+        "typography_ocr": typography_ocr(
+            metrics,
+            counted_by_criterion.get(Criterion.TYPOGRAPHY),
+            fit if options.criterion == Criterion.TYPOGRAPHY else None,
+        ),
         "progress": progress_for(campaign, votes, counted_by_criterion, decisions),
         "decisions": {
             "alpha": options.alpha,
