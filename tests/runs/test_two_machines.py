@@ -335,3 +335,21 @@ def test_an_image_another_machine_writes_at_the_same_moment_stays_one_object(
         b"this machine's image",
         b"the other machine's image",
     )
+
+
+def test_a_rater_meets_a_503_with_retry_after_not_a_500_while_the_object_store_is_away(
+    settings, monkeypatch, make_campaign, make_rater
+):
+    """The web side reads each image from the store when a rater opens it: a store that cannot be reached is an
+    outage (evalsite.outages), answered like a database restart, not a bug."""
+    rater = make_rater("rater-store-away")
+    rater.instructions_seen_at = timezone.now()
+    rater.save()
+    campaign = make_campaign(raters=[rater], gold_rate=0.0)
+    client = Client(raise_request_exception=False)
+    client.force_login(rater.user)
+    assignment = client.get("/api/assignments/next", {"campaign": campaign.pk}).json()["assignment"]
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    use_s3(settings, monkeypatch, f"http://127.0.0.1:{free_port()}", "evalsite-nowhere")  # nothing listens there
+    response = client.get(assignment["images"]["left"]["url"])
+    assert response.status_code == 503 and response["Retry-After"] == "2"
