@@ -82,7 +82,10 @@ def run_job(job_id: int, task_id: str, worker: str = "", cache: BackendCache | N
         backend = (cache if cache is not None else backend_cache()).get(model.kind, model.source, device)
     except ModelLoadError as e:
         log.warning("job %s: %s", job_id, e)
-        services.mark_job_failed(job.pk, f"model {model.name}: {e}")
+        # A model's source is a path on the machine that runs the job: with GPU workers on several machines, the
+        # reason names the worker, so a checkpoint missing on one machine is told from a broken one.
+        on = f" (on worker {worker})" if worker else ""
+        services.mark_job_failed(job.pk, f"model {model.name}: {e}{on}")
         return {"job": job_id, "failed": str(e)}
     versions = software_versions(device)
     made = 0

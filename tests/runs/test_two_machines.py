@@ -353,3 +353,18 @@ def test_a_rater_meets_a_503_with_retry_after_not_a_500_while_the_object_store_i
     use_s3(settings, monkeypatch, f"http://127.0.0.1:{free_port()}", "evalsite-nowhere")  # nothing listens there
     response = client.get(assignment["images"]["left"]["url"])
     assert response.status_code == 503 and response["Retry-After"] == "2"
+
+
+def test_a_checkpoint_missing_on_one_machine_fails_with_that_machines_name(db, make_prompt_set, backend_cache):
+    """Checkpoints are not in the bucket: each GPU machine reads a model's source path on its own disk."""
+    from evalsite.runs.gpu_tasks import run_job
+
+    model = ImageModel.objects.create(name="only-on-host-a", kind="unet_baseline", source="/nowhere/unet-checkpoint")
+    run = services.create_run(
+        name="missing here", prompt_set=make_prompt_set(), image_models=[model], seeds=[0], dispatch=False
+    ).run
+    job = run.jobs.get()
+    run_job(job.pk, task_id="missing", worker="gpu-host2@b", cache=backend_cache)
+    job.refresh_from_db()
+    assert job.status == GenerationJob.Status.FAILED
+    assert "/nowhere/unet-checkpoint" in job.error and "(on worker gpu-host2@b)" in job.error
