@@ -368,3 +368,25 @@ def test_a_checkpoint_missing_on_one_machine_fails_with_that_machines_name(db, m
     job.refresh_from_db()
     assert job.status == GenerationJob.Status.FAILED
     assert "/nowhere/unet-checkpoint" in job.error and "(on worker gpu-host2@b)" in job.error
+
+
+def test_style_covariates_are_not_cached_as_broken_while_the_store_times_out(settings, monkeypatch, make_run):
+    """A read timeout from S3 is an OSError, like a missing file; but the file is fine and the store slow, so
+    the image is measured again later instead of keeping an error (and an imputed average) for good."""
+    from botocore.config import Config
+    from botocore.exceptions import ReadTimeoutError
+
+    from evalsite.runs.style_covariates import covariates_frame
+
+    run = make_run(n_models=1)
+    tokens = list(Image.objects.filter(run=run).values_list("token", flat=True))
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        use_s3(settings, monkeypatch, f"http://127.0.0.1:{silent.getsockname()[1]}", "evalsite-slow")
+        options = {**settings.STORAGES["default"]["OPTIONS"]}
+        options["client_config"] = Config(read_timeout=1, connect_timeout=1, retries={"max_attempts": 1})
+        settings.STORAGES = {**settings.STORAGES, "default": {**settings.STORAGES["default"], "OPTIONS": options}}
+        with pytest.raises(ReadTimeoutError):
+            covariates_frame(tokens)
+    assert not any(Image.objects.filter(run=run).values_list("style_covariates", flat=True))  # nothing cached
