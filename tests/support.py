@@ -185,7 +185,8 @@ def database_url() -> str:
 class WorkerProcess:
     """`bin/process worker` with WORKER_QUEUES=`queues` and concurrency 1 (prefetch 1, prefork) in its own
     process group, sharing this process's database and broker URL; its EVALSITE_VAR_DIR is `var_dir` (where the
-    filesystem broker's folders are: see use_broker_folder) and its media folder `media_root`."""
+    filesystem broker's folders are: see use_broker_folder) and its media folder `media_root`. `process` may
+    name another bin/process command (`gpu-worker`, named by WORKER_NAME in extra_env)."""
 
     def __init__(
         self,
@@ -194,9 +195,10 @@ class WorkerProcess:
         log_file: str | Path,
         queues: str = "gpu,default",
         extra_env: dict | None = None,
+        process: str = "worker",
     ):
         self.var_dir, self.media_root, self.log_file = Path(var_dir), Path(media_root), Path(log_file)
-        self.queues, self.extra_env = queues, extra_env or {}
+        self.queues, self.extra_env, self.process = queues, extra_env or {}, process
         self.proc: subprocess.Popen | None = None
 
     def env(self) -> dict:
@@ -228,7 +230,7 @@ class WorkerProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
-                [os.path.join(REPO_ROOT, "bin", "process"), "worker"],
+                [os.path.join(REPO_ROOT, "bin", "process"), self.process],
                 cwd=REPO_ROOT,
                 env=self.env(),
                 stdout=log,

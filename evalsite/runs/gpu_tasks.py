@@ -82,7 +82,10 @@ def run_job(job_id: int, task_id: str, worker: str = "", cache: BackendCache | N
         backend = (cache if cache is not None else backend_cache()).get(model.kind, model.source, device)
     except ModelLoadError as e:
         log.warning("job %s: %s", job_id, e)
-        services.mark_job_failed(job.pk, f"model {model.name}: {e}")
+        # A model's source is a path on the machine that runs the job: with GPU workers on several machines, the
+        # reason names the worker, so a checkpoint missing on one machine is told from a broken one.
+        on = f" (on worker {worker})" if worker else ""
+        services.mark_job_failed(job.pk, f"model {model.name}: {e}{on}")
         return {"job": job_id, "failed": str(e)}
     versions = software_versions(device)
     made = 0
@@ -112,19 +115,22 @@ def run_job(job_id: int, task_id: str, worker: str = "", cache: BackendCache | N
     except OutOfMemory as e:
         services.mark_job_failed(job.pk, f"model {model.name}: {e}")
         return {"job": job_id, "failed": str(e), "made": made}
-    except OSError as e:
-        if not services.storage_is_full(e):
-            raise
-        # Not the model's fault: keep what is stored (a half-written file is never served: its row is not
-        # done, and the next try replaces it) and try again once the sweeper finds the job's lease over.
-        reason = (
-            f"the image storage is full ({e.strerror}) after {made} images; the job is sent again in "
-            f"{settings.EVALSITE_STORAGE_FULL_RETRY_SECONDS} s"
-        )
-        log.error("job %s: %s", job_id, reason)
-        services.defer_job(job.pk, reason, settings.EVALSITE_STORAGE_FULL_RETRY_SECONDS)
-        return {"job": job_id, "deferred": reason, "made": made}
-    except Exception as e:  # the model or its settings failed: say so on the job, keep the worker going
+    except Exception as e:
+        problem = services.storage_problem(e)
+        if problem is not None:
+            # Not the model's fault (a full disk, an object store away): keep what is stored (a half-written file
+            # is never served: its row is not done, and the next try replaces it) and try again once the sweeper
+            # finds the job's lease over.
+            reason = (
+                f"{problem} after {made} images; the job is sent again in "
+                f"{settings.EVALSITE_STORAGE_FULL_RETRY_SECONDS} s"
+            )
+            log.error("job %s: %s", job_id, reason)
+            services.defer_job(job.pk, reason, settings.EVALSITE_STORAGE_FULL_RETRY_SECONDS)
+            return {"job": job_id, "deferred": reason, "made": made}
+        if isinstance(e, OSError):
+            raise  # the machine's trouble, not the model's: the job keeps its lease and the sweeper sends it again
+        # the model or its settings failed: say so on the job, keep the worker going
         log.exception("job %s failed", job_id)
         reason = f"model {model.name}: {type(e).__name__}: {e}"
         services.mark_job_failed(job.pk, reason)

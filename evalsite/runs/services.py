@@ -30,6 +30,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -345,9 +346,15 @@ def write_image_file(image: Image, png: bytes) -> str:
     returns the storage name. The caller marks the row done."""
     storage = Image._meta.get_field("file").storage
     name = image_upload_to(image, "image.png")
-    if storage.exists(name):
-        storage.delete(name)
-    saved = storage.save(name, ContentFile(png))
+    if isinstance(storage, FileSystemStorage):
+        if storage.exists(name):
+            storage.delete(name)
+        saved = storage.save(name, ContentFile(png))
+    else:
+        # An object store (S3): one PUT under the exact key replaces any earlier object whole. Storage.save would
+        # first ask whether the key is taken (a round trip per image) and, when a duplicate delivery on another
+        # machine had just written the same image, choose another key: a second object, and this job failed.
+        saved = storage._save(name, ContentFile(png))
     if saved != name:
         raise RuntimeError(f"storage saved {name} as {saved}; image files must keep their token names")
     return name
@@ -404,11 +411,33 @@ def _fail(job: GenerationJob, reason: str) -> None:
 
 
 STORAGE_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# What S3-compatible stores answer when they are full or over a quota (MinIO's codes; HTTP 507 anywhere).
+S3_FULL_CODES = frozenset({"XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "QuotaExceeded"})
 
 
-def storage_is_full(exc: BaseException) -> bool:
-    """Whether writing an image failed because the media storage is full (a disk or a quota)."""
-    return isinstance(exc, OSError) and exc.errno in STORAGE_FULL_ERRNOS
+def storage_problem(exc: BaseException) -> str | None:
+    """Why storing an image failed, when the fault is the image storage's and not the model's; None otherwise.
+
+    A local disk or quota that is full (ENOSPC, EDQUOT); with S3-compatible storage (EVALSITE_STORAGE=s3) a
+    store that is full, cannot be reached (connection refused, timeouts, after botocore's own retries) or
+    answers with an error (5xx, a missing bucket, refused credentials): none of that says anything about the
+    model, so the job waits and tries again instead of failing its images."""
+    if isinstance(exc, OSError) and exc.errno in STORAGE_FULL_ERRNOS:
+        return f"the image storage is full ({exc.strerror})"
+    try:  # botocore comes with the s3 extra only
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return None
+    if isinstance(exc, ClientError):
+        error, meta = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
+        code, status = error.get("Code", ""), meta.get("HTTPStatusCode")
+        if code in S3_FULL_CODES or status == 507:
+            return f"the image storage is full ({code or status})"
+        return f"the image storage refused the write ({code or status}: {error.get('Message', '')})"
+    if isinstance(exc, BotoCoreError | Boto3Error):
+        return f"the image storage cannot be reached ({exc})"
+    return None
 
 
 def defer_job(job_id: int, reason: str, seconds: float) -> None:

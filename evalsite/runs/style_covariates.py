@@ -19,6 +19,7 @@ import pandas as pd
 from PIL import Image as PILImage
 
 from analysis.image_style import PIXEL_COVARIATES, image_covariates
+from evalsite.outages import storage_away
 from evalsite.runs.models import Image
 
 STYLE_VERSION = 1  # bump when analysis.image_style's definitions change: cached values are measured again
@@ -32,6 +33,8 @@ def measure(image: Image) -> dict:
             pixels = np.asarray(picture.convert("RGB"))
         values: dict = image_covariates(pixels)
     except (OSError, ValueError) as exc:  # missing or broken file: no values, imputed as average in the fit
+        if storage_away(exc):  # an S3 timeout is an OSError too: measure again later rather than keep an error
+            raise
         values = {"error": f"{type(exc).__name__}: {exc}"[:300]}
     return {"version": STYLE_VERSION, **values}
 
