@@ -297,6 +297,7 @@ def simulate_campaign(
                 exploration=exploration,
                 alpha=alpha,
                 theta=theta,
+                top_evidence=top_evidence,
             )
             score = simulate_vote(rng, strengths, i, j, tie_rate)
             wins[i, j] += score
