@@ -25,6 +25,8 @@ Multiplicity (Bonferroni, no further assumption; `family_alphas`):
   produce it, so P(ever certifying a wrong winner) <= alpha.
 * "the ranking is settled between neighbours i and j": at alpha / (K(K-1)/2), so that every ordering
   claim on the page, together, is wrong with probability at most alpha.
+`TopModelEvidence` (below) certifies the top model without the split over rivals, at the same alpha,
+with state kept across the campaign's looks: one e-process per hypothesis "b is the best".
 
 The approximation is the usual large-sample one (the Wald statistic of the BT fit is close to Gaussian);
 with ties counted as half wins the model's variance is slightly conservative (a tie has less spread than
