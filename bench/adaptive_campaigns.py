@@ -5,7 +5,8 @@
 
 Defaults: 30 campaigns per case and policy, cases 4, 4e and 8c (a few minutes on one free core). The
 20-model case is opt-in (--cases 20): its uniform campaigns need ~40,000 votes each (~15 s apiece).
-Reported figures (docs/adaptive-campaigns.md): --reps 200 --cases 4,4e,8c and --reps 60 --cases 20.
+Reported figures (docs/adaptive-campaigns.md): --reps 200 --cases 4,4e,8c and --reps 60 --cases 20;
+the two stopping rules side by side (issue 15): --reps 100 --cases 4,4e,8c and --reps 20 --cases 20.
 
 Simulated raters follow known Bradley-Terry strengths with 10% ties (analysis.simulate.vote_model:
 E[score] = sigmoid(difference), so the ties-as-half-wins BT model is the truth). Every campaign runs
