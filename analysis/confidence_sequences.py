@@ -25,6 +25,8 @@ Multiplicity (Bonferroni, no further assumption; `family_alphas`):
   produce it, so P(ever certifying a wrong winner) <= alpha.
 * "the ranking is settled between neighbours i and j": at alpha / (K(K-1)/2), so that every ordering
   claim on the page, together, is wrong with probability at most alpha.
+`TopModelEvidence` (below) certifies the top model without the split over rivals, at the same alpha,
+with state kept across the campaign's looks: one e-process per hypothesis "b is the best".
 
 The approximation is the usual large-sample one (the Wald statistic of the BT fit is close to Gaussian);
 with ties counted as half wins the model's variance is slightly conservative (a tie has less spread than
@@ -113,3 +115,79 @@ def information_to_claim(difference, alpha: float, *, rho: float = MIXTURE_PRECI
         lo = np.where(crossed, lo, mid)
     out = np.where(d > 0, 10.0**hi, np.inf)
     return out if np.ndim(difference) else out[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# The top model without a split over rivals: one e-process per model, kept across looks
+# --------------------------------------------------------------------------------------------------
+
+
+class TopModelEvidence:
+    """Anytime-valid evidence against "model b is the best", for every model b, kept across the looks of a
+    campaign: the sharper top-model rule (`rule="rebalanced"` in analysis.simulate.simulate_campaign).
+
+    Why: certifying a wrong winner L means rejecting H_b = "b is the best" for the true best model b.
+    So it is enough to test each H_b once, at level alpha, with an e-process E_b (a non-negative
+    supermartingale under H_b): P(E_b ever reaches 1/alpha) <= alpha (Ville), whatever the engine did.
+    The Bonferroni rule is one such E_b: the average over rivals L of the one-sided mixtures
+    M_{L,b} = exp(log_evidence(theta_L - theta_b)), each a supermartingale under H_b; betting 1/(K-1) on
+    each rival is what costs the factor K-1. This e-process bets its whole wealth on ONE rival, the
+    strongest other model at the last look, and moves the wealth (never adds to it) when that changes:
+
+        E_b(t) = sum_L W_{b,L}(s) * M_{L,b}(t) / M_{L,b}(s),   s = the last look, sum_L W_{b,L}(s) = E_b(s)
+
+    with W_b(0) = 1/(K-1) on every rival and, at each look s, all of E_b(s) moved onto the rival with
+    the highest fitted score when that rival changed (else the holdings ride on). Each ratio
+    M(t)/M(s) has conditional mean <= 1 under H_b and the weights are fixed before the votes they bet
+    on, so E_b is a test supermartingale under H_b, valid at every vote between looks as well. When the
+    leader settles early (as under the engine), E_b ~ M_{L,b} / M_{L,b}(s0): the threshold 1/alpha
+    instead of (K-1)/alpha, at the price of the evidence seen before the wealth moved.
+
+    Same approximation as the rest of this module (the BT estimate's Gaussian behaviour); state lives
+    here, so the caller must call `look` at times fixed in advance or chosen from past votes only (every
+    25 votes in the simulations), never "when it would help". Arrays may carry leading batch dimensions
+    (tests run thousands of simulated campaigns at once).
+    """
+
+    def __init__(self, k: int, *, rho: float = MIXTURE_PRECISION, batch: tuple[int, ...] = ()):
+        if k < 2:
+            raise ValueError(f"need at least 2 models, got {k}")
+        self.k, self.rho = k, rho
+        eye = np.eye(k, dtype=bool)
+        # held[..., b, L]: log wealth the test of H_b holds on rival L; last[..., b, L]: log M_{L,b} then
+        self.held = np.broadcast_to(np.where(eye, -np.inf, -math.log(k - 1)), (*batch, k, k)).copy()
+        self.last = np.zeros((*batch, k, k))
+        self.bet = np.full((*batch, k), -1)  # the rival each test bets on (-1: still spread evenly)
+
+    def _log_m(self, diff: np.ndarray, info: np.ndarray) -> np.ndarray:
+        """[..., b, L] log M_{L,b}: evidence that L beats b (0 on the diagonal)."""
+        now = log_evidence(np.swapaxes(diff, -1, -2), np.swapaxes(info, -1, -2), rho=self.rho)
+        return np.where(np.eye(self.k, dtype=bool), 0.0, now)
+
+    def _riding(self, diff: np.ndarray, info: np.ndarray) -> np.ndarray:
+        return self.held + self._log_m(diff, info) - self.last
+
+    def log_e_values(self, diff: np.ndarray, info: np.ndarray) -> np.ndarray:
+        """(..., K) log E_b now, from the current (K, K) differences theta_i - theta_j and informations."""
+        return _logsumexp(self._riding(diff, info))
+
+    def look(self, diff: np.ndarray, info: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """Record a look (current fit: differences, informations, theta (..., K)); returns log E_b now.
+
+        After it, each test bets its wealth on the strongest other model by `theta`."""
+        riding = self._riding(diff, info)
+        total = _logsumexp(riding)
+        strongest = np.argmax(np.where(np.eye(self.k, dtype=bool), -np.inf, np.asarray(theta)[..., None, :]), axis=-1)
+        moved = strongest != self.bet
+        on_strongest = np.arange(self.k) == strongest[..., None]
+        self.held = np.where(moved[..., None], np.where(on_strongest, total[..., None], -np.inf), riding)
+        self.last = self._log_m(diff, info)
+        self.bet = strongest
+        return total
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    top = np.max(x, axis=-1)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return safe + np.log(np.sum(np.exp(x - safe[..., None]), axis=-1))

@@ -39,6 +39,7 @@ def campaign_decisions(
     min_votes_per_pair: int = 0,
     target_votes_per_pair: int | None = None,
     exploration: float | None = None,
+    top_evidence: np.ndarray | None = None,
 ) -> dict:
     """What a campaign can claim now, with error rates that hold under adaptive sampling and repeated looks.
 
@@ -53,6 +54,10 @@ def campaign_decisions(
       neighbours: [{rank, higher, lower, settled, difference, lower_bound, confidence, votes_still_needed,
         explain}]  (lower_bound: of the difference, at the level of the whole ranking)
       intervals: {'lower', 'upper'}: (K, K) anytime-valid (1 - alpha) interval of theta_i - theta_j per pair
+    top_evidence: (K,) log e-values against "model b is the best" from a TopModelEvidence kept across the
+    campaign's looks (analysis/confidence_sequences.py): the top model is then certified when every other
+    model's reaches log(1 / alpha), no split over rivals. None: the stateless rule, each rival at
+    alpha / (K-1).
     """
     wins = check_wins(wins)
     check_alpha(alpha)
@@ -66,7 +71,7 @@ def campaign_decisions(
     diff = theta[:, None] - theta[None, :]
     votes = float(wins.sum())
     order = [int(i) for i in np.argsort(-theta, kind="stable")]
-    top = top_model_decision(diff, info, alpha, int(np.argmax(theta)), names, votes)
+    top = top_model_decision(diff, info, alpha, int(np.argmax(theta)), names, votes, top_evidence=top_evidence)
     neighbours = neighbour_decisions(diff, info, alpha, order, names)
     if project:
         needed_top, needed_pairs = project_votes_needed(
@@ -78,6 +83,7 @@ def campaign_decisions(
             target_votes_per_pair=target_votes_per_pair,
             exploration=DEFAULT_EXPLORATION if exploration is None else exploration,
             alpha=alpha,
+            alpha_top=None if top_evidence is None else alpha,
         )
         _fill_votes_still_needed([top, *neighbours], [needed_top, *needed_pairs])
     for decision in [top, *neighbours]:
@@ -95,17 +101,31 @@ def campaign_decisions(
 
 
 def top_model_decision(
-    diff: np.ndarray, info: np.ndarray, alpha: float, leader: int, names: list[str], votes: float
+    diff: np.ndarray,
+    info: np.ndarray,
+    alpha: float,
+    leader: int,
+    names: list[str],
+    votes: float,
+    *,
+    top_evidence: np.ndarray | None = None,
 ) -> dict:
-    """The claim "the leader is the best": it beats every other model, one-sided at alpha / (K-1).
+    """The claim "the leader is the best": it beats every other model, one-sided at alpha / (K-1); or, with
+    top_evidence ((K,) log e-values against "b is the best", kept across looks), every rival's e-value
+    reaches 1 / alpha.
 
     diff: (K, K) theta_i - theta_j; info: (K, K) 1 / Var of those differences.
     """
     k = len(diff)
     alpha_top, _ = family_alphas(k, alpha)
     rivals = [j for j in range(k) if j != leader]
-    evidence = log_evidence(diff[leader, rivals], info[leader, rivals])
-    p_top = min(1.0, (k - 1) * float(np.exp(-evidence.min())))
+    if top_evidence is None:
+        evidence = log_evidence(diff[leader, rivals], info[leader, rivals])
+        split = k - 1  # Bonferroni over the rivals
+    else:
+        evidence = np.asarray(top_evidence, dtype=float)[rivals]
+        split = 1  # one e-process per rival's "b is the best", each at alpha
+    p_top = min(1.0, split * float(np.exp(-evidence.min())))
     lower = diff[leader, rivals] - one_sided_radius(info[leader, rivals], alpha_top)
     closest = rivals[int(np.argmin(evidence))]
     return {
@@ -122,7 +142,7 @@ def top_model_decision(
                 "model": j,
                 "difference": float(diff[leader, j]),
                 "lower_bound": float(lo),
-                "p_value": float(min(1.0, (k - 1) * math.exp(-ev))),
+                "p_value": float(min(1.0, split * math.exp(-ev))),
             }
             for j, lo, ev in zip(rivals, lower, evidence, strict=True)
         ],

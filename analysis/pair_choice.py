@@ -74,12 +74,13 @@ def leaderboard_separated(theta: np.ndarray, cov: np.ndarray) -> bool:
 
 
 def focus_contrasts(
-    theta: np.ndarray, cov: np.ndarray, alpha: float = DEFAULT_ALPHA
+    theta: np.ndarray, cov: np.ndarray, alpha: float = DEFAULT_ALPHA, top_evidence: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """What the next vote should learn about, as contrasts c (m, K) of theta with weights (m,).
 
     1. Top model not certified: the leader minus the rival it has the least evidence of beating
-       (anytime-valid evidence at the level campaign_decisions uses).
+       (anytime-valid evidence at the level campaign_decisions uses; with top_evidence, (K,) log
+       e-values against "b is the best" kept across looks, the rival whose e-value is lowest, at 1/alpha).
     2. Certified, but the leaderboard's 95% intervals of the top two still overlap (the page would
        show a tie the decision already broke): shrink sd_1 + sd_2, i.e. the contrasts e_1 and e_2
        weighted by d(sd_i)/d(Var_i) = 1 / (2 sd_i).
@@ -90,7 +91,10 @@ def focus_contrasts(
     info = difference_information(cov)
     alpha_top, alpha_order = family_alphas(k, alpha)
     leader = int(np.argmax(theta))
-    evidence = log_evidence(theta[leader] - theta, info[leader])
+    if top_evidence is None:
+        evidence = log_evidence(theta[leader] - theta, info[leader])
+    else:
+        evidence, alpha_top = np.array(top_evidence, dtype=float), alpha
     evidence[leader] = np.inf
     if evidence.min() < np.log(1.0 / alpha_top):
         return _pair_contrast(k, leader, int(np.argmin(evidence))), np.ones(1)
@@ -150,6 +154,7 @@ def choose_model_pair(
     exploration: float = DEFAULT_EXPLORATION,
     alpha: float = DEFAULT_ALPHA,
     theta: np.ndarray | None = None,
+    top_evidence: np.ndarray | None = None,
 ) -> tuple[int, int]:
     """The model pair (i, j), i < j, to show next. The caller randomises left/right.
 
@@ -159,7 +164,9 @@ def choose_model_pair(
     exploration: share of uniformly random choices under 'active'. alpha: the campaign's error rate (to
     know which decisions are still open). theta: a recent BT fit of these models to reuse (the site can
     cache one per campaign and refresh it every few dozen votes; None: fit now). The covariance is always
-    computed from the current counts. Raises NoPairAvailable when no pair may be shown.
+    computed from the current counts. top_evidence: (K,) log e-values against "b is the best" from a
+    TopModelEvidence kept across looks, when the campaign certifies with that rule (None: the stateless
+    rule). Raises NoPairAvailable when no pair may be shown.
     """
     wins = check_wins(wins)
     k = wins.shape[0]
@@ -180,7 +187,7 @@ def choose_model_pair(
     if theta.shape != (k,):
         raise ValueError(f"theta must have shape ({k},), got {theta.shape}")
     cov = bt_covariance(wins, theta)
-    focus = focus_contrasts(theta, cov, alpha)
+    focus = focus_contrasts(theta, cov, alpha, top_evidence)
     if focus is None:  # every decision made: keep the counts balanced
         return _random_pair(candidates & (counts == counts[candidates].min()), rng)
     return most_informative_pair(*focus, cov, vote_information(theta), eligible)

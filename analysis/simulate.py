@@ -28,13 +28,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.bradley_terry import bt_covariance, bt_mle
-from analysis.confidence_sequences import DEFAULT_ALPHA
+from analysis.bradley_terry import bt_covariance, bt_mle, difference_information
+from analysis.confidence_sequences import DEFAULT_ALPHA, TopModelEvidence
 from analysis.decisions import campaign_decisions
 from analysis.pair_choice import DEFAULT_EXPLORATION, choose_model_pair, leaderboard_separated
 
 PairSampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 TIE_MODELS = ("half", "davidson")
+STOPPING_RULES = ("bonferroni", "rebalanced")  # the top model's rule: stateless split over rivals, or
+#   one e-process per model kept across looks (analysis.confidence_sequences.TopModelEvidence)
 A_WINS, B_WINS, TIE = 0, 1, 2  # outcome codes
 
 
@@ -289,6 +291,7 @@ class CampaignRun:
     separated_model: int | None = None  # the leader at that moment
     pairs: list = field(default_factory=list)  # (i, j) of every vote, in order
     looks: list = field(default_factory=list)  # (votes, wins (K, K) copy, theta (K,)) at every look
+    top_evidence: list = field(default_factory=list)  # rule 'rebalanced': (K,) log e-values at every look
     final_decisions: dict | None = None  # campaign_decisions at certification (or at the end)
 
 
@@ -305,19 +308,26 @@ def simulate_campaign(
     max_votes: int = 200_000,
     until_separated: bool = False,
     keep_looks: bool = False,
+    rule: str = "bonferroni",
 ) -> CampaignRun:
     """Run one campaign: the engine picks each pair (choose_model_pair), simulated raters vote, and every
     `look_every` votes the BT fit is refreshed (warm start) and campaign_decisions is checked.
 
     Stops when the top model is certified (and, with until_separated, also once the leader's plain 95%
     interval has cleared the runner-up's: the issue-6 measure), or at max_votes.
+    rule: how the top model is certified, 'bonferroni' (campaign_decisions alone: each rival at
+    alpha / (K-1)) or 'rebalanced' (a TopModelEvidence that sees every look, passed as top_evidence).
     """
+    if rule not in STOPPING_RULES:
+        raise ValueError(f"rule must be one of {STOPPING_RULES}, got {rule!r}")
     strengths = np.asarray(strengths, dtype=float)
     strengths = strengths - strengths.mean()
     k = len(strengths)
     run = CampaignRun(strengths=strengths, policy=policy)
     wins = np.zeros((k, k))
     theta = None
+    tracker = TopModelEvidence(k) if rule == "rebalanced" else None
+    top_evidence = None
     while run.votes < max_votes:
         for _ in range(look_every):
             i, j = choose_model_pair(
@@ -330,6 +340,7 @@ def simulate_campaign(
                 exploration=exploration,
                 alpha=alpha,
                 theta=theta,
+                top_evidence=top_evidence,
             )
             score = simulate_vote(rng, strengths, i, j, tie_rate)
             wins[i, j] += score
@@ -337,10 +348,14 @@ def simulate_campaign(
             run.pairs.append((i, j))
         run.votes += look_every
         theta = bt_mle(wins, theta0=theta)
+        if tracker is not None:
+            diff = theta[:, None] - theta[None, :]
+            top_evidence = tracker.look(diff, difference_information(bt_covariance(wins, theta)), theta)
+            run.top_evidence.append(top_evidence)
         if keep_looks:
             run.looks.append((run.votes, wins.copy(), theta.copy()))
         if run.certified_at is None:
-            decisions = campaign_decisions(wins, alpha, theta=theta, project=False)
+            decisions = campaign_decisions(wins, alpha, theta=theta, project=False, top_evidence=top_evidence)
             if decisions["top_model"]["certified"]:
                 run.certified_at = run.votes
                 run.certified_model = decisions["top_model"]["model"]
@@ -352,5 +367,5 @@ def simulate_campaign(
         if run.certified_at is not None and (not until_separated or run.separated_at is not None):
             break
     if run.final_decisions is None:
-        run.final_decisions = campaign_decisions(wins, alpha, theta=theta, project=False)
+        run.final_decisions = campaign_decisions(wins, alpha, theta=theta, project=False, top_evidence=top_evidence)
     return run

@@ -36,6 +36,7 @@ def project_votes_needed(
     target_votes_per_pair: int | None,
     exploration: float,
     alpha: float,
+    alpha_top: float | None = None,
 ) -> tuple[int | None, list[int | None]]:
     """Median votes until the top model is certified, and until each neighbour pair is settled.
 
@@ -51,11 +52,13 @@ def project_votes_needed(
       the top model needs the sum over its open rivals; a neighbour pair comes after the top model and
       the neighbour pairs that need fewer votes.
     None where the median path does not cross within PROJECTION_HORIZON times the current votes.
+    alpha_top: the one-sided level of each top-model claim (None: alpha / (K-1), the Bonferroni rule;
+    the rule kept across looks, TopModelEvidence, is projected as alpha).
     """
     k = len(theta)
     counts = wins + wins.T
     horizon = PROJECTION_HORIZON * max(float(counts.sum() / 2), 10.0 * k)
-    ii, jj, level, slot = _claims(theta, alpha)
+    ii, jj, level, slot = _claims(theta, alpha, alpha_top)
     d_hat = theta[ii] - theta[jj]
     cov = bt_covariance(wins, theta)
     info0 = difference_information(cov)[ii, jj]
@@ -101,11 +104,14 @@ def project_votes_needed(
     return as_votes(top_needed), [as_votes(x) for x in pair_needed]
 
 
-def _claims(theta: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _claims(
+    theta: np.ndarray, alpha: float, alpha_top: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The claims to watch, as arrays (i, j, level, slot): "i beats j" at one-sided `level`; slot 0 is the
     top model (the leader against each rival), slot r the r-th neighbours in the current order."""
     k = len(theta)
-    alpha_top, alpha_order = family_alphas(k, alpha)
+    split_top, alpha_order = family_alphas(k, alpha)
+    alpha_top = split_top if alpha_top is None else alpha_top
     leader = int(np.argmax(theta))
     order = np.argsort(-theta, kind="stable")
     checks = [(leader, j, alpha_top, 0) for j in range(k) if j != leader]

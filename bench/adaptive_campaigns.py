@@ -1,16 +1,21 @@
 """Adaptive campaigns: how many votes the engine saves over uniform pairs, and what it costs in errors.
 
-    .venv/bin/python bench/adaptive_campaigns.py [--reps N] [--cases 4,4e,8c,20] [--jobs J] [--save FILE]
+    .venv/bin/python bench/adaptive_campaigns.py [--reps N] [--cases 4,4e,8c,20] [--rules bonferroni,rebalanced]
+                                                 [--jobs J] [--save FILE]
 
 Defaults: 30 campaigns per case and policy, cases 4, 4e and 8c (a few minutes on one free core). The
 20-model case is opt-in (--cases 20): its uniform campaigns need ~40,000 votes each (~15 s apiece).
-Reported figures (docs/adaptive-campaigns.md): --reps 200 --cases 4,4e,8c and --reps 60 --cases 20.
+Reported figures (docs/adaptive-campaigns.md): --reps 200 --cases 4,4e,8c and --reps 60 --cases 20;
+the two stopping rules side by side (issue 15): --reps 100 --cases 4,4e,8c and --reps 20 --cases 20.
 
 Simulated raters follow known Bradley-Terry strengths with 10% ties (analysis.simulate.vote_model:
 E[score] = sigmoid(difference), so the ties-as-half-wins BT model is the truth). Every campaign runs
 through the same functions the site uses: choose_model_pair picks every pair, campaign_decisions is
 checked every 25 votes (BT refit with a warm start) and stops the campaign when it certifies a top model
-(anytime-valid, alpha = 0.05). Per case and policy ('uniform' pairs; the 'active' engine) it reports:
+(anytime-valid, alpha = 0.05). Two stopping rules for the top model, on the same simulated campaigns
+(same seeds): 'bonferroni' (the stateless rule, each rival at alpha / (K-1)) and 'rebalanced' (one
+e-process per model kept across looks, analysis.confidence_sequences.TopModelEvidence).
+Per case, policy ('uniform' pairs; the 'active' engine) and rule it reports:
 
   votes to certify     median and 90th percentile of votes until the top model is certified
   wrong winner         share of campaigns that certified a model other than the true best
@@ -23,7 +28,7 @@ checked every 25 votes (BT refit with a warm start) and stops the campaign when 
   votes to separate    votes until the leader's plain 95% per-model interval (Fisher, sum-to-zero, as
                        on the leaderboard) clears the runner-up's, and how often that leader was wrong
                        (issue 6). Campaigns run on after certification until this happens.
-and the ratios uniform / engine of median and 90th-percentile votes.
+and the ratios uniform / engine of median and 90th-percentile votes, and bonferroni / rebalanced per policy.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.bradley_terry import bt_covariance  # noqa: E402
 from analysis.decisions import campaign_decisions  # noqa: E402
-from analysis.simulate import simulate_campaign  # noqa: E402
+from analysis.simulate import STOPPING_RULES, simulate_campaign  # noqa: E402
 
 ALPHA = 0.05
 TIE_RATE = 0.1
@@ -68,6 +73,7 @@ CASE_TITLES = {
     "8c": "8 models, close top two (0, -0.25, -0.75, ... -2.0)",
 }
 POLICIES = ("uniform", "active")
+RULES = STOPPING_RULES
 
 
 def _wald_coverage(wins: np.ndarray, theta: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
@@ -81,7 +87,7 @@ def _wald_coverage(wins: np.ndarray, theta: np.ndarray, truth: np.ndarray) -> tu
 
 def one_campaign(args: tuple) -> dict:
     """Run one seeded campaign and measure it (module-level so a process pool can run it)."""
-    case, policy, seed_seq = args
+    case, policy, rule, seed_seq = args
     strengths = CASES[case] - CASES[case].mean()
     rng = np.random.default_rng(seed_seq)
     run = simulate_campaign(
@@ -95,6 +101,7 @@ def one_campaign(args: tuple) -> dict:
         max_votes=MAX_VOTES,
         until_separated=True,
         keep_looks=True,
+        rule=rule,
     )
     best = int(np.argmax(strengths))
     out = {
@@ -126,7 +133,13 @@ def one_campaign(args: tuple) -> dict:
             continue
         votes, wins, theta = run.looks[idx]
         decision = campaign_decisions(
-            wins, ALPHA, theta=theta, project=True, policy=policy, min_votes_per_pair=MIN_VOTES_PER_PAIR
+            wins,
+            ALPHA,
+            theta=theta,
+            project=True,
+            policy=policy,
+            min_votes_per_pair=MIN_VOTES_PER_PAIR,
+            top_evidence=run.top_evidence[idx] if run.top_evidence else None,
         )["top_model"]
         estimate = decision["votes_still_needed"]
         ratios[frac] = (np.inf if estimate is None else estimate) / (run.certified_at - votes)
@@ -189,11 +202,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=30, help="campaigns per case and policy (default 30)")
     parser.add_argument("--cases", default="4,4e,8c", help=f"comma-separated, from {list(CASES)} (default 4,4e,8c)")
+    parser.add_argument(
+        "--rules", default=",".join(RULES), help=f"comma-separated stopping rules, from {RULES} (default: both)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--seed", type=int, default=20240607)
     parser.add_argument("--save", help="write every campaign's measurements to this JSON-lines file")
     args = parser.parse_args()
     cases = args.cases.split(",")
+    rules = args.rules.split(",")
+    for rule in rules:
+        if rule not in RULES:
+            parser.error(f"unknown rule {rule!r}; choose from {RULES}")
     for case in cases:
         if case not in CASES:
             parser.error(f"unknown case {case!r}; choose from {list(CASES)}")
@@ -207,40 +227,51 @@ def main() -> None:
         # the same seeds for both policies of a case; each campaign its own stream
         seeds = np.random.SeedSequence([args.seed, list(CASES).index(case)]).spawn(args.reps)
         summary = {}
-        for policy in POLICIES:
-            jobs = [(case, policy, s) for s in seeds]
+        for policy, rule in [(p, r) for p in POLICIES for r in rules]:
+            jobs = [(case, policy, rule, s) for s in seeds]
             if args.jobs > 1:
                 with ProcessPoolExecutor(args.jobs) as pool:
                     results = list(pool.map(one_campaign, jobs, chunksize=2))
             else:
                 results = [one_campaign(j) for j in jobs]
-            summary[policy] = summarise(results)
+            summary[policy, rule] = summarise(results)
             if args.save:
                 with open(args.save, "a") as out:
                     for r in results:
                         r = {**r, "needed_ratio": {str(f): x for f, x in r.get("needed_ratio", {}).items()}}
-                        out.write(json.dumps({"case": case, "policy": policy, **r}, default=float) + "\n")
+                        out.write(json.dumps({"case": case, "policy": policy, "rule": rule, **r}, default=float) + "\n")
         print(f"\n## {CASE_TITLES[case]}  ({time.perf_counter() - started:.0f} s)")
         print(
-            "| policy | votes to certify (median / p90) | wrong winner | cover 95% anytime / plain "
+            "| policy | rule | votes to certify (median / p90) | wrong winner | cover 95% anytime / plain "
             "| needed est/actual (half / pooled) | votes to separate (median) | wrong at separation |"
         )
-        print("|---|---|---|---|---|---|---|")
-        for policy in POLICIES:
-            s = summary[policy]
+        print("|---|---|---|---|---|---|---|---|")
+        for policy, rule in summary:
+            s = summary[policy, rule]
             unfinished = f" ({s['unfinished']} unfinished at {MAX_VOTES})" if s["unfinished"] else ""
             print(
-                f"| {policy} | {s['median']:,.0f} / {s['p90']:,.0f}{unfinished} | {s['wrong']:.1%} "
+                f"| {policy} | {rule} | {s['median']:,.0f} / {s['p90']:,.0f}{unfinished} | {s['wrong']:.1%} "
                 f"| {s['cover_anytime']:.1%} / {s['cover_plain']:.1%} "
                 f"| {s['needed_half']:.2f} / {s['needed_pooled']:.2f} | {s['sep_median']:,.0f} "
                 f"| {s['sep_wrong']:.1%} |"
             )
-        u, a = summary["uniform"], summary["active"]
+        for rule in rules:
+            u, a = summary["uniform", rule], summary["active", rule]
+            print(
+                f"{rule}: ratio uniform/engine: certify median {u['median'] / a['median']:.2f}x, "
+                f"p90 {u['p90'] / a['p90']:.2f}x (wrong winner {u['wrong']:.1%} vs {a['wrong']:.1%}); "
+                f"separate median {u['sep_median'] / a['sep_median']:.2f}x"
+            )
+        if set(RULES) <= set(rules):
+            for policy in POLICIES:
+                old, new = summary[policy, RULES[0]], summary[policy, RULES[1]]
+                print(
+                    f"{policy}: votes to certify {RULES[0]} / {RULES[1]}: median {old['median'] / new['median']:.2f}x, "
+                    f"p90 {old['p90'] / new['p90']:.2f}x (wrong winner {old['wrong']:.1%} vs {new['wrong']:.1%})"
+                )
         print(
-            f"ratio uniform/engine: certify median {u['median'] / a['median']:.2f}x, p90 {u['p90'] / a['p90']:.2f}x "
-            f"(wrong winner {u['wrong']:.1%} vs {a['wrong']:.1%}); separate median "
-            f"{u['sep_median'] / a['sep_median']:.2f}x (best fixed allocation knowing the truth: "
-            f"{separation_ceiling(CASES[case] - CASES[case].mean()):.2f}x)"
+            "separate, best fixed allocation knowing the truth: "
+            f"{separation_ceiling(CASES[case] - CASES[case].mean()):.2f}x over uniform"
         )
         sys.stdout.flush()
 

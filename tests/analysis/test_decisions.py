@@ -104,3 +104,40 @@ def test_wrong_winner_rate_and_coverage_at_the_stopping_time():
         pairs += len(lower)
     assert wrong / 40 <= ALPHA  # 2 of 40 allowed
     assert covered / pairs >= 0.90
+
+
+def test_the_rule_kept_across_looks_certifies_no_winner_when_the_top_two_are_equal():
+    """Either certification rejects a true "b is the best" (each at alpha), so at most 2 alpha in theory;
+    the guarantee for a unique best model is alpha."""
+    strengths = np.array([0.0, 0.0, -1.0])
+    rng = np.random.default_rng(6)
+    runs = [simulate_campaign(strengths, rng, max_votes=1500, rule="rebalanced") for _ in range(40)]
+    assert np.mean([run.certified_at is not None for run in runs]) <= ALPHA  # 2 of 40 allowed
+    assert all(len(run.top_evidence) == run.votes // 25 for run in runs)
+
+
+def test_the_rule_kept_across_looks_certifies_sooner_at_the_same_stakes():
+    """Same campaigns (same seeds) under both rules: the e-process rule stops no later in total, and the
+    winner is right."""
+    strengths = np.array([0.0, -0.5, -1.0, -1.5])
+    stops = {}
+    for rule in ("bonferroni", "rebalanced"):
+        seeds = np.random.SeedSequence(8).spawn(12)
+        runs = [simulate_campaign(strengths, np.random.default_rng(s), rule=rule) for s in seeds]
+        assert all(run.certified_model == 0 for run in runs)
+        stops[rule] = np.median([run.certified_at for run in runs])
+    assert stops["rebalanced"] < stops["bonferroni"]
+
+
+def test_top_evidence_replaces_the_split_over_rivals():
+    wins = np.array([[0.0, 30.0, 40.0], [10.0, 0.0, 30.0], [5.0, 10.0, 0.0]])
+    stateless = campaign_decisions(wins, project=False)["top_model"]
+    # e-values of 1/alpha against models 1 and 2 being best: certified, at the level (no factor K-1)
+    just = 1.001 / ALPHA
+    top = campaign_decisions(wins, project=False, top_evidence=np.log([1.0, just, just]))["top_model"]
+    assert top["certified"] and top["confidence"] == pytest.approx(1 - ALPHA, abs=1e-4)
+    assert [r["p_value"] for r in top["rivals"]] == pytest.approx([ALPHA, ALPHA], abs=1e-4)
+    assert not campaign_decisions(wins, project=False, top_evidence=np.log([1.0, 1 / ALPHA, 10.0]))["top_model"][
+        "certified"
+    ]
+    assert stateless["model"] == top["model"] == 0
