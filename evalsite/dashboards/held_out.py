@@ -30,9 +30,9 @@ def with_reviews(campaign: Campaign, raters: pd.DataFrame) -> pd.DataFrame:
         return raters.assign(review="")
     reviews = reviews_of(campaign).set_index("rater")
     out = raters.copy()
-    out["review"] = out["rater"].map(reviews["review"]).fillna("")
+    out["review"] = out["rater"].map(reviews["review"]).astype(object).fillna("")
     held_out = out["review"].isin([RaterReview.State.HELD, RaterReview.State.REJECTED])
-    words = out["rater"].map(reviews["review_reasons"]).fillna("")
+    words = out["rater"].map(reviews["review_reasons"]).astype(object).fillna("")
     out.loc[held_out, "reasons"] = [
         ", ".join(filter(None, [r, f"{state} in review: {w}"]))
         for r, state, w in zip(out.loc[held_out, "reasons"], out.loc[held_out, "review"], words[held_out], strict=True)

@@ -27,9 +27,10 @@ from analysis.confidence_sequences import DEFAULT_ALPHA
 from analysis.leaderboard import fit_bradley_terry
 from analysis.votes import count_pairs
 from evalsite.dashboards.data import counted_votes, votes_frame
+from evalsite.dashboards.held_out import reviews_of
 from evalsite.dashboards.models import ResultSnapshot
 from evalsite.dashboards.results import decisions_of, rater_table_of, records
-from evalsite.rating.models import Campaign
+from evalsite.rating.models import Campaign, RaterReview
 
 FIT_SETTINGS = {"ties": "half", "intervals": "bootstrap", "rounds": 100, "seed": 0, "confidence": 0.95}
 SOFTWARE = ("numpy", "pandas", "scipy", "pyarrow", "django", "t2i-arena")
@@ -45,7 +46,15 @@ def snapshot_settings(campaign: Campaign, *, exclude_flagged: bool = True, alpha
         "min_gold_accuracy": campaign.min_gold_accuracy,
         "alpha": alpha,
         "min_votes_per_pair": campaign.min_votes_per_model_pair,
+        # raters held or rejected in review when the snapshot was taken: left out like flagged raters
+        "held_out_raters": held_out_raters(campaign) if exclude_flagged else [],
     }
+
+
+def held_out_raters(campaign: Campaign) -> list[str]:
+    reviews = reviews_of(campaign)
+    held = reviews["review"].isin([RaterReview.State.HELD, RaterReview.State.REJECTED])
+    return sorted(reviews.loc[held, "rater"])
 
 
 def software_versions() -> dict:
@@ -61,7 +70,8 @@ def software_versions() -> dict:
 def snapshot_numbers(votes: pd.DataFrame, settings: dict) -> dict:
     """criterion -> {votes, excluded_raters, leaderboard, decision}: the snapshot's numbers from its votes."""
     raters = rater_table_of(votes, min_gold_accuracy=settings["min_gold_accuracy"])
-    excluded = sorted(raters.loc[raters["flagged"], "rater"]) if settings["exclude_flagged"] and len(raters) else []
+    flagged = set(raters.loc[raters["flagged"], "rater"]) if len(raters) else set()
+    excluded = sorted(flagged | set(settings.get("held_out_raters", []))) if settings["exclude_flagged"] else []
     criteria = list(settings["criteria"]) + sorted(set(votes["criterion"]) - set(settings["criteria"]))
     out = {}
     for criterion in criteria:

@@ -127,3 +127,20 @@ def test_the_snapshot_api(staff_client, voted_campaign, make_rater):
     assert refit["identical"] is True and refit["content_hash"] == detail["content_hash"]
     staff_client.force_login(make_rater("curious").user)
     assert staff_client.get(url).status_code == 403
+
+
+@pytest.mark.django_db
+def test_raters_held_in_review_are_left_out_as_on_the_dashboard(voted_campaign):
+    from evalsite.rating.models import Rater, RaterReview
+
+    alice = Rater.objects.get(user__username="alice")
+    RaterReview.objects.create(campaign=voted_campaign, rater=alice, state=RaterReview.State.HELD, reasons="test")
+    snapshot = snapshots.take_snapshot(voted_campaign)
+    page = campaign_results(voted_campaign, ResultOptions(criterion="aesthetics", project=False))
+    assert snapshot.settings["held_out_raters"] == ["alice"]
+    assert snapshot.results["aesthetics"]["excluded_raters"] == page["excluded_raters"] == ["alice", "speedy"]
+    assert [r["score"] for r in snapshot.results["aesthetics"]["leaderboard"]] == [
+        r["score"] for r in page["leaderboard"]
+    ]
+    RaterReview.objects.filter(rater=alice).update(state=RaterReview.State.ACCEPTED)  # later reviews change
+    assert snapshots.refit(snapshot)["identical"] is True  # nothing in a taken snapshot
