@@ -1,0 +1,121 @@
+"""The prior adapters against real (tiny, randomly initialised) models: the in-house MM-DiT and a diffusers
+Stable Diffusion pipeline built here (no downloads). Guidance, shapes and one optimisation step through each."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+import torch
+
+from generation.threed import DiffusersPrior, InHousePrior, Prior, generate_asset
+from generation.threed.sds import SDSSettings, sds_loss
+from tests.generation.threed_support import small_settings
+from tests.support import tiny_inhouse_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def inhouse_prior(tmp_path_factory):
+    path = tiny_inhouse_checkpoint(tmp_path_factory.mktemp("tiny-inhouse"))
+    return InHousePrior.from_checkpoint(path)
+
+
+def tiny_sd_pipeline(prediction_type: str = "epsilon"):
+    """A StableDiffusionPipeline (UNet 8x8 latents, 2x VAE, CLIP text, DDIM) with random weights."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in string.ascii_lowercase + " ":
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    torch.manual_seed(0)
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    vae = AutoencoderKL(
+        latent_channels=4,
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8,
+        sample_size=16,
+    )
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    scheduler = DDIMScheduler(
+        beta_schedule="scaled_linear", clip_sample=False, steps_offset=1, prediction_type=prediction_type
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def check_guidance(prior: Prior, z: torch.Tensor, t: torch.Tensor, text) -> None:
+    """The guided prediction is uncond + w (cond - uncond): w = 0 and 1 give the two, w = 3 extrapolates."""
+    uncond, cond = prior.predict(z, t, text, 0.0), prior.predict(z, t, text, 1.0)
+    assert not torch.allclose(uncond, cond)  # the prompt matters
+    torch.testing.assert_close(prior.predict(z, t, text, 3.0), uncond + 3 * (cond - uncond), atol=1e-4, rtol=1e-4)
+
+
+def test_the_inhouse_prior_guides_its_velocity_like_its_sampler(inhouse_prior):
+    assert isinstance(inhouse_prior, Prior)
+    assert (inhouse_prior.prediction, inhouse_prior.image_size, inhouse_prior.alphas_cumprod) == ("velocity", 16, None)
+    text = inhouse_prior.encode_prompt("a red circle on a blue background")
+    z = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    check_guidance(inhouse_prior, z, torch.tensor([0.3, 0.8]), text)
+
+
+def test_the_inhouse_prior_optimises_a_field(inhouse_prior):
+    asset = generate_asset(inhouse_prior, "a red circle on a blue background", 0, small_settings(steps=2, size=16))
+    assert asset.steps_done == 2 and asset.settings.render.image_size == 16
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_a_diffusers_unet_pipeline_is_an_eps_prior_through_its_vae(prediction_type):
+    prior = DiffusersPrior(tiny_sd_pipeline(prediction_type))
+    assert isinstance(prior, Prior)
+    assert (prior.prediction, prior.image_size, len(prior.alphas_cumprod)) == ("eps", 16, 1000)
+    text = prior.encode_prompt("a red circle")
+    rgb = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    latents = prior.encode_images(rgb)
+    assert latents.shape == (2, 4, 8, 8)
+    check_guidance(prior, latents.detach(), torch.tensor([100, 700]), text)
+    loss = sds_loss(prior, rgb, text, SDSSettings(guidance_scale=7.5), torch.Generator().manual_seed(0))
+    loss.backward()  # through the VAE encoder to the render, never into the prior
+    assert rgb.grad is not None and rgb.grad.abs().sum() > 0 and torch.isfinite(rgb.grad).all()
+    assert all(p.grad is None for p in prior.denoiser.parameters())
+    asset = generate_asset(prior, "a red circle", 0, small_settings(steps=1, size=16))
+    assert asset.steps_done == 1
