@@ -219,3 +219,13 @@ def test_an_eps_inhouse_checkpoint_is_an_eps_prior_on_its_training_schedule(tmp_
     # the model is given t = n / N, as the eps sampler gives it
     cond = {k: v.expand(2, *v.shape[1:]) for k, v in text[0].items()}
     torch.testing.assert_close(prior.predict(z, n, text, 1.0), model(z, n / 1000, **cond).float())
+
+
+def test_a_registered_diffusers_model_becomes_a_prior_through_its_backend(tmp_path):
+    """What a platform model of kind "diffusers" loads (a saved pipeline directory) is usable as a prior."""
+    from generation.backends import load_backend
+
+    tiny_sd_pipeline().save_pretrained(tmp_path / "sd")
+    prior = DiffusersPrior.from_backend(load_backend("diffusers", str(tmp_path / "sd")))
+    asset = generate_asset(prior, "a red circle", 0, small_settings(steps=1, size=16))
+    assert asset.steps_done == 1 and asset.settings.render.image_size == 16
