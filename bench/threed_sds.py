@@ -8,7 +8,9 @@ grid, 32x32 views, 4 views per step, guidance 30, w(t) = t, Adam 0.05), renders 
 45, ..., 315 at elevation 10) and scores each with generation.checker. A view is "right" when the checker reads
 the prompt's background and object colour from it (shape is reported too, but a field seen from the side is
 not the prompt's flat shape). Baselines measured in the same run:
-    init     the same seed's field before any step (the random initial grid),
+    init     the same seed's field before any step (the random initial grid), and the initial fields of seeds
+             0 .. --init-seeds - 1 (no training needed): grey noise reads as white to the checker, so a prompt
+             with a white object is right at initialisation whenever the random background lands on its colour,
     control  the trained asset scored against a wrong prompt (the next prompt in the list, other colours).
 Consistency: silhouette IoU of each view against the exactly opposite one (azimuths 0, 45, 90, 135 and their
 opposites, elevations 0 and 10), printed per asset. Prints one row per prompt (views right, summed over seeds)
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=AssetSettings().steps)
     parser.add_argument("--views", type=int, default=8, help="turntable views scored per asset")
     parser.add_argument("--elevation", type=float, default=10.0)
+    parser.add_argument("--init-seeds", type=int, default=20, help="initial fields scored per prompt")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save-dir", type=Path, help="write each asset and its turntable PNGs here")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
@@ -85,9 +88,15 @@ def main() -> None:
     rows, records = [], []
     for i, prompt in enumerate(args.prompts):
         wrong = args.prompts[(i + 1) % len(args.prompts)]
-        total = {"trained": 0, "trained_all": 0, "init": 0, "control": 0, "cpu": 0.0, "wall": 0.0}
+        total = {"trained": 0, "trained_all": 0, "init": 0, "control": 0, "cpu": 0.0, "wall": 0.0, "init_many": 0}
+        untrained = dataclasses.replace(settings, steps=0)
+        for seed in range(args.init_seeds):
+            initial = generate_asset(prior, prompt, seed, untrained)
+            total["init_many"] += views_right(render_turntable(initial, args.views, elevation=args.elevation), prompt)[
+                "right"
+            ]
         for seed in args.seeds:
-            initial = generate_asset(prior, prompt, seed, dataclasses.replace(settings, steps=0))
+            initial = generate_asset(prior, prompt, seed, untrained)
             init_views = render_turntable(initial, args.views, elevation=args.elevation)
             asset = generate_asset(prior, prompt, seed, settings)
             views = render_turntable(asset, args.views, elevation=args.elevation)
@@ -136,6 +145,7 @@ def main() -> None:
                     f"{stem}-textureless.png"
                 )
         rows.append((prompt, wrong, total))
+        print(f"  {prompt!r}: initial fields of {args.init_seeds} seeds: {total['init_many']} views right", flush=True)
 
     n = len(args.seeds) * args.views
     k = len(args.seeds)
@@ -143,12 +153,17 @@ def main() -> None:
         f"\n{args.steps} steps, {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {args.views} views at "
         f"elevation {args.elevation:g}; right = background and object colour read right by the checker"
     )
-    print("| prompt (held out) | trained: views right | with shape | init | control (scored against) | CPU s / asset |")
-    print("|---|---|---|---|---|---|")
+    m = args.init_seeds * args.views
+    print(
+        f"| prompt (held out) | trained: views right | with shape | init, same seeds | init, {args.init_seeds} seeds "
+        "| control (scored against) | CPU s / asset |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for prompt, wrong, t in rows:
         print(
             f"| {prompt} | {t['trained']}/{n} ({t['trained'] / n:.0%}) | {t['trained_all']}/{n} | "
-            f'{t["init"]}/{n} ({t["init"] / n:.0%}) | {t["control"]}/{n} ({t["control"] / n:.0%}; "{wrong}") | '
+            f"{t['init']}/{n} ({t['init'] / n:.0%}) | {t['init_many']}/{m} ({t['init_many'] / max(m, 1):.1%}) | "
+            f'{t["control"]}/{n} ({t["control"] / n:.0%}; "{wrong}") | '
             f"{t['cpu'] / k:.1f} (wall {t['wall'] / k:.1f}) |"
         )
     if args.json:
