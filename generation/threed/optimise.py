@@ -54,14 +54,24 @@ class AssetSettings:
 
     @classmethod
     def from_dict(cls, data: dict) -> AssetSettings:
+        """The settings from `to_dict`'s form (JSON), missing keys at their defaults; unknown keys are refused
+        with a ValueError naming them (a setting that is silently ignored would make a different asset)."""
         data = dict(data)
-        nested = {"sds": SDSSettings, "render": RenderSettings, "field": FieldConfig}
+        nested: dict[str, type] = {"sds": SDSSettings, "render": RenderSettings, "field": FieldConfig}
+        _refuse_unknown("asset", data, {f.name for f in dataclasses.fields(cls)})
         for key, kind in nested.items():
             if key in data:
+                _refuse_unknown(key, data[key], {f.name for f in dataclasses.fields(kind)})
                 data[key] = kind(**data[key])
         if "elevation_range" in data:
             data["elevation_range"] = tuple(data["elevation_range"])
         return cls(**data)
+
+
+def _refuse_unknown(what: str, data: dict, known: set[str]) -> None:
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
 
 
 @dataclass

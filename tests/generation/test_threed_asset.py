@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from generation.threed import AssetFileError, generate_asset, load_asset, render_turntable, save_asset
+from generation.threed import (
+    AssetFileError,
+    AssetSettings,
+    generate_asset,
+    load_asset,
+    render_turntable,
+    save_asset,
+)
 from generation.threed.field import PARAMETER_NAMES
 from tests.generation.threed_support import FixedTargetPrior, small_settings
 
@@ -102,3 +109,15 @@ def test_a_corrupt_or_foreign_asset_file_is_a_clear_error(tmp_path):
     save_file({k: v.contiguous() for k, v in data.items()}, str(wrong_shape), metadata=metadata)
     with pytest.raises(AssetFileError, match="albedo_logit"):
         load_asset(wrong_shape)
+
+
+def test_settings_round_trip_through_json_and_refuse_unknown_keys():
+    import json
+
+    settings = small_settings(steps=7)
+    assert AssetSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    assert AssetSettings.from_dict({"steps": 5}) == dataclasses.replace(AssetSettings(), steps=5)
+    with pytest.raises(ValueError, match="unknown asset setting.*guidance"):
+        AssetSettings.from_dict({"guidance": 30})
+    with pytest.raises(ValueError, match="unknown sds setting.*scale"):
+        AssetSettings.from_dict({"sds": {"scale": 30}})
