@@ -29,9 +29,11 @@ import torch
 from PIL import Image
 
 from generation.checker import check_image
+from generation.contract import GENERATING_KINDS, INHOUSE
 from generation.demo_domain import all_prompts
-from generation.threed import AssetSettings, InHousePrior, generate_asset, render_turntable, save_asset
+from generation.threed import AssetSettings, generate_asset, load_prior, render_turntable, save_asset
 from generation.threed.render import opposite_view_iou
+from generation.threed.sds import SDSSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Held out of the demo checkpoint's training (all_prompts("heldout", kinds=["shape"])), colours all different.
@@ -61,6 +63,8 @@ def strip(images: list[Image.Image], scale: int = 4) -> Image.Image:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(ROOT / "demo_models" / "mmdit-demo"))
+    parser.add_argument("--kind", default=INHOUSE, choices=GENERATING_KINDS, help="the checkpoint's model kind")
+    parser.add_argument("--guidance", type=float, default=SDSSettings().guidance_scale)
     parser.add_argument("--prompts", nargs="+", default=DEFAULT_PROMPTS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--steps", type=int, default=AssetSettings().steps)
@@ -80,9 +84,11 @@ def main() -> None:
         print(f"{'held-out' if p in heldout else 'TRAINING'} prompt: {p}")
 
     t0 = time.perf_counter()
-    prior = InHousePrior.from_checkpoint(args.checkpoint)
+    prior = load_prior(args.kind, args.checkpoint)
     print(f"prior {args.checkpoint} loaded in {time.perf_counter() - t0:.1f} s ({prior.prediction} prediction)")
-    settings = dataclasses.replace(AssetSettings(), steps=args.steps)
+    defaults = AssetSettings()
+    sds = dataclasses.replace(defaults.sds, guidance_scale=args.guidance)
+    settings = dataclasses.replace(defaults, steps=args.steps, sds=sds)
     if args.save_dir:
         args.save_dir.mkdir(parents=True, exist_ok=True)
     rows, records = [], []

@@ -23,7 +23,7 @@ from generation.threed.optimise import (
     render_turntable,
     save_asset,
 )
-from generation.threed.priors import DiffusersPrior, InHousePrior, Prior
+from generation.threed.priors import DiffusersPrior, InHousePrior, Prior, UNetBaselinePrior, load_prior
 from generation.threed.render import Camera, RenderSettings, orbit_camera, render_views, sample_cameras
 from generation.threed.sds import sds_gradient, sds_loss
 
@@ -37,9 +37,11 @@ __all__ = [
     "InHousePrior",
     "Prior",
     "RenderSettings",
+    "UNetBaselinePrior",
     "VoxelField",
     "generate_asset",
     "load_asset",
+    "load_prior",
     "orbit_camera",
     "render_turntable",
     "render_views",

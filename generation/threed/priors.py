@@ -9,9 +9,11 @@ direction it was trained to predict, with classifier-free guidance:
 Adapters (neither copies the model code; both call the models exactly as their samplers do):
     InHousePrior     an in-house MM-DiT checkpoint (generation.mmdit.pipeline.InHousePipeline), either objective;
                      the guided prediction is generation.sampling.guided_prediction, the sampler's own.
+    UNetBaselinePrior  the UNet eps-prediction baseline (generation.unet), the same way.
     DiffusersPrior   a loaded diffusers pipeline's denoiser: a UNet (eps or v-prediction scheduler, e.g. Stable
                      Diffusion) or an SD3-style transformer (flow matching); renders go through its VAE encoder.
-Nothing here computes gradients through a prior: `predict` runs under torch.no_grad().
+`load_prior(kind, source)` loads the prior of a platform model by its kind. Nothing here computes gradients
+through a prior: `predict` runs under torch.no_grad().
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from generation.contract import DIFFUSERS, INHOUSE, UNET_BASELINE
 from generation.flow import EpsPrediction, make_objective
 from generation.sampling import guided_prediction
 from generation.text import conditioning
@@ -54,8 +57,29 @@ def _expand(cond: dict[str, torch.Tensor], batch: int) -> dict[str, torch.Tensor
     return {key: value.expand(batch, *value.shape[1:]) for key, value in cond.items()}
 
 
+class _TrainedHerePrior:
+    """A model trained by this project: text from its MiniLM encoder, guidance by the sampler's own code."""
+
+    pipeline: Any
+    device: torch.device
+    model: Any
+
+    def encode_prompt(self, prompt: str) -> tuple[dict, dict]:
+        encoder = self.pipeline.text_encoder
+        move = lambda c: {k: v.to(self.device) for k, v in c.items()}  # noqa: E731
+        return move(conditioning(encoder, [prompt])), move(conditioning(encoder, [""]))
+
+    def model_time(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, z: torch.Tensor, t: torch.Tensor, text: tuple[dict, dict], guidance_scale: float):
+        cond, uncond = (_expand(c, z.shape[0]) for c in text)
+        return guided_prediction(self.model, z, self.model_time(t).to(z.device), cond, uncond, guidance_scale)
+
+
 @dataclass
-class InHousePrior:
+class InHousePrior(_TrainedHerePrior):
     """An in-house MM-DiT (rectified flow or eps-prediction), from a loaded InHousePipeline."""
 
     pipeline: Any  # generation.mmdit.pipeline.InHousePipeline
@@ -76,11 +100,6 @@ class InHousePrior:
 
         return cls(InHousePipeline.from_checkpoint(path, device=device))
 
-    def encode_prompt(self, prompt: str) -> tuple[dict, dict]:
-        encoder = self.pipeline.text_encoder
-        move = lambda c: {k: v.to(self.device) for k, v in c.items()}  # noqa: E731
-        return move(conditioning(encoder, [prompt])), move(conditioning(encoder, [""]))
-
     def encode_images(self, rgb: torch.Tensor) -> torch.Tensor:
         space = self.pipeline.space
         x = rgb * 2 - 1  # the MM-DiT's pixels are in [-1, 1]
@@ -89,11 +108,38 @@ class InHousePrior:
         latents = space.vae.encode(x).latent_dist.mean
         return (latents - space.shift_factor) * space.scaling_factor
 
-    @torch.no_grad()
-    def predict(self, z: torch.Tensor, t: torch.Tensor, text: tuple[dict, dict], guidance_scale: float):
-        cond, uncond = (_expand(c, z.shape[0]) for c in text)
-        model_t = t.float() / self.objective.num_train_steps if self.eps else t.float()  # the sampler's inputs
-        return guided_prediction(self.model, z, model_t.to(z.device), cond, uncond, guidance_scale)
+    def model_time(self, t: torch.Tensor) -> torch.Tensor:
+        """What its sampler gives the model: t itself (rectified flow), t = n / N (eps)."""
+        return t.float() / self.objective.num_train_steps if self.eps else t.float()
+
+
+@dataclass
+class UNetBaselinePrior(_TrainedHerePrior):
+    """The UNet eps-prediction baseline (generation.unet), pixels in [-1, 1], given the integer step n."""
+
+    pipeline: Any  # generation.unet.pipeline.UNetBaselinePipeline
+
+    def __post_init__(self):
+        config = self.pipeline.model.config
+        self.objective = config.objective()
+        self.prediction = "eps"
+        self.alphas_cumprod = self.objective.alphas_cumprod
+        self.image_size = int(config.sample_size)
+        self.device = self.pipeline.device
+        self.model = self.pipeline.model
+        self.model.requires_grad_(False)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetBaselinePrior:
+        from generation.unet.pipeline import UNetBaselinePipeline
+
+        return cls(UNetBaselinePipeline.from_checkpoint(path, device=device))
+
+    def encode_images(self, rgb: torch.Tensor) -> torch.Tensor:
+        return rgb * 2 - 1
+
+    def model_time(self, t: torch.Tensor) -> torch.Tensor:
+        return t.long()  # its sampler's timestep_input="index"
 
 
 @dataclass
@@ -168,3 +214,17 @@ class DiffusersPrior:
             ab = self.alphas_cumprod.to(z.device)[t.long()].float().view(-1, 1, 1, 1)
             pred = ab.sqrt() * pred + (1 - ab).sqrt() * z
         return pred
+
+
+def load_prior(kind: str, source: str, device: str | torch.device = "cpu") -> Prior:
+    """The prior of a platform model: its kind (generation.contract: inhouse, unet_baseline, diffusers) and source
+    (a checkpoint directory; for diffusers also a hub id in the local cache), loaded as generation.backends does."""
+    if kind == INHOUSE:
+        return InHousePrior.from_checkpoint(source, device=device)
+    if kind == UNET_BASELINE:
+        return UNetBaselinePrior.from_checkpoint(source, device=device)
+    if kind == DIFFUSERS:
+        from generation.backends import load_backend
+
+        return DiffusersPrior.from_backend(load_backend(DIFFUSERS, source, str(device)))
+    raise ValueError(f"no 3D prior for model kind {kind!r}; use one of {INHOUSE}, {UNET_BASELINE}, {DIFFUSERS}")

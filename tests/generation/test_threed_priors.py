@@ -8,10 +8,10 @@ import string
 import pytest
 import torch
 
-from generation.threed import DiffusersPrior, InHousePrior, Prior, generate_asset
+from generation.threed import DiffusersPrior, InHousePrior, Prior, UNetBaselinePrior, generate_asset, load_prior
 from generation.threed.sds import SDSSettings, sds_loss
 from tests.generation.threed_support import small_settings
-from tests.support import tiny_inhouse_checkpoint
+from tests.support import tiny_inhouse_checkpoint, tiny_unet_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -229,3 +229,21 @@ def test_a_registered_diffusers_model_becomes_a_prior_through_its_backend(tmp_pa
     prior = DiffusersPrior.from_backend(load_backend("diffusers", str(tmp_path / "sd")))
     asset = generate_asset(prior, "a red circle", 0, small_settings(steps=1, size=16))
     assert asset.steps_done == 1 and asset.settings.render.image_size == 16
+
+
+def test_the_unet_baseline_is_an_eps_prior_given_the_integer_step(tmp_path):
+    prior = load_prior("unet_baseline", str(tiny_unet_checkpoint(tmp_path / "unet")))
+    assert isinstance(prior, UNetBaselinePrior) and isinstance(prior, Prior)
+    assert prior.prediction == "eps" and len(prior.alphas_cumprod) == 1000
+    text = prior.encode_prompt("a red circle on a blue background")
+    z = torch.randn(2, 3, prior.image_size, prior.image_size, generator=torch.Generator().manual_seed(0))
+    n = torch.tensor([100, 900])
+    check_guidance(prior, z, n, text)
+    cond = {k: v.expand(2, *v.shape[1:]) for k, v in text[0].items()}
+    torch.testing.assert_close(prior.predict(z, n, text, 1.0), prior.model(z, n, **cond).float())
+
+
+def test_load_prior_knows_the_generating_kinds_only(tmp_path):
+    assert isinstance(load_prior("inhouse", str(tiny_inhouse_checkpoint(tmp_path / "mmdit"))), InHousePrior)
+    with pytest.raises(ValueError, match="no 3D prior for model kind 'external'"):
+        load_prior("external", "anything")
