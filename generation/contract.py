@@ -43,6 +43,7 @@ CONFIG_FILE = "config.json"  # written last: its presence means the checkpoint i
 WEIGHTS_FILE = "model.safetensors"
 MMDIT_FORMAT = "t2i-arena/mmdit"  # config.json "format" of an in-house MM-DiT checkpoint
 UNET_BASELINE_FORMAT = "t2i-arena/unet-baseline"  # ... of a UNet baseline checkpoint
+THREED_ASSET_FORMAT = "t2i-arena/threed-asset"  # safetensors metadata "format" of a text-to-3D asset file
 # Which model kind a checkpoint folder holds, by the "format" its config.json records.
 KIND_OF_CHECKPOINT_FORMAT: dict[str, str] = {MMDIT_FORMAT: INHOUSE, UNET_BASELINE_FORMAT: UNET_BASELINE}
 
