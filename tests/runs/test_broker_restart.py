@@ -66,7 +66,9 @@ def one_thread():
 @pytest.mark.slow
 @pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
 @pytest.mark.django_db(transaction=True)
-def test_a_broker_restart_mid_run_loses_no_image_and_makes_none_twice(tmp_path, settings, make_prompt_set, one_thread):
+def test_a_broker_restart_mid_run_loses_no_image_and_makes_none_twice(
+    tmp_path, settings, make_prompt_set, one_thread, monkeypatch
+):
     media = tmp_path / "media"
     settings.MEDIA_ROOT = media
     settings.STORAGES = {
@@ -76,6 +78,7 @@ def test_a_broker_restart_mid_run_loses_no_image_and_makes_none_twice(tmp_path, 
     settings.EVALSITE_DISPATCH_LEASE_SECONDS = 10  # a job whose message was lost is sent again after 10 s
     redis = PrivateRedis(free_port()).start()
     url = f"redis://127.0.0.1:{redis.port}/0"
+    monkeypatch.setenv("CELERY_BROKER_URL", url)  # Celery reads this variable before its configuration
     restore_broker = switch_broker(url, {"visibility_timeout": 7200})
     checkpoint = tiny_unet_checkpoint(tmp_path / "unet")
     models = [
