@@ -5,7 +5,8 @@ and what it got.
 
 One command: a fresh PostgreSQL database, three outside systems' images imported (bench/anonymity.py's
 makers: JPEG with EXIF, PNG with a text chunk, WebP; three sizes), campaigns with an open invite link, a capped
-link and a panel link that requires participant ids, two raters and a researcher; gunicorn (3 workers, the
+link, a panel link that requires participant ids, a campaign that takes personal invites only, two raters and
+a researcher; gunicorn (3 workers, the
 production settings shape, the real rate limits: 120/min per rater, 10 joins and 10 failed logins an hour
 per address, counted in Redis when it runs, else in files every worker shares). Then each probe runs over
 plain HTTP as a client behind the TLS proxy would (X-Forwarded-Proto: https), and the table prints
@@ -244,6 +245,24 @@ class Probes:
             "panel link: no id, id, same id again", "400 302 409", " ".join(map(str, codes)), codes == [400, 302, 409]
         )
 
+        # --- A campaign that takes raters by personal invite only
+        personal = self.seeded["invites"]["personal"]
+        one_time = self.seeded["personal_invite"]
+        codes = [
+            self.join(personal, "192.0.2.40"),
+            self.join(one_time, "192.0.2.41"),
+            # the page a second visitor of the used invite gets (it offers no join form to post)
+            self.call(
+                self.session(), "GET", f"/join/{one_time}", headers={"X-Forwarded-For": "192.0.2.42"}
+            ).status_code,
+        ]
+        self.record(
+            "personal-invite campaign: join by its link, by a one-time invite, open that invite again",
+            "403 302 410",
+            " ".join(map(str, codes)),
+            codes == [403, 302, 410],
+        )
+
         # --- Failed logins
         codes = []
         for _ in range(11):
@@ -303,7 +322,7 @@ def seed() -> None:
 
     from bench.anonymity import make_outside_images
     from evalsite.rating import engine
-    from evalsite.rating.models import Campaign, Rater
+    from evalsite.rating.models import Campaign, JoinMode, PersonalInvite, Rater
     from evalsite.runs.models import ComparisonRun, Image
 
     folder = Path(tempfile.mkdtemp(prefix="security-images-")) / "outside"
@@ -316,7 +335,9 @@ def seed() -> None:
         "open": Campaign.objects.create(name="open", run=run, gold_rate=0.0, votes_per_pair=3),
         "capped": Campaign.objects.create(name="capped", run=run, invite_join_cap=2),
         "panel": Campaign.objects.create(name="panel", run=run, require_participant_id=True),
+        "personal": Campaign.objects.create(name="personal", run=run, join_mode=JoinMode.PERSONAL),
     }
+    personal_invite = PersonalInvite.objects.create(campaign=campaigns["personal"], label="bench")
     for campaign in campaigns.values():
         engine.prepare_campaign(campaign)
     for i in (1, 2, 3):
@@ -330,6 +351,7 @@ def seed() -> None:
                 "campaigns": {k: c.pk for k, c in campaigns.items()},
                 "invites": {k: c.invite_token for k, c in campaigns.items()},
                 "image_tokens": tokens,
+                "personal_invite": personal_invite.token,
             }
         )
     )
