@@ -6,6 +6,7 @@ import io
 import json
 
 import pandas as pd
+from django.http import HttpResponse
 
 from evalsite.dashboards.data import images_frame, votes_frame
 from evalsite.dashboards.results import results_table
@@ -47,3 +48,10 @@ def to_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
 
 def filename(campaign: Campaign, table: str, fmt: str) -> str:
     return f"campaign-{campaign.pk}-{table}.{fmt}"
+
+
+def download(frame: pd.DataFrame, fmt: str, filename: str) -> HttpResponse:
+    """`frame` as a file the browser saves under `filename`."""
+    response = HttpResponse(to_bytes(frame, fmt), content_type=FORMATS[fmt])
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

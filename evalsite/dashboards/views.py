@@ -10,7 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count
-from django.http import Http404, HttpResponse
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -267,10 +267,7 @@ def export(request, campaign_id: int, table: str, fmt: str):
     campaign = get_object_or_404(Campaign, pk=campaign_id)
     if table not in exports.TABLES or fmt not in exports.FORMATS:
         raise Http404("unknown export")
-    data = exports.to_bytes(exports.export_frame(campaign, table), fmt)
-    response = HttpResponse(data, content_type=exports.FORMATS[fmt])
-    response["Content-Disposition"] = f'attachment; filename="{exports.filename(campaign, table, fmt)}"'
-    return response
+    return exports.download(exports.export_frame(campaign, table), fmt, exports.filename(campaign, table, fmt))
 
 
 @staff_required
@@ -328,8 +325,5 @@ def snapshot_export(request, snapshot_id: int, table: str, fmt: str):
     snapshot = get_object_or_404(ResultSnapshot, pk=snapshot_id)
     if table not in snapshots.SNAPSHOT_TABLES or fmt not in exports.FORMATS:
         raise Http404("unknown export")
-    data = exports.to_bytes(snapshots.snapshot_export(snapshot, table), fmt)
-    response = HttpResponse(data, content_type=exports.FORMATS[fmt])
     name = f"campaign-{snapshot.campaign_id}-snapshot-{snapshot.pk}-{table}.{fmt}"
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
+    return exports.download(snapshots.snapshot_export(snapshot, table), fmt, name)

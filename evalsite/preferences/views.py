@@ -5,7 +5,6 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
@@ -89,6 +88,4 @@ def preference_detail(request, set_id: int):
 def export(request, set_id: int, fmt: str):
     """The set's votes in the votes export's schema: they can travel on to another instance."""
     preference_set = get_object_or_404(PreferenceSet, pk=set_id)
-    response = HttpResponse(exports.to_bytes(set_votes_frame(preference_set), fmt), content_type=exports.FORMATS[fmt])
-    response["Content-Disposition"] = f'attachment; filename="preference-set-{set_id}-votes.{fmt}"'
-    return response
+    return exports.download(set_votes_frame(preference_set), fmt, f"preference-set-{set_id}-votes.{fmt}")
