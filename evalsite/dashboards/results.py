@@ -80,6 +80,16 @@ def records(frame: pd.DataFrame) -> list[dict]:
     return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
+def win_rates_of(counted: pd.DataFrame, models: list[str]) -> dict:
+    """win_rate_matrix as the heat map and the API show it: models, rates (None where no votes), counts."""
+    rates, counts = win_rate_matrix(counted, models=models)
+    return {
+        "models": models,
+        "rates": [[_clean(v) for v in row] for row in rates.to_numpy()],
+        "counts": counts.to_numpy().astype(int).tolist(),
+    }
+
+
 def criteria_of(campaign: Campaign, votes: pd.DataFrame) -> list[str]:
     """The campaign's criteria in its own order, then any other criterion that has votes."""
     listed = [c for c in campaign.criteria if c in Criterion.values]
@@ -304,12 +314,7 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
             model = entry["model"]
             entry["metrics"] = {m: by_model[model]["value"] for m, by_model in metrics.items() if model in by_model}
             leaderboard.append(entry)
-        rates, counts = win_rate_matrix(counted, models=list(fit.index))
-        win_rates = {
-            "models": list(fit.index),
-            "rates": [[_clean(v) for v in row] for row in rates.to_numpy()],
-            "counts": counts.to_numpy().astype(int).tolist(),
-        }
+        win_rates = win_rates_of(counted, list(fit.index))
         for column in BREAKDOWN_COLUMNS:
             breakdowns[column] = records(breakdown(counted, by=column, method="win_rate"))
 

@@ -15,9 +15,8 @@ from analysis.breakdowns import breakdown
 from analysis.confidence_sequences import DEFAULT_ALPHA
 from analysis.leaderboard import fit_bradley_terry
 from analysis.votes import count_pairs
-from analysis.win_rates import win_rate_matrix
 from evalsite.dashboards.data import VOTE_COLUMNS, counted_votes
-from evalsite.dashboards.results import decisions_of, rater_table_of, records
+from evalsite.dashboards.results import decisions_of, rater_table_of, records, win_rates_of
 from evalsite.preferences.models import PreferenceSet, PreferenceVote
 from evalsite.rating.models import Criterion, default_min_gold_accuracy
 
@@ -110,12 +109,7 @@ def set_results(
     if chosen is not None and len(chosen) and count_pairs(chosen).n_models >= 2:
         fit = fit_bradley_terry(chosen, rounds=rounds)
         leaderboard = records(fit.reset_index())
-        rates, counts = win_rate_matrix(chosen, models=list(fit.index))
-        win_rates = {
-            "models": list(fit.index),
-            "rates": [[None if pd.isna(v) else float(v) for v in row] for row in rates.to_numpy()],
-            "counts": counts.to_numpy().astype(int).tolist(),
-        }
+        win_rates = win_rates_of(chosen, list(fit.index))
         for column in ("category", "challenge"):
             if chosen[column].nunique() > 1:
                 breakdowns[column] = records(breakdown(chosen, by=column, method="win_rate"))
