@@ -158,6 +158,11 @@ def compute_run_metrics(
                 )
             )
 
+    return store_metric_results(run, results)
+
+
+def store_metric_results(run: ComparisonRun, results: list[tuple]) -> list[MetricResult]:
+    """(model, metric, value, n, details) rows stored in one transaction, each replacing its earlier value."""
     stored = []
     with transaction.atomic():
         for image_model, metric, value, n, details in results:
@@ -254,14 +259,7 @@ def compute_ocr_metrics(run: ComparisonRun, *, keep_readings: int = 200) -> list
         results.append((image_model, MetricResult.Metric.OCR_CER, scores.mean_cer, scores.n, details))
         results.append((image_model, MetricResult.Metric.OCR_WORD_MATCH, scores.exact_rate, scores.n, details))
 
-    stored = []
-    with transaction.atomic():
-        for image_model, metric, value, n, details in results:
-            row, _ = MetricResult.objects.update_or_create(
-                run=run, model=image_model, metric=metric, defaults={"value": value, "n": n, "details": details}
-            )
-            stored.append(row)
-    return stored
+    return store_metric_results(run, results)
 
 
 def timed_run_metrics(run: ComparisonRun, **kwargs) -> dict:
