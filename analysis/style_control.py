@@ -165,6 +165,7 @@ def fit_style_control(
     )
     prepared = prepare_covariates(covariates.loc[shown], columns, model_of_image)
     x = prepared.z.loc[image_a].to_numpy() - prepared.z.loc[image_b].to_numpy()  # (N, C)
+    prepared, x = _drop_covariates_no_pair_differs_on(prepared, x)
 
     k = len(models)
     plain, plain_cov = _fit(a, b, y, np.zeros((len(y), 0)), k, ridge, intervals)
@@ -194,6 +195,28 @@ def fit_style_control(
         n_images=len(shown),
         confidence=confidence,
         intervals=intervals,
+    )
+
+
+def _drop_covariates_no_pair_differs_on(prepared: Covariates, x: np.ndarray) -> tuple[Covariates, np.ndarray]:
+    """A covariate that varies between prompts but never between the two images of a pair (text in every
+    image of the word prompts, none elsewhere) has no vote that could show its effect: leave it out."""
+    keep = np.abs(x).max(axis=0, initial=0.0) > 1e-12
+    if keep.all():
+        return prepared, x
+    names = [name for name, kept in zip(prepared.names, keep, strict=True) if kept]
+    left_out = dict(prepared.left_out)
+    for name in set(prepared.names) - set(names):
+        left_out[name] = "the same for both images of every pair"
+    return (
+        Covariates(
+            names,
+            prepared.z[names],
+            {name: prepared.sd[name] for name in names},
+            {name: prepared.missing[name] for name in names},
+            left_out,
+        ),
+        x[:, keep],
     )
 
 

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.support import WorkerProcess, broker_options, png_bytes, queued_messages, switch_broker
+from tests.support import WorkerProcess, broker_options, drawn_png, queued_messages, switch_broker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -130,7 +130,7 @@ def make_run(db, media_root, make_prompt_set, make_image_models):
                         width=32,
                         height=32,
                     )
-                    image.file.save("ignored.png", ContentFile(png_bytes(counter)), save=False)
+                    image.file.save("ignored.png", ContentFile(drawn_png(prompt.text, counter)), save=False)
                     image.save()
                     counter += 1
         return run

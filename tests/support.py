@@ -45,6 +45,22 @@ def png_bytes(seed: int, size: int = 32) -> bytes:
     return buffer.getvalue()
 
 
+def drawn_png(prompt: str, seed: int) -> bytes:
+    """A PNG of what a demo prompt asks, drawn by the demo domain (different seeds place it differently);
+    random pixels for a prompt outside the domain. Gold checks are only made where the pixels confirm them."""
+    from PIL import Image as PILImage
+
+    from generation import demo_domain
+
+    try:
+        pixels = demo_domain.render(demo_domain.parse_prompt(prompt), np.random.default_rng(seed))
+    except ValueError:
+        return png_bytes(seed)
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Tiny checkpoints
 

@@ -66,6 +66,7 @@ OPEN_PAIRS_CACHE_SECONDS = 10  # how stale "which model pairs still need votes" 
 PAIR_CHECK_SECONDS = 60  # how often a process checks whether new images need pairing
 EXPIRY_SWEEP_SECONDS = 15  # how often a process sweeps a campaign's expired assignments
 DEFAULT_GOLD_POOL = 50  # gold checks created per campaign (each rater gets each at most once)
+GOLD_MIN_MARGIN = 0.5  # how much better (checker prompt-following score) the P image of a verifiable check must be
 WINS_CRITERION = Criterion.PROMPT_FOLLOWING
 MAX_INTEGRITY_RETRIES = 5  # hand-outs retried after the database refused a pair the rater already had
 LOCKED_RETRIES = 3  # waits for a locked image pair before a model pair counts as used up for this request
@@ -183,7 +184,13 @@ def _insert_pairs(rows: list[tuple]) -> int:
 def create_gold_checks(campaign: Campaign, n: int = DEFAULT_GOLD_POOL, rng: random.Random | None = None) -> int:
     """Create up to n gold checks: for prompt P, the image a model made for P against the image the same
     model made (same seed where possible) for a different prompt Q, preferably of another category.
-    Shown with prompt P, the right prompt-following answer is the P image. Returns how many are new."""
+    Shown with prompt P, the right prompt-following answer is the P image. Returns how many are new.
+
+    A check is only as good as its images: a model that draws noise makes "P's image" no better at P than
+    Q's, and a careful rater who answers such a check honestly fails it. Where the pixels can say which
+    image follows P (demo-domain prompts, `gold_margin`), a check is kept only when the P image is clearly
+    better; elsewhere nothing can verify it, and a researcher who compares a model that does not follow
+    prompts should set the gold rate to 0 or make the campaign on a run of models that do."""
     rng = rng or random.Random()
     existing = GoldCheck.objects.filter(campaign=campaign).count()
     if existing >= n:
@@ -200,44 +207,83 @@ def create_gold_checks(campaign: Campaign, n: int = DEFAULT_GOLD_POOL, rng: rand
     taken = {prompt_id for prompt_id, _, _ in current}
     # Two checks over the same two images (P vs Q and Q vs P) would be one pair to a rater: never both.
     used_pairs = {Assignment.make_pair_key(correct, wrong) for _, correct, wrong in current}
+    verifier = _GoldVerifier(dict(_done_images(campaign).values_list("prompt_id", "prompt__text")))
     checks = []
     for prompt_id in prompts:
         if existing + len(checks) >= n:
             break
         if prompt_id in taken:
             continue
-        # Any of P's images will do; try them in random order, since one model's images may all be taken by
-        # earlier checks (three prompts of one model: P1-P2 and P3-P2 leave P2 nothing) while another's are free.
-        candidates = [row for row in rows if row[2] == prompt_id]
-        rng.shuffle(candidates)
-        for candidate in candidates:
-            image_id = candidate[0]
-            others = [
-                row
-                for row in by_model[candidate[1]]
-                if row[2] != prompt_id and Assignment.make_pair_key(image_id, row[0]) not in used_pairs
-            ]
-            if others:
-                break
-        else:
+        pick = _gold_images(prompt_id, rows, by_model, used_pairs, verifier, rng)
+        if pick is None:
             continue
-        _, _, _, seed, category = candidate
-        # Prefer another category, then the same seed: the two images then differ only in what was asked.
-        others.sort(key=lambda row: (row[4] == category and bool(category), row[3] != seed, rng.random()))
-        wrong = others[0]
-        used_pairs.add(Assignment.make_pair_key(image_id, wrong[0]))
+        image_id, wrong_id = pick
+        used_pairs.add(Assignment.make_pair_key(image_id, wrong_id))
         checks.append(
             GoldCheck(
                 campaign=campaign,
                 prompt_id=prompt_id,
                 correct_image_id=image_id,
-                wrong_image_id=wrong[0],
+                wrong_image_id=wrong_id,
                 criterion=Criterion.PROMPT_FOLLOWING,
                 description="image made for the prompt vs the same model's image for another prompt",
             )
         )
     GoldCheck.objects.bulk_create(checks, ignore_conflicts=True)
     return len(checks)
+
+
+def _gold_images(prompt_id, rows, by_model, used_pairs, verifier, rng) -> tuple[int, int] | None:
+    """(P image, other image) for one gold check of prompt P, or None when no pair of images qualifies."""
+    # Any of P's images will do; try them in random order, since one model's images may all be taken by
+    # earlier checks (three prompts of one model: P1-P2 and P3-P2 leave P2 nothing) while another's are free.
+    candidates = [row for row in rows if row[2] == prompt_id]
+    rng.shuffle(candidates)
+    for image_id, model_id, _, seed, category in candidates:
+        others = [
+            row
+            for row in by_model[model_id]
+            if row[2] != prompt_id and Assignment.make_pair_key(image_id, row[0]) not in used_pairs
+        ]
+        # Prefer another category, then the same seed: the two images then differ only in what was asked.
+        others.sort(key=lambda row: (row[4] == category and bool(category), row[3] != seed, rng.random()))
+        for wrong in others:
+            if verifier.clear(prompt_id, image_id, wrong[0]):
+                return image_id, wrong[0]
+    return None
+
+
+class _GoldVerifier:
+    """Whether the pixels confirm that a gold check's P image follows P better than the other image.
+
+    Demo-domain prompts are judged by the checker (`generation.demo_judge`): the P image must score at least
+    GOLD_MIN_MARGIN higher on prompt following. Prompts the checker cannot read pass unverified."""
+
+    def __init__(self, texts: dict[int, str]):
+        self.texts = texts  # prompt id -> text
+        self.pixels: dict[int, np.ndarray] = {}
+
+    def clear(self, prompt_id: int, correct_id: int, wrong_id: int) -> bool:
+        from generation.demo_judge import CannotJudge, judge_image, parse_judgeable
+
+        try:
+            spec = parse_judgeable(self.texts.get(prompt_id, ""))
+        except CannotJudge:
+            return True
+        try:
+            right, wrong = (judge_image(self._image(pk), spec).prompt_following for pk in (correct_id, wrong_id))
+        except (OSError, ValueError):  # a file that cannot be read makes no gold check
+            return False
+        return right - wrong >= GOLD_MIN_MARGIN
+
+    def _image(self, pk: int) -> np.ndarray:
+        if pk not in self.pixels:
+            from PIL import Image as PILImage
+
+            image = Image.objects.get(pk=pk)
+            with image.file.open("rb") as f:
+                self.pixels[pk] = np.asarray(PILImage.open(f).convert("RGB"))
+        return self.pixels[pk]
 
 
 def prepare_campaign(campaign: Campaign) -> dict[str, int]:

@@ -69,6 +69,17 @@ def test_constant_and_model_confounded_covariates_are_left_out_with_a_reason(bri
     assert list(result.effects.index) == ["brightness"]
 
 
+def test_a_covariate_equal_within_every_pair_is_left_out_not_given_an_empty_interval(bright_wins):
+    # Text in both images of the word prompts and in neither elsewhere: it varies, but no vote sees it differ.
+    votes, covariates = bright_wins
+    text = pd.Series(covariates.index.str.endswith(("0", "2", "4", "6", "8")).astype(float), index=covariates.index)
+    votes = votes[votes["image_left"].map(text) == votes["image_right"].map(text)]
+    covariates = covariates.assign(text_present=text)
+    result = fit_style_control(votes, covariates)
+    assert result.left_out["text_present"] == "the same for both images of every pair"
+    assert list(result.effects.index) == ["brightness"]
+
+
 def test_missing_covariate_values_get_the_mean_and_are_counted(bright_wins):
     votes, covariates = bright_wins
     covariates = covariates.copy()

@@ -42,6 +42,38 @@ def test_gold_checks_compare_a_prompts_image_with_the_same_models_image_for_anot
         assert check.criterion == "prompt_following"
 
 
+DEMO_PROMPTS = [
+    "a red circle on a blue background",
+    "a green square on a white background",
+    "a yellow triangle on a black background",
+    "a blue square above a red circle on a white background",
+]
+
+
+def test_gold_checks_on_demo_prompts_are_made_only_where_the_pixels_confirm_them(make_run, make_campaign):
+    # A careful rater fails a check made of a noise model's images (its image for P is no better at P than its
+    # image for Q): such checks would flag careful raters. The checker reads demo prompts, so it can refuse them.
+    from django.core.files.base import ContentFile
+
+    from tests.support import png_bytes
+
+    run = make_run(n_models=2, prompt_texts=DEMO_PROMPTS + ["an owl reading a newspaper"])
+    noisy = run.image_models.order_by("name").last()
+    for n, image in enumerate(run.images.filter(model=noisy)):
+        image.file.save("noise.png", ContentFile(png_bytes(1000 + n)), save=True)
+    campaign = make_campaign(run=run, gold_rate=0.5)
+    assert engine.create_gold_checks(campaign) == 5  # one per prompt: the demo ones from the model that draws
+    checks = list(campaign.gold_checks.select_related("correct_image", "prompt"))
+    drawn = [c for c in checks if c.prompt.text in DEMO_PROMPTS]
+    assert len(drawn) == 4 and all(c.correct_image.model_id != noisy.id for c in drawn)
+
+    for image in run.images.exclude(model=noisy):  # now both models draw noise: no demo prompt has a check
+        image.file.save("noise.png", ContentFile(png_bytes(2000 + image.id)), save=True)
+    campaign.gold_checks.all().delete()
+    assert engine.create_gold_checks(campaign) == 1
+    assert campaign.gold_checks.get().prompt.text == "an owl reading a newspaper"  # nothing can verify it
+
+
 def test_gold_votes_are_marked_and_scored_on_prompt_following_only(gold_campaign, rater_of):
     rater = rater_of(gold_campaign)
     right = answer_gold(rater, gold_campaign, correct=True)
