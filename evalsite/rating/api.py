@@ -14,7 +14,7 @@ import uuid
 
 from django.core.cache import caches
 from django.db import connection
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Subquery
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -37,7 +37,7 @@ from evalsite.rating.serializers import (
     progress_payload,
     vote_payload,
 )
-from evalsite.rating.voting import VoteRefused, VoteSubmission, record_votes
+from evalsite.rating.voting import VoteRefused, VoteSubmission, submit_votes
 
 
 class SafeJSONParser(JSONParser):
@@ -163,6 +163,28 @@ def _campaign_for(rater: Rater, raw_id: str | None) -> Campaign:
     return campaign
 
 
+def _rater_and_campaign(view: RaterAPIView, raw_id: str | None) -> tuple[Rater, Campaign]:
+    """The caller's Rater and the campaign it asks about, in one statement when all is well (the campaign row,
+    the user's rater id and its membership); any refusal is found and worded by the step-by-step checks."""
+    user_id = view.request.user.pk
+    campaign_id = numeric_id(raw_id)
+    if campaign_id is not None:
+        membership = Campaign.raters.through.objects.filter(campaign_id=OuterRef("pk"), rater__user_id=user_id)
+        campaign = (
+            Campaign.objects.annotate(
+                rater_pk=Subquery(Rater.objects.filter(user_id=user_id).values("pk")[:1]),
+                is_member=Exists(membership),
+            )
+            .filter(pk=campaign_id)
+            .first()
+        )
+        if campaign is not None and campaign.rater_pk is not None and campaign.is_member and campaign.is_open:
+            # Only the ids are read: the engine needs no more, and any other field loads on first use.
+            return Rater.from_db(connection.alias, ["id", "user_id"], [campaign.rater_pk, user_id]), campaign
+    rater = view.rater()
+    return rater, _campaign_for(rater, raw_id)
+
+
 def _parse_uuid(raw: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(raw)
@@ -189,8 +211,7 @@ class NextAssignmentView(RaterAPIView):
         responses={200: NextAssignmentSerializer, **_errors(400, 403, 404, 409, 429)},
     )
     def get(self, request):
-        rater = self.rater()
-        campaign = _campaign_for(rater, request.query_params.get("campaign"))
+        rater, campaign = _rater_and_campaign(self, request.query_params.get("campaign"))
         exclude = request.query_params.getlist("exclude")
         for raw in exclude:
             _parse_uuid(raw, "exclude")
@@ -223,22 +244,27 @@ class VoteView(RaterAPIView):
         responses={201: VoteResponseSerializer, 200: VoteResponseSerializer, **_errors(400, 403, 404, 409, 410, 429)},
     )
     def post(self, request, assignment_id: str):
-        rater = self.rater()
-        key = _parse_uuid(assignment_id, "assignment")
-        if not isinstance(request.data, dict):
-            raise ApiError(400, "malformed_body", "the body must be a JSON object")
-        body = VoteRequestSerializer(data=request.data)
-        if not body.is_valid():
-            raise ApiError(400, "malformed_body", _words(body.errors))
-        submission = VoteSubmission(
-            idempotency_key=body.validated_data["idempotency_key"],
-            choices=dict(body.validated_data["choices"]),
-            time_taken_ms=body.validated_data.get("time_taken_ms"),
-        )
+        # No Rater lookup up front: the statement that locks the assignment checks that it is this user's. Only
+        # a refusal looks the rater up, so that a user who is no rater still hears "not_a_rater" first.
         try:
-            votes, created = record_votes(key, rater, submission)
-        except VoteRefused as refused:
-            raise ApiError(refused.status, refused.code, refused.detail) from None
-        campaign = votes[0].assignment.campaign
-        payload = vote_payload(key, votes, not created, engine.progress(rater, campaign))
-        return Response(payload, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+            key = _parse_uuid(assignment_id, "assignment")
+            if not isinstance(request.data, dict):
+                raise ApiError(400, "malformed_body", "the body must be a JSON object")
+            body = VoteRequestSerializer(data=request.data)
+            if not body.is_valid():
+                raise ApiError(400, "malformed_body", _words(body.errors))
+            submission = VoteSubmission(
+                idempotency_key=body.validated_data["idempotency_key"],
+                choices=dict(body.validated_data["choices"]),
+                time_taken_ms=body.validated_data.get("time_taken_ms"),
+            )
+            try:
+                recorded = submit_votes(key, request.user.pk, submission)
+            except VoteRefused as refused:
+                raise ApiError(refused.status, refused.code, refused.detail) from None
+        except exceptions.APIException:
+            self.rater()  # raises not_a_rater for a user who is no rater
+            raise
+        progress = engine.Progress(answered=recorded.answered, target=recorded.target)
+        payload = vote_payload(key, recorded.votes, not recorded.created, progress)
+        return Response(payload, status=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK)

@@ -5,15 +5,20 @@ idempotency key. Everything happens in one transaction with the assignment row l
 click, a retry after a lost response, or two tabs racing store the votes once. A resubmission with the
 same key gets the stored votes back; a different key gets "already answered". The unique constraint
 (assignment, criterion) backs this up: an IntegrityError is read back as "already recorded", not a 500.
+
+The statement that locks the assignment also reads who owns it and how many pairs that rater had answered in
+the campaign, so the API needs neither a Rater lookup nor a COUNT after the transaction (`submit_votes`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from evalsite.rating.models import Assignment, Choice, ImagePair, Rater, Vote
@@ -55,26 +60,65 @@ def check_choices(assignment: Assignment, choices: dict[str, str]) -> None:
             )
 
 
+@dataclass
+class Recorded:
+    votes: list[Vote]  # one per criterion asked, in criterion order
+    created: bool  # False: this submission was stored before (a replay); nothing new was stored
+    answered: int  # pairs the assignment's rater has answered in its campaign, this one included
+    target: int | None  # the campaign's pairs_per_rater
+
+
 def record_votes(
     assignment_id, rater: Rater, submission: VoteSubmission, now: datetime | None = None
 ) -> tuple[list[Vote], bool]:
     """Store one vote per criterion; returns (votes, created). Raises VoteRefused."""
+    recorded = _record(assignment_id, lambda assignment: assignment.rater_id == rater.pk, submission, now)
+    return recorded.votes, recorded.created
+
+
+def submit_votes(assignment_id, user_id: int, submission: VoteSubmission, now: datetime | None = None) -> Recorded:
+    """`record_votes` for the rater who is the user `user_id` (the API's caller), with that rater's progress,
+    in the statements of the one transaction. Raises VoteRefused (403 not_your_assignment also when the user
+    is no rater at all: the caller tells the two apart, on that refusal only)."""
+    return _record(assignment_id, lambda assignment: assignment.rater.user_id == user_id, submission, now)
+
+
+def _answered_in_campaign() -> Coalesce:
+    """Correlated subquery: answered assignments of the outer assignment's rater in its campaign."""
+    answered = (
+        Assignment.objects.filter(
+            rater_id=OuterRef("rater_id"), campaign_id=OuterRef("campaign_id"), status=Assignment.Status.ANSWERED
+        )
+        .order_by()
+        .values("rater_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(answered), 0)
+
+
+def _record(
+    assignment_id, owns: Callable[[Assignment], bool], submission: VoteSubmission, now: datetime | None
+) -> Recorded:
     now = now or timezone.now()
     try:
         with transaction.atomic():
             assignment = (
                 Assignment.objects.select_for_update(of=("self",))
-                .select_related("campaign", "prompt", "image_left", "image_right", "gold")
+                .select_related("campaign", "prompt", "image_left", "image_right", "gold", "rater")
+                .annotate(answered_before=_answered_in_campaign())
                 .filter(pk=assignment_id)
                 .first()
             )
             if assignment is None:
                 raise VoteRefused(404, "not_found", "no such assignment")
-            if assignment.rater_id != rater.pk:
+            if not owns(assignment):
                 raise VoteRefused(403, "not_your_assignment", "this assignment belongs to another rater")
             check_choices(assignment, submission.choices)
+            target = assignment.campaign.pairs_per_rater
             if assignment.status == Assignment.Status.ANSWERED:  # votes and status are written together
-                return _replay(list(assignment.votes.order_by("id")), submission), False
+                stored = _replay(list(assignment.votes.order_by("id")), submission)
+                return Recorded(stored, False, assignment.answered_before, target)
             if assignment.status != Assignment.Status.OPEN or assignment.expires_at <= now:
                 raise VoteRefused(
                     410, "assignment_expired", "this pair expired before the answer arrived; ask for the next pair"
@@ -85,7 +129,7 @@ def record_votes(
             assignment.save(update_fields=["status", "answered_at"])
             if assignment.image_pair_id is not None:
                 ImagePair.objects.filter(pk=assignment.image_pair_id).update(answered=F("answered") + 1)
-            return votes, True
+            return Recorded(votes, True, assignment.answered_before + 1, target)
     except IntegrityError:
         # A concurrent submission for this assignment committed first (only reachable without row locks).
         stored = list(
@@ -93,7 +137,11 @@ def record_votes(
         )
         if not stored:
             raise
-        return _replay(stored, submission), False
+        done = stored[0].assignment
+        answered = Assignment.objects.filter(
+            rater_id=done.rater_id, campaign_id=done.campaign_id, status=Assignment.Status.ANSWERED
+        ).count()
+        return Recorded(_replay(stored, submission), False, answered, done.campaign.pairs_per_rater)
 
 
 def _replay(stored: list[Vote], submission: VoteSubmission) -> list[Vote]:

@@ -101,7 +101,7 @@ def test_a_request_whose_connection_died_under_it_runs_again(rater_client, monke
     from evalsite.rating.models import Vote
 
     client, campaign = rater_client
-    real_hand_out, real_record = engine.hand_out, api.record_votes
+    real_hand_out, real_record = engine.hand_out, api.submit_votes
     calls = {"next": 0, "vote": 0}
 
     def cut_off_once(name, real):
@@ -114,7 +114,7 @@ def test_a_request_whose_connection_died_under_it_runs_again(rater_client, monke
         return wrapped
 
     monkeypatch.setattr(engine, "hand_out", cut_off_once("next", real_hand_out))
-    monkeypatch.setattr(api, "record_votes", cut_off_once("vote", real_record))
+    monkeypatch.setattr(api, "submit_votes", cut_off_once("vote", real_record))
     response = client.get("/api/assignments/next", {"campaign": campaign.pk})
     assert response.status_code == 200 and calls["next"] == 2
     a = response.json()["assignment"]

@@ -1,0 +1,67 @@
+"""What one rated pair costs in database round trips: statements per /next and per vote, pinned.
+
+Counted with warm caches (the engine's hints as a web process holds them between requests), the way a rater
+meets the site after their first pair. A change that adds a statement to the vote path fails here; one that
+saves a statement lowers the pin (and says so in its commit)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+NEXT = "/api/assignments/next"
+
+# The transaction's BEGIN and COMMIT count (in tests they are a SAVEPOINT and its RELEASE).
+NEXT_STATEMENTS = 9  # user, campaign + rater + membership, begin, lock rater, history, lock pair, insert, bump, commit
+VOTE_STATEMENTS = 7  # user, begin, lock assignment (+ owner, progress), insert votes, answered, pair counter, commit
+
+
+def _rate_one(client, campaign, key):
+    with CaptureQueriesContext(connection) as next_queries:
+        response = client.get(NEXT, {"campaign": campaign.pk})
+    assert response.status_code == 200
+    shown = response.json()["assignment"]
+    body = {"idempotency_key": key, "choices": {c["key"]: "left" for c in shown["criteria"]}}
+    with CaptureQueriesContext(connection) as vote_queries:
+        response = client.post(shown["votes_url"], data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 201
+    return response.json(), next_queries, vote_queries
+
+
+def _listing(queries) -> str:
+    return "\n".join(q["sql"][:160] for q in queries.captured_queries)
+
+
+@pytest.fixture
+def warm_client(campaign, rater_of, login):
+    """A rater's client after one rated pair (the engine's caches are filled)."""
+    client = login(rater_of(campaign))
+    _rate_one(client, campaign, "warm-up-0001")
+    return client
+
+
+def test_next_hands_out_a_new_pair_in_a_pinned_number_of_statements(warm_client, campaign):
+    _, next_queries, _ = _rate_one(warm_client, campaign, "pinned-0001")
+    assert len(next_queries) == NEXT_STATEMENTS, _listing(next_queries)
+
+
+def test_a_vote_is_stored_and_answers_progress_in_a_pinned_number_of_statements(warm_client, campaign):
+    voted, _, vote_queries = _rate_one(warm_client, campaign, "pinned-0002")
+    assert len(vote_queries) == VOTE_STATEMENTS, _listing(vote_queries)
+    counts = [q for q in vote_queries.captured_queries if q["sql"].upper().startswith("SELECT COUNT(")]
+    assert not counts, _listing(vote_queries)
+    assert voted["progress"]["answered"] == 2  # the warm-up pair and this one, without a COUNT after the vote
+
+
+def test_a_replayed_vote_answers_the_same_progress(warm_client, campaign):
+    voted, _, _ = _rate_one(warm_client, campaign, "pinned-0003")
+    assignment_id = voted["assignment"]
+    body = {"idempotency_key": "pinned-0003", "choices": voted["choices"]}
+    again = warm_client.post(
+        f"/api/assignments/{assignment_id}/votes", data=json.dumps(body), content_type="application/json"
+    )
+    assert again.status_code == 200 and again.json()["replayed"] is True
+    assert again.json()["progress"] == voted["progress"]
