@@ -1,0 +1,208 @@
+"""Does /next get slower as a campaign stores more votes? /next latency at 10k, 100k and 1M stored votes.
+
+    .venv/bin/python bench/next_at_scale.py [--sizes 10000,100000,1000000] [--requests 600] [--database-url ...]
+
+Creates its own PostgreSQL database (default postgres://postgres@127.0.0.1:5432/evalsite_bench_scale, dropped at
+the end unless --keep), migrates it and seeds a finished run of 10 models x 400 prompts x 2 seeds (Image rows
+only) and a campaign on it whose votes-per-pair target (100) leaves pairs free at every size. Then, for each size
+in turn, it grows the same campaign to that many stored votes with bulk INSERT ... SELECT generate_series
+(seeded raters with 100 answered assignments each, two criteria per assignment, the image pairs' counters
+raised to match, ANALYZE), and times GET /api/assignments/next through Django's test client (session auth,
+throttle, engine, serialisation; DJANGO_DEBUG=0) for --requests calls by 50 fresh raters, each call followed
+by the rater's vote (so every call hands out a new pair). The engine's caches live as they do in one web
+process: the wins matrix and the open model pairs expire every few seconds during the timed calls.
+
+The baseline is the smallest size, timed in the same run: the figure to read is p50 / p99 at each size against
+it (the bar: no growth with the campaign).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.databases import drop_database, recreate_database  # noqa: E402 (needs ROOT on the path)
+from bench.next_assignment import configure_django, percentile, seed  # noqa: E402
+
+DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/evalsite_bench_scale"
+N_MODELS, N_PROMPTS, N_SEEDS = 10, 400, 2
+ASSIGNMENTS_PER_SEEDED_RATER = 100
+CRITERIA = ("prompt_following", "aesthetics")  # two votes per seeded assignment
+
+
+def grow_to(campaign, votes: int) -> float:
+    """Add seeded raters and their answered assignments and votes until the campaign stores `votes` votes (to
+    within one rater's worth); returns the seconds it took."""
+    from django.db import connection
+
+    from evalsite.rating.models import Vote
+
+    start = time.perf_counter()
+    have = Vote.objects.filter(campaign=campaign).count()
+    per_rater = ASSIGNMENTS_PER_SEEDED_RATER * len(CRITERIA)
+    new_raters = max(0, (votes - have) // per_rater)
+    if new_raters == 0:
+        return 0.0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(max(id), 0) FROM auth_user")
+        first_user = cursor.fetchone()[0] + 1
+        cursor.execute(
+            "INSERT INTO auth_user (password, is_superuser, username, first_name, last_name, email, is_staff, "
+            "is_active, date_joined) SELECT '!', false, 'seeded-' || g, '', '', '', false, true, now() "
+            "FROM generate_series(%s, %s) g",
+            [first_user, first_user + new_raters - 1],
+        )
+        cursor.execute(
+            "INSERT INTO rating_rater (user_id, instructions_seen_at, flagged, flagged_reason, simulated, "
+            "participant_id, created_at) SELECT id, now(), false, '', true, '', now() FROM auth_user WHERE id >= %s "
+            "RETURNING id",
+            [first_user],
+        )
+        rater_ids = [row[0] for row in cursor.fetchall()]
+        low, high = min(rater_ids), max(rater_ids)
+        cursor.execute(
+            "INSERT INTO rating_campaign_raters (campaign_id, rater_id) SELECT %s, id FROM rating_rater "
+            "WHERE id BETWEEN %s AND %s",
+            [campaign.pk, low, high],
+        )
+        # Pair number (rater * K + k) mod P: K < P distinct pairs per rater, spread evenly over the campaign.
+        cursor.execute(
+            """
+            WITH pairs AS (
+                SELECT id, prompt_id, image_a_id, image_b_id, pair_key,
+                       row_number() OVER (ORDER BY id) - 1 AS n, count(*) OVER () AS total
+                FROM rating_imagepair WHERE campaign_id = %(campaign)s
+            )
+            INSERT INTO rating_assignment (id, campaign_id, rater_id, prompt_id, image_left_id, image_right_id,
+                                           pair_key, image_pair_id, status, created_at, expires_at, answered_at)
+            SELECT gen_random_uuid(), %(campaign)s, r.id, p.prompt_id, p.image_a_id, p.image_b_id, p.pair_key, p.id,
+                   'answered', now() - interval '1 day', now() - interval '1 day' + interval '30 minutes',
+                   now() - interval '1 day'
+            FROM rating_rater r
+            CROSS JOIN generate_series(0, %(k)s - 1) k
+            JOIN pairs p ON p.n = (r.id * %(k)s + k) %% p.total
+            WHERE r.id BETWEEN %(low)s AND %(high)s
+            """,
+            {"campaign": campaign.pk, "k": ASSIGNMENTS_PER_SEEDED_RATER, "low": low, "high": high},
+        )
+        cursor.execute(
+            """
+            INSERT INTO rating_vote (assignment_id, campaign_id, rater_id, criterion, choice, model_left_id,
+                                     model_right_id, time_taken_ms, idempotency_key, is_gold, gold_correct, created_at)
+            SELECT a.id, a.campaign_id, a.rater_id, c.criterion,
+                   (ARRAY['left', 'right', 'tie', 'both_bad'])[1 + floor(random() * 4)::int],
+                   il.model_id, ir.model_id, 2000, md5(a.id::text), false, NULL, a.answered_at
+            FROM rating_assignment a
+            JOIN runs_image il ON il.id = a.image_left_id
+            JOIN runs_image ir ON ir.id = a.image_right_id
+            CROSS JOIN unnest(%(criteria)s::text[]) AS c(criterion)
+            WHERE a.rater_id BETWEEN %(low)s AND %(high)s
+            """,
+            {"criteria": list(CRITERIA), "low": low, "high": high},
+        )
+        cursor.execute(
+            "UPDATE rating_imagepair p SET assigned = p.assigned + c.n, answered = p.answered + c.n "
+            "FROM (SELECT image_pair_id, count(*) AS n FROM rating_assignment WHERE rater_id BETWEEN %s AND %s "
+            "GROUP BY image_pair_id) c WHERE p.id = c.image_pair_id",
+            [low, high],
+        )
+        cursor.execute("ANALYZE")
+    return time.perf_counter() - start
+
+
+def time_next(campaign, raters, n_requests: int) -> list[float]:
+    from django.test import Client
+
+    from evalsite.rating.voting import VoteSubmission, record_votes
+
+    clients = []
+    for rater in raters:
+        client = Client()
+        client.force_login(rater.user)
+        clients.append(client)
+    url = f"/api/assignments/next?campaign={campaign.pk}"
+    timings = []
+    for i in range(n_requests):
+        rater, client = raters[i % len(raters)], clients[i % len(clients)]
+        start = time.perf_counter()
+        response = client.get(url, secure=True)
+        timings.append((time.perf_counter() - start) * 1000)
+        body = response.json()
+        if response.status_code != 200 or body["assignment"] is None:
+            raise SystemExit(f"next failed: {response.status_code} {body}")
+        a = body["assignment"]
+        choices = {c["key"]: secrets.choice(["left", "right", "tie", "both_bad"]) for c in a["criteria"]}
+        record_votes(a["id"], rater, VoteSubmission(f"bench-{a['id']}", choices, 1000))
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default=DEFAULT_DB)
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="stored votes, comma-separated, growing")
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    recreate_database(args.database_url)
+    try:
+        configure_django(args.database_url)
+        from django.core.management import call_command
+
+        from evalsite.rating import engine
+        from evalsite.rating.models import Campaign, Vote
+
+        call_command("migrate", verbosity=0)
+        campaign, _ = seed(N_MODELS, N_PROMPTS, N_SEEDS, n_raters=0)
+        Campaign.objects.filter(pk=campaign.pk).update(votes_per_pair=100)
+        campaign.refresh_from_db()
+        made = engine.prepare_campaign(campaign)
+        print(f"seeded {made['images']} images, {made['new_pairs']} image pairs; load {os.getloadavg()[0]:.1f}")
+        rows = []
+        for step, size in enumerate(sizes):
+            seconds = grow_to(campaign, size)
+            stored = Vote.objects.filter(campaign=campaign).count()
+            raters = fresh_raters(campaign, 50, prefix=f"timed-{step}")
+            ms = time_next(campaign, raters, args.requests)
+            row = (size, stored, percentile(ms, 0.5), percentile(ms, 0.99), sum(ms) / len(ms))
+            rows.append(row)
+            print(
+                f"{stored:>9} votes stored (grown in {seconds:5.1f} s): /next p50 {row[2]:6.2f} ms"
+                f"  p99 {row[3]:7.2f} ms  mean {row[4]:6.2f} ms  (n={len(ms)}, load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+        base = rows[0]
+        print()
+        print("votes stored   /next p50    p99     p50 / smallest   p99 / smallest")
+        for _, stored, p50, p99, _ in rows:
+            print(f"{stored:>12}  {p50:7.2f}  {p99:7.2f}      {p50 / base[2]:5.2f}x          {p99 / base[3]:5.2f}x")
+    finally:
+        if not args.keep:
+            from django.db import connections
+
+            connections.close_all()
+            drop_database(args.database_url)
+
+
+def fresh_raters(campaign, n: int, prefix: str):
+    from django.contrib.auth import get_user_model
+
+    from evalsite.rating.models import Rater
+
+    user_model = get_user_model()
+    users = user_model.objects.bulk_create([user_model(username=f"{prefix}-{i}") for i in range(n)])
+    raters = Rater.objects.bulk_create([Rater(user=u) for u in users])
+    campaign.raters.add(*raters)
+    return raters
+
+
+if __name__ == "__main__":
+    main()
