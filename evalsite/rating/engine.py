@@ -9,7 +9,8 @@ One call of `next_assignment(rater, campaign)`:
 3. Gold: with probability campaign.gold_rate an attention check the rater has not had.
 4. Otherwise the model pair comes from the policy in analysis/pair_choice.py (`choose_model_pair`):
    the wins matrix is built from the campaign's prompt-following votes (gold votes and flagged raters'
-   votes left out; ties and "both bad" as half a win each) and cached for a few seconds per process.
+   votes left out; ties and "both bad" as half a win each) and cached for a few seconds; a refresh reads
+   only the votes made since the last one, so /next does not slow down as the campaign grows.
    Prompt following is used because every pair asks it (typography is asked only for some prompts,
    and adding the three criteria up would count one comparison three times).
    `allowed` = model pairs that still have an image pair under the campaign's votes-per-pair target.
@@ -57,11 +58,14 @@ from evalsite.rating.models import (
     GoldCheck,
     ImagePair,
     Rater,
+    Vote,
 )
 from evalsite.runs.models import Image
 
 MAX_OPEN_PER_CAMPAIGN = 2  # the pair on screen plus the preloaded next one
 WINS_CACHE_SECONDS = 5  # how stale the wins matrix given to the policy may be
+WINS_SETTLE_SECONDS = 10  # after this, a vote's transaction has surely committed (see _Wins)
+WINS_RECOUNT_SECONDS = 600  # how often the wins matrix is counted again from all votes
 OPEN_PAIRS_CACHE_SECONDS = 10  # how stale "which model pairs still need votes" may be
 PAIR_CHECK_SECONDS = 60  # how often a process checks whether new images need pairing
 EXPIRY_SWEEP_SECONDS = 15  # how often a process sweeps a campaign's expired assignments
@@ -354,7 +358,6 @@ def wins_matrix(campaign: Campaign, model_ids: list[int]) -> np.ndarray:
     from the votes analysis uses (no gold votes, no flagged raters)."""
     from evalsite.rating.quality import votes_for_analysis  # quality imports this module's models only
 
-    index = {model_id: i for i, model_id in enumerate(model_ids)}
     wins = np.zeros((len(model_ids), len(model_ids)))
     rows = (
         votes_for_analysis(campaign)
@@ -363,6 +366,13 @@ def wins_matrix(campaign: Campaign, model_ids: list[int]) -> np.ndarray:
         .annotate(n=Count("id"))
         .order_by()
     )
+    _add_wins(wins, model_ids, rows)
+    return wins
+
+
+def _add_wins(wins: np.ndarray, model_ids: list[int], rows) -> None:
+    """Add (model_left, model_right, choice, n) rows to wins, in place."""
+    index = {model_id: i for i, model_id in enumerate(model_ids)}
     for left, right, choice, n in rows:
         if left not in index or right not in index or left == right:
             continue
@@ -374,18 +384,106 @@ def wins_matrix(campaign: Campaign, model_ids: list[int]) -> np.ndarray:
         else:
             wins[i, j] += 0.5 * n
             wins[j, i] += 0.5 * n
-    return wins
+
+
+@dataclass
+class _Wins:
+    """The wins matrix as the cache keeps it between refreshes, so that a refresh reads only the newest votes.
+
+    Votes up to `settled_id` are counted; above it, those in `counted_above`. A vote's id is drawn when it is
+    inserted and its transaction commits a moment later, so a vote may become visible after one with a higher
+    id: ids are "settled" only WINS_SETTLE_SECONDS after their vote was made, and above the settled id every
+    refresh reads the votes again and counts those it has not counted yet."""
+
+    model_ids: list[int]
+    excluded: frozenset  # raters whose votes analysis leaves out (flagged, held for review or rejected)
+    wins: np.ndarray
+    theta: np.ndarray | None
+    settled_id: int
+    counted_above: set
+    refreshed: float  # time.time() of the last refresh
+    recounted: float  # time.time() of the last full count
+
+
+def _excluded_raters(campaign: Campaign) -> frozenset:
+    from evalsite.rating.quality import held_out_rater_ids  # quality imports this module's models only
+
+    flagged = Rater.objects.filter(flagged=True).values_list("pk", flat=True)
+    return frozenset(flagged) | frozenset(held_out_rater_ids(campaign))
+
+
+def _recent_wins_votes(campaign: Campaign, above_id: int):
+    """(id, created_at, rater, left model, right model, choice) of the campaign's wins votes with a higher id
+    (an index range scan on the primary key: the last seconds of votes)."""
+    return (
+        Vote.objects.filter(campaign=campaign, criterion=WINS_CRITERION, is_gold=False, id__gt=above_id)
+        .order_by("id")
+        .values_list("id", "created_at", "rater_id", "model_left_id", "model_right_id", "choice")
+    )
+
+
+def _count_recent(state: _Wins, campaign: Campaign, now: datetime) -> None:
+    """Count the votes above the settled id not counted yet, then move the settled id up to the votes made
+    WINS_SETTLE_SECONDS ago."""
+    settle_before = now - timedelta(seconds=WINS_SETTLE_SECONDS)
+    new_settled = state.settled_id
+    added = []
+    for pk, created_at, rater_id, left, right, choice in _recent_wins_votes(campaign, state.settled_id):
+        if pk not in state.counted_above:
+            state.counted_above.add(pk)
+            if rater_id not in state.excluded:
+                added.append((left, right, choice, 1))
+        if created_at <= settle_before:
+            new_settled = pk
+    _add_wins(state.wins, state.model_ids, added)
+    state.settled_id = new_settled
+    state.counted_above = {pk for pk in state.counted_above if pk > new_settled}
+
+
+def _count_all(campaign: Campaign, model_ids: list[int], excluded: frozenset, now: datetime) -> _Wins:
+    """Count every wins vote: those up to the settled id in one aggregate, the newer ones one by one."""
+    settle_before = now - timedelta(seconds=WINS_SETTLE_SECONDS)
+    settled_id = (
+        Vote.objects.filter(campaign=campaign, created_at__lte=settle_before)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+    ) or 0
+    wins = np.zeros((len(model_ids), len(model_ids)))
+    rows = (
+        Vote.objects.filter(campaign=campaign, criterion=WINS_CRITERION, is_gold=False, id__lte=settled_id)
+        .exclude(rater_id__in=excluded)
+        .values_list("model_left_id", "model_right_id", "choice")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    _add_wins(wins, model_ids, rows)
+    stamp = now.timestamp()
+    state = _Wins(model_ids, excluded, wins, None, settled_id, set(), stamp, stamp)
+    _count_recent(state, campaign, now)
+    return state
 
 
 def _cached_wins_and_theta(campaign: Campaign, model_ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The wins matrix and its Bradley-Terry scores, at most WINS_CACHE_SECONDS old. A refresh reads the votes
+    made since the last one (see _Wins), so its cost does not grow with the campaign; everything is counted
+    again when the excluded raters change, and every WINS_RECOUNT_SECONDS."""
     key = f"rating:wins:{campaign.pk}"
-    cached = cache.get(key)
-    if cached is not None and cached[0] == model_ids:
-        return cached[1], cached[2]
-    wins = wins_matrix(campaign, model_ids)
-    theta = bt_mle(wins) if wins.sum() > 0 else None
-    cache.set(key, (model_ids, wins, theta), WINS_CACHE_SECONDS)
-    return wins, theta
+    now = timezone.now()
+    state = cache.get(key)
+    if not isinstance(state, _Wins) or state.model_ids != model_ids:
+        state = None
+    if state is not None and now.timestamp() - state.refreshed < WINS_CACHE_SECONDS:
+        return state.wins, state.theta
+    excluded = _excluded_raters(campaign)
+    if state is None or state.excluded != excluded or now.timestamp() - state.recounted >= WINS_RECOUNT_SECONDS:
+        state = _count_all(campaign, model_ids, excluded, now)
+    else:
+        _count_recent(state, campaign, now)
+        state.refreshed = now.timestamp()
+    state.theta = bt_mle(state.wins) if state.wins.sum() > 0 else None
+    cache.set(key, state, WINS_RECOUNT_SECONDS)
+    return state.wins, state.theta
 
 
 def _open_pairs_key(campaign: Campaign) -> str:

@@ -248,3 +248,32 @@ def test_new_campaigns_take_expiry_and_gold_threshold_from_settings(make_campaig
     before = timezone.now()
     a = engine.next_assignment(rater_of(campaign), campaign)
     assert timedelta(seconds=41) <= a.expires_at - before <= timedelta(seconds=43)
+
+
+def test_a_wins_refresh_counts_each_new_vote_once_and_recounts_when_a_rater_is_flagged(campaign, rater_of):
+    raters = [rater_of(campaign, f"r{i}") for i in range(4)]
+    model_ids = engine.campaign_model_ids(campaign)
+    answer(engine.next_assignment(raters[0], campaign), "left")
+    engine.cache.delete(f"rating:wins:{campaign.pk}")
+    wins, _ = engine._cached_wins_and_theta(campaign, model_ids)
+    assert wins.sum() == 1
+
+    def refreshed():
+        state = engine.cache.get(f"rating:wins:{campaign.pk}")
+        state.refreshed -= engine.WINS_CACHE_SECONDS  # as if the refresh interval had passed
+        engine.cache.set(f"rating:wins:{campaign.pk}", state)
+        return engine._cached_wins_and_theta(campaign, model_ids)[0]
+
+    for rater in raters[1:3]:  # newer votes, then a refresh; none is counted twice by the next refreshes
+        answer(engine.next_assignment(rater, campaign), "tie")
+    assert np.array_equal(refreshed(), engine.wins_matrix(campaign, model_ids))
+    Vote.objects.update(created_at=timezone.now() - timedelta(seconds=engine.WINS_SETTLE_SECONDS + 1))
+    assert np.array_equal(refreshed(), engine.wins_matrix(campaign, model_ids))
+    newest = Vote.objects.filter(criterion=engine.WINS_CRITERION).latest("id").id
+    assert engine.cache.get(f"rating:wins:{campaign.pk}").settled_id == newest
+    answer(engine.next_assignment(raters[3], campaign), "right")
+    assert np.array_equal(refreshed(), engine.wins_matrix(campaign, model_ids)) and refreshed().sum() == 4
+
+    raters[1].flagged = True  # a flagged rater's votes leave the matrix at the next refresh
+    raters[1].save()
+    assert np.array_equal(refreshed(), engine.wins_matrix(campaign, model_ids)) and refreshed().sum() == 3
