@@ -72,14 +72,19 @@ def grow_to(campaign, votes: int) -> float:
             "WHERE id BETWEEN %s AND %s",
             [campaign.pk, low, high],
         )
-        # Pair number (rater * K + k) mod P: K < P distinct pairs per rater, spread evenly over the campaign.
+        # Pair number (rater * K + k) mod P: K < P distinct pairs per rater, spread evenly over the campaign. The
+        # pairs are numbered in a temporary table keyed by that number, so the join is an index lookup.
+        cursor.execute(
+            "CREATE TEMPORARY TABLE numbered_pairs AS SELECT row_number() OVER (ORDER BY id) - 1 AS n, id, prompt_id, "
+            "image_a_id, image_b_id, pair_key FROM rating_imagepair WHERE campaign_id = %s",
+            [campaign.pk],
+        )
+        cursor.execute("ALTER TABLE numbered_pairs ADD PRIMARY KEY (n)")
+        cursor.execute("ANALYZE numbered_pairs")
+        cursor.execute("SELECT count(*) FROM numbered_pairs")
+        total = cursor.fetchone()[0]
         cursor.execute(
             """
-            WITH pairs AS (
-                SELECT id, prompt_id, image_a_id, image_b_id, pair_key,
-                       row_number() OVER (ORDER BY id) - 1 AS n, count(*) OVER () AS total
-                FROM rating_imagepair WHERE campaign_id = %(campaign)s
-            )
             INSERT INTO rating_assignment (id, campaign_id, rater_id, prompt_id, image_left_id, image_right_id,
                                            pair_key, image_pair_id, status, created_at, expires_at, answered_at)
             SELECT gen_random_uuid(), %(campaign)s, r.id, p.prompt_id, p.image_a_id, p.image_b_id, p.pair_key, p.id,
@@ -87,11 +92,12 @@ def grow_to(campaign, votes: int) -> float:
                    now() - interval '1 day'
             FROM rating_rater r
             CROSS JOIN generate_series(0, %(k)s - 1) k
-            JOIN pairs p ON p.n = (r.id * %(k)s + k) %% p.total
+            JOIN numbered_pairs p ON p.n = (r.id::bigint * %(k)s + k) %% %(total)s
             WHERE r.id BETWEEN %(low)s AND %(high)s
             """,
-            {"campaign": campaign.pk, "k": ASSIGNMENTS_PER_SEEDED_RATER, "low": low, "high": high},
+            {"campaign": campaign.pk, "k": ASSIGNMENTS_PER_SEEDED_RATER, "low": low, "high": high, "total": total},
         )
+        cursor.execute("DROP TABLE numbered_pairs")
         cursor.execute(
             """
             INSERT INTO rating_vote (assignment_id, campaign_id, rater_id, criterion, choice, model_left_id,
