@@ -38,6 +38,7 @@ the whole block is serialised and the same invariants hold.
 from __future__ import annotations
 
 import random
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,6 +51,7 @@ from django.utils import timezone
 
 from analysis.bradley_terry import bt_mle
 from analysis.pair_choice import NoPairAvailable, choose_model_pair
+from evalsite.catalog.models import Prompt
 from evalsite.rating.models import (
     Assignment,
     Campaign,
@@ -593,7 +595,7 @@ def hand_out(
     ensure_prepared(campaign)
     refused_keys: list[str] = []  # pairs the database refused for this rater (rater_never_gets_pair_twice)
     for _ in range(MAX_INTEGRITY_RETRIES):
-        tried: list[str] = []
+        tried: list[str | None] = []
         try:
             with transaction.atomic():
                 return _hand_out(rater, campaign, exclude, now, rng, refused_keys, tried)
@@ -602,7 +604,8 @@ def hand_out(
             # whole transaction rolled back, counters included; try again without that pair.
             if not tried:
                 raise
-            refused_keys.append(tried[-1])
+            if tried[-1] is not None:  # None: the one-statement hand-out failed, naming no pair
+                refused_keys.append(tried[-1])
     return Handout(None, progress(rater, campaign))
 
 
@@ -681,6 +684,13 @@ def _pair_assignment(rater, campaign, history, expires_at, rng, refused_keys, tr
             )
         except NoPairAvailable:
             return None
+        if connection.vendor == "postgresql":
+            a_left = _a_goes_left(history.lean, model_ids[i], model_ids[j], rng)
+            taken = _take_image_pair(
+                rater, campaign, model_ids[i], model_ids[j], a_left, expires_at, refused_keys, tried
+            )
+            if taken is not None:
+                return taken
         pair = _lock_image_pair(rater, campaign, model_ids[i], model_ids[j], refused_keys)
         if pair is None:  # nothing left of this model pair for this rater
             allowed[i, j] = allowed[j, i] = False
@@ -728,9 +738,90 @@ def _lock_image_pair(
     return None
 
 
+def _a_goes_left(lean: Counter, model_a: int, model_b: int, rng: np.random.Generator) -> bool:
+    """Whether model_a's image goes left: the model this rater has seen more often on the left goes right."""
+    return lean[model_a] < lean[model_b] or (lean[model_a] == lean[model_b] and rng.random() < 0.5)
+
+
 def _orient(lean: Counter, pair: ImagePair, rng: np.random.Generator) -> tuple[Image, Image]:
-    """(left image, right image): the model this rater has seen more often on the left goes right."""
-    a_left = lean[pair.model_a_id] < lean[pair.model_b_id] or (
-        lean[pair.model_a_id] == lean[pair.model_b_id] and rng.random() < 0.5
-    )
+    """(left image, right image) of a locked pair (see _a_goes_left)."""
+    a_left = _a_goes_left(lean, pair.model_a_id, pair.model_b_id, rng)
     return (pair.image_a, pair.image_b) if a_left else (pair.image_b, pair.image_a)
+
+
+_PROMPT_COLUMNS = [f.column for f in Prompt._meta.concrete_fields]
+
+# PostgreSQL: the hand-out of _lock_image_pair + Assignment insert + counter bump in one statement. The same
+# rules: the least-assigned pair of the model pair under the target that this rater never had (in any
+# campaign), skipping rows other raters' transactions hold; its counter bumped while it is locked.
+_TAKE_PAIR_SQL = f"""
+WITH picked AS (
+    SELECT p.id FROM rating_imagepair p
+    WHERE p.campaign_id = %(campaign)s AND p.model_a_id = %(model_a)s AND p.model_b_id = %(model_b)s
+      AND p.assigned < %(target)s
+      AND NOT EXISTS (SELECT 1 FROM rating_assignment s WHERE s.rater_id = %(rater)s AND s.pair_key = p.pair_key)
+      AND NOT (p.pair_key = ANY(%(refused)s::varchar[]))
+    ORDER BY p.assigned, p.shuffle
+    LIMIT 1
+    FOR UPDATE OF p SKIP LOCKED
+), bumped AS (
+    UPDATE rating_imagepair p SET assigned = p.assigned + 1 FROM picked WHERE p.id = picked.id
+    RETURNING p.id, p.prompt_id, p.image_a_id, p.image_b_id, p.pair_key
+), inserted AS (
+    INSERT INTO rating_assignment (id, campaign_id, rater_id, prompt_id, image_left_id, image_right_id, pair_key,
+                                   gold_id, image_pair_id, status, created_at, expires_at, answered_at)
+    SELECT %(id)s, %(campaign)s, %(rater)s, b.prompt_id,
+           CASE WHEN %(a_left)s THEN b.image_a_id ELSE b.image_b_id END,
+           CASE WHEN %(a_left)s THEN b.image_b_id ELSE b.image_a_id END,
+           b.pair_key, NULL, b.id, %(open)s, %(now)s, %(expires_at)s, NULL
+    FROM bumped b
+    RETURNING image_pair_id, prompt_id, image_left_id, image_right_id, pair_key, created_at
+)
+SELECT i.image_pair_id, i.image_left_id, i.image_right_id, i.pair_key, i.created_at,
+       {", ".join(f'pr."{c}"' for c in _PROMPT_COLUMNS)}
+FROM inserted i JOIN {Prompt._meta.db_table} pr ON pr.id = i.prompt_id
+"""
+
+
+def _take_image_pair(
+    rater, campaign, model_a: int, model_b: int, a_left: bool, expires_at, refused_keys, tried
+) -> Assignment | None:
+    """PostgreSQL: pick, lock, count and hand out an image pair in one statement (see _TAKE_PAIR_SQL); None
+    when no unlocked row qualifies (the caller then falls back to _lock_image_pair, which waits for locked
+    rows). The assignment's prompt is loaded, its images load on first use."""
+    assignment_id = uuid.uuid4()
+    params = {
+        "campaign": campaign.pk,
+        "model_a": model_a,
+        "model_b": model_b,
+        "target": campaign.votes_per_pair,
+        "rater": rater.pk,
+        "refused": list(refused_keys),
+        "id": assignment_id,
+        "a_left": a_left,
+        "open": Assignment.Status.OPEN.value,
+        "now": timezone.now(),
+        "expires_at": expires_at,
+    }
+    tried.append(None)  # an IntegrityError here names no pair: hand_out tries again without refusing one
+    with connection.cursor() as cursor:
+        cursor.execute(_TAKE_PAIR_SQL, params)
+        row = cursor.fetchone()
+    tried.pop()
+    if row is None:
+        return None
+    pair_id, left_id, right_id, pair_key, created_at, *prompt_values = row
+    tried.append(pair_key)
+    prompt = Prompt.from_db(connection.alias, _PROMPT_COLUMNS_ATTNAMES, prompt_values)
+    assignment = Assignment.from_db(
+        connection.alias,
+        ["id", "campaign_id", "rater_id", "prompt_id", "image_left_id", "image_right_id", "pair_key", "gold_id",
+         "image_pair_id", "status", "created_at", "expires_at", "answered_at"],
+        [assignment_id, campaign.pk, rater.pk, prompt.pk, left_id, right_id, pair_key, None,
+         pair_id, Assignment.Status.OPEN, created_at, expires_at, None],
+    )  # fmt: skip
+    assignment.campaign, assignment.rater, assignment.prompt = campaign, rater, prompt
+    return assignment
+
+
+_PROMPT_COLUMNS_ATTNAMES = [f.attname for f in Prompt._meta.concrete_fields]

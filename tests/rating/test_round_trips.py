@@ -15,7 +15,9 @@ from django.test.utils import CaptureQueriesContext
 NEXT = "/api/assignments/next"
 
 # The transaction's BEGIN and COMMIT count (in tests they are a SAVEPOINT and its RELEASE).
-NEXT_STATEMENTS = 9  # user, campaign + rater + membership, begin, lock rater, history, lock pair, insert, bump, commit
+# /next: user, campaign + rater id + membership, begin, lock rater, history, the hand-out, commit. The hand-out is
+# one statement on PostgreSQL (pick + lock + bump + insert); on SQLite it is three (pick, insert, bump).
+NEXT_STATEMENTS = {"postgresql": 7, "sqlite": 9}
 VOTE_STATEMENTS = 7  # user, begin, lock assignment (+ owner, progress), insert votes, answered, pair counter, commit
 
 
@@ -45,7 +47,7 @@ def warm_client(campaign, rater_of, login):
 
 def test_next_hands_out_a_new_pair_in_a_pinned_number_of_statements(warm_client, campaign):
     _, next_queries, _ = _rate_one(warm_client, campaign, "pinned-0001")
-    assert len(next_queries) == NEXT_STATEMENTS, _listing(next_queries)
+    assert len(next_queries) == NEXT_STATEMENTS[connection.vendor], _listing(next_queries)
 
 
 def test_a_vote_is_stored_and_answers_progress_in_a_pinned_number_of_statements(warm_client, campaign):
