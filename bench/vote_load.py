@@ -1,6 +1,6 @@
 """Vote submission under load: 200 concurrent simulated raters for 60 s against gunicorn + PostgreSQL.
 
-    .venv/bin/python bench/vote_load.py [--users 200] [--seconds 60] [--workers 3] [--threads 4]
+    .venv/bin/python bench/vote_load.py [--users 200] [--seconds 60] [--workers 3] [--threads 4] [--think-seconds 3]
 
 What it does, in one command:
   1. creates its own PostgreSQL database (default postgres://postgres@127.0.0.1:5432/evalsite_bench; dropped at
@@ -10,9 +10,10 @@ What it does, in one command:
      workers) in the production settings shape (DJANGO_DEBUG=0, secure cookies, requests marked HTTPS by
      X-Forwarded-Proto as a TLS proxy would), the per-rater throttle raised out of the way
      (EVALSITE_RATER_RATE), persistent DB connections (DATABASE_CONN_MAX_AGE=60);
-  3. runs locust (library mode, FastHttpUser, no wait time) with --users simulated raters. Each joins through
-     the campaign's invite link (GET and POST /join/<token>: a new account and session, CSRF token from the
-     cookie), then loops: GET /api/assignments/next, POST /api/assignments/<id>/votes with an answer per
+  3. runs locust (library mode, FastHttpUser) with --users simulated raters, who vote as fast as the site answers
+     or, with --think-seconds, wait that long between pairs as people do (the /healthz baseline never waits).
+     Each joins through the campaign's invite link (GET and POST /join/<token>: a new account and session, CSRF
+     token from the cookie), then loops: GET /api/assignments/next, POST /api/assignments/<id>/votes with an answer per
      criterion and an idempotency key; 5% of the votes are sent a second time (a double click), which must be
      answered 200 "replayed" and stored once. After --seconds no new pair is started; requests in flight finish;
   4. compares what the server acknowledged (201, or 200 replayed) with the rows in the database.
@@ -83,6 +84,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline-seconds", type=int, default=15)
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--think-seconds", type=float, default=0.0, help="a rater's pause between pairs")
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     return parser
 
@@ -129,7 +131,7 @@ def run(args, fault=None) -> dict:
             command = [
                 PYTHON, __file__, "_swarm", "--host", host, "--mode", mode, "--users", str(args.users),
                 "--seconds", str(seconds), "--invite", seeded["invite"], "--campaign", str(seeded["campaign"]),
-                "--out", str(out),
+                "--out", str(out), "--think", str(args.think_seconds if mode == "votes" else 0),
             ]  # fmt: skip
             injector = None
             if mode == "votes" and fault is not None:
@@ -164,7 +166,10 @@ def report(results: dict, stored_ids: set[str], stored_rows: int, most: int, arg
     expected_rows = sum(votes["acknowledged"].values())
     vote_ms, next_ms, health_ms = votes["latency"]["vote"], votes["latency"]["next"], base["latency"]["healthz"]
     print()
-    print(f"{args.users} simulated raters (locust FastHttpUser), {votes['seconds']:.0f} s of voting")
+    print(
+        f"{args.users} simulated raters (locust FastHttpUser), {votes['seconds']:.0f} s of voting, "
+        f"{args.think_seconds:g} s between pairs"
+    )
     print(f"raters joined        {votes['joined']} ({votes['join_refused']} refused at the invite link)")
     print(
         f"votes acknowledged   {len(acked)} pair submissions ({expected_rows} criterion rows), "
@@ -248,6 +253,7 @@ def swarm(argv: list[str]) -> None:
         parser.add_argument(name, required=True)
     for name in ("--users", "--seconds", "--campaign"):
         parser.add_argument(name, type=int, required=True)
+    parser.add_argument("--think", type=float, default=0.0)
     args = parser.parse_args(argv)
 
     state = {
@@ -291,7 +297,7 @@ def swarm(argv: list[str]) -> None:
 
     class SimulatedRater(FastHttpUser):
         host = args.host
-        wait_time = constant(0)
+        wait_time = constant(args.think)
 
         # The session and CSRF cookies are Secure (production settings). geventhttpclient's cookie jar sends
         # Secure cookies only over https, and this client talks plain HTTP to gunicorn as a TLS proxy would,
