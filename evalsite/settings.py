@@ -260,7 +260,11 @@ CACHES = {
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "shared": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _CACHE_URL}
     if _CACHE_URL
-    else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")},
+    else {
+        "BACKEND": "evalsite.cache.SharedFileCache",
+        "LOCATION": str(VAR_DIR / "cache"),
+        "OPTIONS": {"MAX_ENTRIES": 100_000},  # a rate-limit count per rater and address: never cull live ones
+    },
 }
 # New rater accounts one client address may make through invite links, and failed logins per address and per
 # user name, in the shared cache.
