@@ -26,7 +26,10 @@ One call of `next_assignment(rater, campaign)`:
    correct image of a gold check goes to the side it has been on less often for this rater.
 
 One query reads the rater's history in the campaign (open assignments to resume, pairs answered, the
-left/right lean), so a new pair costs about ten round trips, a resumed one five.
+left/right lean). On PostgreSQL step 5 and the insert of the assignment are one statement (_TAKE_PAIR_SQL),
+so the /next request of a new pair costs 7 statements, BEGIN and COMMIT included (9 on SQLite);
+tests/rating/test_round_trips.py pins them. (The rater lock cannot join the history query: after waiting for
+the lock, PostgreSQL re-checks only the locked row, and the history would predate the other request.)
 
 Expired assignments are swept lazily (at most every EXPIRY_SWEEP_SECONDS per campaign and process) and
 by the `rating.expire_assignments` task; they give their slot back to the image pair.
