@@ -187,3 +187,18 @@ def image_file(request, token: str):
     response = FileResponse(handle, content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+@require_GET
+@staff_required
+def asset_file(request, token: str):
+    """A text-to-3D image's asset file (generation.threed.load_asset reads it), for researchers only."""
+    image = Image.objects.filter(token=token, status=Image.Status.DONE).exclude(asset="").first()
+    if image is None:
+        raise Http404("No such asset.")
+    try:
+        handle = image.asset.open("rb")
+    except (FileNotFoundError, OSError):
+        raise Http404("The asset file is missing.") from None
+    name = f"{image.model.name}-{image.prompt_id}-{image.seed}.safetensors".replace(" ", "_").replace("/", "_")
+    return FileResponse(handle, content_type="application/octet-stream", as_attachment=True, filename=name)

@@ -214,3 +214,18 @@ def test_a_real_worker_makes_a_3d_run_from_the_broker(tmp_path, settings, make_p
         assert PILImage.open(media_root / image.file.name).size == (VIEWS * 16, 16)
         assert load_asset(media_root / image.asset.name).prompt == "a red circle on a blue background"
     assert set(GenerationJob.objects.filter(run=run).values_list("status", "attempts")) == {("done", 1)}
+
+
+def test_researchers_see_turntable_previews_and_download_the_asset_files_raters_cannot(
+    done_3d_run, staff_client, make_rater, client, media_root
+):
+    page = staff_client.get(reverse("runs:detail", args=[done_3d_run.pk])).content.decode()
+    image = Image.objects.filter(run=done_3d_run).first()
+    assert 'class="turntable"' in page and reverse("runs:asset", args=[image.token]) in page
+    response = staff_client.get(reverse("runs:asset", args=[image.token]))
+    assert (
+        response.status_code == 200
+        and b"".join(response.streaming_content) == (media_root / image.asset.name).read_bytes()
+    )
+    client.force_login(make_rater().user)
+    assert client.get(reverse("runs:asset", args=[image.token])).status_code in (302, 403, 404)
