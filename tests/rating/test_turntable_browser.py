@@ -154,6 +154,12 @@ def test_a_rater_turns_both_turntables_and_answers_the_three_3d_questions(
     right_before = right
     page.wait_for_timeout(600)
     assert frames(page)[1] != right_before
+    # with the slider focused its arrow keys turn the object (and answer nothing); the answer keys still answer
+    page.focus("#turn-left")
+    page.keyboard.press("ArrowRight")
+    assert frames(page)[0] == 6 and page.locator(".question.answered").count() == 0
+    page.keyboard.press("1")
+    assert page.locator(".question.answered").count() == 1
     # tapping the object lets it turn again
     page.click("#figure-left .viewer")
     page.wait_for_function("() => document.getElementById('figure-left').dataset.frame !== '5'")
@@ -163,8 +169,8 @@ def test_a_rater_turns_both_turntables_and_answers_the_three_3d_questions(
     page.fill("#turn-right", "2")
     assert_fits(page, 390, 844)
     page.screenshot(path=str(ARTIFACTS / "rater-3d-phone-390x844.png"), full_page=True)
-    expected = {}
-    for choice in ("left", "tie", "right"):
+    expected = {"prompt_following": "left"}  # answered with the key "1" above
+    for choice in ("tie", "right"):
         criterion = page.get_attribute(".question.active", "data-criterion")
         page.locator(f".question.active .choice[data-choice={choice}]").click()
         expected[criterion] = choice

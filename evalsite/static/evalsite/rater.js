@@ -406,7 +406,10 @@
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const tag = event.target && event.target.tagName;
-    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;
+    // A turntable's slider keeps its arrow keys (they turn the object); the other answer keys still answer.
+    const slider = tag === "INPUT" && event.target.type === "range";
+    if (slider && event.key.startsWith("Arrow")) return;
+    if ((tag === "INPUT" && !slider) || tag === "TEXTAREA" || tag === "SELECT") return;
     if (!state.current) return;
     if (event.key === "Enter") {
       event.preventDefault();
