@@ -20,9 +20,10 @@ graded (0..1) so that two imperfect images can still be compared:
 A turntable (a text-to-3D model's image: generation.contract.TURNTABLE_VIEWS square views side by side) is judged
 view by view (`judge_turntable`, or `judge_picture`, which tells the two apart by shape):
 
-- prompt following: the mean over views of the share of the checks that fit an object seen from the side
-  (background and object colour: a circle seen from the side is a bell or a bicone, so its shape is not asked,
-  as in docs/text-to-3d.md's bar); aesthetics: the mean cleanliness of the views.
+- prompt following: the mean over views of each view's prompt following as a picture's (background, object
+  colour and shape: seen from the side a circle that became a bell or a bicone still reads as a circle, a
+  cylinder as a square, a cone as a triangle, while a shapeless blob reads as none of them); aesthetics: the
+  mean cleanliness of the views.
 - multi-view consistency: how much the views agree with each other, as the checker reads them: the share of
   views whose reading (background, object colour) is the most common one, times the mean intersection over
   union of the object's silhouette in neighbouring views (an object that changes colour, appears or vanishes
@@ -46,7 +47,7 @@ from generation.demo_domain import COLOURS, PALETTE, DemoSpec, WordSpec, parse_p
 CLEAN_DISTANCE = 48.0  # RGB units (Euclidean): how far a clean pixel may lie from its palette colour
 MIN_AGREEING_NEIGHBOURS = 2  # of the 4 neighbours; a lone speckle has 0 or 1, the end of a 2-px stroke 2
 QUESTIONS: tuple[str, ...] = ("prompt_following", "aesthetics", "typography", "multiview_consistency")
-SIDE_VIEW_CHECKS = ("background", "colour")  # what an object seen from the side must show of its prompt
+SIDE_VIEW_CHECKS = ("background", "colour")  # the 3D bar (docs/text-to-3d.md), and what consistency compares
 
 
 class CannotJudge(ValueError):
@@ -138,7 +139,7 @@ def judge_turntable(picture, prompt: str | DemoSpec, views: int = TURNTABLE_VIEW
     spec = parse_judgeable(prompt) if isinstance(prompt, str) else prompt
     frames = turntable_views(picture, views)
     results = [check_image(frame, spec) for frame in frames]
-    following = [float(np.mean([r.checks[c] for c in SIDE_VIEW_CHECKS if c in r.checks])) for r in results]
+    following = [float(np.mean([float(ok) for ok in r.checks.values()])) for r in results]
     readings = [tuple(r.found.get(c) for c in SIDE_VIEW_CHECKS) for r in results]
     agreeing = Counter(readings).most_common(1)[0][1] / len(readings)
     shapes = [_silhouette(frame) for frame in frames]

@@ -86,15 +86,17 @@ def test_a_turntable_whose_object_changes_colour_and_shape_as_it_turns_loses_con
     changing = judge_picture(strip([red, green] * (TURNTABLE_VIEWS // 2)), RED_CIRCLE)
     steady = judge_picture(strip([red] * TURNTABLE_VIEWS), RED_CIRCLE)
     assert changing.multiview_consistency < 0.5 * steady.multiview_consistency
-    assert changing.prompt_following == pytest.approx(0.75)  # background right everywhere, colour in half the views
+    assert changing.prompt_following == pytest.approx(2 / 3)  # half the views: background right, colour and shape not
     assert not changing.correct
 
 
-def test_the_shape_of_a_side_view_is_not_asked_of_a_turntable():
-    """A circle seen from the side is a bell or a bicone: background and colour are what a view must show."""
+def test_a_turntable_of_the_wrong_shape_loses_prompt_following_as_a_picture_does():
+    """The views are asked the prompt's shape: an object of the right colour but the wrong shape (the shapeless
+    blob of a weak prior) loses to one whose side views read as the prompt's shape."""
     square = drawn(ShapeSpec("red", "square", "blue"))
-    assert judge_picture(strip([square] * TURNTABLE_VIEWS), RED_CIRCLE).prompt_following == 1.0
-    assert judge_image(square, RED_CIRCLE).prompt_following < 1.0
+    wrong_shape = judge_picture(strip([square] * TURNTABLE_VIEWS), RED_CIRCLE)
+    assert wrong_shape.prompt_following == pytest.approx(judge_image(square, RED_CIRCLE).prompt_following)
+    assert wrong_shape.prompt_following == pytest.approx(2 / 3) and not wrong_shape.correct
 
 
 def test_a_square_picture_is_judged_as_an_image_and_a_strip_of_another_length_is_refused():

@@ -139,28 +139,33 @@ class Command(BaseCommand):
 
 
 def demo_3d_report(run: ComparisonRun) -> str:
-    """Per prompt and model: turntable views the checker reads right (background and object colour), the
-    judge's multi-view consistency, and the asset's CPU seconds (recorded in its file)."""
+    """Per prompt and model: turntable views the checker reads right (background and object colour; and with the
+    prompt's shape too), the judge's multi-view consistency, and the asset's CPU seconds (recorded in its file)."""
     from PIL import Image as PILImage
 
     from generation.checker import check_image
     from generation.demo_judge import SIDE_VIEW_CHECKS, judge_turntable, turntable_views
     from generation.threed import load_asset
 
-    lines = [f"{'prompt':<42} {'model':<52} {'views right':>11} {'consistency':>11} {'CPU s':>7} {'wall s':>7}"]
+    lines = [
+        f"{'prompt':<42} {'model':<52} {'views right':>11} {'with shape':>10} {'consistency':>11} "
+        f"{'CPU s':>7} {'wall s':>7}"
+    ]
     images = run.all_images().filter(status=Image.Status.DONE).select_related("prompt", "model")
     for image in images.order_by("prompt__position", "model__name"):
         with image.file.open("rb") as f:
             picture = PILImage.open(f).convert("RGB")
         views = turntable_views(picture)
-        right = sum(all(check_image(v, image.prompt.text).checks[c] for c in SIDE_VIEW_CHECKS) for v in views)
+        checks = [check_image(v, image.prompt.text) for v in views]
+        right = sum(all(r.checks[c] for c in SIDE_VIEW_CHECKS) for r in checks)
+        with_shape = sum(r.correct for r in checks)  # the shape too, as a flat picture would show it
         consistency = judge_turntable(picture, image.prompt.text).multiview_consistency or 0.0
         cpu, wall = float("nan"), float("nan")
         if image.asset:
             asset = load_asset(Path(image.asset.path))
             cpu, wall = asset.cpu_seconds, asset.wall_seconds
         lines.append(
-            f"{image.prompt.text:<42} {image.model.name:<52} {right:>5}/{len(views):<5} {consistency:>11.2f} "
-            f"{cpu:>7.1f} {wall:>7.1f}"
+            f"{image.prompt.text:<42} {image.model.name:<52} {right:>5}/{len(views):<5} "
+            f"{with_shape:>4}/{len(views):<5} {consistency:>11.2f} {cpu:>7.1f} {wall:>7.1f}"
         )
     return "\n".join(lines)
