@@ -30,6 +30,18 @@ def storage_away(exc: BaseException | None) -> bool:
     return isinstance(exc, ConnectionError | HTTPClientError)
 
 
+def storage_missing(exc: BaseException | None) -> bool:
+    """Whether the error says the stored file is not there: a local file that is gone, or an S3 object that the
+    store answers 404 for. Not an outage: waiting will not bring it back."""
+    if isinstance(exc, FileNotFoundError):
+        return True
+    try:
+        from botocore.exceptions import ClientError
+    except ImportError:
+        return False
+    return isinstance(exc, ClientError) and exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
+
+
 def is_outage(exc: BaseException | None) -> bool:
     """Whether the error is a service that is briefly away, rather than a bug."""
     return isinstance(exc, DATABASE_AWAY + CACHE_AWAY) or storage_away(exc)

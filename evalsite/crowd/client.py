@@ -67,6 +67,10 @@ class RaterStopped(RuntimeError):
     """The rater cannot go on (the site refuses it, or the invite is not valid)."""
 
 
+class PairWithdrawn(RuntimeError):
+    """An image of the pair answers 404: the site withdrew the pair, and the rater asks for another."""
+
+
 @dataclass
 class RaterReport:
     """What one simulated rater did, from its own side of the wire."""
@@ -74,7 +78,7 @@ class RaterReport:
     kind: str
     pairs_answered: int = 0  # answers the site stored (201) or confirmed (200 replay)
     replays: int = 0  # answers the site said it already had (a retry after a lost response)
-    moved_on: int = 0  # answers refused with 403/404/409/410 (expired, taken...): the rater moved on
+    moved_on: int = 0  # answers refused with 403/404/409/410 (expired, taken...), or withdrawn pairs: moved on
     retries: int = 0  # requests sent again after a network error, a 5xx or a 429
     server_errors: int = 0  # 5xx responses seen
     refused: str = ""  # why the rater stopped of its own accord (a prompt it cannot judge)
@@ -182,6 +186,8 @@ class SimulatedRater:
         scores = []
         for side in ("left", "right"):
             response = self._request("GET", assignment["images"][side]["url"])
+            if response.status_code == 404:  # the site withdrew the pair (its file is gone or broken): move on
+                raise PairWithdrawn(f"the {side} image cannot be shown")
             if response.status_code != 200:
                 raise RaterStopped(f"the {side} image answered {response.status_code}")
             picture = Image.open(io.BytesIO(response.content)).convert("RGB")
@@ -207,7 +213,11 @@ class SimulatedRater:
         if assignment is None:
             return False
         shown = time.monotonic()
-        left, right = self.look(assignment)
+        try:
+            left, right = self.look(assignment)
+        except PairWithdrawn:
+            self.report.moved_on += 1
+            return True
         self._sleep(max(0.0, think_time(self.profile, self.rng, self.think_scale) - (time.monotonic() - shown)))
         if self.stop.is_set():
             return True

@@ -12,6 +12,7 @@ import pandas as pd
 from django.urls import reverse
 
 from evalsite.rating.models import Campaign, Choice, Vote
+from evalsite.rating.quality import held_out_rater_ids
 from evalsite.runs.models import Image
 
 WINNER_OF_CHOICE = {Choice.LEFT: "model_a", Choice.RIGHT: "model_b", Choice.TIE: "tie", Choice.BOTH_BAD: "both_bad"}
@@ -28,6 +29,7 @@ VOTE_COLUMNS = [
     "rater",
     "rater_id",
     "rater_flagged",
+    "rater_held",
     "rater_simulated",
     "participant",
     "item",
@@ -123,6 +125,8 @@ def votes_frame(
             "rater": raw["rater"].astype(object),
             "rater_id": raw["rater_id"].astype("int64"),
             "rater_flagged": raw["rater_flagged"].astype(bool),
+            # held for review or rejected by the suspicion checks (rating.quality): out of every count, like flagged
+            "rater_held": raw["rater_id"].isin(held_out_rater_ids(campaign)).astype(bool),
             "rater_simulated": raw["rater_simulated"].astype(bool),  # a simulated crowd's vote, not a person's
             "participant": raw["participant"].astype(object),
             # one judged question: an image pair on one criterion

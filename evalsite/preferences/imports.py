@@ -267,7 +267,9 @@ def export_vote(row: dict, number: int, default_criterion: str | None) -> Prefer
         seed=integer(row.get("seed"), "seed"),
         rater=text(row.get("rater"), TEXT_LENGTHS["rater"], "rater"),
         participant=text(row.get("participant"), TEXT_LENGTHS["participant"], "participant"),
-        rater_flagged=bool(boolean(row.get("rater_flagged"), "rater_flagged", False)),
+        # a rater the other instance held for review or rejected counts nowhere there, and so nowhere here
+        rater_flagged=bool(boolean(row.get("rater_flagged"), "rater_flagged", False))
+        or bool(boolean(row.get("rater_held"), "rater_held", False)),
         rater_simulated=bool(boolean(row.get("rater_simulated"), "rater_simulated", False)),
         is_gold=is_gold,
         gold_correct=boolean(row.get("gold_correct"), "gold_correct"),

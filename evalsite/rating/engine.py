@@ -534,7 +534,9 @@ def _gold_assignment(rater, campaign, history, expires_at, rng, refused_keys, tr
     had = Assignment.objects.filter(rater=rater, gold__isnull=False).values("gold_id")
     pool = [
         gold
-        for gold in GoldCheck.objects.filter(campaign=campaign)
+        for gold in GoldCheck.objects.filter(
+            campaign=campaign, correct_image__status=Image.Status.DONE, wrong_image__status=Image.Status.DONE
+        )
         .exclude(pk__in=had)
         .select_related("prompt", "correct_image", "wrong_image")
         if Assignment.make_pair_key(gold.correct_image_id, gold.wrong_image_id) not in refused_keys

@@ -46,7 +46,8 @@ from evalsite.rating.models import (
     criterion_text,
 )
 from evalsite.rating.quality import update_rater_quality
-from evalsite.runs.display import shown_length, shown_png
+from evalsite.rating.withdraw import withdraw_image
+from evalsite.runs.display import ImageUnreadable, shown_length, shown_png, stored_picture
 from evalsite.runs.models import Image
 from evalsite.throttles import client_address, over_budget
 
@@ -307,8 +308,24 @@ def assignment_image(request, assignment_id: str, side: str):
         response = HttpResponse(content_type="image/png")
         response["Content-Length"] = str(shown_length(run))
     else:
-        response = HttpResponse(shown_png(shown, run), content_type="image/png")
+        try:
+            response = HttpResponse(shown_png(shown, run), content_type="image/png")
+        except ImageUnreadable as exc:
+            return _unreadable(shown, exc)
     response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def _unreadable(image: Image, exc: ImageUnreadable) -> HttpResponse:
+    """A finished image whose file is gone or broken: out of every campaign (rating.withdraw), and a 404 that
+    says so; the rater's page moves on to another pair (its assignment is expired now)."""
+    withdraw_image(image, str(exc))
+    response = HttpResponse(
+        "This image cannot be shown. The pair has been withdrawn; the page will move on to another one.",
+        status=404,
+        content_type="text/plain",
+    )
+    response["Cache-Control"] = "no-store"
     return response
 
 
@@ -322,7 +339,10 @@ def image(request, token: str):
     shown = Image.objects.filter(token=token, status=Image.Status.DONE).exclude(file="").first()
     if shown is None:
         raise Http404("no such image")
-    response = HttpResponse(clean_png(shown), content_type="image/png")
+    try:
+        response = HttpResponse(clean_png(shown), content_type="image/png")
+    except ImageUnreadable as exc:
+        return _unreadable(shown, exc)
     response["Cache-Control"] = "private, max-age=3600"
     return response
 
@@ -333,9 +353,7 @@ def clean_png(image: Image) -> bytes:
     data = cache.get(key)
     if data is not None:
         return data
-    with image.file.open("rb") as stored:
-        picture = PILImage.open(stored)
-        picture.load()
+    picture = stored_picture(image)
     if picture.mode not in ("RGB", "RGBA", "L", "LA"):
         picture = picture.convert("RGBA" if "transparency" in picture.info or "A" in picture.mode else "RGB")
     pixels_only = PILImage.frombytes(picture.mode, picture.size, picture.tobytes())

@@ -28,6 +28,7 @@ from django.core.cache import cache
 from django.db.models import Count
 from PIL import Image as PILImage
 
+from evalsite.outages import storage_missing
 from evalsite.runs.models import IMAGE_FITS, ComparisonRun, Image
 from generation.contract import TURNTABLE_VIEWS
 
@@ -110,6 +111,28 @@ def uniform_png(picture: PILImage.Image) -> bytes:
     return out.getvalue()
 
 
+class ImageUnreadable(Exception):
+    """The stored file of a finished image is gone or is not a picture: it cannot be shown, now or later."""
+
+
+def stored_picture(image: Image) -> PILImage.Image:
+    """The image's stored file, decoded. ImageUnreadable when the file is missing (locally or in the object
+    store) or cannot be decoded; an outage of the store (evalsite.outages) is raised as it is, to be waited out."""
+    try:
+        with image.file.open("rb") as stored:
+            data = stored.read()
+    except Exception as exc:
+        if storage_missing(exc):
+            raise ImageUnreadable(f"the stored file of {image} is missing") from exc
+        raise
+    try:
+        picture = PILImage.open(io.BytesIO(data))
+        picture.load()
+    except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError, bomb errors
+        raise ImageUnreadable(f"the stored file of {image} is not a readable image ({exc})") from exc
+    return picture
+
+
 def shown_png(image: Image, run: ComparisonRun) -> bytes:
     """The image as a rater of `run` sees it. The normalised pixels are cached (compressed) per image, size and
     fit; the uniform encoding is made per response."""
@@ -118,9 +141,7 @@ def shown_png(image: Image, run: ComparisonRun) -> bytes:
     compressed = cache.get(key)
     if compressed is not None:
         return uniform_png(PILImage.open(io.BytesIO(compressed)))
-    with image.file.open("rb") as stored:
-        picture = PILImage.open(stored)
-        picture.load()
+    picture = stored_picture(image)
     square = fit_square(picture, size, fit) if views == 1 else fit_turntable(picture, size, fit, views)
     out = io.BytesIO()
     square.save(out, format="PNG", compress_level=1)

@@ -232,15 +232,22 @@ def test_a_worker_killed_mid_run_with_sigkill_finishes_the_run_after_a_restart(
         ).run  # 2 models x 4 prompts x 2 seeds = 16 images in 8 jobs
         done = lambda: Image.objects.filter(run=run, status="done").count()  # noqa: E731
         held = lambda: list(GenerationJob.objects.filter(run=run, status="running"))  # noqa: E731
-        wait_for(
-            lambda: done() >= 2 and held(),
-            timeout=120,
-            interval=0.05,
-            what="a stored batch and a job in progress",
-            worker=worker,
-        )
+        # The worker is frozen (SIGSTOP) before its state is read, so the job seen in progress is still in progress
+        # when it is killed: a job that finished between the check and the kill made this test flaky.
+        for _ in range(20):
+            wait_for(
+                lambda: done() >= 2 and held(),
+                timeout=120,
+                interval=0.05,
+                what="a stored batch and a job in progress",
+                worker=worker,
+            )
+            worker.pause()
+            killed = held()
+            if killed and not Image.objects.filter(job=killed[0], status="done").exists():
+                break
+            worker.resume()
         worker.kill()
-        killed = held()
         assert len(killed) == 1 and done() < 16
         assert not Image.objects.filter(job=killed[0], status="done").exists()
 

@@ -62,6 +62,24 @@ def test_an_export_imported_elsewhere_gives_the_campaigns_numbers(staff_client, 
 
 
 @pytest.mark.django_db
+def test_a_rater_held_for_review_is_marked_in_the_export_and_counts_nowhere_after_import(staff_client, voted_campaign):
+    from evalsite.rating.models import Rater, RaterReview
+
+    careful = Rater.objects.filter(votes__campaign=voted_campaign, flagged=False).distinct().first()
+    RaterReview.objects.create(
+        campaign=voted_campaign, rater=careful, state=RaterReview.State.HELD, reasons="join burst"
+    )
+    frame = pd.read_csv(io.BytesIO(exported(staff_client, voted_campaign, "csv")))
+    assert set(frame.loc[frame["rater_held"], "rater"]) == {careful.user.username}
+    result = import_preferences(exported(staff_client, voted_campaign, "csv"), "held.csv", name="with a held rater")
+    for criterion in ("prompt_following", "aesthetics"):
+        here = campaign_view(voted_campaign, criterion)
+        there = set_results(result.preference_set, criterion=criterion)
+        assert leaderboard(there["leaderboard"]) == leaderboard(here["leaderboard"]), criterion
+    assert careful.user.username in set_results(result.preference_set)["excluded_raters"]
+
+
+@pytest.mark.django_db
 def test_importing_the_same_file_again_changes_nothing(staff_client, voted_campaign):
     data = exported(staff_client, voted_campaign, "csv")
     first = import_preferences(data, "votes.csv")

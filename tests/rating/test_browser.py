@@ -198,3 +198,50 @@ def test_the_rater_page_waits_out_an_outage_and_sends_the_same_answer_once(
     assert stored == {shown: dict.fromkeys(criteria, "left")}
     page.unroute("**/api/assignments/*/votes")
     page.wait_for_load_state("networkidle")
+
+
+def test_the_rater_page_moves_on_from_a_pair_whose_image_cannot_be_loaded(
+    live_server, campaign, make_rater, browser_page
+):
+    """Every image of one model has a broken file: each pair with it answers 404 and is withdrawn, the page says
+    so and moves on by itself, and the rater ends up voting on a pair of the two other models."""
+    import numpy as np
+    from django.core.files.base import ContentFile
+
+    from evalsite.rating import engine
+    from evalsite.rating.models import Assignment
+    from evalsite.runs.models import Image
+
+    page = browser_page
+    rater = make_rater("unlucky-rater")
+    rater.instructions_seen_at = timezone.now()
+    rater.save()
+    campaign.raters.add(rater)
+    first = engine.next_assignment(rater, campaign, rng=np.random.default_rng(0))  # the page resumes it
+    broken_model = first.image_left.model
+    for image in Image.objects.filter(run=campaign.run, model=broken_model):
+        image.file.save("broken.png", ContentFile(b"not a picture at all"), save=True)
+    page.goto(f"{live_server.url}/accounts/login/?next=/rate/{campaign.pk}/")
+    page.fill("input[name=username]", "unlucky-rater")
+    page.fill("input[name=password]", "pw-unlucky-rater-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/rate/{campaign.pk}/")
+    page.set_default_timeout(60_000)
+    shown = wait_for_pair(page)  # a pair whose two images both loaded
+
+    from django.db import connection
+
+    try:
+        assignment = Assignment.objects.select_related("image_left", "image_right").get(pk=shown)
+        assert broken_model.id not in (assignment.image_left.model_id, assignment.image_right.model_id)
+        withdrawn = Image.objects.filter(model=broken_model, status=Image.Status.FAILED).count()
+    finally:
+        connection.close()
+    assert withdrawn >= 1 and shown != str(first.pk)  # the page met the broken pair first, and moved on
+    criteria = page.eval_on_selector_all(".question", "boxes => boxes.map(b => b.dataset.criterion)")
+    for _ in criteria:
+        page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => document.getElementById('rater').dataset.assignment !== '{shown}'")
+    stored, _ = stored_votes(rater)
+    assert stored == {shown: dict.fromkeys(criteria, "right")}

@@ -30,6 +30,7 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from evalsite.catalog.models import ImageModel
+from evalsite.rating.models import Assignment
 from evalsite.runs import services
 from evalsite.runs.models import ComparisonRun, GenerationJob, Image
 from tests.support import REPO_ROOT, WorkerProcess, tiny_unet_checkpoint, wait_for
@@ -353,6 +354,27 @@ def test_a_rater_meets_a_503_with_retry_after_not_a_500_while_the_object_store_i
     use_s3(settings, monkeypatch, f"http://127.0.0.1:{free_port()}", "evalsite-nowhere")  # nothing listens there
     response = client.get(assignment["images"]["left"]["url"])
     assert response.status_code == 503 and response["Retry-After"] == "2"
+
+
+def test_an_object_missing_from_the_store_is_a_clear_404_that_withdraws_the_pair_not_a_500(
+    settings, monkeypatch, make_campaign, make_rater, s3_server
+):
+    """The store answers, but the image's object is not there (deleted, or a bucket restored without it): waiting
+    will not bring it back, so the pair is withdrawn (rating.withdraw) and the rater's page moves on."""
+    rater = make_rater("rater-object-gone")
+    rater.instructions_seen_at = timezone.now()
+    rater.save()
+    campaign = make_campaign(raters=[rater], gold_rate=0.0)
+    client = Client(raise_request_exception=False)
+    client.force_login(rater.user)
+    assignment = client.get("/api/assignments/next", {"campaign": campaign.pk}).json()["assignment"]
+    s3_server.client().create_bucket(Bucket="evalsite-emptied")
+    use_s3(settings, monkeypatch, s3_server.url, "evalsite-emptied")  # the files were written elsewhere
+    response = client.get(assignment["images"]["left"]["url"])
+    assert response.status_code == 404 and b"cannot be shown" in response.content
+    shown = Assignment.objects.select_related("image_left").get(pk=assignment["id"])
+    assert shown.status == Assignment.Status.EXPIRED
+    assert shown.image_left.status == Image.Status.FAILED and "missing" in shown.image_left.error
 
 
 def test_a_checkpoint_missing_on_one_machine_fails_with_that_machines_name(db, make_prompt_set, backend_cache):

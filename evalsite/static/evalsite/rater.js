@@ -27,6 +27,7 @@
   const MIN_VALID_MS = 5000; // a preloaded pair expiring sooner than this is not shown
   const TURN_MS = 450; // how long a turntable shows each view while it turns by itself
   const SIDES = ["left", "right"];
+  const IMAGE_RETRY_MS = 2000; // the pause before moving on from a pair whose image could not be loaded
 
   const csrfToken = document.querySelector('meta[name="csrf-token"]').getAttribute("content");
   const nextUrl = root.dataset.nextUrl;
@@ -439,6 +440,28 @@
       if (turntable.views > 1) turntable.turning[side] = true;
     });
   });
+
+  // An image that cannot be loaded: the server withdraws a pair whose file is gone or broken (404), so after a
+  // short pause the page asks for the next pair; after a passing network error the same pair comes back.
+  [el.left, el.right].forEach((img) => img.addEventListener("error", () => {
+    const broken = state.current;
+    if (!broken || state.busy || !img.getAttribute("src")) return;
+    state.busy = true;
+    updateSubmit();
+    setStatus("An image of this pair could not be loaded. Moving on to another pair…", true);
+    state.next = null;
+    state.nextPromise = null;
+    setTimeout(() => {
+      fetchNext(null).then((body) => {
+        setStatus("");
+        show(body.assignment, body.progress);
+        preloadNext();
+      }).catch((e) => setStatus(e.message, true)).finally(() => {
+        state.busy = false;
+        updateSubmit();
+      });
+    }, IMAGE_RETRY_MS);
+  }));
 
   // Back from a break: a pair that expired meanwhile is replaced (the server would refuse its answer).
   document.addEventListener("visibilitychange", () => {
