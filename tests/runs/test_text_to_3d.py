@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import time
 
+import numpy as np
 import pytest
 import torch
 from django.urls import reverse
@@ -229,3 +230,22 @@ def test_researchers_see_turntable_previews_and_download_the_asset_files_raters_
     )
     client.force_login(make_rater().user)
     assert client.get(reverse("runs:asset", args=[image.token])).status_code in (302, 403, 404)
+
+
+def test_the_animated_preview_turns_through_the_turntable_views_and_a_picture_has_none(
+    done_3d_run, staff_client, media_root, make_run
+):
+    image = Image.objects.filter(run=done_3d_run).first()
+    page = staff_client.get(reverse("runs:detail", args=[done_3d_run.pk])).content.decode()
+    assert reverse("runs:animation", args=[image.token]) in page
+    response = staff_client.get(reverse("runs:animation", args=[image.token]))
+    assert response.status_code == 200 and response["Content-Type"] == "image/gif"
+    gif = PILImage.open(io.BytesIO(response.content))
+    assert gif.n_frames == VIEWS and gif.size == (16, 16) and gif.info["loop"] == 0
+    strip = PILImage.open(media_root / image.file.name).convert("RGB")
+    gif.seek(3)
+    view = strip.crop((3 * 16, 0, 4 * 16, 16))
+    frame = np.asarray(gif.convert("RGB"), dtype=float)
+    assert np.abs(frame - np.asarray(view, dtype=float)).mean() < 8  # the fourth view, up to the GIF palette
+    picture = Image.objects.filter(run=make_run(n_models=2)).first()
+    assert staff_client.get(reverse("runs:animation", args=[picture.token])).status_code == 404
