@@ -7,7 +7,7 @@
 
 The two settings are score distillation from the demo MM-DiT (demo_models/mmdit-demo) and from its early
 snapshot (demo_models/mmdit-demo-step2000), guidance 30, on three shape prompts held out of the demo model's
-training, seed 0: 6 assets of about 90 CPU seconds each at the default 800 steps (docs/text-to-3d.md).
+training, seed 0: 6 assets of 63-70 CPU seconds each (one thread) at the default 800 steps (docs/text-to-3d.md).
 `--steps N` makes a quicker, weaker demo under another run name. The campaign "Text-to-3D demo campaign" asks
 prompt following, visual quality and multi-view consistency; the simulated crowd rates it through
 `bin/process crowd` with CROWD_CAMPAIGN set to that name (EVALSITE_DEMO_3D=1 bin/up does both).
