@@ -17,6 +17,7 @@ import numpy as np
 from analysis.bradley_terry import ELO_PER_NAT, bt_covariance, bt_mle, check_wins, difference_information
 from analysis.confidence_sequences import (
     DEFAULT_ALPHA,
+    TopModelEvidence,
     check_alpha,
     confidence_radius,
     family_alphas,
@@ -25,6 +26,9 @@ from analysis.confidence_sequences import (
 )
 from analysis.pair_choice import DEFAULT_EXPLORATION, check_policy
 from analysis.votes_needed import project_votes_needed
+
+TOP_RULES = ("bonferroni", "rebalanced")  # how "top model certified" is decided (see top_model_decision)
+TOP_EVIDENCE_LOOK_EVERY = 25  # the rebalanced rule looks at every 25th vote of the replayed history
 
 
 def campaign_decisions(
@@ -119,9 +123,10 @@ def top_model_decision(
     k = len(diff)
     alpha_top, _ = family_alphas(k, alpha)
     rivals = [j for j in range(k) if j != leader]
+    stateless = log_evidence(diff[leader, rivals], info[leader, rivals])
+    p_bonferroni = min(1.0, (k - 1) * float(np.exp(-stateless.min())))  # Bonferroni over the rivals
     if top_evidence is None:
-        evidence = log_evidence(diff[leader, rivals], info[leader, rivals])
-        split = k - 1  # Bonferroni over the rivals
+        evidence, split = stateless, k - 1
     else:
         evidence = np.asarray(top_evidence, dtype=float)[rivals]
         split = 1  # one e-process per rival's "b is the best", each at alpha
@@ -130,6 +135,7 @@ def top_model_decision(
     closest = rivals[int(np.argmin(evidence))]
     return {
         "kind": "top_model",
+        "rule": TOP_RULES[0] if top_evidence is None else TOP_RULES[1],
         "model": leader,
         "model_name": names[leader],
         "certified": bool(p_top <= alpha),
@@ -149,7 +155,63 @@ def top_model_decision(
         "n_models": k,
         "votes": votes,
         "votes_still_needed": 0 if p_top <= alpha else None,
+        # the stateless rule on the same votes, for comparison (the same as above when rule is bonferroni)
+        "bonferroni": {"certified": bool(p_bonferroni <= alpha), "confidence": 1.0 - p_bonferroni},
     }
+
+
+def replay_top_evidence(
+    a: np.ndarray, b: np.ndarray, score: np.ndarray, k: int, *, look_every: int = TOP_EVIDENCE_LOOK_EVERY
+) -> np.ndarray:
+    """(K,) log e-values against "model m is the best" (TopModelEvidence), from a campaign's votes replayed
+    in the order they were cast: a pure function of that ordered history.
+
+    a, b: (N,) model indices of each vote, in order; score: (N,) score of a (1 win, 0.5 tie, 0 loss).
+    The tracker looks after every `look_every`-th vote (look points fixed in advance by the vote count,
+    so they cannot depend on what the votes say), refitting BT with a warm start; the value returned is
+    the e-process at the last vote, which is valid between looks too. The top model is certified when
+    every other model's value reaches log(1 / alpha) (campaign_decisions(..., top_evidence=...)).
+    """
+    last = np.zeros(k)  # no votes: every e-value is 1
+    for evidence, _ in _replayed(a, b, score, k, look_every):
+        last = evidence
+    return last
+
+
+def top_evidence_at_looks(
+    a: np.ndarray, b: np.ndarray, score: np.ndarray, k: int, *, look_every: int = TOP_EVIDENCE_LOOK_EVERY
+) -> np.ndarray:
+    """(L, K) log e-values of replay_top_evidence at each of the L = N // look_every look points."""
+    at_looks = [evidence for evidence, is_look in _replayed(a, b, score, k, look_every) if is_look]
+    return np.array(at_looks).reshape(len(at_looks), k)
+
+
+def _replayed(a, b, score, k: int, look_every: int):
+    """Yield (log e-values, whether a look point) after each block of `look_every` votes and after the rest."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    score = np.asarray(score, dtype=float)
+    if not (a.shape == b.shape == score.shape) or a.ndim != 1:
+        raise ValueError("a, b and score must be 1-d arrays of the same length")
+    if look_every < 1:
+        raise ValueError(f"look_every must be >= 1, got {look_every}")
+    if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= k or np.any(a == b)):
+        raise ValueError(f"model indices must be distinct and in [0, {k})")
+    if np.any((score < 0) | (score > 1)):
+        raise ValueError("scores must be in [0, 1]")
+    tracker = TopModelEvidence(k)
+    wins = np.zeros((k, k))
+    theta = None
+    for start in range(0, len(a), look_every):
+        block = slice(start, start + look_every)
+        np.add.at(wins, (a[block], b[block]), score[block])
+        np.add.at(wins, (b[block], a[block]), 1.0 - score[block])
+        theta = bt_mle(wins, theta0=theta)
+        diff = theta[:, None] - theta[None, :]
+        info = difference_information(bt_covariance(wins, theta))
+        if start + look_every <= len(a):  # a complete block: a look point
+            yield tracker.look(diff, info, theta), True
+        else:
+            yield tracker.log_e_values(diff, info), False
 
 
 def neighbour_decisions(diff: np.ndarray, info: np.ndarray, alpha: float, order: list[int], names: list[str]) -> list:

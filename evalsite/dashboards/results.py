@@ -29,10 +29,10 @@ from django.db.models import Count, Sum
 
 from analysis.breakdowns import breakdown
 from analysis.confidence_sequences import DEFAULT_ALPHA
-from analysis.decisions import campaign_decisions
+from analysis.decisions import TOP_EVIDENCE_LOOK_EVERY, TOP_RULES, campaign_decisions, replay_top_evidence
 from analysis.leaderboard import fit_bradley_terry
 from analysis.rater_quality import rater_report
-from analysis.votes import count_pairs
+from analysis.votes import count_pairs, vote_sequence
 from analysis.win_rates import sd3_win_rates, win_rate_matrix
 from evalsite.dashboards.data import counted_votes, quality_frame, votes_frame
 from evalsite.dashboards.held_out import held_out_effect, with_reviews
@@ -41,6 +41,7 @@ from evalsite.dashboards.style import fragility_for, style_control_for
 from evalsite.rating.models import Campaign, Criterion, ImagePair
 
 BREAKDOWN_COLUMNS = ("category", "challenge")
+CAMPAIGN_TOP_RULE = "rebalanced"  # how a campaign's "top model certified" is decided (docs/dashboards.md)
 
 DECISIONS_MEANING = (
     'A decision is a claim the votes already support at the stated confidence. "Top model certified" '
@@ -49,7 +50,12 @@ DECISIONS_MEANING = (
     "is ever wrong is at most {alpha}, and the chance that any of the ranking claims together is ever wrong "
     "is at most {alpha}. These error rates hold although the rating engine chooses which pairs to show "
     "and this page is looked at after every vote (anytime-valid confidence sequences, not a fixed-sample "
-    "test). An open decision shows the estimated votes still needed, assuming today's estimates are right."
+    "test). An open decision shows the estimated votes still needed, assuming today's estimates are right. "
+    'The top model is decided by the "rebalanced" rule: one test of "this model is the best" per model, '
+    "computed by replaying the counted votes in the order they were cast and looking after every "
+    "{look_every}th of them, so it needs no split of {alpha} over the rivals; the older Bonferroni rule (each "
+    "rival at {alpha} divided by the number of rivals) is shown beside it for comparison. When a rater is "
+    "flagged later, their votes leave the replayed history and the decision is computed again without them."
 )
 
 
@@ -160,7 +166,8 @@ def _allowed_pairs(campaign: Campaign, models: list[str]) -> np.ndarray | None:
 
 
 def decisions_for(campaign: Campaign, counted: pd.DataFrame, options: ResultOptions) -> dict | None:
-    """campaign_decisions on one criterion's counted votes (None when fewer than 2 models have votes)."""
+    """campaign_decisions on one criterion's counted votes (None when fewer than 2 models have votes); the top
+    model by the rebalanced rule, replaying the counted votes in the order they were cast."""
     return decisions_of(
         counted,
         options.alpha,
@@ -168,6 +175,7 @@ def decisions_for(campaign: Campaign, counted: pd.DataFrame, options: ResultOpti
         policy=campaign.pair_policy,
         allowed=lambda models: _allowed_pairs(campaign, models),
         min_votes_per_pair=campaign.min_votes_per_model_pair,
+        top_rule=CAMPAIGN_TOP_RULE,
     )
 
 
@@ -179,15 +187,29 @@ def decisions_of(
     policy: str = "uniform",
     allowed=None,
     min_votes_per_pair: int = 0,
+    top_rule: str = "bonferroni",
+    look_every: int = TOP_EVIDENCE_LOOK_EVERY,
 ) -> dict | None:
     """campaign_decisions on counted votes of one criterion from anywhere (None when fewer than 2 models).
 
-    allowed: None, or a function of the model names giving campaign_decisions' `allowed` matrix."""
+    allowed: None, or a function of the model names giving campaign_decisions' `allowed` matrix.
+    top_rule: "bonferroni" (the stateless rule, from today's counts) or "rebalanced" (one e-process per
+    model, replayed over the counted votes in the order they were cast, by vote_id when the table has it,
+    looking after every `look_every`-th counted vote: analysis.decisions.replay_top_evidence). The top
+    model's "bonferroni" entry always gives the stateless rule's answer beside it."""
+    if top_rule not in TOP_RULES:
+        raise ValueError(f"top_rule must be one of {TOP_RULES}, got {top_rule!r}")
     if counted.empty:
         return None
     pairs = count_pairs(counted)
     if pairs.n_models < 2:
         return None
+    top_evidence = None
+    if top_rule == "rebalanced":
+        in_order = counted.sort_values("vote_id", kind="stable") if "vote_id" in counted.columns else counted
+        top_evidence = replay_top_evidence(
+            *vote_sequence(in_order, pairs.models), pairs.n_models, look_every=look_every
+        )
     out = campaign_decisions(
         pairs.half_wins(),
         alpha,
@@ -196,7 +218,10 @@ def decisions_of(
         policy=policy,
         allowed=None if allowed is None else allowed(list(pairs.models)),
         min_votes_per_pair=min_votes_per_pair,
+        top_evidence=top_evidence,
     )
+    out["top_rule"] = top_rule
+    out["top_evidence_look_every"] = look_every if top_rule == "rebalanced" else None
     out.pop("intervals", None)
     out["models"] = list(pairs.models)
     out["models_in_order"] = [out["models"][i] for i in out["order"]]
@@ -361,7 +386,10 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
         "decisions": {
             "alpha": options.alpha,
             "level": level,
-            "meaning": DECISIONS_MEANING.format(level=f"{100 * level:.0f}%", alpha=f"{100 * options.alpha:.0f}%"),
+            "meaning": DECISIONS_MEANING.format(
+                level=f"{100 * level:.0f}%", alpha=f"{100 * options.alpha:.0f}%", look_every=TOP_EVIDENCE_LOOK_EVERY
+            ),
+            "top_rule": CAMPAIGN_TOP_RULE,
             "by_criterion": [
                 {"criterion": c, "label": Criterion(c).label if c in Criterion.values else c, "decision": decisions[c]}
                 for c in criteria
@@ -402,6 +430,7 @@ def campaign_decisions_now(campaign: Campaign, options: ResultOptions, votes: pd
     return {
         "campaign": campaign.pk,
         "alpha": options.alpha,
+        "top_rule": CAMPAIGN_TOP_RULE,
         "exclude_flagged": options.exclude_flagged,
         "excluded_raters": excluded,
         "by_criterion": [{"criterion": c, "decision": d} for c, d in decisions.items()],
