@@ -106,12 +106,13 @@ def test_wrong_winner_rate_and_coverage_at_the_stopping_time():
     assert covered / pairs >= 0.90
 
 
-def test_the_rule_kept_across_looks_certifies_no_winner_when_the_top_two_are_equal():
+@pytest.mark.parametrize("rule", ["rebalanced", "rebalanced_ties"])
+def test_the_rule_kept_across_looks_certifies_no_winner_when_the_top_two_are_equal(rule):
     """Either certification rejects a true "b is the best" (each at alpha), so at most 2 alpha in theory;
     the guarantee for a unique best model is alpha."""
     strengths = np.array([0.0, 0.0, -1.0])
     rng = np.random.default_rng(6)
-    runs = [simulate_campaign(strengths, rng, max_votes=1500, rule="rebalanced") for _ in range(40)]
+    runs = [simulate_campaign(strengths, rng, max_votes=1500, rule=rule) for _ in range(40)]
     assert np.mean([run.certified_at is not None for run in runs]) <= ALPHA  # 2 of 40 allowed
     assert all(len(run.top_evidence) == run.votes // 25 for run in runs)
 
