@@ -14,7 +14,14 @@ import math
 
 import numpy as np
 
-from analysis.bradley_terry import ELO_PER_NAT, bt_covariance, bt_mle, check_wins, difference_information
+from analysis.bradley_terry import (
+    ELO_PER_NAT,
+    bt_covariance,
+    bt_covariance_observed_ties,
+    bt_mle,
+    check_wins,
+    difference_information,
+)
 from analysis.confidence_sequences import (
     DEFAULT_ALPHA,
     TopModelEvidence,
@@ -27,7 +34,8 @@ from analysis.confidence_sequences import (
 from analysis.pair_choice import DEFAULT_EXPLORATION, check_policy
 from analysis.votes_needed import project_votes_needed
 
-TOP_RULES = ("bonferroni", "rebalanced")  # how "top model certified" is decided (see top_model_decision)
+TOP_RULES = ("bonferroni", "rebalanced", "rebalanced_ties")  # how "top model certified" is decided: the
+#   stateless split over rivals; replay_top_evidence; the same with each vote's variance from the observed ties
 TOP_EVIDENCE_LOOK_EVERY = 25  # the rebalanced rule looks at every 25th vote of the replayed history
 
 
@@ -135,7 +143,7 @@ def top_model_decision(
     closest = rivals[int(np.argmin(evidence))]
     return {
         "kind": "top_model",
-        "rule": TOP_RULES[0] if top_evidence is None else TOP_RULES[1],
+        "rule": TOP_RULES[0] if top_evidence is None else TOP_RULES[1],  # (callers name the variant they replayed)
         "model": leader,
         "model_name": names[leader],
         "certified": bool(p_top <= alpha),
@@ -161,7 +169,13 @@ def top_model_decision(
 
 
 def replay_top_evidence(
-    a: np.ndarray, b: np.ndarray, score: np.ndarray, k: int, *, look_every: int = TOP_EVIDENCE_LOOK_EVERY
+    a: np.ndarray,
+    b: np.ndarray,
+    score: np.ndarray,
+    k: int,
+    *,
+    look_every: int = TOP_EVIDENCE_LOOK_EVERY,
+    tie_variance: bool = False,
 ) -> np.ndarray:
     """(K,) log e-values against "model m is the best" (TopModelEvidence), from a campaign's votes replayed
     in the order they were cast: a pure function of that ordered history.
@@ -171,22 +185,30 @@ def replay_top_evidence(
     so they cannot depend on what the votes say), refitting BT with a warm start; the value returned is
     the e-process at the last vote, which is valid between looks too. The top model is certified when
     every other model's value reaches log(1 / alpha) (campaign_decisions(..., top_evidence=...)).
+    tie_variance: each vote's variance from the observed ties (bt_covariance_observed_ties; rule
+    "rebalanced_ties"), else the Fisher variance p(1-p) (rule "rebalanced").
     """
     last = np.zeros(k)  # no votes: every e-value is 1
-    for evidence, _ in _replayed(a, b, score, k, look_every):
+    for evidence, _ in _replayed(a, b, score, k, look_every, tie_variance):
         last = evidence
     return last
 
 
 def top_evidence_at_looks(
-    a: np.ndarray, b: np.ndarray, score: np.ndarray, k: int, *, look_every: int = TOP_EVIDENCE_LOOK_EVERY
+    a: np.ndarray,
+    b: np.ndarray,
+    score: np.ndarray,
+    k: int,
+    *,
+    look_every: int = TOP_EVIDENCE_LOOK_EVERY,
+    tie_variance: bool = False,
 ) -> np.ndarray:
     """(L, K) log e-values of replay_top_evidence at each of the L = N // look_every look points."""
-    at_looks = [evidence for evidence, is_look in _replayed(a, b, score, k, look_every) if is_look]
+    at_looks = [evidence for evidence, is_look in _replayed(a, b, score, k, look_every, tie_variance) if is_look]
     return np.array(at_looks).reshape(len(at_looks), k)
 
 
-def _replayed(a, b, score, k: int, look_every: int):
+def _replayed(a, b, score, k: int, look_every: int, tie_variance: bool):
     """Yield (log e-values, whether a look point) after each block of `look_every` votes and after the rest."""
     a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
     score = np.asarray(score, dtype=float)
@@ -200,6 +222,7 @@ def _replayed(a, b, score, k: int, look_every: int):
         raise ValueError("scores must be in [0, 1]")
     tracker = TopModelEvidence(k)
     wins = np.zeros((k, k))
+    ties = np.zeros((k, k))
     theta = None
     for start in range(0, len(a), look_every):
         block = slice(start, start + look_every)
@@ -207,7 +230,14 @@ def _replayed(a, b, score, k: int, look_every: int):
         np.add.at(wins, (b[block], a[block]), 1.0 - score[block])
         theta = bt_mle(wins, theta0=theta)
         diff = theta[:, None] - theta[None, :]
-        info = difference_information(bt_covariance(wins, theta))
+        if tie_variance:
+            tied = score[block] == 0.5
+            np.add.at(ties, (a[block][tied], b[block][tied]), 1.0)
+            np.add.at(ties, (b[block][tied], a[block][tied]), 1.0)
+            cov = bt_covariance_observed_ties(wins, ties, theta)
+        else:
+            cov = bt_covariance(wins, theta)
+        info = difference_information(cov)
         if start + look_every <= len(a):  # a complete block: a look point
             yield tracker.look(diff, info, theta), True
         else:

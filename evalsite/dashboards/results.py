@@ -195,7 +195,8 @@ def decisions_of(
     allowed: None, or a function of the model names giving campaign_decisions' `allowed` matrix.
     top_rule: "bonferroni" (the stateless rule, from today's counts) or "rebalanced" (one e-process per
     model, replayed over the counted votes in the order they were cast, by vote_id when the table has it,
-    looking after every `look_every`-th counted vote: analysis.decisions.replay_top_evidence). The top
+    looking after every `look_every`-th counted vote: analysis.decisions.replay_top_evidence) or
+    "rebalanced_ties" (the same, each vote's variance from the observed ties). The top
     model's "bonferroni" entry always gives the stateless rule's answer beside it."""
     if top_rule not in TOP_RULES:
         raise ValueError(f"top_rule must be one of {TOP_RULES}, got {top_rule!r}")
@@ -205,10 +206,13 @@ def decisions_of(
     if pairs.n_models < 2:
         return None
     top_evidence = None
-    if top_rule == "rebalanced":
+    if top_rule != "bonferroni":
         in_order = counted.sort_values("vote_id", kind="stable") if "vote_id" in counted.columns else counted
         top_evidence = replay_top_evidence(
-            *vote_sequence(in_order, pairs.models), pairs.n_models, look_every=look_every
+            *vote_sequence(in_order, pairs.models),
+            pairs.n_models,
+            look_every=look_every,
+            tie_variance=top_rule == "rebalanced_ties",
         )
     out = campaign_decisions(
         pairs.half_wins(),
@@ -220,8 +224,8 @@ def decisions_of(
         min_votes_per_pair=min_votes_per_pair,
         top_evidence=top_evidence,
     )
-    out["top_rule"] = top_rule
-    out["top_evidence_look_every"] = look_every if top_rule == "rebalanced" else None
+    out["top_rule"] = out["top_model"]["rule"] = top_rule
+    out["top_evidence_look_every"] = None if top_rule == "bonferroni" else look_every
     out.pop("intervals", None)
     out["models"] = list(pairs.models)
     out["models_in_order"] = [out["models"][i] for i in out["order"]]

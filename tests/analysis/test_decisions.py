@@ -199,3 +199,13 @@ def test_replayed_evidence_is_a_pure_function_of_the_ordered_votes():
     assert np.array_equal(replay_top_evidence(a[:0], b[:0], score[:0], 3), np.zeros(3))
     with pytest.raises(ValueError, match="distinct"):
         replay_top_evidence(np.array([0]), np.array([0]), np.array([1.0]), 3)
+
+
+def test_replayed_evidence_with_tie_variance_is_sharper_only_when_there_are_ties():
+    a, b, score = _ordered_votes(np.array([0.0, -0.4, -0.8]), 500, seed=4)
+    fisher = replay_top_evidence(a, b, score, 3)
+    with_ties = replay_top_evidence(a, b, score, 3, tie_variance=True)
+    assert with_ties[1] > fisher[1] and with_ties[2] > fisher[2]  # evidence against the worse models grows
+    decisive = score != 0.5
+    no_ties = [x[decisive] for x in (a, b, score)]
+    assert np.allclose(replay_top_evidence(*no_ties, 3, tie_variance=True), replay_top_evidence(*no_ties, 3))
