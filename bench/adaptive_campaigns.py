@@ -13,9 +13,14 @@ Simulated raters follow known Bradley-Terry strengths with 10% ties (analysis.si
 E[score] = sigmoid(difference), so the ties-as-half-wins BT model is the truth). Every campaign runs
 through the same functions the site uses: choose_model_pair picks every pair, campaign_decisions is
 checked every 25 votes (BT refit with a warm start) and stops the campaign when it certifies a top model
-(anytime-valid, alpha = 0.05). Two stopping rules for the top model, on the same simulated campaigns
-(same seeds): 'bonferroni' (the stateless rule, each rival at alpha / (K-1)) and 'rebalanced' (one
-e-process per model kept across looks, analysis.confidence_sequences.TopModelEvidence).
+(anytime-valid, alpha = 0.05). Three stopping rules for the top model, on campaigns with the same seeds
+(the rule steers the engine's pair choice, so the campaigns part ways after the first look):
+'bonferroni' (the stateless rule, each rival at alpha / (K-1)), 'rebalanced' (one e-process per model
+kept across looks, analysis.confidence_sequences.TopModelEvidence) and 'rebalanced_ties' (the same with
+each vote's variance from the observed ties, analysis.bradley_terry.bt_covariance_observed_ties).
+Issue 15's table (docs/adaptive-campaigns.md): --reps 100 --cases 4,4e,8c --certify-only and
+--reps 20 --cases 20 --policies active --certify-only (--certify-only: each campaign stops at
+certification, so the "votes to separate" columns are left empty).
 Per case, policy ('uniform' pairs; the 'active' engine) and rule it reports:
 
   votes to certify     median and 90th percentile of votes until the top model is certified

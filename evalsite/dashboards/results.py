@@ -41,7 +41,7 @@ from evalsite.dashboards.style import fragility_for, style_control_for
 from evalsite.rating.models import Campaign, Criterion, ImagePair
 
 BREAKDOWN_COLUMNS = ("category", "challenge")
-CAMPAIGN_TOP_RULE = "rebalanced"  # how a campaign's "top model certified" is decided (docs/dashboards.md)
+CAMPAIGN_TOP_RULE = "rebalanced_ties"  # how a campaign's "top model certified" is decided (docs/dashboards.md)
 
 DECISIONS_MEANING = (
     'A decision is a claim the votes already support at the stated confidence. "Top model certified" '
@@ -51,9 +51,10 @@ DECISIONS_MEANING = (
     "is at most {alpha}. These error rates hold although the rating engine chooses which pairs to show "
     "and this page is looked at after every vote (anytime-valid confidence sequences, not a fixed-sample "
     "test). An open decision shows the estimated votes still needed, assuming today's estimates are right. "
-    'The top model is decided by the "rebalanced" rule: one test of "this model is the best" per model, '
+    'The top model is decided by the "{rule}" rule: one test of "this model is the best" per model, '
     "computed by replaying the counted votes in the order they were cast and looking after every "
-    "{look_every}th of them, so it needs no split of {alpha} over the rivals; the older Bonferroni rule (each "
+    "{look_every}th of them, each vote's variance taken from the observed ties, so it needs no split of "
+    "{alpha} over the rivals; the older Bonferroni rule (each "
     "rival at {alpha} divided by the number of rivals) is shown beside it for comparison. When a rater is "
     "flagged later, their votes leave the replayed history and the decision is computed again without them."
 )
@@ -167,7 +168,7 @@ def _allowed_pairs(campaign: Campaign, models: list[str]) -> np.ndarray | None:
 
 def decisions_for(campaign: Campaign, counted: pd.DataFrame, options: ResultOptions) -> dict | None:
     """campaign_decisions on one criterion's counted votes (None when fewer than 2 models have votes); the top
-    model by the rebalanced rule, replaying the counted votes in the order they were cast."""
+    model by CAMPAIGN_TOP_RULE, replaying the counted votes in the order they were cast."""
     return decisions_of(
         counted,
         options.alpha,
@@ -391,7 +392,10 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
             "alpha": options.alpha,
             "level": level,
             "meaning": DECISIONS_MEANING.format(
-                level=f"{100 * level:.0f}%", alpha=f"{100 * options.alpha:.0f}%", look_every=TOP_EVIDENCE_LOOK_EVERY
+                level=f"{100 * level:.0f}%",
+                alpha=f"{100 * options.alpha:.0f}%",
+                look_every=TOP_EVIDENCE_LOOK_EVERY,
+                rule=CAMPAIGN_TOP_RULE,
             ),
             "top_rule": CAMPAIGN_TOP_RULE,
             "by_criterion": [

@@ -10,6 +10,9 @@ from django.urls import reverse
 from analysis.decisions import campaign_decisions, replay_top_evidence, top_evidence_at_looks
 from analysis.votes import count_pairs, vote_sequence
 from evalsite.dashboards.data import votes_frame
+from evalsite.dashboards.results import CAMPAIGN_TOP_RULE
+
+TIES = CAMPAIGN_TOP_RULE == "rebalanced_ties"  # the campaign's rule takes each vote's variance from the ties
 
 
 def expected_decisions(campaign, criterion):
@@ -22,8 +25,10 @@ def expected_decisions(campaign, criterion):
         model_names=list(pairs.models),
         policy=campaign.pair_policy,
         min_votes_per_pair=campaign.min_votes_per_model_pair,
-        # the top model by the rebalanced rule: the counted votes replayed in the order they were cast
-        top_evidence=replay_top_evidence(*vote_sequence(counted.sort_values("vote_id"), pairs.models), 3),
+        # the top model by the campaign's rule: the counted votes replayed in the order they were cast
+        top_evidence=replay_top_evidence(
+            *vote_sequence(counted.sort_values("vote_id"), pairs.models), 3, tie_variance=TIES
+        ),
     )
 
 
@@ -38,7 +43,7 @@ def test_api_decisions_equal_campaign_decisions(staff_client, voted_campaign):
         assert shown["top_model"]["certified"] == expected["top_model"]["certified"]
         assert shown["top_model"]["confidence"] == pytest.approx(expected["top_model"]["confidence"])
         assert shown["top_model"]["votes_still_needed"] == expected["top_model"]["votes_still_needed"]
-        assert shown["top_model"]["rule"] == shown["top_rule"] == "rebalanced"
+        assert shown["top_model"]["rule"] == shown["top_rule"] == CAMPAIGN_TOP_RULE
         assert shown["top_model"]["bonferroni"] == pytest.approx(expected["top_model"]["bonferroni"])
 
         def summary(decision):
@@ -147,13 +152,13 @@ def _store_in_order(campaign, raters, a, b, score, *, interleave=None):
 
 
 @pytest.mark.django_db
-def test_a_clear_best_model_is_certified_by_the_rebalanced_rule_before_bonferroni(
+def test_a_clear_best_model_is_certified_by_the_campaigns_rule_before_bonferroni(
     staff_client, campaign_page, make_run, make_campaign, make_rater
 ):
     strengths = np.array([0.0, -0.5, -1.0, -1.5])
     a, b, score = _ordered_votes(strengths, 1200, seed=2)
-    # the first look at which the rebalanced rule certifies, on the votes alone; Bonferroni is still open there
-    looks = top_evidence_at_looks(a, b, score, 4)
+    # the first look at which the campaign's rule certifies, on the votes alone; Bonferroni is still open there
+    looks = top_evidence_at_looks(a, b, score, 4, tie_variance=TIES)
     n = 25 * (1 + int(np.argmax((np.delete(looks, 0, axis=1) >= np.log(20)).all(axis=1))))
     wins = np.zeros((4, 4))
     np.add.at(wins, (a[:n], b[:n]), score[:n])
@@ -192,22 +197,23 @@ def test_a_clear_best_model_is_certified_by_the_rebalanced_rule_before_bonferron
     data = staff_client.get(reverse("dashboards:api-results", args=[campaign.pk])).json()
     decision = data["decisions"]["by_criterion"][0]["decision"]
     top = decision["top_model"]
-    assert data["excluded_raters"] == ["spammer"] and data["decisions"]["top_rule"] == "rebalanced"
-    assert top["rule"] == decision["top_rule"] == "rebalanced" and decision["top_evidence_look_every"] == 25
+    assert data["excluded_raters"] == ["spammer"] and data["decisions"]["top_rule"] == CAMPAIGN_TOP_RULE
+    assert top["rule"] == decision["top_rule"] == CAMPAIGN_TOP_RULE and decision["top_evidence_look_every"] == 25
     assert top["certified"] and top["model_name"] == names[0]
     assert top["bonferroni"]["certified"] is False and top["bonferroni"]["confidence"] < 0.95
     assert top["votes"] == n
     page = html.unescape(campaign_page(campaign))
     assert f"certified</span> {names[0]} at 95% confidence" in page
-    assert "(rebalanced rule; the older Bonferroni rule:" in page and 'the "rebalanced" rule' in page
+    assert f"({CAMPAIGN_TOP_RULE} rule; the older Bonferroni rule:" in page
+    assert f'the "{CAMPAIGN_TOP_RULE}" rule' in page
 
     # the cheap polling endpoint says the same
     now = staff_client.get(reverse("dashboards:api-decisions", args=[campaign.pk])).json()
-    assert now["top_rule"] == "rebalanced" and now["by_criterion"][0]["decision"]["top_model"]["certified"]
+    assert now["top_rule"] == CAMPAIGN_TOP_RULE and now["by_criterion"][0]["decision"]["top_model"]["certified"]
 
 
 @pytest.mark.django_db
-def test_equal_models_are_never_certified_by_the_rebalanced_rule(staff_client, make_run, make_campaign, make_rater):
+def test_equal_models_are_never_certified_by_the_campaigns_rule(staff_client, make_run, make_campaign, make_rater):
     raters = [make_rater(f"r{i}") for i in range(16)]
     run = make_run(n_models=3, seeds=tuple(range(8)), name="equal")
     campaign = make_campaign(raters=raters, run=run, criteria=["prompt_following"])
@@ -215,5 +221,5 @@ def test_equal_models_are_never_certified_by_the_rebalanced_rule(staff_client, m
     data = staff_client.get(reverse("dashboards:api-results", args=[campaign.pk])).json()
     top = data["decisions"]["by_criterion"][0]["decision"]["top_model"]
     assert top["votes"] == sum(r["n_votes"] for r in data["raters"] if not r["flagged"]) and top["votes"] > 800
-    assert top["rule"] == "rebalanced"
+    assert top["rule"] == CAMPAIGN_TOP_RULE
     assert not top["certified"] and not top["bonferroni"]["certified"]

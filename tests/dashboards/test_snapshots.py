@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from evalsite.dashboards import snapshots
 from evalsite.dashboards.models import ResultSnapshot
-from evalsite.dashboards.results import ResultOptions, campaign_results
+from evalsite.dashboards.results import CAMPAIGN_TOP_RULE, ResultOptions, campaign_results
 from evalsite.rating.models import Vote
 
 DAY = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
@@ -29,11 +29,11 @@ def test_a_snapshot_holds_the_dashboards_numbers_and_refits_to_them(voted_campai
         ]
         assert stored["excluded_raters"] == page["excluded_raters"] == ["speedy"]
         shown = next(b["decision"] for b in page["decisions"]["by_criterion"] if b["criterion"] == criterion)
-        assert stored["decision"]["top_rule"] == shown["top_rule"] == "rebalanced"
+        assert stored["decision"]["top_rule"] == shown["top_rule"] == CAMPAIGN_TOP_RULE
         assert stored["decision"]["certified"] == shown["top_model"]["certified"]
         assert stored["decision"]["confidence"] == pytest.approx(shown["top_model"]["confidence"])
         assert stored["decision"]["bonferroni"] == pytest.approx(shown["top_model"]["bonferroni"])
-    assert snapshot.settings["top_rule"] == "rebalanced" and snapshot.settings["top_evidence_look_every"] == 25
+    assert snapshot.settings["top_rule"] == CAMPAIGN_TOP_RULE and snapshot.settings["top_evidence_look_every"] == 25
     assert snapshot.settings["rounds"] == 100 and snapshot.settings["seed"] == 0
     assert snapshot.software["pandas"] == pd.__version__
 
