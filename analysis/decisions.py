@@ -188,10 +188,7 @@ def replay_top_evidence(
     tie_variance: each vote's variance from the observed ties (bt_covariance_observed_ties; rule
     "rebalanced_ties"), else the Fisher variance p(1-p) (rule "rebalanced").
     """
-    last = np.zeros(k)  # no votes: every e-value is 1
-    for evidence, _ in _replayed(a, b, score, k, look_every, tie_variance):
-        last = evidence
-    return last
+    return TopEvidenceReplay(k, look_every=look_every, tie_variance=tie_variance).run(a, b, score)[0]
 
 
 def top_evidence_at_looks(
@@ -204,44 +201,67 @@ def top_evidence_at_looks(
     tie_variance: bool = False,
 ) -> np.ndarray:
     """(L, K) log e-values of replay_top_evidence at each of the L = N // look_every look points."""
-    at_looks = [evidence for evidence, is_look in _replayed(a, b, score, k, look_every, tie_variance) if is_look]
+    at_looks = TopEvidenceReplay(k, look_every=look_every, tie_variance=tie_variance).run(a, b, score)[1]
     return np.array(at_looks).reshape(len(at_looks), k)
 
 
-def _replayed(a, b, score, k: int, look_every: int, tie_variance: bool):
-    """Yield (log e-values, whether a look point) after each block of `look_every` votes and after the rest."""
-    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
-    score = np.asarray(score, dtype=float)
-    if not (a.shape == b.shape == score.shape) or a.ndim != 1:
-        raise ValueError("a, b and score must be 1-d arrays of the same length")
-    if look_every < 1:
-        raise ValueError(f"look_every must be >= 1, got {look_every}")
-    if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= k or np.any(a == b)):
-        raise ValueError(f"model indices must be distinct and in [0, {k})")
-    if np.any((score < 0) | (score > 1)):
-        raise ValueError("scores must be in [0, 1]")
-    tracker = TopModelEvidence(k)
-    wins = np.zeros((k, k))
-    ties = np.zeros((k, k))
-    theta = None
-    for start in range(0, len(a), look_every):
-        block = slice(start, start + look_every)
-        np.add.at(wins, (a[block], b[block]), score[block])
-        np.add.at(wins, (b[block], a[block]), 1.0 - score[block])
-        theta = bt_mle(wins, theta0=theta)
-        diff = theta[:, None] - theta[None, :]
-        if tie_variance:
-            tied = score[block] == 0.5
-            np.add.at(ties, (a[block][tied], b[block][tied]), 1.0)
-            np.add.at(ties, (b[block][tied], a[block][tied]), 1.0)
+class TopEvidenceReplay:
+    """The replay of replay_top_evidence, resumable: it keeps its state after the last look, so a caller that
+    stored it can feed the same history grown by new votes and get exactly what a full replay gives."""
+
+    def __init__(self, k: int, *, look_every: int = TOP_EVIDENCE_LOOK_EVERY, tie_variance: bool = False):
+        if look_every < 1:
+            raise ValueError(f"look_every must be >= 1, got {look_every}")
+        self.k, self.look_every, self.tie_variance = k, look_every, tie_variance
+        self.tracker = TopModelEvidence(k)
+        self.wins = np.zeros((k, k))  # half wins of the votes up to the last look
+        self.ties = np.zeros((k, k))  # ties among them (symmetric)
+        self.theta: np.ndarray | None = None  # the fit at the last look (the next fit's warm start)
+        self.looked = 0  # votes up to the last look: a multiple of look_every
+        self.at_last_look = np.zeros(k)  # log e-values at the last look (no votes: every e-value is 1)
+
+    def run(self, a, b, score) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Feed the whole ordered history (its first `looked` votes must be those fed before): returns the
+        (K,) log e-values at its last vote and the (K,) values at each look it passed now."""
+        a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+        score = np.asarray(score, dtype=float)
+        if not (a.shape == b.shape == score.shape) or a.ndim != 1:
+            raise ValueError("a, b and score must be 1-d arrays of the same length")
+        if len(a) < self.looked:
+            raise ValueError(f"the history has {len(a)} votes, fewer than the {self.looked} already replayed")
+        new = slice(self.looked, len(a))
+        if len(a[new]) and (min(a[new].min(), b[new].min()) < 0 or max(a[new].max(), b[new].max()) >= self.k):
+            raise ValueError(f"model indices must be distinct and in [0, {self.k})")
+        if np.any(a[new] == b[new]):
+            raise ValueError(f"model indices must be distinct and in [0, {self.k})")
+        if np.any((score[new] < 0) | (score[new] > 1)):
+            raise ValueError("scores must be in [0, 1]")
+        at_looks = []
+        while self.looked + self.look_every <= len(a):
+            block = slice(self.looked, self.looked + self.look_every)
+            self.theta, diff, info = self._add(self.wins, self.ties, a[block], b[block], score[block])
+            self.at_last_look = self.tracker.look(diff, info, self.theta)
+            self.looked += self.look_every
+            at_looks.append(self.at_last_look)
+        if self.looked == len(a):
+            return self.at_last_look, at_looks
+        rest = slice(self.looked, len(a))  # votes since the last look: fitted on copies, not kept
+        _, diff, info = self._add(self.wins.copy(), self.ties.copy(), a[rest], b[rest], score[rest])
+        return self.tracker.log_e_values(diff, info), at_looks
+
+    def _add(self, wins, ties, a, b, score):
+        """Add votes to wins and ties (in place) and fit: (theta, differences, informations)."""
+        np.add.at(wins, (a, b), score)
+        np.add.at(wins, (b, a), 1.0 - score)
+        theta = bt_mle(wins, theta0=self.theta)
+        if self.tie_variance:
+            tied = score == 0.5
+            np.add.at(ties, (a[tied], b[tied]), 1.0)
+            np.add.at(ties, (b[tied], a[tied]), 1.0)
             cov = bt_covariance_observed_ties(wins, ties, theta)
         else:
             cov = bt_covariance(wins, theta)
-        info = difference_information(cov)
-        if start + look_every <= len(a):  # a complete block: a look point
-            yield tracker.look(diff, info, theta), True
-        else:
-            yield tracker.log_e_values(diff, info), False
+        return theta, theta[:, None] - theta[None, :], difference_information(cov)
 
 
 def neighbour_decisions(diff: np.ndarray, info: np.ndarray, alpha: float, order: list[int], names: list[str]) -> list:

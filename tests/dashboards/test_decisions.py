@@ -122,7 +122,7 @@ def _ordered_votes(strengths, n, seed):
     return a, b, np.where(u < 0.1, 0.5, np.where(u < 0.1 + 0.9 * p, 1.0, 0.0))
 
 
-def _store_in_order(campaign, raters, a, b, score, *, interleave=None):
+def _store_in_order(campaign, raters, a, b, score, *, interleave=None, slots=None):
     """Store the votes (a beat b with `score`) in this order, model k = the run's k-th model by name, each on
     a fresh image pair for its rater; interleave(n) may give extra answers to store before vote n."""
     from evalsite.rating.models import Choice, Image
@@ -133,7 +133,7 @@ def _store_in_order(campaign, raters, a, b, score, *, interleave=None):
     for image in images:
         by_model.setdefault(image.model.name, []).append(image)
     names = sorted(by_model)
-    slots: dict = {}
+    slots = {} if slots is None else slots  # (model pair) -> counter of the rater / image slots used so far
     answers = []
     for n, (i, j, s) in enumerate(zip(a.tolist(), b.tolist(), score.tolist(), strict=True)):
         answers.extend(interleave(n) if interleave else [])
@@ -223,3 +223,56 @@ def test_equal_models_are_never_certified_by_the_campaigns_rule(staff_client, ma
     assert top["votes"] == sum(r["n_votes"] for r in data["raters"] if not r["flagged"]) and top["votes"] > 800
     assert top["rule"] == CAMPAIGN_TOP_RULE
     assert not top["certified"] and not top["bonferroni"]["certified"]
+
+
+@pytest.mark.django_db
+def test_the_resumed_replay_gives_the_full_replays_numbers_as_votes_come_and_raters_are_flagged(
+    make_run, make_campaign, make_rater, monkeypatch
+):
+    from django.core.cache import cache
+
+    from analysis.decisions import TopEvidenceReplay
+    from evalsite.dashboards.results import ResultOptions, campaign_decisions_now
+
+    resumed_from = []  # votes already replayed when a replay is fed the history (0: from the start)
+    run_replay = TopEvidenceReplay.run
+
+    def spy(self, a, b, score):
+        resumed_from.append(self.looked)
+        return run_replay(self, a, b, score)
+
+    monkeypatch.setattr(TopEvidenceReplay, "run", spy)
+
+    raters = [make_rater(f"r{i}") for i in range(16)]
+    run = make_run(n_models=3, seeds=tuple(range(8)), name="resume")
+    campaign = make_campaign(raters=raters, run=run, criteria=["prompt_following"])
+    a, b, score = _ordered_votes(np.array([0.0, -0.3, -0.6]), 330, seed=9)
+    cache.clear()
+    slots: dict = {}
+
+    def shown():
+        """The top model as the polled endpoint shows it, and the counted votes (without excluded raters)."""
+        now = campaign_decisions_now(campaign, ResultOptions(criterion="prompt_following"))
+        votes = votes_frame(campaign)
+        return now["by_criterion"][0]["decision"]["top_model"], votes[~votes.rater.isin(now["excluded_raters"])]
+
+    def full_replay(counted):
+        pairs = count_pairs(counted)
+        evidence = replay_top_evidence(*vote_sequence(counted, pairs.models), 3, tie_variance=TIES)
+        return campaign_decisions(pairs.half_wins(), project=False, top_evidence=evidence)["top_model"]
+
+    for stop in (110, 230, 330):  # votes arrive between loads; the second and third loads resume
+        part = slice(stop - 110, stop)
+        _store_in_order(campaign, raters, a[part], b[part], score[part], slots=slots)
+        top, counted = shown()
+        assert top["votes"] == len(counted) > stop - 50
+        assert top["confidence"] == full_replay(counted)["confidence"]  # bit for bit
+    site = resumed_from[0::2]  # (the odd calls are full_replay's, always from the start)
+    assert site[0] == 0 and 0 < site[1] < site[2]
+    before = len(counted)
+    raters[0].flagged = True  # flagged later: the history changes, the replay starts over
+    raters[0].save()
+    top, counted = shown()
+    assert "r0" not in set(counted.rater) and top["votes"] == len(counted) < before
+    assert top["confidence"] == full_replay(counted)["confidence"]
+    assert resumed_from[6] == 0  # the stored state no longer matched the history
