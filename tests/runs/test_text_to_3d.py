@@ -16,6 +16,7 @@ from PIL import Image as PILImage
 from evalsite.catalog.models import ImageModel
 from evalsite.rating import engine
 from evalsite.rating.models import Campaign, Criterion, Vote
+from evalsite.rating.voting import VoteSubmission, record_votes
 from evalsite.runs import services
 from evalsite.runs.gpu_tasks import run_job
 from evalsite.runs.models import ComparisonRun, GenerationJob, Image
@@ -249,3 +250,17 @@ def test_the_animated_preview_turns_through_the_turntable_views_and_a_picture_ha
     assert np.abs(frame - np.asarray(view, dtype=float)).mean() < 8  # the fourth view, up to the GIF palette
     picture = Image.objects.filter(run=make_run(n_models=2)).first()
     assert staff_client.get(reverse("runs:animation", args=[picture.token])).status_code == 404
+
+
+def test_the_dashboard_of_a_3d_campaign_reads_its_multiview_consistency_votes(done_3d_run, make_rater, staff_client):
+    campaign = Campaign.objects.create(name="3d", run=done_3d_run, gold_rate=0.0)
+    for i in range(3):
+        rater = make_rater(f"r{i}")
+        campaign.raters.add(rater)
+        assignment = engine.next_assignment(rater, campaign)
+        choices = dict.fromkeys(campaign.criteria, "left")
+        record_votes(assignment.pk, rater, VoteSubmission(f"dash-{i}-key", choices, 4000))
+    page = staff_client.get(reverse("dashboards:campaign", args=[campaign.pk]) + "?criterion=multiview_consistency")
+    assert page.status_code == 200
+    assert "Multi-view consistency" in page.content.decode()
+    assert Vote.objects.filter(campaign=campaign, criterion="multiview_consistency").count() == 3
