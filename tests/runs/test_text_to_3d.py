@@ -119,7 +119,9 @@ def test_a_3d_job_stores_a_turntable_and_its_asset_and_a_second_delivery_redoes_
     assert stored == sorted(i.asset.name for i in images)  # one asset file per image, nothing left over
 
 
-def test_a_broken_prior_fails_the_3d_jobs_with_a_reason(media_root, make_prompt_set, tmp_path):
+def test_a_broken_prior_fails_the_3d_jobs_with_a_reason_and_a_retry_after_the_repair_makes_them(
+    media_root, make_prompt_set, tmp_path
+):
     (tmp_path / "empty").mkdir()
     broken = ImageModel.objects.create(
         name="3d broken", kind=contract.TEXT_TO_3D, source=str(tmp_path / "empty"), sampler_settings=SETTINGS
@@ -129,6 +131,13 @@ def test_a_broken_prior_fails_the_3d_jobs_with_a_reason(media_root, make_prompt_
     assert "holds no checkpoint" in result["failed"]
     run.refresh_from_db()
     assert run.status == ComparisonRun.Status.FAILED
+    assert Image.objects.get(run=run).error.startswith("model 3d broken: cannot load text_to_3d model")
+
+    tiny_inhouse_checkpoint(tmp_path / "empty")  # the prior is put in place
+    assert services.retry_failed(run) == 1  # dispatched after the commit; here the task body runs it
+    assert [r["made"] for r in run_all(run)] == [1]
+    run.refresh_from_db()
+    assert run.status == ComparisonRun.Status.DONE and Image.objects.get(run=run).asset
 
 
 @pytest.fixture
