@@ -173,6 +173,14 @@ def run_retry(request, run_id: int):
     return redirect("runs:detail", run_id=run.pk)
 
 
+def _opened(stored, what: str):
+    """A stored file opened for reading, or a 404 that says it is missing."""
+    try:
+        return stored.open("rb")
+    except (FileNotFoundError, OSError):
+        raise Http404(f"The {what} file is missing.") from None
+
+
 @require_GET
 @staff_required
 def image_file(request, token: str):
@@ -180,11 +188,7 @@ def image_file(request, token: str):
     image = Image.objects.filter(token=token, status=Image.Status.DONE).exclude(file="").first()
     if image is None:
         raise Http404("No such image.")
-    try:
-        handle = image.file.open("rb")
-    except (FileNotFoundError, OSError):
-        raise Http404("The image file is missing.") from None
-    response = FileResponse(handle, content_type="image/png")
+    response = FileResponse(_opened(image.file, "image"), content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response
 
@@ -196,10 +200,7 @@ def asset_file(request, token: str):
     image = Image.objects.filter(token=token, status=Image.Status.DONE).exclude(asset="").first()
     if image is None:
         raise Http404("No such asset.")
-    try:
-        handle = image.asset.open("rb")
-    except (FileNotFoundError, OSError):
-        raise Http404("The asset file is missing.") from None
+    handle = _opened(image.asset, "asset")
     name = f"{image.model.name}-{image.prompt_id}-{image.seed}.safetensors".replace(" ", "_").replace("/", "_")
     return FileResponse(handle, content_type="application/octet-stream", as_attachment=True, filename=name)
 
