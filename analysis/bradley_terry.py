@@ -195,6 +195,40 @@ def bt_covariance(wins: np.ndarray, theta: np.ndarray, *, ridge: float = DEFAULT
     return constrained_inverse(bt_information(wins, theta, ridge=ridge), len(theta), ridge)
 
 
+TIE_PRIOR_VOTES = 20.0  # a pair's tie share is shrunk towards the campaign's as if from this many votes
+
+
+def bt_covariance_observed_ties(
+    wins: np.ndarray, ties: np.ndarray, theta: np.ndarray, *, ridge: float = DEFAULT_RIDGE
+) -> np.ndarray:
+    """Covariance (K, K) of the ties-as-half estimate theta with the variance of each vote's score taken from
+    the observed ties: a sandwich H^-1 V H^-1, where H is the Fisher information (each vote p(1-p)) and V the
+    score variance (each vote p(1-p) - P(tie)/4: a tie scores 1/2, which varies less than a coin flip).
+
+    wins: (K, K) half wins as for bt_covariance; ties: (K, K) symmetric counts of ties (and "both bad")
+    per pair. P(tie) of a pair is its tie share shrunk towards the campaign's (TIE_PRIOR_VOTES), and at
+    most 2 min(p, 1 - p) (a pair cannot tie more often than that and still score p). Without ties this
+    is bt_covariance; with them the variances are smaller (about 10% at 10% ties). Unlike the fully
+    empirical sandwich of analysis.intervals (each vote's squared residual), only the tie share comes from
+    the data here, so a pair with few votes cannot look more certain than the model allows by chance: the
+    anytime-valid top-model rule (analysis.decisions) uses it at every look.
+    """
+    wins, ties = check_wins(wins), np.asarray(ties, dtype=float)
+    if ties.shape != wins.shape or np.any(ties < 0) or not np.allclose(ties, ties.T):
+        raise ValueError("ties must be a symmetric non-negative (K, K) matrix like wins")
+    theta = np.asarray(theta, dtype=float)
+    cov = bt_covariance(wins, theta, ridge=ridge)
+    n = wins + wins.T
+    np.fill_diagonal(n, 0.0)
+    pooled = ties.sum() / max(n.sum(), 1.0)
+    p = sigmoid(theta[:, None] - theta[None, :])
+    share = np.minimum((ties + TIE_PRIOR_VOTES * pooled) / (n + TIE_PRIOR_VOTES), 2.0 * np.minimum(p, 1.0 - p))
+    v = n * np.maximum(p * (1.0 - p) - share / 4.0, 0.0)
+    np.fill_diagonal(v, 0.0)
+    variance = np.diag(v.sum(axis=1) + ridge) - v  # like the information, with the score's variance per vote
+    return cov @ variance @ cov
+
+
 def difference_information(cov: np.ndarray) -> np.ndarray:
     """(K, K) information 1 / Var(theta_i - theta_j) from the covariance of theta; 0 on the diagonal."""
     diag = np.diag(cov)

@@ -14,9 +14,17 @@ import math
 
 import numpy as np
 
-from analysis.bradley_terry import ELO_PER_NAT, bt_covariance, bt_mle, check_wins, difference_information
+from analysis.bradley_terry import (
+    ELO_PER_NAT,
+    bt_covariance,
+    bt_covariance_observed_ties,
+    bt_mle,
+    check_wins,
+    difference_information,
+)
 from analysis.confidence_sequences import (
     DEFAULT_ALPHA,
+    TopModelEvidence,
     check_alpha,
     confidence_radius,
     family_alphas,
@@ -25,6 +33,10 @@ from analysis.confidence_sequences import (
 )
 from analysis.pair_choice import DEFAULT_EXPLORATION, check_policy
 from analysis.votes_needed import project_votes_needed
+
+TOP_RULES = ("bonferroni", "rebalanced", "rebalanced_ties")  # how "top model certified" is decided: the
+#   stateless split over rivals; replay_top_evidence; the same with each vote's variance from the observed ties
+TOP_EVIDENCE_LOOK_EVERY = 25  # the rebalanced rule looks at every 25th vote of the replayed history
 
 
 def campaign_decisions(
@@ -119,9 +131,10 @@ def top_model_decision(
     k = len(diff)
     alpha_top, _ = family_alphas(k, alpha)
     rivals = [j for j in range(k) if j != leader]
+    stateless = log_evidence(diff[leader, rivals], info[leader, rivals])
+    p_bonferroni = min(1.0, (k - 1) * float(np.exp(-stateless.min())))  # Bonferroni over the rivals
     if top_evidence is None:
-        evidence = log_evidence(diff[leader, rivals], info[leader, rivals])
-        split = k - 1  # Bonferroni over the rivals
+        evidence, split = stateless, k - 1
     else:
         evidence = np.asarray(top_evidence, dtype=float)[rivals]
         split = 1  # one e-process per rival's "b is the best", each at alpha
@@ -130,6 +143,7 @@ def top_model_decision(
     closest = rivals[int(np.argmin(evidence))]
     return {
         "kind": "top_model",
+        "rule": TOP_RULES[0] if top_evidence is None else TOP_RULES[1],  # (callers name the variant they replayed)
         "model": leader,
         "model_name": names[leader],
         "certified": bool(p_top <= alpha),
@@ -149,7 +163,105 @@ def top_model_decision(
         "n_models": k,
         "votes": votes,
         "votes_still_needed": 0 if p_top <= alpha else None,
+        # the stateless rule on the same votes, for comparison (the same as above when rule is bonferroni)
+        "bonferroni": {"certified": bool(p_bonferroni <= alpha), "confidence": 1.0 - p_bonferroni},
     }
+
+
+def replay_top_evidence(
+    a: np.ndarray,
+    b: np.ndarray,
+    score: np.ndarray,
+    k: int,
+    *,
+    look_every: int = TOP_EVIDENCE_LOOK_EVERY,
+    tie_variance: bool = False,
+) -> np.ndarray:
+    """(K,) log e-values against "model m is the best" (TopModelEvidence), from a campaign's votes replayed
+    in the order they were cast: a pure function of that ordered history.
+
+    a, b: (N,) model indices of each vote, in order; score: (N,) score of a (1 win, 0.5 tie, 0 loss).
+    The tracker looks after every `look_every`-th vote (look points fixed in advance by the vote count,
+    so they cannot depend on what the votes say), refitting BT with a warm start; the value returned is
+    the e-process at the last vote, which is valid between looks too. The top model is certified when
+    every other model's value reaches log(1 / alpha) (campaign_decisions(..., top_evidence=...)).
+    tie_variance: each vote's variance from the observed ties (bt_covariance_observed_ties; rule
+    "rebalanced_ties"), else the Fisher variance p(1-p) (rule "rebalanced").
+    """
+    return TopEvidenceReplay(k, look_every=look_every, tie_variance=tie_variance).run(a, b, score)[0]
+
+
+def top_evidence_at_looks(
+    a: np.ndarray,
+    b: np.ndarray,
+    score: np.ndarray,
+    k: int,
+    *,
+    look_every: int = TOP_EVIDENCE_LOOK_EVERY,
+    tie_variance: bool = False,
+) -> np.ndarray:
+    """(L, K) log e-values of replay_top_evidence at each of the L = N // look_every look points."""
+    at_looks = TopEvidenceReplay(k, look_every=look_every, tie_variance=tie_variance).run(a, b, score)[1]
+    return np.array(at_looks).reshape(len(at_looks), k)
+
+
+class TopEvidenceReplay:
+    """The replay of replay_top_evidence, resumable: it keeps its state after the last look, so a caller that
+    stored it can feed the same history grown by new votes and get exactly what a full replay gives."""
+
+    def __init__(self, k: int, *, look_every: int = TOP_EVIDENCE_LOOK_EVERY, tie_variance: bool = False):
+        if look_every < 1:
+            raise ValueError(f"look_every must be >= 1, got {look_every}")
+        self.k, self.look_every, self.tie_variance = k, look_every, tie_variance
+        self.tracker = TopModelEvidence(k)
+        self.wins = np.zeros((k, k))  # half wins of the votes up to the last look
+        self.ties = np.zeros((k, k))  # ties among them (symmetric)
+        self.theta: np.ndarray | None = None  # the fit at the last look (the next fit's warm start)
+        self.looked = 0  # votes up to the last look: a multiple of look_every
+        self.at_last_look = np.zeros(k)  # log e-values at the last look (no votes: every e-value is 1)
+
+    def run(self, a, b, score) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Feed the whole ordered history (its first `looked` votes must be those fed before): returns the
+        (K,) log e-values at its last vote and the (K,) values at each look it passed now."""
+        a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+        score = np.asarray(score, dtype=float)
+        if not (a.shape == b.shape == score.shape) or a.ndim != 1:
+            raise ValueError("a, b and score must be 1-d arrays of the same length")
+        if len(a) < self.looked:
+            raise ValueError(f"the history has {len(a)} votes, fewer than the {self.looked} already replayed")
+        new = slice(self.looked, len(a))
+        if len(a[new]) and (min(a[new].min(), b[new].min()) < 0 or max(a[new].max(), b[new].max()) >= self.k):
+            raise ValueError(f"model indices must be distinct and in [0, {self.k})")
+        if np.any(a[new] == b[new]):
+            raise ValueError(f"model indices must be distinct and in [0, {self.k})")
+        if np.any((score[new] < 0) | (score[new] > 1)):
+            raise ValueError("scores must be in [0, 1]")
+        at_looks = []
+        while self.looked + self.look_every <= len(a):
+            block = slice(self.looked, self.looked + self.look_every)
+            self.theta, diff, info = self._add(self.wins, self.ties, a[block], b[block], score[block])
+            self.at_last_look = self.tracker.look(diff, info, self.theta)
+            self.looked += self.look_every
+            at_looks.append(self.at_last_look)
+        if self.looked == len(a):
+            return self.at_last_look, at_looks
+        rest = slice(self.looked, len(a))  # votes since the last look: fitted on copies, not kept
+        _, diff, info = self._add(self.wins.copy(), self.ties.copy(), a[rest], b[rest], score[rest])
+        return self.tracker.log_e_values(diff, info), at_looks
+
+    def _add(self, wins, ties, a, b, score):
+        """Add votes to wins and ties (in place) and fit: (theta, differences, informations)."""
+        np.add.at(wins, (a, b), score)
+        np.add.at(wins, (b, a), 1.0 - score)
+        theta = bt_mle(wins, theta0=self.theta)
+        if self.tie_variance:
+            tied = score == 0.5
+            np.add.at(ties, (a[tied], b[tied]), 1.0)
+            np.add.at(ties, (b[tied], a[tied]), 1.0)
+            cov = bt_covariance_observed_ties(wins, ties, theta)
+        else:
+            cov = bt_covariance(wins, theta)
+        return theta, theta[:, None] - theta[None, :], difference_information(cov)
 
 
 def neighbour_decisions(diff: np.ndarray, info: np.ndarray, alpha: float, order: list[int], names: list[str]) -> list:

@@ -28,15 +28,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.bradley_terry import bt_covariance, bt_mle, difference_information
+from analysis.bradley_terry import bt_covariance, bt_covariance_observed_ties, bt_mle, difference_information
 from analysis.confidence_sequences import DEFAULT_ALPHA, TopModelEvidence
 from analysis.decisions import campaign_decisions
 from analysis.pair_choice import DEFAULT_EXPLORATION, choose_model_pair, leaderboard_separated
 
 PairSampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 TIE_MODELS = ("half", "davidson")
-STOPPING_RULES = ("bonferroni", "rebalanced")  # the top model's rule: stateless split over rivals, or
-#   one e-process per model kept across looks (analysis.confidence_sequences.TopModelEvidence)
+STOPPING_RULES = ("bonferroni", "rebalanced", "rebalanced_ties")  # the top model's rule: stateless split
+#   over rivals; one e-process per model kept across looks (analysis.confidence_sequences.TopModelEvidence);
+#   the same with each vote's variance from the observed ties (bradley_terry.bt_covariance_observed_ties)
 A_WINS, B_WINS, TIE = 0, 1, 2  # outcome codes
 
 
@@ -316,7 +317,8 @@ def simulate_campaign(
     Stops when the top model is certified (and, with until_separated, also once the leader's plain 95%
     interval has cleared the runner-up's: the issue-6 measure), or at max_votes.
     rule: how the top model is certified, 'bonferroni' (campaign_decisions alone: each rival at
-    alpha / (K-1)) or 'rebalanced' (a TopModelEvidence that sees every look, passed as top_evidence).
+    alpha / (K-1)), 'rebalanced' (a TopModelEvidence that sees every look, passed as top_evidence) or
+    'rebalanced_ties' (the same, its informations from bt_covariance_observed_ties).
     """
     if rule not in STOPPING_RULES:
         raise ValueError(f"rule must be one of {STOPPING_RULES}, got {rule!r}")
@@ -325,8 +327,9 @@ def simulate_campaign(
     k = len(strengths)
     run = CampaignRun(strengths=strengths, policy=policy)
     wins = np.zeros((k, k))
+    ties = np.zeros((k, k))
     theta = None
-    tracker = TopModelEvidence(k) if rule == "rebalanced" else None
+    tracker = TopModelEvidence(k) if rule != "bonferroni" else None
     top_evidence = None
     while run.votes < max_votes:
         for _ in range(look_every):
@@ -345,12 +348,19 @@ def simulate_campaign(
             score = simulate_vote(rng, strengths, i, j, tie_rate)
             wins[i, j] += score
             wins[j, i] += 1.0 - score
+            if score == 0.5:
+                ties[i, j] += 1.0
+                ties[j, i] += 1.0
             run.pairs.append((i, j))
         run.votes += look_every
         theta = bt_mle(wins, theta0=theta)
         if tracker is not None:
             diff = theta[:, None] - theta[None, :]
-            top_evidence = tracker.look(diff, difference_information(bt_covariance(wins, theta)), theta)
+            if rule == "rebalanced_ties":
+                cov = bt_covariance_observed_ties(wins, ties, theta)
+            else:
+                cov = bt_covariance(wins, theta)
+            top_evidence = tracker.look(diff, difference_information(cov), theta)
             run.top_evidence.append(top_evidence)
         if keep_looks:
             run.looks.append((run.votes, wins.copy(), theta.copy()))

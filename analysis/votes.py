@@ -153,3 +153,17 @@ def count_pairs(votes: pd.DataFrame, models: Iterable[str] | None = None) -> Pai
     cells = np.bincount((lo * k + hi) * 3 + outcome, minlength=k * k * 3).reshape(k * k, 3)
     pair = np.flatnonzero(cells.sum(axis=1))
     return PairCounts(list(index), pair // k, pair % k, cells[pair].astype(float))
+
+
+def vote_sequence(votes: pd.DataFrame, models: Iterable[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, score): each vote in the table's row order as model indices into `models` and the score of a
+    (1 win, 0.5 tie or both bad, 0 loss), the input of analysis.decisions.replay_top_evidence."""
+    check_votes(votes)
+    index = pd.Index(list(models))
+    a = index.get_indexer(votes["model_a"])
+    b = index.get_indexer(votes["model_b"])
+    if (a < 0).any() or (b < 0).any():
+        raise ValueError("votes name models that are not in `models`")
+    winner = votes["winner"].to_numpy()
+    score = np.where(winner == "model_a", 1.0, np.where(winner == "model_b", 0.0, 0.5))
+    return a.astype(np.int64), b.astype(np.int64), score

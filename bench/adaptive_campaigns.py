@@ -1,7 +1,8 @@
 """Adaptive campaigns: how many votes the engine saves over uniform pairs, and what it costs in errors.
 
-    .venv/bin/python bench/adaptive_campaigns.py [--reps N] [--cases 4,4e,8c,20] [--rules bonferroni,rebalanced]
-                                                 [--jobs J] [--save FILE]
+    .venv/bin/python bench/adaptive_campaigns.py [--reps N] [--cases 4,4e,8c,20]
+                                                 [--rules bonferroni,rebalanced,rebalanced_ties]
+                                                 [--policies uniform,active] [--certify-only] [--jobs J] [--save FILE]
 
 Defaults: 30 campaigns per case and policy, cases 4, 4e and 8c (a few minutes on one free core). The
 20-model case is opt-in (--cases 20): its uniform campaigns need ~40,000 votes each (~15 s apiece).
@@ -12,9 +13,14 @@ Simulated raters follow known Bradley-Terry strengths with 10% ties (analysis.si
 E[score] = sigmoid(difference), so the ties-as-half-wins BT model is the truth). Every campaign runs
 through the same functions the site uses: choose_model_pair picks every pair, campaign_decisions is
 checked every 25 votes (BT refit with a warm start) and stops the campaign when it certifies a top model
-(anytime-valid, alpha = 0.05). Two stopping rules for the top model, on the same simulated campaigns
-(same seeds): 'bonferroni' (the stateless rule, each rival at alpha / (K-1)) and 'rebalanced' (one
-e-process per model kept across looks, analysis.confidence_sequences.TopModelEvidence).
+(anytime-valid, alpha = 0.05). Three stopping rules for the top model, on campaigns with the same seeds
+(the rule steers the engine's pair choice, so the campaigns part ways after the first look):
+'bonferroni' (the stateless rule, each rival at alpha / (K-1)), 'rebalanced' (one e-process per model
+kept across looks, analysis.confidence_sequences.TopModelEvidence) and 'rebalanced_ties' (the same with
+each vote's variance from the observed ties, analysis.bradley_terry.bt_covariance_observed_ties).
+Issue 15's table (docs/adaptive-campaigns.md): --reps 100 --cases 4,4e,8c --certify-only and
+--reps 20 --cases 20 --policies active --certify-only (--certify-only: each campaign stops at
+certification, so the "votes to separate" columns are left empty).
 Per case, policy ('uniform' pairs; the 'active' engine) and rule it reports:
 
   votes to certify     median and 90th percentile of votes until the top model is certified
@@ -87,7 +93,7 @@ def _wald_coverage(wins: np.ndarray, theta: np.ndarray, truth: np.ndarray) -> tu
 
 def one_campaign(args: tuple) -> dict:
     """Run one seeded campaign and measure it (module-level so a process pool can run it)."""
-    case, policy, rule, seed_seq = args
+    case, policy, rule, until_separated, seed_seq = args
     strengths = CASES[case] - CASES[case].mean()
     rng = np.random.default_rng(seed_seq)
     run = simulate_campaign(
@@ -99,7 +105,7 @@ def one_campaign(args: tuple) -> dict:
         tie_rate=TIE_RATE,
         look_every=LOOK_EVERY,
         max_votes=MAX_VOTES,
-        until_separated=True,
+        until_separated=until_separated,
         keep_looks=True,
         rule=rule,
     )
@@ -205,12 +211,20 @@ def main() -> None:
     parser.add_argument(
         "--rules", default=",".join(RULES), help=f"comma-separated stopping rules, from {RULES} (default: both)"
     )
+    parser.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated, from {POLICIES}")
+    parser.add_argument(
+        "--certify-only", action="store_true", help="stop each campaign at certification (no votes to separate)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--seed", type=int, default=20240607)
     parser.add_argument("--save", help="write every campaign's measurements to this JSON-lines file")
     args = parser.parse_args()
     cases = args.cases.split(",")
     rules = args.rules.split(",")
+    policies = args.policies.split(",")
+    for policy in policies:
+        if policy not in POLICIES:
+            parser.error(f"unknown policy {policy!r}; choose from {POLICIES}")
     for rule in rules:
         if rule not in RULES:
             parser.error(f"unknown rule {rule!r}; choose from {RULES}")
@@ -227,8 +241,8 @@ def main() -> None:
         # the same seeds for both policies of a case; each campaign its own stream
         seeds = np.random.SeedSequence([args.seed, list(CASES).index(case)]).spawn(args.reps)
         summary = {}
-        for policy, rule in [(p, r) for p in POLICIES for r in rules]:
-            jobs = [(case, policy, rule, s) for s in seeds]
+        for policy, rule in [(p, r) for p in policies for r in rules]:
+            jobs = [(case, policy, rule, not args.certify_only, s) for s in seeds]
             if args.jobs > 1:
                 with ProcessPoolExecutor(args.jobs) as pool:
                     results = list(pool.map(one_campaign, jobs, chunksize=2))
@@ -255,18 +269,18 @@ def main() -> None:
                 f"| {s['needed_half']:.2f} / {s['needed_pooled']:.2f} | {s['sep_median']:,.0f} "
                 f"| {s['sep_wrong']:.1%} |"
             )
-        for rule in rules:
+        for rule in rules if set(POLICIES) <= set(policies) else []:
             u, a = summary["uniform", rule], summary["active", rule]
             print(
                 f"{rule}: ratio uniform/engine: certify median {u['median'] / a['median']:.2f}x, "
                 f"p90 {u['p90'] / a['p90']:.2f}x (wrong winner {u['wrong']:.1%} vs {a['wrong']:.1%}); "
                 f"separate median {u['sep_median'] / a['sep_median']:.2f}x"
             )
-        if set(RULES) <= set(rules):
-            for policy in POLICIES:
-                old, new = summary[policy, RULES[0]], summary[policy, RULES[1]]
+        if RULES[0] in rules:
+            for policy, rule in [(p, r) for p in policies for r in rules if r != RULES[0]]:
+                old, new = summary[policy, RULES[0]], summary[policy, rule]
                 print(
-                    f"{policy}: votes to certify {RULES[0]} / {RULES[1]}: median {old['median'] / new['median']:.2f}x, "
+                    f"{policy}: votes to certify {RULES[0]} / {rule}: median {old['median'] / new['median']:.2f}x, "
                     f"p90 {old['p90'] / new['p90']:.2f}x (wrong winner {old['wrong']:.1%} vs {new['wrong']:.1%})"
                 )
         print(

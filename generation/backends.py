@@ -9,6 +9,8 @@ Kinds (the `ImageModel.kind` values):
     diffusers      any diffusers pipeline: a local directory or a hub id (DiffusionPipeline.from_pretrained;
                    a hub id only works where the deployment's Hugging Face cache holds the weights)
     unet_baseline  the UNet eps-prediction baseline (generation.unet.pipeline.UNetBaselinePipeline)
+    text_to_3d     score distillation (generation.threed) from a prior (any of the above's checkpoints); its
+                   images are turntables of the asset, and each carries the asset file (TextTo3DBackend)
 
 Settings: steps, guidance_scale, shift, height, width, and scheduler (diffusers: a scheduler class name such as
 "DDIMScheduler" from the pipeline's compatibles; unet_baseline: "ddim" or "ddpm"). Every image has its own seed:
@@ -35,8 +37,20 @@ import torch
 from PIL import Image
 
 from generation import training
+from generation.contract import (
+    ASSET_INFO_KEY,
+    CONFIG_FILE,
+    DEFAULT_THREED_SETTINGS,
+    DIFFUSERS,
+    EXTERNAL,
+    INHOUSE,
+    KIND_OF_CHECKPOINT_FORMAT,
+    TEXT_TO_3D,
+    TURNTABLE_VIEWS,
+    UNET_BASELINE,
+    check_settings,
+)
 from generation.contract import DEFAULT_SAMPLER_SETTINGS as DEFAULTS
-from generation.contract import DIFFUSERS, EXTERNAL, INHOUSE, UNET_BASELINE, check_settings
 from generation.sampling import check_prompts
 
 log = logging.getLogger(__name__)
@@ -240,10 +254,84 @@ class DiffusersBackend:
         return list(out.images)
 
 
-BACKENDS: dict[str, type[_TrainedHereBackend] | type[DiffusersBackend]] = {
+def prior_kind(source: str) -> str:
+    """Which prior a text-to-3D model's source holds: a checkpoint folder trained here (by the format its
+    config.json records) or a saved diffusers pipeline (model_index.json)."""
+    path = Path(source).expanduser()
+    if (path / "model_index.json").is_file():
+        return DIFFUSERS
+    config = path / CONFIG_FILE
+    if not config.is_file():
+        raise FileNotFoundError(f"{source} holds no checkpoint ({CONFIG_FILE}) and no diffusers pipeline")
+    fmt = json.loads(config.read_text()).get("format")
+    if fmt not in KIND_OF_CHECKPOINT_FORMAT:
+        raise ValueError(f"{source} is a checkpoint of format {fmt!r}, which is no text-to-image prior")
+    return KIND_OF_CHECKPOINT_FORMAT[fmt]
+
+
+def turntable_strip(views: Sequence[Image.Image]) -> Image.Image:
+    """The views (square, equal sizes) left to right in one RGB image, N times as wide as it is high."""
+    side = views[0].height
+    strip = Image.new("RGB", (side * len(views), side))
+    for i, view in enumerate(views):
+        if view.size != (side, side):
+            raise ValueError(f"turntable views must be {side}x{side} squares, got {view.size}")
+        strip.paste(view.convert("RGB"), (i * side, 0))
+    return strip
+
+
+class TextTo3DBackend:
+    """Text to 3D by score distillation (generation.threed) from the text-to-image prior in `source`.
+
+    `generate` makes one asset per (prompt, seed) and returns its turntable: TURNTABLE_VIEWS views at azimuths
+    0, 360/N, ... (elevation 10 degrees), view_size pixels each, side by side in one image, whose
+    `info[ASSET_INFO_KEY]` holds the asset file's bytes (generation.threed.save_asset) for the caller to store.
+    Settings: steps (score-distillation steps), guidance_scale (the prior's), view_size; everything else is
+    generation.threed.AssetSettings' measured default. An asset depends on its prompt and seed only."""
+
+    kind = TEXT_TO_3D
+
+    def __init__(self, prior):
+        self.prior = prior
+
+    @classmethod
+    def load(cls, source: str, device: str, dtype: torch.dtype = torch.float32) -> TextTo3DBackend:
+        from generation.threed import load_prior
+
+        return cls(load_prior(prior_kind(source), source, device))
+
+    def generate(self, prompts: list[str], seeds: list[int], settings: dict) -> list[Image.Image]:
+        import dataclasses
+        import tempfile
+
+        from generation.threed import AssetSettings, generate_asset, render_turntable, save_asset
+
+        check_settings(self.kind, settings)
+        check_prompts(prompts, seeds)
+        settings = {**DEFAULT_THREED_SETTINGS, **settings}
+        base = AssetSettings()
+        asset_settings = dataclasses.replace(
+            base,
+            steps=int(settings["steps"]),
+            sds=dataclasses.replace(base.sds, guidance_scale=float(settings["guidance_scale"])),
+        )
+        turntables = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            asset = generate_asset(self.prior, prompt, int(seed), asset_settings)
+            views = render_turntable(asset, n_views=TURNTABLE_VIEWS, size=int(settings["view_size"]))
+            strip = turntable_strip(views)
+            with tempfile.TemporaryDirectory() as folder:
+                path = save_asset(asset, Path(folder) / "asset.safetensors")
+                strip.info[ASSET_INFO_KEY] = path.read_bytes()
+            turntables.append(strip)
+        return turntables
+
+
+BACKENDS: dict[str, type[_TrainedHereBackend] | type[DiffusersBackend] | type[TextTo3DBackend]] = {
     INHOUSE: InHouseBackend,
     DIFFUSERS: DiffusersBackend,
     UNET_BASELINE: UNetBaselineBackend,
+    TEXT_TO_3D: TextTo3DBackend,
 }
 
 

@@ -14,7 +14,11 @@ INHOUSE = "inhouse"  # an in-house MM-DiT checkpoint directory (generation.mmdit
 DIFFUSERS = "diffusers"  # any diffusers pipeline: a local directory, or a hub id already in the HF cache
 UNET_BASELINE = "unet_baseline"  # the UNet eps-prediction baseline trained here
 EXTERNAL = "external"  # a model that runs elsewhere (an API, another lab): its images are imported, never generated
-GENERATING_KINDS: tuple[str, ...] = (INHOUSE, DIFFUSERS, UNET_BASELINE)  # the kinds a gpu worker can load
+# A text-to-3D generator: score distillation (generation.threed) from the prior in `source` (an in-house MM-DiT or
+# UNet baseline checkpoint directory). Its "image" is a turntable (TURNTABLE_VIEWS views side by side in one PNG),
+# and each one also stores the asset itself (the field's weights, THREED_ASSET_FORMAT).
+TEXT_TO_3D = "text_to_3d"
+GENERATING_KINDS: tuple[str, ...] = (INHOUSE, DIFFUSERS, UNET_BASELINE, TEXT_TO_3D)  # the kinds a gpu worker loads
 MODEL_KINDS: tuple[str, ...] = (*GENERATING_KINDS, EXTERNAL)
 
 # The sampler settings each kind of model understands. Every image stores the settings it was made with.
@@ -23,6 +27,8 @@ SETTING_KEYS: dict[str, frozenset[str]] = {
     DIFFUSERS: frozenset({"steps", "guidance_scale", "shift", "height", "width", "scheduler"}),
     UNET_BASELINE: frozenset({"steps", "guidance_scale", "shift", "height", "width", "scheduler"}),
     EXTERNAL: frozenset(),  # imported images record no sampler settings: what made them is their provenance
+    # score-distillation steps, the prior's guidance scale, and the side in pixels of each turntable view
+    TEXT_TO_3D: frozenset({"steps", "guidance_scale", "view_size"}),
 }
 # Settings a model gets when it names none (the demo domain's 32x32 images, the SD3 paper's 28 steps).
 DEFAULT_SAMPLER_SETTINGS: dict[str, int | float] = {
@@ -32,6 +38,15 @@ DEFAULT_SAMPLER_SETTINGS: dict[str, int | float] = {
     "height": 32,
     "width": 32,
 }
+# ... and a text-to-3D model's (generation.threed.AssetSettings' measured defaults: 800 steps, guidance 30).
+DEFAULT_THREED_SETTINGS: dict[str, int | float] = {"steps": 800, "guidance_scale": 30.0, "view_size": 64}
+# A turntable: this many views at azimuths 0, 360/N, ... (elevation 10 degrees), left to right in one PNG whose
+# width is N times its height. Every text-to-3D model has the same number, so the count tells no model apart.
+TURNTABLE_VIEWS = 8
+# The key of a turntable PIL image's `info` under which a text-to-3D backend hands the asset file's bytes to the
+# gpu task, which stores them beside the image (png_bytes never writes `info` into the PNG).
+ASSET_INFO_KEY = "t2i-arena/threed-asset"
+
 # The settings a checkpoint may recommend in its recipe's "sampler_defaults" (size comes from its training).
 RECIPE_SAMPLER_KEYS: frozenset[str] = frozenset({"steps", "guidance_scale", "shift", "scheduler"})
 # The UNet baseline's samplers, its "scheduler" setting (the first is the default); it has no timestep shift.
@@ -51,6 +66,11 @@ KIND_OF_CHECKPOINT_FORMAT: dict[str, str] = {MMDIT_FORMAT: INHOUSE, UNET_BASELIN
 
 GENERATE_TASK = "generation.generate_batch"  # args: [job_id]; makes the missing images of one job
 GPU_QUEUE = "gpu"  # consumed by workers with concurrency 1 and prefetch 1
+
+
+def default_settings(kind: str) -> dict:
+    """A fresh copy of the settings a model of this kind gets when it names none."""
+    return dict(DEFAULT_THREED_SETTINGS if kind == TEXT_TO_3D else DEFAULT_SAMPLER_SETTINGS)
 
 
 def check_settings(kind: str, settings: dict) -> dict:

@@ -17,22 +17,37 @@ graded (0..1) so that two imperfect images can still be compared:
     scores = judge_image(image, "a red circle on a blue background")
     scores.prompt_following, scores.typography, scores.aesthetics      # 1.0, None, 0.98
 
+A turntable (a text-to-3D model's image: generation.contract.TURNTABLE_VIEWS square views side by side) is judged
+view by view (`judge_turntable`, or `judge_picture`, which tells the two apart by shape):
+
+- prompt following: the mean over views of each view's prompt following as a picture's (background, object
+  colour and shape: seen from the side a circle that became a bell or a bicone still reads as a circle, a
+  cylinder as a square, a cone as a triangle, while a shapeless blob reads as none of them); aesthetics: the
+  mean cleanliness of the views.
+- multi-view consistency: how much the views agree with each other, as the checker reads them: the share of
+  views whose reading (background, object colour) is the most common one, times the mean intersection over
+  union of the object's silhouette in neighbouring views (an object that changes colour, appears or vanishes
+  as it turns loses on the first, one that changes shape on the second).
+
 A prompt outside the demo domain raises CannotJudge: a simulated rater must refuse it, not guess.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
 
-from generation.checker import check_image, palette_labels, to_array
+from generation.checker import check_image, palette_labels, read_background, to_array
+from generation.contract import TURNTABLE_VIEWS
 from generation.demo_domain import COLOURS, PALETTE, DemoSpec, WordSpec, parse_prompt
 
 CLEAN_DISTANCE = 48.0  # RGB units (Euclidean): how far a clean pixel may lie from its palette colour
 MIN_AGREEING_NEIGHBOURS = 2  # of the 4 neighbours; a lone speckle has 0 or 1, the end of a 2-px stroke 2
-QUESTIONS: tuple[str, ...] = ("prompt_following", "aesthetics", "typography")
+QUESTIONS: tuple[str, ...] = ("prompt_following", "aesthetics", "typography", "multiview_consistency")
+SIDE_VIEW_CHECKS = ("background", "colour")  # the 3D bar (docs/text-to-3d.md), and what consistency compares
 
 
 class CannotJudge(ValueError):
@@ -47,6 +62,7 @@ class ImageScores:
     aesthetics: float
     typography: float | None  # None: the prompt asks for no text
     correct: bool  # every attribute the checker reads is right
+    multiview_consistency: float | None = None  # None: a picture, not a turntable
 
     def get(self, question: str) -> float | None:
         if question not in QUESTIONS:
@@ -91,3 +107,52 @@ def judge_image(image, prompt: str | DemoSpec) -> ImageScores:
         typography=typography,
         correct=result.correct,
     )
+
+
+def turntable_views(picture, views: int = TURNTABLE_VIEWS) -> list[np.ndarray]:
+    """The views of a turntable (PIL image or (H, W, 3) array, `views` equal squares side by side)."""
+    arr = to_array(picture)
+    height, width = arr.shape[:2]
+    if width != views * height:
+        raise ValueError(f"a turntable of {views} views is {views} times as wide as high, got {width}x{height}")
+    return [arr[:, i * height : (i + 1) * height] for i in range(views)]
+
+
+def is_turntable(picture) -> bool:
+    """Whether a picture (PIL image or array) has a turntable's shape: TURNTABLE_VIEWS squares side by side."""
+    height, width = np.asarray(picture).shape[:2] if isinstance(picture, np.ndarray) else picture.size[::-1]
+    return width == TURNTABLE_VIEWS * height
+
+
+def _silhouette(view: np.ndarray) -> np.ndarray:
+    labels = palette_labels(view)
+    return labels != COLOURS.index(read_background(labels))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
+def judge_turntable(picture, prompt: str | DemoSpec, views: int = TURNTABLE_VIEWS) -> ImageScores:
+    """The graded scores of a turntable against its demo prompt, with multi-view consistency."""
+    spec = parse_judgeable(prompt) if isinstance(prompt, str) else prompt
+    frames = turntable_views(picture, views)
+    results = [check_image(frame, spec) for frame in frames]
+    following = [float(np.mean([float(ok) for ok in r.checks.values()])) for r in results]
+    readings = [tuple(r.found.get(c) for c in SIDE_VIEW_CHECKS) for r in results]
+    agreeing = Counter(readings).most_common(1)[0][1] / len(readings)
+    shapes = [_silhouette(frame) for frame in frames]
+    overlap = float(np.mean([_iou(shapes[i], shapes[(i + 1) % len(shapes)]) for i in range(len(shapes))]))
+    return ImageScores(
+        prompt_following=float(np.mean(following)),
+        aesthetics=float(np.mean([cleanliness(frame) for frame in frames])),
+        typography=None,
+        correct=all(f == 1.0 for f in following),
+        multiview_consistency=agreeing * overlap,
+    )
+
+
+def judge_picture(picture, prompt: str | DemoSpec) -> ImageScores:
+    """`judge_turntable` for a turntable (TURNTABLE_VIEWS times as wide as high), `judge_image` otherwise."""
+    return judge_turntable(picture, prompt) if is_turntable(picture) else judge_image(picture, prompt)

@@ -18,13 +18,20 @@ def default_sampler_settings() -> dict:
 def validate_sampler_settings(value: dict) -> None:
     if not isinstance(value, dict):
         raise ValidationError("Sampler settings must be a JSON object.")
-    numeric = {"steps": int, "guidance_scale": (int, float), "shift": (int, float), "height": int, "width": int}
+    numeric = {
+        "steps": int,
+        "guidance_scale": (int, float),
+        "shift": (int, float),
+        "height": int,
+        "width": int,
+        "view_size": int,
+    }
     for key, kind in numeric.items():
         if key in value and (not isinstance(value[key], kind) or isinstance(value[key], bool)):
             raise ValidationError(f"Sampler setting {key!r} must be a number, got {value[key]!r}.")
     if value.get("steps", 1) < 1:
         raise ValidationError("steps must be at least 1.")
-    for key in ("height", "width"):
+    for key in ("height", "width", "view_size"):
         if key in value and value[key] < 8:
             raise ValidationError(f"{key} must be at least 8 pixels.")
 
@@ -40,6 +47,7 @@ class ImageModel(models.Model):
         INHOUSE = contract.INHOUSE, "In-house MM-DiT checkpoint"
         DIFFUSERS = contract.DIFFUSERS, "Diffusers pipeline"
         UNET_BASELINE = contract.UNET_BASELINE, "UNet eps-prediction baseline"
+        TEXT_TO_3D = contract.TEXT_TO_3D, "Text to 3D (score distillation from a checkpoint)"
         EXTERNAL = contract.EXTERNAL, "External model (imported images, never generates)"
 
     name = models.CharField(max_length=120, unique=True)
@@ -59,6 +67,18 @@ class ImageModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs):
+        # A text-to-3D model left at the image models' default settings gets the 3D defaults instead (the image
+        # settings, height, width and shift, mean nothing to it and would be refused when a run is planned).
+        if self.kind == contract.TEXT_TO_3D and self.sampler_settings == default_sampler_settings():
+            self.sampler_settings = contract.default_settings(contract.TEXT_TO_3D)
+        super().save(*args, **kwargs)
+
+    @property
+    def is_3d(self) -> bool:
+        """Whether the model makes 3D assets, shown to raters as turntables."""
+        return self.kind == contract.TEXT_TO_3D
 
     @property
     def generates(self) -> bool:

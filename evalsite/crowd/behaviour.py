@@ -30,7 +30,8 @@ BAD_KINDS: tuple[str, ...] = ("random", "always_left", "fast")
 KINDS: tuple[str, ...] = JUDGING_KINDS + BAD_KINDS
 # How strongly a point of score difference weighs, per question. A clean image against a noisy one differs by
 # a few hundredths to a few tenths of aesthetics score, so that question gets a larger weight.
-QUESTION_WEIGHT = {"prompt_following": 1.0, "typography": 1.0, "aesthetics": 2.0}
+# Multi-view consistency (3D) is a product of two shares near 1 for a good asset, so it is weighed like aesthetics.
+QUESTION_WEIGHT = {"prompt_following": 1.0, "typography": 1.0, "aesthetics": 2.0, "multiview_consistency": 2.0}
 BOTH_BAD_BELOW = 0.5  # a tie between two images that both score below this is answered "both bad"
 RANDOM_ANSWERS = (("left", 0.45), ("right", 0.45), ("tie", 0.05), ("both_bad", 0.05))
 

@@ -28,7 +28,7 @@ import requests
 from PIL import Image
 
 from evalsite.crowd.behaviour import RaterProfile, decide, think_time
-from generation.demo_judge import CannotJudge, ImageScores, judge_image, parse_judgeable
+from generation.demo_judge import CannotJudge, ImageScores, judge_picture, parse_judgeable
 
 REQUEST_TIMEOUT = 30.0  # seconds for one HTTP request
 MAX_ATTEMPTS = 8  # per request, as the rater page
@@ -191,7 +191,7 @@ class SimulatedRater:
             if response.status_code != 200:
                 raise RaterStopped(f"the {side} image answered {response.status_code}")
             picture = Image.open(io.BytesIO(response.content)).convert("RGB")
-            scores.append(judge_image(picture, spec))
+            scores.append(judge_picture(picture, spec))  # a picture, or a 3D model's turntable
         return scores[0], scores[1]
 
     def answer(self, assignment: dict, left: ImageScores, right: ImageScores, seconds: float) -> None:

@@ -148,7 +148,9 @@ class CampaignDecisionsView(StaffAPIView):
         ],
         responses={200: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="bad option")},
         description="What the votes already decide on every criterion (top model certified, ranking settled, "
-        "each with the models in Bradley-Terry order), the progress, and every rater's quality flags with "
+        "each with the models in Bradley-Terry order; the top model by the rule named in top_rule, replayed "
+        "from the counted votes in stored order, with the older Bonferroni rule's answer in "
+        "top_model.bonferroni), the progress, and every rater's quality flags with "
         "whether the rater is simulated: the results without bootstrap or projections, cheap enough to poll "
         "while a campaign runs.",
     )

@@ -24,12 +24,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from analysis.confidence_sequences import DEFAULT_ALPHA
+from analysis.decisions import TOP_EVIDENCE_LOOK_EVERY
 from analysis.leaderboard import fit_bradley_terry
 from analysis.votes import count_pairs
 from evalsite.dashboards.data import counted_votes, votes_frame
 from evalsite.dashboards.held_out import reviews_of
 from evalsite.dashboards.models import ResultSnapshot
-from evalsite.dashboards.results import decisions_of, rater_table_of, records
+from evalsite.dashboards.results import CAMPAIGN_TOP_RULE, decisions_of, rater_table_of, records
 from evalsite.rating.models import Campaign, RaterReview
 
 FIT_SETTINGS = {"ties": "half", "intervals": "bootstrap", "rounds": 100, "seed": 0, "confidence": 0.95}
@@ -46,6 +47,10 @@ def snapshot_settings(campaign: Campaign, *, exclude_flagged: bool = True, alpha
         "min_gold_accuracy": campaign.min_gold_accuracy,
         "alpha": alpha,
         "min_votes_per_pair": campaign.min_votes_per_model_pair,
+        # the top model's rule and its look points (snapshots taken before this setting existed used the
+        # stateless Bonferroni rule and are refitted with it)
+        "top_rule": CAMPAIGN_TOP_RULE,
+        "top_evidence_look_every": TOP_EVIDENCE_LOOK_EVERY,
         # raters held or rejected in review when the snapshot was taken: left out like flagged raters
         "held_out_raters": held_out_raters(campaign) if exclude_flagged else [],
     }
@@ -88,7 +93,14 @@ def snapshot_numbers(votes: pd.DataFrame, settings: dict) -> dict:
                 confidence=settings["confidence"],
             )
             leaderboard = [{f: row[f] for f in LEADERBOARD_FIELDS} for row in records(fit.reset_index())]
-            found = decisions_of(counted, settings["alpha"], min_votes_per_pair=settings["min_votes_per_pair"])
+            top_rule = settings.get("top_rule", "bonferroni")
+            found = decisions_of(
+                counted,
+                settings["alpha"],
+                min_votes_per_pair=settings["min_votes_per_pair"],
+                top_rule=top_rule,
+                look_every=settings.get("top_evidence_look_every", TOP_EVIDENCE_LOOK_EVERY),
+            )
             if found is not None:
                 top = found["top_model"]
                 decision = {
@@ -101,6 +113,12 @@ def snapshot_numbers(votes: pd.DataFrame, settings: dict) -> dict:
                         for n in found["neighbours"]
                     ],
                 }
+                if "top_rule" in settings:  # (absent from older snapshots, whose stored numbers lack these)
+                    decision["top_rule"] = top_rule
+                    decision["bonferroni"] = {
+                        "certified": top["bonferroni"]["certified"],
+                        "confidence": top["bonferroni"]["confidence"],
+                    }
         out[criterion] = {
             "votes": len(counted),
             "excluded_raters": excluded,

@@ -16,7 +16,7 @@ from analysis.confidence_sequences import DEFAULT_ALPHA
 from analysis.leaderboard import fit_bradley_terry
 from analysis.votes import count_pairs
 from evalsite.dashboards.data import VOTE_COLUMNS, counted_votes
-from evalsite.dashboards.results import decisions_of, rater_table_of, records, win_rates_of
+from evalsite.dashboards.results import CAMPAIGN_TOP_RULE, decisions_of, rater_table_of, records, win_rates_of
 from evalsite.preferences.models import PreferenceSet, PreferenceVote
 from evalsite.rating.models import Criterion, default_min_gold_accuracy
 
@@ -45,6 +45,14 @@ _FIELDS = {  # frame column <- PreferenceVote field
     "created_at": "created_at",
 }
 CHOICE_OF_WINNER = {"model_a": "left", "model_b": "right", "tie": "tie", "both_bad": "both_bad"}
+
+
+def top_rule_of(counted: pd.DataFrame) -> str:
+    """The campaign's rule (replayed in the order of the votes' ids where they came from) when every vote carries
+    that id, as a campaign's export does; otherwise the stateless rule, which needs no order."""
+    if len(counted) and counted["vote_id"].notna().all():
+        return CAMPAIGN_TOP_RULE
+    return "bonferroni"
 
 
 def set_votes_frame(preference_set: PreferenceSet) -> pd.DataFrame:
@@ -136,7 +144,12 @@ def set_results(
             "alpha": alpha,
             "level": 1 - alpha,
             "by_criterion": [
-                {"criterion": c, "label": label_of(c), "decision": decisions_of(counted[c], alpha)} for c in criteria
+                {
+                    "criterion": c,
+                    "label": label_of(c),
+                    "decision": decisions_of(counted[c], alpha, top_rule=top_rule_of(counted[c])),
+                }
+                for c in criteria
             ],
         },
     }

@@ -22,6 +22,13 @@ class Criterion(models.TextChoices):
     PROMPT_FOLLOWING = "prompt_following", "Prompt following"
     AESTHETICS = "aesthetics", "Visual aesthetics"
     TYPOGRAPHY = "typography", "Typography"
+    MULTIVIEW_CONSISTENCY = "multiview_consistency", "Multi-view consistency"  # text-to-3D runs only
+
+
+# What a campaign asks, by the kind of run: images (typography only for prompts that ask for text), or 3D assets
+# shown as turntables (issue 17: prompt following, visual quality and multi-view consistency).
+IMAGE_CRITERIA = (Criterion.PROMPT_FOLLOWING, Criterion.AESTHETICS, Criterion.TYPOGRAPHY)
+THREED_CRITERIA = (Criterion.PROMPT_FOLLOWING, Criterion.AESTHETICS, Criterion.MULTIVIEW_CONSISTENCY)
 
 
 # The SD3 paper's wording (Esser et al. 2024, section 5.3 / appendix).
@@ -34,7 +41,28 @@ CRITERION_QUESTIONS = {
         "Which image more accurately shows/displays the text specified in the above description? "
         "More accurate spelling is preferred! Ignore other aspects."
     ),
+    Criterion.MULTIVIEW_CONSISTENCY: (
+        "Turning all the way round, which object stays one solid, consistent object from every side "
+        "(no parts that appear, vanish or change colour as it turns)?"
+    ),
 }
+# The same questions about two turntables: the aesthetics question is asked as visual quality of the object.
+THREED_QUESTIONS = {
+    **CRITERION_QUESTIONS,
+    Criterion.PROMPT_FOLLOWING: (
+        "Seen from all sides, which object looks more representative to the text shown above and faithfully follows it?"
+    ),
+    Criterion.AESTHETICS: "Given the prompt, which object is of higher visual quality, seen from all sides?",
+}
+THREED_LABELS = {Criterion.AESTHETICS: "Visual quality"}
+
+
+def criterion_text(key: str, is_3d: bool) -> tuple[str, str]:
+    """(label, question) of a criterion as raters of an image run or of a text-to-3D run read it."""
+    criterion = Criterion(key)
+    if is_3d:
+        return THREED_LABELS.get(criterion, criterion.label), THREED_QUESTIONS[criterion]
+    return criterion.label, CRITERION_QUESTIONS[criterion]
 
 
 class Choice(models.TextChoices):
@@ -54,7 +82,7 @@ def new_invite_token() -> str:
 
 
 def default_criteria() -> list[str]:
-    return [c.value for c in Criterion]
+    return [c.value for c in IMAGE_CRITERIA]
 
 
 def default_assignment_ttl() -> int:
@@ -149,9 +177,20 @@ class Campaign(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs):
+        # A new campaign on a text-to-3D run left at the image questions asks the 3D ones instead.
+        if self._state.adding and self.criteria == default_criteria() and self.run.is_3d:
+            self.criteria = [c.value for c in THREED_CRITERIA]
+        super().save(*args, **kwargs)
+
+    def asked_criteria(self) -> list[str]:
+        """The campaign's criteria that fit its run: the 3D ones for turntables, the image ones otherwise."""
+        fitting = THREED_CRITERIA if self.run.is_3d else IMAGE_CRITERIA
+        return [c for c in self.criteria if c in fitting]
+
     def criteria_for(self, prompt: Prompt) -> list[str]:
         """The questions asked for a pair of this prompt: typography only when the prompt asks for text."""
-        return [c for c in self.criteria if c != Criterion.TYPOGRAPHY or prompt.needs_text]
+        return [c for c in self.asked_criteria() if c != Criterion.TYPOGRAPHY or prompt.needs_text]
 
 
 class GoldCheck(models.Model):

@@ -10,7 +10,8 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from evalsite.rating.engine import Progress
-from evalsite.rating.models import CRITERION_QUESTIONS, Assignment, Choice, Criterion, Vote
+from evalsite.rating.models import Assignment, Choice, Criterion, Vote, criterion_text
+from evalsite.runs.display import views_shown
 
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{8,80}$"
 MAX_TIME_TAKEN_MS = 24 * 3600 * 1000
@@ -30,6 +31,10 @@ class CriterionSerializer(serializers.Serializer):
 class ShownImageSerializer(serializers.Serializer):
     url = serializers.CharField(help_text="Access-checked, unguessable; the PNG carries no metadata.")
     alt = serializers.CharField()
+    views = serializers.IntegerField(
+        help_text="Squares side by side in the PNG: 1 for a picture; for a 3D asset its turntable's views "
+        "(azimuths 0, 360/N, ... degrees), the same for every model."
+    )
 
 
 class PairImagesSerializer(serializers.Serializer):
@@ -44,7 +49,9 @@ class PromptSerializer(serializers.Serializer):
 class AssignmentSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     prompt = PromptSerializer()
-    criteria = CriterionSerializer(many=True, help_text="Answer every one; typography only for text prompts.")
+    criteria = CriterionSerializer(
+        many=True, help_text="Answer every one; typography only for text prompts; multi-view consistency for 3D."
+    )
     images = PairImagesSerializer()
     expires_at = serializers.DateTimeField()
     votes_url = serializers.CharField(help_text="POST the answers here.")
@@ -83,20 +90,29 @@ class VoteResponseSerializer(serializers.Serializer):
 
 
 def criteria_payload(assignment: Assignment) -> list[dict]:
-    return [
-        {"key": key, "label": Criterion(key).label, "question": CRITERION_QUESTIONS[Criterion(key)]}
-        for key in assignment.campaign.criteria_for(assignment.prompt)
-    ]
+    is_3d = assignment.campaign.run.is_3d
+    payload = []
+    for key in assignment.campaign.criteria_for(assignment.prompt):
+        label, question = criterion_text(key, is_3d)
+        payload.append({"key": key, "label": label, "question": question})
+    return payload
 
 
 def assignment_payload(assignment: Assignment) -> dict:
+    # views: how many squares, side by side, each image holds (a text-to-3D run's turntable; 1 for a picture)
+    views = views_shown(assignment.campaign.run)
+    what = "object" if views > 1 else "image"
     return {
         "id": str(assignment.id),
         "prompt": {"text": assignment.prompt.text},
         "criteria": criteria_payload(assignment),
         "images": {
-            "left": {"url": reverse("rating:assignment-image", args=[assignment.id, "left"]), "alt": "Left image"},
-            "right": {"url": reverse("rating:assignment-image", args=[assignment.id, "right"]), "alt": "Right image"},
+            side: {
+                "url": reverse("rating:assignment-image", args=[assignment.id, side]),
+                "alt": f"{side.capitalize()} {what}",
+                "views": views,
+            }
+            for side in ("left", "right")
         },
         "expires_at": assignment.expires_at,
         "votes_url": reverse("rating:votes", args=[assignment.id]),

@@ -33,7 +33,6 @@ from PIL import Image as PILImage
 
 from evalsite.rating import engine
 from evalsite.rating.models import (
-    CRITERION_QUESTIONS,
     SIMULATION_LINK,
     Assignment,
     Campaign,
@@ -44,6 +43,7 @@ from evalsite.rating.models import (
     Rater,
     RaterReview,
     RaterStats,
+    criterion_text,
 )
 from evalsite.rating.quality import update_rater_quality
 from evalsite.rating.withdraw import withdraw_image
@@ -201,14 +201,15 @@ def instructions(request, campaign_id: int):
             rater.instructions_seen_at = timezone.now()
             rater.save(update_fields=["instructions_seen_at"])
         return redirect("rating:rate", campaign_id=campaign.pk)
-    questions = [(Criterion(c).label, CRITERION_QUESTIONS[Criterion(c)]) for c in campaign.criteria]
+    questions = [criterion_text(c, campaign.run.is_3d) for c in campaign.asked_criteria()]
     return render(
         request,
         "rating/instructions.html",
         {
             "campaign_id": campaign.pk,
             "questions": questions,
-            "asks_typography": Criterion.TYPOGRAPHY in campaign.criteria,
+            "asks_typography": Criterion.TYPOGRAPHY in campaign.asked_criteria(),
+            "turntables": campaign.run.is_3d,
         },
     )
 
@@ -258,6 +259,7 @@ def rate(request, campaign_id: int):
         "rating/rate.html",
         {
             "campaign_id": campaign.pk,
+            "sides": [("left", "Left", "1"), ("right", "Right", "2")],
             "next_url": f"{reverse('rating:next-assignment')}?campaign={campaign.pk}",
             "completion_url": (
                 reverse("rating:complete", args=[campaign.pk])

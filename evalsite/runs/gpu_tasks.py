@@ -94,12 +94,15 @@ def run_job(job_id: int, task_id: str, worker: str = "", cache: BackendCache | N
         [i.prompt.text for i in todo],
         [i.seed for i in todo],
         job.sampler_settings,
-        batch_size=max(1, len(todo)),
+        # a 3D asset takes minutes: each is stored (and the job's lease renewed) as soon as it is made
+        batch_size=1 if model.is_3d else max(1, len(todo)),
     )
     try:
         for indices, images, seconds in batches:
             results = [
-                services.Generated(todo[i], png_bytes(img), img.width, img.height, seconds)
+                services.Generated(
+                    todo[i], png_bytes(img), img.width, img.height, seconds, asset=img.info.get(contract.ASSET_INFO_KEY)
+                )
                 for i, img in zip(indices, images, strict=True)
             ]
             made += services.store_images(job, results, versions)

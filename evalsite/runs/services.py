@@ -34,9 +34,16 @@ from django.core.files.storage import FileSystemStorage
 from django.db import connection, transaction
 from django.utils import timezone
 
-from evalsite.catalog.models import ImageModel, Prompt, PromptSet, default_sampler_settings, validate_sampler_settings
-from evalsite.runs.models import ComparisonRun, GenerationJob, Image, image_upload_to, settings_hash
-from generation.contract import GENERATE_TASK, SETTING_KEYS, UNET_SCHEDULERS
+from evalsite.catalog.models import ImageModel, Prompt, PromptSet, validate_sampler_settings
+from evalsite.runs.models import (
+    ComparisonRun,
+    GenerationJob,
+    Image,
+    asset_upload_to,
+    image_upload_to,
+    settings_hash,
+)
+from generation.contract import GENERATE_TASK, SETTING_KEYS, UNET_SCHEDULERS, default_settings
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +80,7 @@ def effective_settings(model: ImageModel, overrides: dict | None) -> dict:
     An external model has none: its images are imported as they are, whatever the run's overrides say."""
     if not model.generates:
         return {}
-    merged = {**default_sampler_settings(), **(model.sampler_settings or {}), **(overrides or {})}
+    merged = {**default_settings(model.kind), **(model.sampler_settings or {}), **(overrides or {})}
     merged = {k: v for k, v in merged.items() if v is not None}
     unknown = set(merged) - SETTING_KEYS[model.kind]
     if unknown:
@@ -132,6 +139,9 @@ def create_run(
     inactive = [m.name for m in image_models if not m.is_active]
     if inactive:
         raise RunError(f"inactive model(s): {', '.join(inactive)}")
+    if len({m.is_3d for m in image_models}) > 1:
+        # raters compare like with like: a turntable beside a picture would tell them which is which
+        raise RunError("a run compares either image models or text-to-3D models, not both")
     seeds = _check_seeds(seeds)
     batch_size = batch_size or batch_size_setting()
     if batch_size < 1:
@@ -339,13 +349,14 @@ class Generated:
     width: int
     height: int
     seconds: float
+    asset: bytes | None = None  # a text-to-3D model's asset file, stored beside its turntable
 
 
-def write_image_file(image: Image, png: bytes) -> str:
-    """Write the PNG under the image's unguessable token name (replacing a file a killed worker left there);
-    returns the storage name. The caller marks the row done."""
+def write_image_file(image: Image, png: bytes, upload_to=image_upload_to) -> str:
+    """Write the PNG (or with `upload_to=asset_upload_to`, the asset file) under the image's unguessable token
+    name (replacing a file a killed worker left there); returns the storage name. The caller marks the row done."""
     storage = Image._meta.get_field("file").storage
-    name = image_upload_to(image, "image.png")
+    name = upload_to(image, "image.png")
     if isinstance(storage, FileSystemStorage):
         if storage.exists(name):
             storage.delete(name)
@@ -368,6 +379,11 @@ def store_images(job: GenerationJob, results: Sequence[Generated], software_vers
     ids = [r.image.pk for r in results]
     already = set(Image.objects.filter(pk__in=ids, status=Image.Status.DONE).values_list("id", flat=True))
     written = {r.image.pk: (r, write_image_file(r.image, r.png)) for r in results if r.image.pk not in already}
+    assets = {
+        r.image.pk: write_image_file(r.image, r.asset, asset_upload_to)
+        for r in results
+        if r.image.pk in written and r.asset is not None
+    }
     now = timezone.now()
     with transaction.atomic():
         rows = Image.objects.filter(pk__in=written).exclude(status=Image.Status.DONE)
@@ -377,11 +393,22 @@ def store_images(job: GenerationJob, results: Sequence[Generated], software_vers
         for row in rows:
             r, name = written[row.pk]
             row.file.name, row.width, row.height = name, r.width, r.height
+            row.asset.name = assets.get(row.pk, "")
             row.status, row.error, row.finished_at = Image.Status.DONE, "", now
             row.generation_seconds, row.software_versions = r.seconds, software_versions
         Image.objects.bulk_update(
             rows,
-            ["file", "width", "height", "status", "error", "finished_at", "generation_seconds", "software_versions"],
+            [
+                "file",
+                "asset",
+                "width",
+                "height",
+                "status",
+                "error",
+                "finished_at",
+                "generation_seconds",
+                "software_versions",
+            ],
         )
         GenerationJob.objects.filter(pk=job.pk, task_id=job.task_id).update(lease_expires_at=now + job_lease())
     return len(rows)

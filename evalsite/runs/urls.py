@@ -11,4 +11,6 @@ urlpatterns = [
     path("<int:run_id>/progress.json", views.run_progress, name="progress"),
     path("<int:run_id>/retry", views.run_retry, name="retry"),
     path("images/<str:token>.png", views.image_file, name="image"),
+    path("assets/<str:token>.safetensors", views.asset_file, name="asset"),
+    path("images/<str:token>.gif", views.turntable_animation, name="animation"),
 ]

@@ -8,7 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count
-from django.http import FileResponse, Http404, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -173,6 +173,14 @@ def run_retry(request, run_id: int):
     return redirect("runs:detail", run_id=run.pk)
 
 
+def _opened(stored, what: str):
+    """A stored file opened for reading, or a 404 that says it is missing."""
+    try:
+        return stored.open("rb")
+    except (FileNotFoundError, OSError):
+        raise Http404(f"The {what} file is missing.") from None
+
+
 @require_GET
 @staff_required
 def image_file(request, token: str):
@@ -180,10 +188,49 @@ def image_file(request, token: str):
     image = Image.objects.filter(token=token, status=Image.Status.DONE).exclude(file="").first()
     if image is None:
         raise Http404("No such image.")
+    response = FileResponse(_opened(image.file, "image"), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@require_GET
+@staff_required
+def asset_file(request, token: str):
+    """A text-to-3D image's asset file (generation.threed.load_asset reads it), for researchers only."""
+    image = Image.objects.filter(token=token, status=Image.Status.DONE).exclude(asset="").first()
+    if image is None:
+        raise Http404("No such asset.")
+    handle = _opened(image.asset, "asset")
+    name = f"{image.model.name}-{image.prompt_id}-{image.seed}.safetensors".replace(" ", "_").replace("/", "_")
+    return FileResponse(handle, content_type="application/octet-stream", as_attachment=True, filename=name)
+
+
+TURN_FRAME_MS = 450  # as the rater page turns a turntable
+
+
+@require_GET
+@staff_required
+def turntable_animation(request, token: str):
+    """A text-to-3D image's animated preview: its turntable's views as the frames of a looping GIF, made from
+    the stored turntable on request (nothing else is stored). 404 for a picture that is no turntable."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from generation.contract import TURNTABLE_VIEWS
+
+    image = Image.objects.filter(token=token, status=Image.Status.DONE).exclude(file="").first()
+    if image is None or image.width != TURNTABLE_VIEWS * (image.height or 0):
+        raise Http404("No such turntable.")
     try:
-        handle = image.file.open("rb")
+        with image.file.open("rb") as stored:
+            strip = PILImage.open(stored).convert("RGB")
     except (FileNotFoundError, OSError):
         raise Http404("The image file is missing.") from None
-    response = FileResponse(handle, content_type="image/png")
+    side = strip.height
+    frames = [strip.crop((i * side, 0, (i + 1) * side, side)) for i in range(TURNTABLE_VIEWS)]
+    out = io.BytesIO()
+    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=TURN_FRAME_MS, loop=0)
+    response = HttpResponse(out.getvalue(), content_type="image/gif")
     response["Cache-Control"] = "private, max-age=3600"
     return response

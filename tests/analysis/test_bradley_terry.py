@@ -293,3 +293,33 @@ def test_fast_bootstrap_refits_equal_full_newton_refits_of_the_same_resamples(n_
     resampled = np.random.default_rng(5).poisson(pairs.counts, size=(20,) + pairs.counts.shape).astype(float)
     exact = bt_mle_batch(np.stack([pairs.half_wins(r) for r in resampled]))
     assert np.abs(fast - exact).max() < 1e-6
+
+
+def test_covariance_with_observed_ties_matches_the_spread_of_fits_where_fisher_overstates_it():
+    from analysis.bradley_terry import bt_covariance_observed_ties
+    from analysis.simulate import simulate_outcomes
+
+    rng = np.random.default_rng(11)
+    theta = np.array([0.0, -0.4, -0.8])
+    estimates, with_ties, fisher = [], [], []
+    for _ in range(400):
+        a = rng.integers(0, 3, 600)
+        b = (a + rng.integers(1, 3, 600)) % 3
+        outcome = simulate_outcomes(theta, a, b, rng, tie_rate=0.3)
+        score = np.where(outcome == 0, 1.0, np.where(outcome == 1, 0.0, 0.5))
+        wins, ties = np.zeros((3, 3)), np.zeros((3, 3))
+        np.add.at(wins, (a, b), score)
+        np.add.at(wins, (b, a), 1 - score)
+        np.add.at(ties, (a, b), outcome == 2)
+        np.add.at(ties, (b, a), outcome == 2)
+        fit = bt_mle(wins)
+        estimates.append(fit[0] - fit[1])
+        for out, cov in ((with_ties, bt_covariance_observed_ties(wins, ties, fit)), (fisher, bt_covariance(wins, fit))):
+            out.append(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    spread = np.var(estimates)
+    assert np.mean(with_ties) == pytest.approx(spread, rel=0.15)
+    assert np.mean(fisher) > 1.3 * spread  # ties as a coin flip: 30% ties overstate the variance by ~1/3
+    # no ties: exactly the Fisher covariance
+    assert np.allclose(bt_covariance_observed_ties(wins, np.zeros((3, 3)), fit), bt_covariance(wins, fit))
+    with pytest.raises(ValueError, match="symmetric"):
+        bt_covariance_observed_ties(wins, np.triu(ties), fit)

@@ -5,7 +5,7 @@ import pytest
 
 from analysis.bradley_terry import bt_mle
 from analysis.confidence_sequences import confidence_radius
-from analysis.decisions import campaign_decisions, explain
+from analysis.decisions import campaign_decisions, explain, replay_top_evidence, top_evidence_at_looks
 from analysis.simulate import simulate_campaign
 
 ALPHA = 0.05
@@ -106,12 +106,13 @@ def test_wrong_winner_rate_and_coverage_at_the_stopping_time():
     assert covered / pairs >= 0.90
 
 
-def test_the_rule_kept_across_looks_certifies_no_winner_when_the_top_two_are_equal():
+@pytest.mark.parametrize("rule", ["rebalanced", "rebalanced_ties"])
+def test_the_rule_kept_across_looks_certifies_no_winner_when_the_top_two_are_equal(rule):
     """Either certification rejects a true "b is the best" (each at alpha), so at most 2 alpha in theory;
     the guarantee for a unique best model is alpha."""
     strengths = np.array([0.0, 0.0, -1.0])
     rng = np.random.default_rng(6)
-    runs = [simulate_campaign(strengths, rng, max_votes=1500, rule="rebalanced") for _ in range(40)]
+    runs = [simulate_campaign(strengths, rng, max_votes=1500, rule=rule) for _ in range(40)]
     assert np.mean([run.certified_at is not None for run in runs]) <= ALPHA  # 2 of 40 allowed
     assert all(len(run.top_evidence) == run.votes // 25 for run in runs)
 
@@ -141,3 +142,70 @@ def test_top_evidence_replaces_the_split_over_rivals():
         "certified"
     ]
     assert stateless["model"] == top["model"] == 0
+
+
+def _ordered_votes(strengths, n, seed):
+    """n votes on uniformly drawn pairs, in order: (a, b, score of a), ties (10%) as 0.5."""
+    rng = np.random.default_rng(seed)
+    k = len(strengths)
+    a = rng.integers(0, k, n)
+    b = (a + rng.integers(1, k, n)) % k
+    p = 1 / (1 + np.exp(strengths[b] - strengths[a]))
+    u = rng.random(n)
+    score = np.where(u < 0.1, 0.5, np.where(u < 0.1 + 0.9 * p, 1.0, 0.0))
+    return a, b, score
+
+
+def _first_certified(a, b, score, k, rule):
+    """(votes, model) at the first look (every 25 votes) at which `rule` certifies a top model, or None."""
+    at_looks = top_evidence_at_looks(a, b, score, k)
+    for look, evidence in enumerate(at_looks, start=1):
+        n = 25 * look
+        wins = np.zeros((k, k))
+        np.add.at(wins, (a[:n], b[:n]), score[:n])
+        np.add.at(wins, (b[:n], a[:n]), 1 - score[:n])
+        top = campaign_decisions(wins, project=False, top_evidence=evidence if rule == "rebalanced" else None)
+        if top["top_model"]["certified"]:
+            return n, top["top_model"]["model"]
+    return None
+
+
+def test_replayed_evidence_certifies_a_clear_best_model_with_fewer_votes_than_bonferroni():
+    strengths = np.array([0.0, -0.5, -1.0, -1.5])
+    stops = {"bonferroni": [], "rebalanced": []}
+    for seed in range(6):
+        votes = _ordered_votes(strengths, 1500, seed)
+        for rule, found in stops.items():
+            stop = _first_certified(*votes, 4, rule)
+            assert stop is not None and stop[1] == 0
+            found.append(stop[0])
+    assert np.median(stops["rebalanced"]) < np.median(stops["bonferroni"])
+    assert sum(r < b for r, b in zip(stops["rebalanced"], stops["bonferroni"], strict=True)) >= 4
+
+
+def test_replayed_evidence_certifies_no_winner_among_equal_models():
+    certified = [_first_certified(*_ordered_votes(np.zeros(3), 600, seed), 3, "rebalanced") for seed in range(30)]
+    assert sum(stop is not None for stop in certified) <= 1  # 3 tied best models: <= 3 alpha in theory
+
+
+def test_replayed_evidence_is_a_pure_function_of_the_ordered_votes():
+    a, b, score = _ordered_votes(np.array([0.0, -0.4, -0.8]), 260, seed=2)
+    first = replay_top_evidence(a, b, score, 3)
+    assert np.array_equal(first, replay_top_evidence(a.copy(), b.copy(), score.copy(), 3))
+    at_looks = top_evidence_at_looks(a, b, score, 3)
+    assert at_looks.shape == (10, 3)
+    assert np.array_equal(at_looks[-1], replay_top_evidence(a[:250], b[:250], score[:250], 3))
+    assert not np.array_equal(first, at_looks[-1])  # the 10 votes after the last look count too
+    assert np.array_equal(replay_top_evidence(a[:0], b[:0], score[:0], 3), np.zeros(3))
+    with pytest.raises(ValueError, match="distinct"):
+        replay_top_evidence(np.array([0]), np.array([0]), np.array([1.0]), 3)
+
+
+def test_replayed_evidence_with_tie_variance_is_sharper_only_when_there_are_ties():
+    a, b, score = _ordered_votes(np.array([0.0, -0.4, -0.8]), 500, seed=4)
+    fisher = replay_top_evidence(a, b, score, 3)
+    with_ties = replay_top_evidence(a, b, score, 3, tie_variance=True)
+    assert with_ties[1] > fisher[1] and with_ties[2] > fisher[2]  # evidence against the worse models grows
+    decisive = score != 0.5
+    no_ties = [x[decisive] for x in (a, b, score)]
+    assert np.allclose(replay_top_evidence(*no_ties, 3, tie_variance=True), replay_top_evidence(*no_ties, 3))

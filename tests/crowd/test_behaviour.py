@@ -72,3 +72,16 @@ def test_bad_share_splits_evenly_over_the_bad_kinds_and_keeps_the_honest_proport
     mix = crowd_mix(None, 0.3)
     assert mix["random"] == mix["always_left"] == mix["fast"] == pytest.approx(0.1)
     assert mix["careful"] / mix["casual"] == pytest.approx(0.7 / 0.3)
+
+
+def test_a_careful_rater_picks_the_turntable_that_stays_consistent_as_it_turns():
+    rng = np.random.default_rng(0)
+    careful = draw_profile("careful", rng)
+    steady = ImageScores(
+        prompt_following=1.0, aesthetics=0.95, typography=None, correct=True, multiview_consistency=0.9
+    )
+    changing = ImageScores(
+        prompt_following=1.0, aesthetics=0.95, typography=None, correct=True, multiview_consistency=0.4
+    )
+    answers = [decide(careful, changing, steady, "multiview_consistency", rng) for _ in range(500)]
+    assert answers.count("right") / len(answers) > 0.9

@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from evalsite.dashboards import snapshots
 from evalsite.dashboards.models import ResultSnapshot
-from evalsite.dashboards.results import ResultOptions, campaign_results
+from evalsite.dashboards.results import CAMPAIGN_TOP_RULE, ResultOptions, campaign_results
 from evalsite.rating.models import Vote
 
 DAY = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
@@ -28,6 +28,12 @@ def test_a_snapshot_holds_the_dashboards_numbers_and_refits_to_them(voted_campai
             (r["model"], r["score"], r["lower"], r["upper"]) for r in page["leaderboard"]
         ]
         assert stored["excluded_raters"] == page["excluded_raters"] == ["speedy"]
+        shown = next(b["decision"] for b in page["decisions"]["by_criterion"] if b["criterion"] == criterion)
+        assert stored["decision"]["top_rule"] == shown["top_rule"] == CAMPAIGN_TOP_RULE
+        assert stored["decision"]["certified"] == shown["top_model"]["certified"]
+        assert stored["decision"]["confidence"] == pytest.approx(shown["top_model"]["confidence"])
+        assert stored["decision"]["bonferroni"] == pytest.approx(shown["top_model"]["bonferroni"])
+    assert snapshot.settings["top_rule"] == CAMPAIGN_TOP_RULE and snapshot.settings["top_evidence_look_every"] == 25
     assert snapshot.settings["rounds"] == 100 and snapshot.settings["seed"] == 0
     assert snapshot.software["pandas"] == pd.__version__
 
@@ -35,6 +41,24 @@ def test_a_snapshot_holds_the_dashboards_numbers_and_refits_to_them(voted_campai
     again = snapshots.refit(snapshot)
     assert again["identical"] is True and again["differences"] == []
     assert again["results"] == snapshot.results
+
+
+@pytest.mark.django_db
+def test_a_snapshot_taken_before_the_rebalanced_rule_refits_with_the_rule_it_used(voted_campaign):
+    snapshot = snapshots.take_snapshot(voted_campaign)
+    old_settings = {k: v for k, v in snapshot.settings.items() if k not in ("top_rule", "top_evidence_look_every")}
+    votes = snapshots.snapshot_votes(snapshot)
+    snapshot.settings, snapshot.results = old_settings, snapshots.snapshot_numbers(votes, old_settings)
+    snapshot.save()
+    snapshot.refresh_from_db()
+    again = snapshots.refit(snapshot)
+    assert again["identical"] is True
+    new_numbers = snapshots.snapshot_numbers(votes, snapshots.snapshot_settings(voted_campaign))
+    for criterion, block in again["results"].items():
+        assert "top_rule" not in block["decision"]  # the stateless rule, as such snapshots were taken
+        assert block["decision"]["confidence"] == pytest.approx(
+            new_numbers[criterion]["decision"]["bonferroni"]["confidence"]
+        )
 
 
 @pytest.mark.django_db

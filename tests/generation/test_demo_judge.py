@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from generation import demo_domain
+from generation.contract import TURNTABLE_VIEWS
 from generation.demo_domain import PositionSpec, ShapeSpec, WordSpec, render
-from generation.demo_judge import CannotJudge, cleanliness, judge_image
+from generation.demo_judge import CannotJudge, cleanliness, judge_image, judge_picture, judge_turntable
 
 
 def drawn(spec, seed=0):
@@ -58,3 +59,48 @@ def test_a_question_that_does_not_exist_is_an_error():
     scores = judge_image(drawn(ShapeSpec("red", "circle", "blue")), "a red circle on a blue background")
     with pytest.raises(ValueError, match="unknown question"):
         scores.get("realism")
+
+
+# ---------------------------------------------------------------------------------------------- turntables
+
+
+def strip(views):
+    """Square views side by side, as a text-to-3D model's turntable."""
+    return np.concatenate([np.asarray(v) for v in views], axis=1)
+
+
+RED_CIRCLE = "a red circle on a blue background"
+
+
+def test_a_turntable_that_shows_the_prompt_from_every_side_scores_full_marks_and_full_consistency():
+    view = drawn(ShapeSpec("red", "circle", "blue"))
+    scores = judge_picture(strip([view] * TURNTABLE_VIEWS), RED_CIRCLE)
+    assert scores.prompt_following == 1.0 and scores.correct
+    assert scores.multiview_consistency == 1.0 and scores.typography is None
+    assert scores.aesthetics >= 0.99
+
+
+def test_a_turntable_whose_object_changes_colour_and_shape_as_it_turns_loses_consistency_and_prompt_following():
+    red = drawn(ShapeSpec("red", "circle", "blue"))
+    green = drawn(ShapeSpec("green", "square", "blue"), seed=1)
+    changing = judge_picture(strip([red, green] * (TURNTABLE_VIEWS // 2)), RED_CIRCLE)
+    steady = judge_picture(strip([red] * TURNTABLE_VIEWS), RED_CIRCLE)
+    assert changing.multiview_consistency < 0.5 * steady.multiview_consistency
+    assert changing.prompt_following == pytest.approx(2 / 3)  # half the views: background right, colour and shape not
+    assert not changing.correct
+
+
+def test_a_turntable_of_the_wrong_shape_loses_prompt_following_as_a_picture_does():
+    """The views are asked the prompt's shape: an object of the right colour but the wrong shape (the shapeless
+    blob of a weak prior) loses to one whose side views read as the prompt's shape."""
+    square = drawn(ShapeSpec("red", "square", "blue"))
+    wrong_shape = judge_picture(strip([square] * TURNTABLE_VIEWS), RED_CIRCLE)
+    assert wrong_shape.prompt_following == pytest.approx(judge_image(square, RED_CIRCLE).prompt_following)
+    assert wrong_shape.prompt_following == pytest.approx(2 / 3) and not wrong_shape.correct
+
+
+def test_a_square_picture_is_judged_as_an_image_and_a_strip_of_another_length_is_refused():
+    view = drawn(ShapeSpec("red", "circle", "blue"))
+    assert judge_picture(view, RED_CIRCLE).multiview_consistency is None
+    with pytest.raises(ValueError, match="times as wide"):
+        judge_turntable(strip([view] * 3), RED_CIRCLE)

@@ -43,6 +43,7 @@ def test_outside_judgements_name_the_truly_better_model():
     assert [r["model"] for r in results["leaderboard"]] == ["dalle-3", "mj-v6", "ours"]
     top = results["decisions"]["by_criterion"][0]["decision"]["top_model"]
     assert top["model_name"] == "dalle-3" and top["certified"]
+    assert top["rule"] == "bonferroni"  # no vote ids, so no order of arrival to replay: the stateless rule
     assert results["raters"] == []  # the CSV named no raters: nothing to flag
 
 

@@ -31,6 +31,8 @@ def decision_summary(decision: dict) -> tuple:
         decision["models_in_order"],
         top["model_name"],
         top["certified"],
+        top["rule"],
+        round(top["confidence"], 9),
         [(n["higher_name"], n["lower_name"], n["settled"]) for n in decision["neighbours"]],
     )
 

@@ -58,8 +58,8 @@ def test_next_returns_id_prompt_criteria_two_image_urls_and_expiry(client, campa
     a = body["assignment"]
     row = Assignment.objects.get(pk=a["id"])
     assert a["prompt"]["text"] == row.prompt.text
-    assert a["images"]["left"] == {"url": f"/i/{row.id}/left.png", "alt": "Left image"}
-    assert a["images"]["right"] == {"url": f"/i/{row.id}/right.png", "alt": "Right image"}
+    assert a["images"]["left"] == {"url": f"/i/{row.id}/left.png", "alt": "Left image", "views": 1}
+    assert a["images"]["right"] == {"url": f"/i/{row.id}/right.png", "alt": "Right image", "views": 1}
     assert a["expires_at"].startswith(str(row.expires_at.year))
     assert a["votes_url"] == f"/api/assignments/{row.id}/votes"
     assert body["progress"] == {"answered": 0, "target": None}

@@ -155,7 +155,15 @@ def test_jobs_are_sent_to_the_gpu_queue_after_the_commit(
     assert sorted(m["args"] for m in sent) == sorted(f"[{job.pk}]" for job in jobs.values())
 
 
-VALID_SETTING = {"steps": 3, "guidance_scale": 2.0, "shift": 1.0, "height": 16, "width": 16, "scheduler": "ddim"}
+VALID_SETTING = {
+    "steps": 3,
+    "guidance_scale": 2.0,
+    "shift": 1.0,
+    "height": 16,
+    "width": 16,
+    "scheduler": "ddim",
+    "view_size": 16,
+}
 
 
 @pytest.mark.parametrize("kind", contract.GENERATING_KINDS)

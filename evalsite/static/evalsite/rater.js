@@ -5,6 +5,11 @@
 // Enter = submit. While the rater answers, the next pair is fetched (GET .../next?exclude=<current>)
 // and its images are preloaded. A submission carries one idempotency key that every retry reuses, so
 // a retried or doubled submission is stored once. Reloading the page resumes the open pair.
+//
+// A text-to-3D pair's images are turntables (images.left.views squares side by side in one PNG): each is shown
+// one view at a time in a square window; both turn together by themselves (one view every TURN_MS, unless the
+// browser asks for reduced motion), and each has a slider under it. Moving a slider stops that side's turning
+// at the chosen view; tapping the object starts it again.
 (function () {
   "use strict";
 
@@ -20,6 +25,8 @@
   const KEY_TO_CHOICE = { "1": "left", ArrowLeft: "left", "2": "right", ArrowRight: "right",
     t: "tie", T: "tie", b: "both_bad", B: "both_bad" };
   const MIN_VALID_MS = 5000; // a preloaded pair expiring sooner than this is not shown
+  const TURN_MS = 450; // how long a turntable shows each view while it turns by itself
+  const SIDES = ["left", "right"];
   const IMAGE_RETRY_MS = 2000; // the pause before moving on from a pair whose image could not be loaded
 
   const csrfToken = document.querySelector('meta[name="csrf-token"]').getAttribute("content");
@@ -35,6 +42,14 @@
     status: document.getElementById("status"),
     progressFill: document.getElementById("progress-fill"),
     progressText: document.getElementById("progress-text"),
+    pair: document.getElementById("pair"),
+  };
+  const turntable = {
+    views: 1,
+    timer: null,
+    turning: { left: false, right: false },
+    figure: { left: document.getElementById("figure-left"), right: document.getElementById("figure-right") },
+    slider: { left: document.getElementById("turn-left"), right: document.getElementById("turn-right") },
   };
 
   const state = {
@@ -128,7 +143,44 @@
   }
 
   function markSmall(img) {
-    img.classList.toggle("small", img.naturalWidth > 0 && img.naturalWidth < 256);
+    // one view of a turntable is as high as the image: its height is the side of what is shown
+    img.classList.toggle("small", img.naturalHeight > 0 && img.naturalHeight < 256);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Turntables (a text-to-3D pair)
+  // ---------------------------------------------------------------------------------------------
+
+  function showView(side, frame) {
+    turntable.figure[side].dataset.frame = String(frame);
+    turntable.figure[side].style.setProperty("--frame", String(frame));
+    turntable.slider[side].value = String(frame);
+  }
+
+  function turnOnce() {
+    SIDES.forEach((side) => {
+      if (turntable.turning[side]) {
+        showView(side, (Number(turntable.figure[side].dataset.frame) + 1) % turntable.views);
+      }
+    });
+  }
+
+  function setUpTurntables(views) {
+    turntable.views = views;
+    el.pair.classList.toggle("turntables", views > 1);
+    el.pair.style.setProperty("--views", String(views));
+    const still = window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+    SIDES.forEach((side) => {
+      turntable.slider[side].hidden = views <= 1;
+      turntable.slider[side].max = String(views - 1);
+      turntable.turning[side] = views > 1 && !still;
+      showView(side, 0);
+    });
+    if (views > 1 && !turntable.timer) turntable.timer = setInterval(turnOnce, TURN_MS);
+    if (views <= 1 && turntable.timer) {
+      clearInterval(turntable.timer);
+      turntable.timer = null;
+    }
   }
 
   function preloadImages(assignment) {
@@ -159,6 +211,7 @@
     el.left.alt = assignment.images.left.alt;
     el.right.src = assignment.images.right.url;
     el.right.alt = assignment.images.right.alt;
+    setUpTurntables(assignment.images.left.views || 1);
     renderQuestions(assignment.criteria);
     state.shownAt = performance.now();
     root.dataset.assignment = assignment.id;
@@ -354,7 +407,10 @@
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const tag = event.target && event.target.tagName;
-    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;
+    // A turntable's slider keeps its arrow keys (they turn the object); the other answer keys still answer.
+    const slider = tag === "INPUT" && event.target.type === "range";
+    if (slider && event.key.startsWith("Arrow")) return;
+    if ((tag === "INPUT" && !slider) || tag === "TEXTAREA" || tag === "SELECT") return;
     if (!state.current) return;
     if (event.key === "Enter") {
       event.preventDefault();
@@ -375,6 +431,15 @@
 
   el.submit.addEventListener("click", () => submit());
   [el.left, el.right].forEach((img) => img.addEventListener("load", () => markSmall(img)));
+  SIDES.forEach((side) => {
+    turntable.slider[side].addEventListener("input", () => {
+      turntable.turning[side] = false;
+      showView(side, Number(turntable.slider[side].value));
+    });
+    turntable.figure[side].querySelector(".viewer").addEventListener("click", () => {
+      if (turntable.views > 1) turntable.turning[side] = true;
+    });
+  });
 
   // An image that cannot be loaded: the server withdraws a pair whose file is gone or broken (404), so after a
   // short pause the page asks for the next pair; after a passing network error the same pair comes back.
