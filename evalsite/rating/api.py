@@ -38,6 +38,7 @@ from evalsite.rating.serializers import (
     vote_payload,
 )
 from evalsite.rating.voting import VoteRefused, VoteSubmission, submit_votes
+from evalsite.runs.models import ComparisonRun
 
 
 class SafeJSONParser(JSONParser):
@@ -171,14 +172,17 @@ def _rater_and_campaign(view: RaterAPIView, raw_id: str | None) -> tuple[Rater, 
     if campaign_id is not None:
         membership = Campaign.raters.through.objects.filter(campaign_id=OuterRef("pk"), rater__user_id=user_id)
         campaign = (
-            Campaign.objects.annotate(
+            Campaign.objects.select_related("run")
+            .annotate(
                 rater_pk=Subquery(Rater.objects.filter(user_id=user_id).values("pk")[:1]),
                 is_member=Exists(membership),
+                run_is_3d=ComparisonRun.is_3d_of("run_id"),
             )
             .filter(pk=campaign_id)
             .first()
         )
         if campaign is not None and campaign.rater_pk is not None and campaign.is_member and campaign.is_open:
+            campaign.run.is_3d = campaign.run_is_3d  # the questions' wording asks it: read in this statement
             # Only the ids are read: the engine needs no more, and any other field loads on first use.
             return Rater.from_db(connection.alias, ["id", "user_id"], [campaign.rater_pk, user_id]), campaign
     rater = view.rater()

@@ -22,6 +22,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from evalsite.rating.models import Assignment, Choice, ImagePair, Rater, Vote
+from evalsite.runs.models import ComparisonRun
 
 
 @dataclass
@@ -105,13 +106,14 @@ def _record(
         with transaction.atomic():
             assignment = (
                 Assignment.objects.select_for_update(of=("self",))
-                .select_related("campaign", "prompt", "image_left", "image_right", "gold", "rater")
-                .annotate(answered_before=_answered_in_campaign())
+                .select_related("campaign__run", "prompt", "image_left", "image_right", "gold", "rater")
+                .annotate(answered_before=_answered_in_campaign(), run_is_3d=ComparisonRun.is_3d_of("campaign__run_id"))
                 .filter(pk=assignment_id)
                 .first()
             )
             if assignment is None:
                 raise VoteRefused(404, "not_found", "no such assignment")
+            assignment.campaign.run.is_3d = assignment.run_is_3d  # which criteria are asked depends on it
             if not owns(assignment):
                 raise VoteRefused(403, "not_your_assignment", "this assignment belongs to another rater")
             check_choices(assignment, submission.choices)
