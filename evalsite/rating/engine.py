@@ -265,8 +265,9 @@ def _gold_images(prompt_id, rows, by_model, used_pairs, verifier, rng) -> tuple[
 class _GoldVerifier:
     """Whether the pixels confirm that a gold check's P image follows P better than the other image.
 
-    Demo-domain prompts are judged by the checker (`generation.demo_judge`): the P image must score at least
-    GOLD_MIN_MARGIN higher on prompt following. Prompts the checker cannot read pass unverified."""
+    Demo-domain prompts are judged by the checker (`generation.demo_judge`): the P image must pass every check
+    and score at least GOLD_MIN_MARGIN higher on prompt following than the other image. Prompts the checker
+    cannot read pass unverified."""
 
     def __init__(self, texts: dict[int, str]):
         self.texts = texts  # prompt id -> text
@@ -280,10 +281,12 @@ class _GoldVerifier:
         except CannotJudge:
             return True
         try:
-            right, wrong = (judge_image(self._image(pk), spec).prompt_following for pk in (correct_id, wrong_id))
+            right, wrong = (judge_image(self._image(pk), spec) for pk in (correct_id, wrong_id))
         except (OSError, ValueError):  # a file that cannot be read makes no gold check
             return False
-        return right - wrong >= GOLD_MIN_MARGIN
+        # The P image must pass every check (random noise passes a colour or background check by chance
+        # often enough to make a margin alone unsafe), and be clearly better than the other image.
+        return right.correct and right.prompt_following - wrong.prompt_following >= GOLD_MIN_MARGIN
 
     def _image(self, pk: int) -> np.ndarray:
         if pk not in self.pixels:
