@@ -271,6 +271,7 @@ def swarm(argv: list[str]) -> None:
         "errors": 0,
         "samples_4xx": [],
         "latency": {"vote": [], "next": [], "healthz": [], "join": []},
+        "latency_at": {},  # name -> wall-clock time of each latency above (bench/soak.py plots them over time)
     }
     origin = args.host.replace("http://", "https://")
 
@@ -291,6 +292,7 @@ def swarm(argv: list[str]) -> None:
                 state["samples_4xx"].append(f"{name} {code} {text[:160]}")
         if state["measuring"]:
             state["latency"].setdefault(name, []).append(response_time)
+            state["latency_at"].setdefault(name, []).append(time.time())
 
     events.request.add_listener(on_request)
     state["measuring"] = True
@@ -405,6 +407,7 @@ def swarm(argv: list[str]) -> None:
     environment = Environment(user_classes=[SimulatedRater], events=events)
     runner = environment.create_local_runner()
     runner.start(args.users, spawn_rate=max(1, args.users / 5))
+    state["started_at"] = time.time()
     start = time.monotonic()
     gevent.sleep(args.seconds)
     state["stop"] = True  # no new pair from now on; submissions in flight finish
@@ -429,6 +432,8 @@ def swarm(argv: list[str]) -> None:
                 "status_4xx": state["status_4xx"],
                 "errors": state["errors"],
                 "latency": state["latency"],
+                "latency_at": state["latency_at"],
+                "started_at": state["started_at"],
                 "unfinished": state["in_flight"],
                 "samples_4xx": state["samples_4xx"],
             }

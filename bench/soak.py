@@ -1,0 +1,185 @@
+"""A soak: 200 raters who think 3 s between pairs vote for 30 minutes; does anything grow?
+
+    .venv/bin/python bench/soak.py [--users 200] [--minutes 30] [--think-seconds 3] [--sample-seconds 30]
+
+One bench/vote_load.py run (its own PostgreSQL database, gunicorn 3 workers x 4 threads in the production
+settings shape, locust raters joining through the invite link and voting through the HTTP API) held for
+--minutes, while a sampler reads, every --sample-seconds, the resident memory (VmRSS from /proc) of the
+gunicorn master, each gunicorn worker and all PostgreSQL server processes together (their RSS counts the
+shared buffers each backend has touched, so it rises while the cache warms). gunicorn recycles no worker here
+(no --max-requests), so a leak would show.
+
+Prints per interval of the run (tenths by default): pairs acknowledged per second, vote POST and /next p50/p99,
+and each process's memory; then the growth from the first to the last interval, and acknowledged == stored.
+"Flat" means: memory of every process within --memory-slack of its value after the warm-up tenth, and the last
+tenth's p99 within --latency-slack times the second tenth's (the first tenth includes 200 raters joining).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import vote_load  # noqa: E402
+from bench.vote_load import percentile  # noqa: E402
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return None
+
+
+def processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, command name) of every process this user can read."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        found.append((int(entry.name), parent, name))
+    return found
+
+
+def memory_sample(master: int) -> dict[str, int]:
+    """KiB: 'gunicorn master', 'worker 1'... (by pid order), 'postgres (all)'."""
+    table = processes()
+    sample = {"gunicorn master": rss_kib(master) or 0}
+    workers = sorted(pid for pid, parent, _ in table if parent == master)
+    for n, pid in enumerate(workers, start=1):
+        sample[f"worker {n}"] = rss_kib(pid) or 0
+    sample["postgres (all)"] = sum(rss_kib(pid) or 0 for pid, _, name in table if name.startswith("postgres"))
+    return sample
+
+
+def sampler(seconds: float, every: float, samples: list) -> object:
+    """A vote_load fault hook that only watches: memory every `every` seconds while the raters vote."""
+
+    def watch(context) -> dict:
+        master = context["server"].pid
+        start = time.monotonic()
+        while time.monotonic() - start < seconds + every / 2:
+            samples.append((time.monotonic() - start, memory_sample(master)))
+            time.sleep(every)
+        return {}
+
+    return watch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/evalsite_soak")
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--minutes", type=float, default=30)
+    parser.add_argument("--think-seconds", type=float, default=3.0)
+    parser.add_argument("--sample-seconds", type=float, default=30)
+    parser.add_argument("--intervals", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--memory-slack", type=float, default=0.10, help="allowed growth after warm-up (share)")
+    parser.add_argument("--latency-slack", type=float, default=1.5, help="allowed last/second-tenth p99 ratio")
+    args = parser.parse_args()
+    seconds = int(args.minutes * 60)
+    load_args = vote_load.parser().parse_args(
+        [
+            "--database-url", args.database_url, "--users", str(args.users), "--seconds", str(seconds),
+            "--workers", str(args.workers), "--threads", str(args.threads),
+            "--think-seconds", str(args.think_seconds), "--baseline-seconds", "10",
+        ]
+    )  # fmt: skip
+    samples: list = []
+    started = time.time()
+    outcome = vote_load.run(load_args, fault=sampler(seconds, args.sample_seconds, samples))
+    votes = outcome["results"]["votes"]
+    acked = set(votes["acknowledged"])
+    expected_rows = sum(votes["acknowledged"].values())
+    print(
+        f"\n{args.users} raters, {args.think_seconds:g} s between pairs, {args.minutes:g} min of voting "
+        f"({time.time() - started:.0f} s with setup); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
+    print(
+        f"acknowledged == stored: {acked == outcome['stored_ids'] and expected_rows == outcome['stored_rows']} "
+        f"({len(acked)} pairs acknowledged, {len(outcome['stored_ids'])} stored); 5xx {votes['status_5xx']}; "
+        f"connection errors {votes['errors']}; site tracebacks {outcome['tracebacks']}"
+    )
+    verdict = report(timeline(votes), samples, seconds, args)
+    print(json.dumps({"flat": verdict}))
+
+
+def timeline(votes: dict) -> list[tuple[float, str, float]]:
+    """(seconds since the raters started, name, ms) of every vote and /next, and (seconds, "acked", 0) of every
+    acknowledged pair, from bench/vote_load.py's swarm output."""
+    start = votes["started_at"]
+    events = [
+        (at - start, name, ms)
+        for name in ("vote", "next")
+        for at, ms in zip(votes["latency_at"].get(name, []), votes["latency"].get(name, []), strict=True)
+    ]
+    events += [(at - start, "acked", 0.0) for at in votes["ack_times"]]
+    return events
+
+
+def report(events: list, samples: list, seconds: int, args) -> dict:
+    """The table per interval and the flatness verdicts."""
+    width = seconds / args.intervals
+    buckets = [{"vote": [], "next": [], "acked": 0} for _ in range(args.intervals)]
+    for at, name, ms in events:
+        n = min(args.intervals - 1, max(0, int(at // width)))
+        if name in ("vote", "next"):
+            buckets[n][name].append(ms)
+        elif name == "acked":
+            buckets[n]["acked"] += 1
+    names = list(samples[-1][1]) if samples else []
+    memory = [[] for _ in range(args.intervals)]
+    for at, sample in samples:
+        memory[min(args.intervals - 1, int(at // width))].append(sample)
+    header = "| minutes | pairs/s | vote p50 / p99 ms | next p50 / p99 ms | " + " | ".join(
+        f"{name} MiB" for name in names
+    )
+    print()
+    print(header + " |")
+    print("|" + "---|" * (4 + len(names)))
+    last_memory = {}
+    for n, bucket in enumerate(buckets):
+        cells = [
+            f"{n * width / 60:.1f}-{(n + 1) * width / 60:.1f}",
+            f"{bucket['acked'] / width:.1f}",
+            f"{percentile(bucket['vote'], 0.5):.0f} / {percentile(bucket['vote'], 0.99):.0f}",
+            f"{percentile(bucket['next'], 0.5):.0f} / {percentile(bucket['next'], 0.99):.0f}",
+        ]
+        if memory[n]:
+            last_memory[n] = dict(memory[n][-1])  # the interval's last sample
+        cells += [f"{last_memory.get(n, {}).get(name, 0) / 1024:.0f}" for name in names]
+        print("| " + " | ".join(cells) + " |")
+    first, last = last_memory.get(0, {}), last_memory.get(args.intervals - 1, {})
+    growth = {name: (last.get(name, 0) - first.get(name, 0)) / max(1, first.get(name, 0)) for name in names}
+    p99_second = percentile(buckets[1]["vote"], 0.99) if args.intervals > 1 else float("nan")
+    p99_last = percentile(buckets[-1]["vote"], 0.99)
+    print()
+    for name, share in growth.items():
+        print(f"{name:16s} {first.get(name, 0) / 1024:7.0f} MiB -> {last.get(name, 0) / 1024:7.0f} MiB ({share:+.1%})")
+    print(f"vote p99, second interval {p99_second:.0f} ms -> last {p99_last:.0f} ms ({p99_last / p99_second:.2f}x)")
+    return {
+        "memory": all(share <= args.memory_slack for share in growth.values()),
+        "latency": bool(p99_last <= args.latency_slack * p99_second),
+    }
+
+
+if __name__ == "__main__":
+    main()
