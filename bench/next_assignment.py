@@ -61,10 +61,8 @@ def configure_django(url: str) -> None:
 
 def seed(n_models: int, n_prompts: int, n_seeds: int, n_raters: int):
     """Models, prompts, a finished run of Image rows, a campaign and its raters; returns (campaign, raters)."""
-    from django.contrib.auth import get_user_model
-
     from evalsite.catalog.models import ImageModel, Prompt, PromptSet
-    from evalsite.rating.models import Campaign, Rater
+    from evalsite.rating.models import Campaign
     from evalsite.runs.models import ComparisonRun, Image, new_image_token, settings_hash
 
     models = ImageModel.objects.bulk_create(
@@ -111,11 +109,20 @@ def seed(n_models: int, n_prompts: int, n_seeds: int, n_raters: int):
     ]
     Image.objects.bulk_create(images, batch_size=5000)
     campaign = Campaign.objects.create(name="bench campaign", run=run, votes_per_pair=3, gold_rate=0.1)
+    return campaign, make_raters(campaign, n_raters, "bench-rater")
+
+
+def make_raters(campaign, n: int, prefix: str) -> list:
+    """n new raters (users prefix-0, prefix-1, ...) who joined the campaign."""
+    from django.contrib.auth import get_user_model
+
+    from evalsite.rating.models import Rater
+
     user_model = get_user_model()
-    users = user_model.objects.bulk_create([user_model(username=f"bench-rater-{i}") for i in range(n_raters)])
+    users = user_model.objects.bulk_create([user_model(username=f"{prefix}-{i}") for i in range(n)])
     raters = Rater.objects.bulk_create([Rater(user=u) for u in users])
-    campaign.raters.set(raters)
-    return campaign, raters
+    campaign.raters.add(*raters)
+    return raters
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.databases import drop_database, recreate_database  # noqa: E402 (needs ROOT on the path)
-from bench.next_assignment import configure_django, percentile, seed  # noqa: E402
+from bench.next_assignment import configure_django, make_raters, percentile, seed, time_endpoint  # noqa: E402
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/evalsite_bench_scale"
 N_MODELS, N_PROMPTS, N_SEEDS = 10, 400, 2
@@ -123,32 +122,6 @@ def grow_to(campaign, votes: int) -> float:
     return time.perf_counter() - start
 
 
-def time_next(campaign, raters, n_requests: int) -> list[float]:
-    from django.test import Client
-
-    from evalsite.rating.voting import VoteSubmission, record_votes
-
-    clients = []
-    for rater in raters:
-        client = Client()
-        client.force_login(rater.user)
-        clients.append(client)
-    url = f"/api/assignments/next?campaign={campaign.pk}"
-    timings = []
-    for i in range(n_requests):
-        rater, client = raters[i % len(raters)], clients[i % len(clients)]
-        start = time.perf_counter()
-        response = client.get(url, secure=True)
-        timings.append((time.perf_counter() - start) * 1000)
-        body = response.json()
-        if response.status_code != 200 or body["assignment"] is None:
-            raise SystemExit(f"next failed: {response.status_code} {body}")
-        a = body["assignment"]
-        choices = {c["key"]: secrets.choice(["left", "right", "tie", "both_bad"]) for c in a["criteria"]}
-        record_votes(a["id"], rater, VoteSubmission(f"bench-{a['id']}", choices, 1000))
-    return timings
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default=DEFAULT_DB)
@@ -176,8 +149,8 @@ def main() -> None:
         for step, size in enumerate(sizes):
             seconds = grow_to(campaign, size)
             stored = Vote.objects.filter(campaign=campaign).count()
-            raters = fresh_raters(campaign, 50, prefix=f"timed-{step}")
-            ms = time_next(campaign, raters, args.requests)
+            raters = make_raters(campaign, 50, prefix=f"timed-{step}")
+            ms = time_endpoint(campaign, raters, args.requests)
             row = (size, stored, percentile(ms, 0.5), percentile(ms, 0.99), sum(ms) / len(ms))
             rows.append(row)
             print(
@@ -196,18 +169,6 @@ def main() -> None:
 
             connections.close_all()
             drop_database(args.database_url)
-
-
-def fresh_raters(campaign, n: int, prefix: str):
-    from django.contrib.auth import get_user_model
-
-    from evalsite.rating.models import Rater
-
-    user_model = get_user_model()
-    users = user_model.objects.bulk_create([user_model(username=f"{prefix}-{i}") for i in range(n)])
-    raters = Rater.objects.bulk_create([Rater(user=u) for u in users])
-    campaign.raters.add(*raters)
-    return raters
 
 
 if __name__ == "__main__":
