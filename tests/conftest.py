@@ -196,3 +196,15 @@ def celery_worker_process(transactional_db, media_root, tmp_path, settings):
     worker = WorkerProcess(settings.VAR_DIR, media_root, tmp_path / "worker.log", queues="default,gpu").start()
     yield worker
     worker.stop()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared 2-core CPU: with one torch thread no OpenMP threads wait on each other (with two,
+    steps ran 17-70x slower here). Use it per module: pytestmark = pytest.mark.usefixtures("one_torch_thread")."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

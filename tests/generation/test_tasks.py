@@ -24,12 +24,7 @@ SETTINGS = {"steps": 2, "guidance_scale": 3.0, "height": 16, "width": 16}
 CACHE = BackendCache(max_size=4)  # models stay loaded across this module's tests, as in a worker
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import subprocess
 import time
 
 import pytest
-import torch
 
 from evalsite.catalog.models import ImageModel
 from evalsite.runs import services
@@ -54,20 +53,12 @@ class PrivateRedis:
             self.proc.wait(timeout=10)
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.worker
 @pytest.mark.slow
 @pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
 @pytest.mark.django_db(transaction=True)
 def test_a_broker_restart_mid_run_loses_no_image_and_makes_none_twice(
-    tmp_path, settings, make_prompt_set, one_thread, monkeypatch
+    tmp_path, settings, make_prompt_set, one_torch_thread, monkeypatch
 ):
     media = tmp_path / "media"
     settings.MEDIA_ROOT = media

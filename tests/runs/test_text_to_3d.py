@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from django.urls import reverse
 from PIL import Image as PILImage
 
@@ -30,12 +29,7 @@ SETTINGS = {"steps": 2, "guidance_scale": 30.0, "view_size": 16}  # seconds per 
 CACHE = BackendCache(max_size=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
