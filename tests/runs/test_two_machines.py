@@ -338,18 +338,23 @@ def test_an_image_another_machine_writes_at_the_same_moment_stays_one_object(
     )
 
 
-def test_a_rater_meets_a_503_with_retry_after_not_a_500_while_the_object_store_is_away(
-    settings, monkeypatch, make_campaign, make_rater
-):
-    """The web side reads each image from the store when a rater opens it: a store that cannot be reached is an
-    outage (evalsite.outages), answered like a database restart, not a bug."""
-    rater = make_rater("rater-store-away")
+def a_pair_on_screen(make_campaign, make_rater, username: str) -> tuple[Client, dict]:
+    """A rater's client and the pair the API just handed out to it (images stored locally, as made)."""
+    rater = make_rater(username)
     rater.instructions_seen_at = timezone.now()
     rater.save()
     campaign = make_campaign(raters=[rater], gold_rate=0.0)
     client = Client(raise_request_exception=False)
     client.force_login(rater.user)
-    assignment = client.get("/api/assignments/next", {"campaign": campaign.pk}).json()["assignment"]
+    return client, client.get("/api/assignments/next", {"campaign": campaign.pk}).json()["assignment"]
+
+
+def test_a_rater_meets_a_503_with_retry_after_not_a_500_while_the_object_store_is_away(
+    settings, monkeypatch, make_campaign, make_rater
+):
+    """The web side reads each image from the store when a rater opens it: a store that cannot be reached is an
+    outage (evalsite.outages), answered like a database restart, not a bug."""
+    client, assignment = a_pair_on_screen(make_campaign, make_rater, "rater-store-away")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     use_s3(settings, monkeypatch, f"http://127.0.0.1:{free_port()}", "evalsite-nowhere")  # nothing listens there
     response = client.get(assignment["images"]["left"]["url"])
@@ -361,13 +366,7 @@ def test_an_object_missing_from_the_store_is_a_clear_404_that_withdraws_the_pair
 ):
     """The store answers, but the image's object is not there (deleted, or a bucket restored without it): waiting
     will not bring it back, so the pair is withdrawn (rating.withdraw) and the rater's page moves on."""
-    rater = make_rater("rater-object-gone")
-    rater.instructions_seen_at = timezone.now()
-    rater.save()
-    campaign = make_campaign(raters=[rater], gold_rate=0.0)
-    client = Client(raise_request_exception=False)
-    client.force_login(rater.user)
-    assignment = client.get("/api/assignments/next", {"campaign": campaign.pk}).json()["assignment"]
+    client, assignment = a_pair_on_screen(make_campaign, make_rater, "rater-object-gone")
     s3_server.client().create_bucket(Bucket="evalsite-emptied")
     use_s3(settings, monkeypatch, s3_server.url, "evalsite-emptied")  # the files were written elsewhere
     response = client.get(assignment["images"]["left"]["url"])
