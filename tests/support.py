@@ -45,6 +45,17 @@ def png_bytes(seed: int, size: int = 32) -> bytes:
     return buffer.getvalue()
 
 
+def ordered_votes(strengths: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n votes on uniformly drawn model pairs, in the order cast: (a, b, score of a), ties (10%) as 0.5."""
+    rng = np.random.default_rng(seed)
+    k = len(strengths)
+    a = rng.integers(0, k, n)
+    b = (a + rng.integers(1, k, n)) % k
+    p = 1 / (1 + np.exp(strengths[b] - strengths[a]))
+    u = rng.random(n)
+    return a, b, np.where(u < 0.1, 0.5, np.where(u < 0.1 + 0.9 * p, 1.0, 0.0))
+
+
 def drawn_png(prompt: str, seed: int) -> bytes:
     """A PNG of what a demo prompt asks, drawn by the demo domain (different seeds place it differently);
     random pixels for a prompt outside the domain. Gold checks are only made where the pixels confirm them."""

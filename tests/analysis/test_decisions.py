@@ -7,6 +7,7 @@ from analysis.bradley_terry import bt_mle
 from analysis.confidence_sequences import confidence_radius
 from analysis.decisions import campaign_decisions, explain, replay_top_evidence, top_evidence_at_looks
 from analysis.simulate import simulate_campaign
+from tests.support import ordered_votes
 
 ALPHA = 0.05
 
@@ -144,18 +145,6 @@ def test_top_evidence_replaces_the_split_over_rivals():
     assert stateless["model"] == top["model"] == 0
 
 
-def _ordered_votes(strengths, n, seed):
-    """n votes on uniformly drawn pairs, in order: (a, b, score of a), ties (10%) as 0.5."""
-    rng = np.random.default_rng(seed)
-    k = len(strengths)
-    a = rng.integers(0, k, n)
-    b = (a + rng.integers(1, k, n)) % k
-    p = 1 / (1 + np.exp(strengths[b] - strengths[a]))
-    u = rng.random(n)
-    score = np.where(u < 0.1, 0.5, np.where(u < 0.1 + 0.9 * p, 1.0, 0.0))
-    return a, b, score
-
-
 def _first_certified(a, b, score, k, rule):
     """(votes, model) at the first look (every 25 votes) at which `rule` certifies a top model, or None."""
     at_looks = top_evidence_at_looks(a, b, score, k)
@@ -174,7 +163,7 @@ def test_replayed_evidence_certifies_a_clear_best_model_with_fewer_votes_than_bo
     strengths = np.array([0.0, -0.5, -1.0, -1.5])
     stops = {"bonferroni": [], "rebalanced": []}
     for seed in range(6):
-        votes = _ordered_votes(strengths, 1500, seed)
+        votes = ordered_votes(strengths, 1500, seed)
         for rule, found in stops.items():
             stop = _first_certified(*votes, 4, rule)
             assert stop is not None and stop[1] == 0
@@ -184,12 +173,12 @@ def test_replayed_evidence_certifies_a_clear_best_model_with_fewer_votes_than_bo
 
 
 def test_replayed_evidence_certifies_no_winner_among_equal_models():
-    certified = [_first_certified(*_ordered_votes(np.zeros(3), 600, seed), 3, "rebalanced") for seed in range(30)]
+    certified = [_first_certified(*ordered_votes(np.zeros(3), 600, seed), 3, "rebalanced") for seed in range(30)]
     assert sum(stop is not None for stop in certified) <= 1  # 3 tied best models: <= 3 alpha in theory
 
 
-def test_replayed_evidence_is_a_pure_function_of_the_ordered_votes():
-    a, b, score = _ordered_votes(np.array([0.0, -0.4, -0.8]), 260, seed=2)
+def test_replayed_evidence_is_a_pure_function_of_theordered_votes():
+    a, b, score = ordered_votes(np.array([0.0, -0.4, -0.8]), 260, seed=2)
     first = replay_top_evidence(a, b, score, 3)
     assert np.array_equal(first, replay_top_evidence(a.copy(), b.copy(), score.copy(), 3))
     at_looks = top_evidence_at_looks(a, b, score, 3)
@@ -202,7 +191,7 @@ def test_replayed_evidence_is_a_pure_function_of_the_ordered_votes():
 
 
 def test_replayed_evidence_with_tie_variance_is_sharper_only_when_there_are_ties():
-    a, b, score = _ordered_votes(np.array([0.0, -0.4, -0.8]), 500, seed=4)
+    a, b, score = ordered_votes(np.array([0.0, -0.4, -0.8]), 500, seed=4)
     fisher = replay_top_evidence(a, b, score, 3)
     with_ties = replay_top_evidence(a, b, score, 3, tie_variance=True)
     assert with_ties[1] > fisher[1] and with_ties[2] > fisher[2]  # evidence against the worse models grows

@@ -11,6 +11,7 @@ from analysis.decisions import campaign_decisions, replay_top_evidence, top_evid
 from analysis.votes import count_pairs, vote_sequence
 from evalsite.dashboards.data import votes_frame
 from evalsite.dashboards.results import CAMPAIGN_TOP_RULE
+from tests.support import ordered_votes
 
 TIES = CAMPAIGN_TOP_RULE == "rebalanced_ties"  # the campaign's rule takes each vote's variance from the ties
 
@@ -111,17 +112,6 @@ def test_a_clear_leader_is_certified_with_its_confidence(staff_client, campaign_
     assert f"{best} is the best of the 3 models, with 95% confidence" in page
 
 
-def _ordered_votes(strengths, n, seed):
-    """n votes on uniformly drawn model pairs, in order: (a, b, score of a), 10% ties."""
-    rng = np.random.default_rng(seed)
-    k = len(strengths)
-    a = rng.integers(0, k, n)
-    b = (a + rng.integers(1, k, n)) % k
-    p = 1 / (1 + np.exp(strengths[b] - strengths[a]))
-    u = rng.random(n)
-    return a, b, np.where(u < 0.1, 0.5, np.where(u < 0.1 + 0.9 * p, 1.0, 0.0))
-
-
 def _store_in_order(campaign, raters, a, b, score, *, interleave=None, slots=None):
     """Store the votes (a beat b with `score`) in this order, model k = the run's k-th model by name, each on
     a fresh image pair for its rater; interleave(n) may give extra answers to store before vote n."""
@@ -156,7 +146,7 @@ def test_a_clear_best_model_is_certified_by_the_campaigns_rule_before_bonferroni
     staff_client, campaign_page, make_run, make_campaign, make_rater
 ):
     strengths = np.array([0.0, -0.5, -1.0, -1.5])
-    a, b, score = _ordered_votes(strengths, 1200, seed=2)
+    a, b, score = ordered_votes(strengths, 1200, seed=2)
     # the first look at which the campaign's rule certifies, on the votes alone; Bonferroni is still open there
     looks = top_evidence_at_looks(a, b, score, 4, tie_variance=TIES)
     n = 25 * (1 + int(np.argmax((np.delete(looks, 0, axis=1) >= np.log(20)).all(axis=1))))
@@ -217,7 +207,7 @@ def test_equal_models_are_never_certified_by_the_campaigns_rule(staff_client, ma
     raters = [make_rater(f"r{i}") for i in range(16)]
     run = make_run(n_models=3, seeds=tuple(range(8)), name="equal")
     campaign = make_campaign(raters=raters, run=run, criteria=["prompt_following"])
-    _store_in_order(campaign, raters, *_ordered_votes(np.zeros(3), 1000, seed=5))
+    _store_in_order(campaign, raters, *ordered_votes(np.zeros(3), 1000, seed=5))
     data = staff_client.get(reverse("dashboards:api-results", args=[campaign.pk])).json()
     top = data["decisions"]["by_criterion"][0]["decision"]["top_model"]
     assert top["votes"] == sum(r["n_votes"] for r in data["raters"] if not r["flagged"]) and top["votes"] > 800
@@ -246,7 +236,7 @@ def test_the_resumed_replay_gives_the_full_replays_numbers_as_votes_come_and_rat
     raters = [make_rater(f"r{i}") for i in range(16)]
     run = make_run(n_models=3, seeds=tuple(range(8)), name="resume")
     campaign = make_campaign(raters=raters, run=run, criteria=["prompt_following"])
-    a, b, score = _ordered_votes(np.array([0.0, -0.3, -0.6]), 330, seed=9)
+    a, b, score = ordered_votes(np.array([0.0, -0.3, -0.6]), 330, seed=9)
     cache.clear()
     slots: dict = {}
 
