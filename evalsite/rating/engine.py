@@ -65,6 +65,7 @@ from evalsite.rating.models import (
     Rater,
     Vote,
 )
+from evalsite.runs.display import ImageUnreadable, stored_picture
 from evalsite.runs.models import Image
 
 MAX_OPEN_PER_CAMPAIGN = 2  # the pair on screen plus the preloaded next one
@@ -204,7 +205,9 @@ def create_gold_checks(campaign: Campaign, n: int = DEFAULT_GOLD_POOL, rng: rand
     existing = GoldCheck.objects.filter(campaign=campaign).count()
     if existing >= n:
         return 0
-    rows = list(_done_images(campaign).values_list("id", "model_id", "prompt_id", "seed", "prompt__category"))
+    rows = list(
+        _done_images(campaign).values_list("id", "model_id", "prompt_id", "seed", "prompt__category", "prompt__text")
+    )
     by_model = defaultdict(list)
     for row in rows:
         by_model[row[1]].append(row)
@@ -216,7 +219,7 @@ def create_gold_checks(campaign: Campaign, n: int = DEFAULT_GOLD_POOL, rng: rand
     taken = {prompt_id for prompt_id, _, _ in current}
     # Two checks over the same two images (P vs Q and Q vs P) would be one pair to a rater: never both.
     used_pairs = {Assignment.make_pair_key(correct, wrong) for _, correct, wrong in current}
-    verifier = _GoldVerifier(dict(_done_images(campaign).values_list("prompt_id", "prompt__text")))
+    verifier = _GoldVerifier({row[2]: row[5] for row in rows})
     checks = []
     for prompt_id in prompts:
         if existing + len(checks) >= n:
@@ -248,7 +251,7 @@ def _gold_images(prompt_id, rows, by_model, used_pairs, verifier, rng) -> tuple[
     # earlier checks (three prompts of one model: P1-P2 and P3-P2 leave P2 nothing) while another's are free.
     candidates = [row for row in rows if row[2] == prompt_id]
     rng.shuffle(candidates)
-    for image_id, model_id, _, seed, category in candidates:
+    for image_id, model_id, _, seed, category, _ in candidates:
         others = [
             row
             for row in by_model[model_id]
@@ -282,7 +285,7 @@ class _GoldVerifier:
             return True
         try:
             right, wrong = (judge_image(self._image(pk), spec) for pk in (correct_id, wrong_id))
-        except (OSError, ValueError):  # a file that cannot be read makes no gold check
+        except (ImageUnreadable, OSError, ValueError):  # a file that cannot be read makes no gold check
             return False
         # The P image must pass every check (random noise passes a colour or background check by chance
         # often enough to make a margin alone unsafe), and be clearly better than the other image.
@@ -290,11 +293,7 @@ class _GoldVerifier:
 
     def _image(self, pk: int) -> np.ndarray:
         if pk not in self.pixels:
-            from PIL import Image as PILImage
-
-            image = Image.objects.get(pk=pk)
-            with image.file.open("rb") as f:
-                self.pixels[pk] = np.asarray(PILImage.open(f).convert("RGB"))
+            self.pixels[pk] = np.asarray(stored_picture(Image.objects.get(pk=pk)).convert("RGB"))
         return self.pixels[pk]
 
 
