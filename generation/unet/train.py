@@ -57,27 +57,65 @@ class TrainConfig:
     save_every_minutes: float = 2.0  # checkpoints while training, so a stopped run still leaves one
     threads: int = 0  # torch CPU threads; 0 = all cores on an idle machine, 1 when others load it
     guidance_scale: float = DEFAULT_SAMPLER_SETTINGS["guidance_scale"]  # the sampler default written to the recipe
+    # Loss weight per step n, in eps terms: "eps" = 1 (DDPM's simple loss); "snr+1" = 1 + 1/SNR_n, clipped at
+    # max_loss_weight and divided by its mean over n (the x0 error weighted as v-prediction weights it; see
+    # loss_weights). The model still predicts eps.
+    loss_weighting: str = "eps"
+    max_loss_weight: float = 20.0
     model: UNetBaselineConfig = field(default_factory=UNetBaselineConfig)
 
 
+LOSS_WEIGHTINGS = ("eps", "snr+1")
+
+
+def loss_weights(alphas_cumprod: torch.Tensor, weighting: str, max_weight: float) -> torch.Tensor | None:
+    """Per-step weights (N,) of the eps regression, or None for DDPM's unweighted loss.
+
+    An eps error e at step n is an x0 error e / sqrt(SNR_n) (SNR_n = abar_n / (1 - abar_n)), so the plain eps loss
+    weights x0 errors by SNR_n: at the noisiest steps of the scaled-linear schedule by about 0.005. Those steps
+    decide the layout and shape of the image, and DDIM multiplies their eps error by up to 1 / sqrt(abar) ~ 15
+    on its way to x0. "snr+1" weights the eps error by 1 + 1/SNR_n (the x0 error by SNR_n + 1, as a v-prediction
+    loss does), clipped at max_weight so the last few steps do not take the whole gradient, and normalised to
+    mean 1 over the steps so the learning rate keeps its meaning."""
+    if weighting == "eps":
+        return None
+    if weighting != "snr+1":
+        raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {', '.join(LOSS_WEIGHTINGS)}")
+    if max_weight < 1:
+        raise ValueError("max_loss_weight must be at least 1")
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    w = (1 + 1 / snr).clamp(max=max_weight)
+    return w / w.mean()
+
+
 def diffusion_loss(
-    model: UNetBaseline, x0: torch.Tensor, text: Encoding, alphas_cumprod: torch.Tensor, generator: torch.Generator
+    model: UNetBaseline,
+    x0: torch.Tensor,
+    text: Encoding,
+    alphas_cumprod: torch.Tensor,
+    generator: torch.Generator,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DDPM's loss on a batch x0 (B, 3, H, W) in [-1, 1]: draw steps n and noise eps from `generator`, noise x0 to
-    x_n = sqrt(abar_n) x0 + sqrt(1 - abar_n) eps, and regress the model's prediction onto eps."""
+    x_n = sqrt(abar_n) x0 + sqrt(1 - abar_n) eps, and regress the model's prediction onto eps (each row weighted
+    by weights[n] when given: see loss_weights)."""
     tokens, mask, pooled = text
     n = torch.randint(0, model.config.num_train_timesteps, (x0.shape[0],), generator=generator)  # (B,)
     eps = torch.randn(x0.shape, generator=generator)
     a = alphas_cumprod[n].view(-1, 1, 1, 1)
     xn = a.sqrt() * x0 + (1 - a).sqrt() * eps
-    return F.mse_loss(model(xn, n, tokens, pooled, mask), eps)
+    if weights is None:
+        return F.mse_loss(model(xn, n, tokens, pooled, mask), eps)
+    per_row = (model(xn, n, tokens, pooled, mask) - eps).pow(2).mean(dim=(1, 2, 3))
+    return (weights[n] * per_row).mean()
 
 
 def recipe(cfg: TrainConfig, step: int, planned: int | None, wall: TimeBudget, cpu: TimeBudget) -> dict:
     """What config.json records about the run: the command, its progress and the software."""
     return {
         "trained_by": "generation.unet.train",
-        "objective": "eps/linear (DDPM, scaled-linear betas)",
+        "objective": "eps/linear (DDPM, scaled-linear betas)"
+        + ("" if cfg.loss_weighting == "eps" else f", loss weighted {cfg.loss_weighting} (max {cfg.max_loss_weight})"),
         "command": "python -m generation.unet.train " + " ".join(sys.argv[1:]),
         "steps_done": step,
         "planned_steps": planned,
@@ -109,6 +147,7 @@ def train(cfg: TrainConfig) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # (N,); diffusers sets the attribute in an __init__ wrapped by @register_to_config, which hides it from mypy
     alphas_cumprod = DDPMScheduler(**mcfg.scheduler_config()).alphas_cumprod  # type: ignore[attr-defined]
+    weights = loss_weights(alphas_cumprod, cfg.loss_weighting, cfg.max_loss_weight)
     print(f"UNet baseline: {model.num_params() / 1e6:.2f}M parameters", flush=True)
 
     wall, cpu = TimeBudget(None), TimeBudget(cfg.minutes, clock=time.process_time)
@@ -122,7 +161,7 @@ def train(cfg: TrainConfig) -> Path:
         images, captions, _ = demo_domain.sample_batch(cfg.batch_size, data_rng, "train", cfg.kinds)
         x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
         conditioning = drop_conditioning(text.encode(captions), empty, cfg.caption_dropout, gen)
-        loss = diffusion_loss(model, x0, conditioning, alphas_cumprod, gen)
+        loss = diffusion_loss(model, x0, conditioning, alphas_cumprod, gen, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -174,7 +213,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument(
         "--input-skip", action="store_true", help="eps = sqrt(1 - abar) x + UNet(...) (see UNetBaselineConfig)"
     )
+    p.add_argument(
+        "--loss-weighting",
+        choices=LOSS_WEIGHTINGS,
+        default=defaults.loss_weighting,
+        help="eps: DDPM's simple loss; snr+1: weight the noisiest steps up (see loss_weights)",
+    )
+    p.add_argument("--max-loss-weight", type=float, default=defaults.max_loss_weight, help="clip for snr+1")
     args = p.parse_args(argv)
+    if args.max_loss_weight < 1:
+        p.error("--max-loss-weight must be at least 1")
     if args.minutes <= 0 or (args.steps is not None and args.steps < 1):
         p.error("--minutes and --steps must be positive")
     try:
@@ -193,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             kinds=args.kinds,
             threads=args.threads,
             guidance_scale=args.guidance_scale,
+            loss_weighting=args.loss_weighting,
+            max_loss_weight=args.max_loss_weight,
             model=model,
         )
     )

@@ -77,3 +77,26 @@ def test_the_trainer_writes_the_skip_and_the_recommended_guidance_into_the_check
     assert meta["recipe"]["sampler_defaults"] == {"steps": 28, "guidance_scale": 1.5, "scheduler": "ddim"}
     model, _ = load_unet_baseline(out)
     assert model.config.input_skip is True
+
+
+def test_the_snr_weighting_raises_the_noisiest_steps_and_keeps_the_mean_at_one():
+    from generation.unet.train import loss_weights
+
+    abar = UNetBaselineConfig(**TINY_UNET).objective().alphas_cumprod.float()
+    assert loss_weights(abar, "eps", 20.0) is None
+    w = loss_weights(abar, "snr+1", 20.0)
+    torch.testing.assert_close(w.mean(), torch.tensor(1.0))
+    assert torch.all(w[1:] >= w[:-1])  # noisier steps never weigh less
+    assert w[999] / w[0] > 19.0  # clipped at 20 x the cleanest step's weight (1 + 1/SNR_0 ~ 1)
+    assert w[999] == w.max() and torch.isclose(w[999], w[990])  # the clip flattens the last steps
+
+
+def test_a_weighted_loss_trains_and_is_recorded(tmp_path):
+    from generation.unet.train import main
+
+    out = tmp_path / "weighted"
+    main(["--out", str(out), "--steps", "2", "--batch-size", "2", "--widths", "32,64", "--threads", "1",
+          "--input-skip", "--loss-weighting", "snr+1", "--max-loss-weight", "20"])  # fmt: skip
+    recipe = json.loads((out / "config.json").read_text())["recipe"]
+    assert recipe["train_config"]["loss_weighting"] == "snr+1"
+    assert "snr+1" in recipe["objective"]
