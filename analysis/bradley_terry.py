@@ -217,12 +217,29 @@ def bt_covariance_observed_ties(
     if ties.shape != wins.shape or np.any(ties < 0) or not np.allclose(ties, ties.T):
         raise ValueError("ties must be a symmetric non-negative (K, K) matrix like wins")
     theta = np.asarray(theta, dtype=float)
-    cov = bt_covariance(wins, theta, ridge=ridge)
+    return bt_covariance_with_tie_shares(wins, tie_shares(wins, ties, theta), theta, ridge=ridge)
+
+
+def tie_shares(wins: np.ndarray, ties: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """(K, K) P(tie) per pair as bt_covariance_observed_ties takes it: the pair's tie share shrunk towards the
+    campaign's as if from TIE_PRIOR_VOTES votes, at most 2 min(p, 1 - p)."""
     n = wins + wins.T
     np.fill_diagonal(n, 0.0)
     pooled = ties.sum() / max(n.sum(), 1.0)
     p = sigmoid(theta[:, None] - theta[None, :])
-    share = np.minimum((ties + TIE_PRIOR_VOTES * pooled) / (n + TIE_PRIOR_VOTES), 2.0 * np.minimum(p, 1.0 - p))
+    return np.minimum((ties + TIE_PRIOR_VOTES * pooled) / (n + TIE_PRIOR_VOTES), 2.0 * np.minimum(p, 1.0 - p))
+
+
+def bt_covariance_with_tie_shares(
+    wins: np.ndarray, share: np.ndarray, theta: np.ndarray, *, ridge: float = DEFAULT_RIDGE
+) -> np.ndarray:
+    """The sandwich of bt_covariance_observed_ties with P(tie) per pair given ((K, K), e.g. from tie_shares):
+    also for vote counts that have not happened yet (votes still needed, analysis.votes_needed)."""
+    theta = np.asarray(theta, dtype=float)
+    cov = bt_covariance(wins, theta, ridge=ridge)
+    n = wins + wins.T
+    np.fill_diagonal(n, 0.0)
+    p = sigmoid(theta[:, None] - theta[None, :])
     v = n * np.maximum(p * (1.0 - p) - share / 4.0, 0.0)
     np.fill_diagonal(v, 0.0)
     variance = np.diag(v.sum(axis=1) + ridge) - v  # like the information, with the score's variance per vote

@@ -52,6 +52,7 @@ def campaign_decisions(
     target_votes_per_pair: int | None = None,
     exploration: float | None = None,
     top_evidence: np.ndarray | None = None,
+    ties: np.ndarray | None = None,
 ) -> dict:
     """What a campaign can claim now, with error rates that hold under adaptive sampling and repeated looks.
 
@@ -70,6 +71,9 @@ def campaign_decisions(
     campaign's looks (analysis/confidence_sequences.py): the top model is then certified when every other
     model's reaches log(1 / alpha), no split over rivals. None: the stateless rule, each rival at
     alpha / (K-1).
+    ties: (K, K) symmetric tie counts ("both bad" included) when top_evidence comes from the rule that takes
+    each vote's variance from the observed ties ('rebalanced_ties'): the votes still needed for the top model
+    are then projected with that variance too (analysis.votes_needed). Ignored without top_evidence.
     """
     wins = check_wins(wins)
     check_alpha(alpha)
@@ -96,6 +100,8 @@ def campaign_decisions(
             exploration=DEFAULT_EXPLORATION if exploration is None else exploration,
             alpha=alpha,
             alpha_top=None if top_evidence is None else alpha,
+            ties=None if top_evidence is None else ties,
+            top_evidence=top_evidence,
         )
         _fill_votes_still_needed([top, *neighbours], [needed_top, *needed_pairs])
     for decision in [top, *neighbours]:

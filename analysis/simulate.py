@@ -293,6 +293,7 @@ class CampaignRun:
     pairs: list = field(default_factory=list)  # (i, j) of every vote, in order
     looks: list = field(default_factory=list)  # (votes, wins (K, K) copy, theta (K,)) at every look
     top_evidence: list = field(default_factory=list)  # rule 'rebalanced': (K,) log e-values at every look
+    ties_at_looks: list = field(default_factory=list)  # with keep_looks: (K, K) tie counts at every look
     final_decisions: dict | None = None  # campaign_decisions at certification (or at the end)
 
 
@@ -310,6 +311,7 @@ def simulate_campaign(
     until_separated: bool = False,
     keep_looks: bool = False,
     rule: str = "bonferroni",
+    steer_by_rule: bool = True,
 ) -> CampaignRun:
     """Run one campaign: the engine picks each pair (choose_model_pair), simulated raters vote, and every
     `look_every` votes the BT fit is refreshed (warm start) and campaign_decisions is checked.
@@ -319,6 +321,9 @@ def simulate_campaign(
     rule: how the top model is certified, 'bonferroni' (campaign_decisions alone: each rival at
     alpha / (K-1)), 'rebalanced' (a TopModelEvidence that sees every look, passed as top_evidence) or
     'rebalanced_ties' (the same, its informations from bt_covariance_observed_ties).
+    steer_by_rule: the engine's pair choice focuses by the rule's evidence (choose_model_pair's
+    top_evidence); False: by the stateless evidence whatever the rule (what the site's engine did before
+    it passed the replayed evidence), the certification unchanged.
     """
     if rule not in STOPPING_RULES:
         raise ValueError(f"rule must be one of {STOPPING_RULES}, got {rule!r}")
@@ -343,7 +348,7 @@ def simulate_campaign(
                 exploration=exploration,
                 alpha=alpha,
                 theta=theta,
-                top_evidence=top_evidence,
+                top_evidence=top_evidence if steer_by_rule else None,
             )
             score = simulate_vote(rng, strengths, i, j, tie_rate)
             wins[i, j] += score
@@ -364,6 +369,7 @@ def simulate_campaign(
             run.top_evidence.append(top_evidence)
         if keep_looks:
             run.looks.append((run.votes, wins.copy(), theta.copy()))
+            run.ties_at_looks.append(ties.copy())
         if run.certified_at is None:
             decisions = campaign_decisions(wins, alpha, theta=theta, project=False, top_evidence=top_evidence)
             if decisions["top_model"]["certified"]:

@@ -15,7 +15,12 @@ import math
 import numpy as np
 from scipy.special import log_ndtr
 
-from analysis.bradley_terry import bt_covariance, difference_information
+from analysis.bradley_terry import (
+    bt_covariance,
+    bt_covariance_with_tie_shares,
+    difference_information,
+    tie_shares,
+)
 from analysis.confidence_sequences import family_alphas, information_to_claim, log_evidence, one_sided_radius
 from analysis.pair_choice import allowed_pairs, most_informative_pair, vote_information
 
@@ -37,6 +42,8 @@ def project_votes_needed(
     exploration: float,
     alpha: float,
     alpha_top: float | None = None,
+    ties: np.ndarray | None = None,
+    top_evidence: np.ndarray | None = None,
 ) -> tuple[int | None, list[int | None]]:
     """Median votes until the top model is certified, and until each neighbour pair is settled.
 
@@ -54,6 +61,15 @@ def project_votes_needed(
     None where the median path does not cross within PROJECTION_HORIZON times the current votes.
     alpha_top: the one-sided level of each top-model claim (None: alpha / (K-1), the Bonferroni rule;
     the rule kept across looks, TopModelEvidence, is projected as alpha).
+    ties: (K, K) symmetric tie counts when the top model's rule takes each vote's variance from the observed
+    ties (rule 'rebalanced_ties', bt_covariance_observed_ties): the top model's claims are then projected
+    with that variance, today's and that of future votes (each pair keeping its current tie share,
+    tie_shares); the neighbour claims keep the Fisher variance their rule uses. None: Fisher everywhere.
+    top_evidence: (K,) log e-values of the rule kept across looks (TopModelEvidence): each rival's claim is
+    then continued from its e-value, not from the stateless evidence. While a test's wealth rides on the
+    leader, log E_b = offset_b + log M_{L,b} with offset_b fixed (the evidence lost or gained before the bet
+    last moved), so E_b reaches 1/alpha when M_{L,b} reaches 1 / (alpha exp(offset_b)): the claim is
+    projected at that level (capped at 0.5).
     """
     k = len(theta)
     counts = wins + wins.T
@@ -62,6 +78,13 @@ def project_votes_needed(
     d_hat = theta[ii] - theta[jj]
     cov = bt_covariance(wins, theta)
     info0 = difference_information(cov)[ii, jj]
+    share = None if ties is None else tie_shares(wins, np.asarray(ties, dtype=float), theta)
+    if share is not None:  # the top model's claims: the variance of its rule
+        info_top = difference_information(bt_covariance_with_tie_shares(wins, share, theta))[ii, jj]
+        info0 = np.where(slot == 0, info_top, info0)
+    if top_evidence is not None:  # continue each rival's e-value, not the stateless evidence
+        offset = np.asarray(top_evidence, dtype=float)[jj] - log_evidence(d_hat, info0)
+        level = np.where(slot == 0, np.clip(level * np.exp(offset), 1e-300, 0.5), level)
     is_open = log_evidence(d_hat, info0) < np.log(1.0 / level)
     eligible = allowed_pairs(counts, allowed, target_votes_per_pair)
     candidates = eligible & np.triu(np.ones((k, k), dtype=bool), 1)
@@ -89,9 +112,11 @@ def project_votes_needed(
             min_votes_per_pair,
             target_votes_per_pair,
             horizon,
+            share,
+            slot == 0,
         )
     else:
-        rate = _active_rates(theta, cov, eligible, ii, jj, info0, is_open)
+        rate = _active_rates(theta, cov, eligible, ii, jj, info0, is_open, share, slot == 0)
         more_votes = _active_votes(more_info, rate, slot, coverage, exploration)
 
     # 3. medians
@@ -131,8 +156,14 @@ def _active_rates(
     jj: np.ndarray,
     info0: np.ndarray,
     is_open: np.ndarray,
+    share: np.ndarray | None = None,
+    tie_claims: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Information each open claim gains per vote when the engine spends it on the best allowed pair for it."""
+    """Information each open claim gains per vote when the engine spends it on the best allowed pair for it.
+
+    share, tie_claims: tie shares per pair, and the claims measured with each vote's variance from them: one
+    vote on pair (a, b) then counts w / (w - P(tie) / 4) times its Fisher information w (its score varies
+    by w - P(tie)/4, not w), exact for the direct pair."""
     k = len(theta)
     weight = vote_information(theta)
     rate = np.zeros(len(ii))
@@ -143,9 +174,15 @@ def _active_rates(
         x = np.zeros(k)
         x[a], x[b] = 1.0, -1.0
         cx, xsx = contrast[0] @ cov @ x, x @ cov @ x
-        var = 1.0 / info0[c]
+        var = 1.0 / _fisher_information(cov, ii[c], jj[c])
         rate[c] = 1.0 / (var - weight[a, b] * cx**2 / (1.0 + weight[a, b] * xsx)) - 1.0 / var
+        if share is not None and tie_claims is not None and tie_claims[c]:
+            rate[c] *= weight[a, b] / max(weight[a, b] - share[a, b] / 4.0, 0.25 * weight[a, b])
     return rate
+
+
+def _fisher_information(cov: np.ndarray, i: int, j: int) -> float:
+    return 1.0 / max(cov[i, i] + cov[j, j] - 2.0 * cov[i, j], 1e-300)
 
 
 def _active_votes(
@@ -198,8 +235,13 @@ def _uniform_votes(
     min_votes: int,
     target: int | None,
     horizon: float,
+    share: np.ndarray | None = None,
+    tie_claims: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Votes until each claim gains `more_info` when votes are spread evenly over the allowed pairs."""
+    """Votes until each claim gains `more_info` when votes are spread evenly over the allowed pairs.
+
+    share, tie_claims: as _active_rates; those claims' information is the observed-ties sandwich of the
+    projected counts, each pair keeping its tie share."""
     k = len(theta)
     p_win = 1.0 / (1.0 + np.exp(-(theta[:, None] - theta[None, :])))
     base = counts.copy()
@@ -216,6 +258,9 @@ def _uniform_votes(
         if target is not None:
             projected = np.where(base < target, np.minimum(projected, target), base)
         info = difference_information(bt_covariance(projected * p_win, theta))[ii, jj]
+        if share is not None and tie_claims is not None:
+            tied = difference_information(bt_covariance_with_tie_shares(projected * p_win, share, theta))[ii, jj]
+            info = np.where(tie_claims, tied, info)
         gained[:, g] = info - info0
     out = np.zeros_like(more_info)
     for c in range(len(ii)):

@@ -93,7 +93,7 @@ def _wald_coverage(wins: np.ndarray, theta: np.ndarray, truth: np.ndarray) -> tu
 
 def one_campaign(args: tuple) -> dict:
     """Run one seeded campaign and measure it (module-level so a process pool can run it)."""
-    case, policy, rule, until_separated, seed_seq = args
+    case, policy, rule, until_separated, seed_seq, steer_by_rule = args
     strengths = CASES[case] - CASES[case].mean()
     rng = np.random.default_rng(seed_seq)
     run = simulate_campaign(
@@ -108,6 +108,7 @@ def one_campaign(args: tuple) -> dict:
         until_separated=until_separated,
         keep_looks=True,
         rule=rule,
+        steer_by_rule=steer_by_rule,
     )
     best = int(np.argmax(strengths))
     out = {
@@ -146,6 +147,7 @@ def one_campaign(args: tuple) -> dict:
             policy=policy,
             min_votes_per_pair=MIN_VOTES_PER_PAIR,
             top_evidence=run.top_evidence[idx] if run.top_evidence else None,
+            ties=run.ties_at_looks[idx] if rule == "rebalanced_ties" else None,
         )["top_model"]
         estimate = decision["votes_still_needed"]
         ratios[frac] = (np.inf if estimate is None else estimate) / (run.certified_at - votes)
@@ -215,6 +217,13 @@ def main() -> None:
     parser.add_argument(
         "--certify-only", action="store_true", help="stop each campaign at certification (no votes to separate)"
     )
+    parser.add_argument(
+        "--steer",
+        choices=("rule", "stateless"),
+        default="rule",
+        help="the engine focuses by the stopping rule's evidence (default) or by the stateless evidence whatever "
+        "the rule (the site's engine before issue 15's follow-up)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--seed", type=int, default=20240607)
     parser.add_argument("--save", help="write every campaign's measurements to this JSON-lines file")
@@ -234,7 +243,8 @@ def main() -> None:
 
     print(
         f"adaptive campaigns: reps={args.reps} per case and policy, alpha={ALPHA}, ties={TIE_RATE:.0%}, "
-        f"coverage {MIN_VOTES_PER_PAIR} votes/pair, looks every {LOOK_EVERY} votes, seed={args.seed}"
+        f"coverage {MIN_VOTES_PER_PAIR} votes/pair, looks every {LOOK_EVERY} votes, seed={args.seed}, "
+        f"engine steered by the {'rule' if args.steer == 'rule' else 'stateless'} evidence"
     )
     for case in cases:
         started = time.perf_counter()
@@ -242,7 +252,7 @@ def main() -> None:
         seeds = np.random.SeedSequence([args.seed, list(CASES).index(case)]).spawn(args.reps)
         summary = {}
         for policy, rule in [(p, r) for p in policies for r in rules]:
-            jobs = [(case, policy, rule, not args.certify_only, s) for s in seeds]
+            jobs = [(case, policy, rule, not args.certify_only, s, args.steer == "rule") for s in seeds]
             if args.jobs > 1:
                 with ProcessPoolExecutor(args.jobs) as pool:
                     results = list(pool.map(one_campaign, jobs, chunksize=2))

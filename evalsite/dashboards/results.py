@@ -258,6 +258,7 @@ def decisions_of(
         allowed=None if allowed is None else allowed(list(pairs.models)),
         min_votes_per_pair=min_votes_per_pair,
         top_evidence=top_evidence,
+        ties=pairs.dense()[1] if top_rule == "rebalanced_ties" else None,
     )
     out["top_rule"] = out["top_model"]["rule"] = top_rule
     out["top_evidence_look_every"] = None if top_rule == "bonferroni" else look_every

@@ -30,6 +30,7 @@ def expected_decisions(campaign, criterion):
         top_evidence=replay_top_evidence(
             *vote_sequence(counted.sort_values("vote_id"), pairs.models), 3, tie_variance=TIES
         ),
+        ties=pairs.dense()[1] if TIES else None,  # votes still needed with the rule's variance
     )
 
 
