@@ -29,14 +29,27 @@ May import numpy and analysis.votes, newton, bradley_terry, confidence_sequences
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.bradley_terry import bt_covariance, bt_mle, difference_information, sigmoid
-from analysis.confidence_sequences import DEFAULT_ALPHA, check_alpha, family_alphas, one_sided_radius
-from analysis.decisions import neighbour_decisions, top_model_decision
+from analysis.bradley_terry import (
+    bt_covariance,
+    bt_covariance_observed_ties,
+    bt_mle,
+    difference_information,
+    sigmoid,
+)
+from analysis.confidence_sequences import (
+    DEFAULT_ALPHA,
+    check_alpha,
+    family_alphas,
+    log_evidence,
+    one_sided_radius,
+)
+from analysis.decisions import TOP_EVIDENCE_LOOK_EVERY, TopEvidenceReplay, neighbour_decisions, top_model_decision
 from analysis.votes import PairCounts
 
 OUTCOME_SCORE = np.array([1.0, 0.0, 0.5])  # score of the pair's first model for: i won, j won, tie
@@ -57,7 +70,14 @@ class Decision:
 
 
 def decision_fragility(
-    pairs: PairCounts, alpha: float = DEFAULT_ALPHA, *, max_votes: int | None = None, pair_orders: bool = True
+    pairs: PairCounts,
+    alpha: float = DEFAULT_ALPHA,
+    *,
+    max_votes: int | None = None,
+    pair_orders: bool = True,
+    top_rule: str = "bonferroni",
+    ordered: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    look_every: int = TOP_EVIDENCE_LOOK_EVERY,
 ) -> list[dict]:
     """For each decision on these vote counts: the votes whose removal would change it.
 
@@ -69,6 +89,10 @@ def decision_fragility(
       votes_to_change (confirmed by refitting; None when not found), confirmed (bool),
       share (votes_to_change / counted votes), removed [{model_i, model_j, outcome, votes}] (which votes:
       outcome "i won", "j won" or "tie"), refits (how many refits it took), explain (plain words).
+    top_rule: how "top model certified" is decided, as campaign_decisions' caller decides it: 'bonferroni'
+    (the stateless rule, from the counts) or 'rebalanced' / 'rebalanced_ties' (the rule kept across looks,
+    replayed over `ordered` = (a, b, score), the same votes in the order they were cast, model indices into
+    pairs.models, looking every `look_every` votes): its entry is then replayed_top_fragility's.
     """
     check_alpha(alpha)
     counts = np.asarray(pairs.counts, dtype=float)
@@ -79,7 +103,17 @@ def decision_fragility(
     max_votes = int(total) if max_votes is None else min(int(max_votes), int(total))
     names = list(pairs.models)
     out = []
+    if top_rule != "bonferroni" and ordered is None:
+        raise ValueError(f"top_rule {top_rule!r} needs the votes in their order (ordered=(a, b, score))")
     for decision in _decisions(pairs, counts, alpha):
+        if decision.kind == "top_model_certified" and ordered is not None and top_rule != "bonferroni":
+            a, b, score = ordered
+            out.append(
+                replayed_top_fragility(
+                    a, b, score, names, alpha, rule=top_rule, look_every=look_every, max_votes=max_votes
+                )
+            )
+            continue
         out.append(_fragility_of(decision, pairs, counts, alpha, max_votes, names, total))
     return out
 
@@ -301,3 +335,200 @@ def explain_fragility(entry: dict) -> str:
         f"“{claim}” changes if {n:,} of the {entry['counted_votes']:,} counted votes ({share:.1f}%) are removed: "
         f"{what} (confirmed by refitting; the first-order estimate was {estimate})."
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# The top model certified by the rule kept across looks ('rebalanced' / 'rebalanced_ties')
+# --------------------------------------------------------------------------------------------------
+
+
+def replayed_top_fragility(
+    a: np.ndarray,
+    b: np.ndarray,
+    score: np.ndarray,
+    models: list[str],
+    alpha: float = DEFAULT_ALPHA,
+    *,
+    rule: str = "rebalanced_ties",
+    look_every: int = TOP_EVIDENCE_LOOK_EVERY,
+    max_votes: int | None = None,
+) -> dict:
+    """Fragility of "L is certified best" (or "not yet certified") under the rule the site runs, replayed over
+    the counted votes in the order they were cast (analysis.decisions.replay_top_evidence).
+
+    a, b, score: the ordered votes (model indices into `models`; score of a: 1, 0.5, 0). L is the leader of the
+    BT fit of all of them, as in campaign_decisions. The search is the one of decision_fragility, with:
+    * the statistic s = min over rivals b of (log E_b - log(1/alpha)), > 0 exactly when certified. To first
+      order each log E_b moves like the stateless log M_{L,b} (while the test's wealth rides on L,
+      log E_b = offset_b + log M_{L,b}, the offset fixed by the replay); M's information is the rule's
+      (observed-ties sandwich for 'rebalanced_ties', as a fixed ratio to Fisher's at each linearisation);
+    * "votes of a kind" (pair, outcome) are no longer interchangeable, since the order matters: removing n
+      votes of a kind removes the n most recent of them;
+    * confirmation replays the rule on the history without those votes (the look points move, as when a
+      rater is flagged) and asks top_model_decision with the replayed e-values.
+    Returns one entry like decision_fragility's, kind 'top_model_certified', with 'rule' and 'look_every'.
+    """
+    check_alpha(alpha)
+    if rule not in ("rebalanced", "rebalanced_ties"):
+        raise ValueError(f"rule must be 'rebalanced' or 'rebalanced_ties', got {rule!r}")
+    replay = _OrderedVotes(a, b, score, models, look_every=look_every, tie_variance=rule == "rebalanced_ties")
+    pairs, counts = replay.pairs, replay.pairs.counts.astype(float)
+    total = float(counts.sum())
+    max_votes = int(total) if max_votes is None else min(int(max_votes), int(total))
+    theta = bt_mle(pairs.half_wins(counts))
+    leader = int(np.argmax(theta))
+    rivals = [j for j in range(len(models)) if j != leader]
+    holds = replay.certified(counts, leader, alpha)
+    names = list(models)
+    claim = f"{names[leader]} is certified best" if holds else f"{names[leader]} is not yet certified best"
+    decision = Decision("top_model_certified", claim, leader, rivals, alpha)
+    direction = -1.0 if holds else 1.0
+    removal: list[int] = []
+    approximate = None
+    last_unchanged, found, refits = 0, None, 0
+
+    def changed(remaining: np.ndarray) -> bool:
+        per_model = np.bincount(pairs.i, remaining.sum(axis=1), pairs.n_models) + np.bincount(
+            pairs.j, remaining.sum(axis=1), pairs.n_models
+        )
+        if (per_model[[leader, *rivals]] <= 0).any():
+            return False
+        return replay.certified(remaining, leader, alpha) != holds
+
+    for round_number in range(MAX_ROUNDS):
+        remaining = counts - _as_counts(removal, counts.shape)
+        s, delta = _first_order_replayed(decision, replay, remaining, alpha)
+        kinds, crosses = _greedy_round(s, delta, remaining.ravel(), direction, max_votes - len(removal))
+        if round_number == 0 and crosses:
+            approximate = len(kinds)
+        if not kinds:
+            break
+        removal.extend(kinds)
+        refits += 1
+        if changed(counts - _as_counts(removal, counts.shape)):
+            found = len(removal)
+            break
+        last_unchanged = len(removal)
+        if len(removal) >= max_votes:
+            break
+    if found is not None:
+        lo, hi = last_unchanged, found
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            refits += 1
+            lo, hi = (lo, mid) if changed(counts - _as_counts(removal[:mid], counts.shape)) else (mid, hi)
+        found = hi
+    entry = {
+        "kind": "top_model_certified",
+        "rule": rule,
+        "look_every": look_every,
+        "claim": claim,
+        "holds": holds,
+        "models": [names[leader], *(names[r] for r in rivals)],
+        "approximate": approximate,
+        "votes_to_change": found,
+        "confirmed": found is not None,
+        "share": None if found is None else found / total,
+        "removed": [] if found is None else _describe(removal[:found], pairs),
+        "refits": refits,
+        "counted_votes": int(total),
+    }
+    entry["explain"] = explain_fragility(entry)
+    return entry
+
+
+class _OrderedVotes:
+    """An ordered vote history, its pair counts, and replays of the top-model rule without some votes.
+
+    The replay's state is kept at every look of the full history, so a replay without some votes resumes
+    at the last look before the earliest removed vote (the history up to there is unchanged)."""
+
+    def __init__(self, a, b, score, models, *, look_every: int, tie_variance: bool):
+        a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+        score = np.asarray(score, dtype=float)
+        self.a, self.b, self.score, self.k = a, b, score, len(models)
+        self.look_every, self.tie_variance = look_every, tie_variance
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        first_won = np.where(a < b, score, 1.0 - score)  # score of the lower-indexed model
+        outcome = np.where(score == 0.5, 2, np.where(first_won == 1.0, 0, 1))
+        pair_keys, pair_of = np.unique(lo * self.k + hi, return_inverse=True)
+        self.pair_of = pair_of.reshape(-1)
+        self.kind = self.pair_of * 3 + outcome  # each vote's kind: pair * 3 + outcome, as decision_fragility
+        counts = np.bincount(self.kind, minlength=len(pair_keys) * 3).reshape(len(pair_keys), 3)
+        self.pairs = PairCounts(list(models), pair_keys // self.k, pair_keys % self.k, counts)
+        self.positions = [np.flatnonzero(self.kind == kind) for kind in range(len(pair_keys) * 3)]
+        self.states = [TopEvidenceReplay(self.k, look_every=look_every, tie_variance=tie_variance)]
+        full = copy.deepcopy(self.states[0])
+        while full.looked + look_every <= len(a):
+            full.run(a[: full.looked + look_every], b[: full.looked + look_every], score[: full.looked + look_every])
+            self.states.append(copy.deepcopy(full))
+
+    def evidence(self, counts: np.ndarray) -> np.ndarray:
+        """(K,) log e-values at the last vote of the history without the most recent votes of each kind that
+        `counts` ((P, 3), at most the full counts) leaves out."""
+        drop = (self.pairs.counts - counts).astype(np.int64).ravel()
+        removed = [self.positions[kind][len(self.positions[kind]) - drop[kind] :] for kind in np.flatnonzero(drop > 0)]
+        if not removed:
+            keep = np.ones(len(self.a), dtype=bool)
+            first = len(self.a)
+        else:
+            gone = np.concatenate(removed)
+            keep = np.ones(len(self.a), dtype=bool)
+            keep[gone] = False
+            first = int(gone.min())
+        replay = copy.deepcopy(self.states[min(first // self.look_every, len(self.states) - 1)])
+        return replay.run(self.a[keep], self.b[keep], self.score[keep])[0]
+
+    def certified(self, counts: np.ndarray, leader: int, alpha: float) -> bool:
+        """Whether the rule certifies `leader` on the history without those votes (top_model_decision)."""
+        theta = bt_mle(self.pairs.half_wins(counts))
+        diff = theta[:, None] - theta[None, :]
+        info = difference_information(bt_covariance(self.pairs.half_wins(counts), theta))
+        names = list(self.pairs.models)
+        top = top_model_decision(
+            diff, info, alpha, leader, names, float(counts.sum()), top_evidence=self.evidence(counts)
+        )
+        return bool(top["certified"])
+
+
+def _first_order_replayed(
+    decision: Decision, replay: _OrderedVotes, counts: np.ndarray, alpha: float
+) -> tuple[float, np.ndarray]:
+    """(s, change of s per vote kind dropped) for the replayed rule, to first order (see replayed_top_fragility)."""
+    pairs = replay.pairs
+    wins = pairs.half_wins(counts)
+    theta = bt_mle(wins)
+    cov = bt_covariance(wins, theta)
+    k = len(theta)
+    rivals = np.array(decision.rivals)
+    contrasts = np.zeros((len(rivals), k))
+    contrasts[:, decision.leader] = 1.0
+    contrasts[np.arange(len(rivals)), rivals] = -1.0
+    diff = contrasts @ theta
+    var = np.einsum("rk,kl,rl->r", contrasts, cov, contrasts)
+    ratio = np.ones(len(rivals))  # the rule's variance / Fisher's, per rival, held fixed to first order
+    if replay.tie_variance:
+        tied = bt_covariance_observed_ties(wins, pairs.dense(counts)[1], theta)
+        ratio = np.einsum("rk,kl,rl->r", contrasts, tied, contrasts) / np.maximum(var, 1e-300)
+    evidence = replay.evidence(counts)[rivals]
+    offset = evidence - log_evidence(diff, 1.0 / np.maximum(var * ratio, 1e-300))
+    threshold = math.log(1.0 / alpha)
+
+    def statistic(d: np.ndarray, v: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            info = np.where(v > 0, 1.0 / np.maximum(v * ratio, 1e-300), 0.0)
+        return (log_evidence(d, info) + offset).min(axis=-1) - threshold
+
+    s = float(statistic(diff, var))
+    i, j = pairs.i, pairs.j
+    cov_u = cov[:, i] - cov[:, j]
+    c_cov_u = contrasts @ cov_u
+    u_cov_u = cov_u[i, np.arange(len(i))] - cov_u[j, np.arange(len(i))]
+    p = sigmoid(theta[i] - theta[j])
+    weight = p * (1 - p)
+    loss_grad = p[:, None] - OUTCOME_SCORE[None, :]
+    new_diff = diff[:, None, None] + c_cov_u[:, :, None] * loss_grad[None]
+    new_var = var[:, None] + weight * c_cov_u**2 / np.maximum(1.0 - weight * u_cov_u, 1e-12)
+    new_var = np.broadcast_to(new_var[:, :, None], new_diff.shape)
+    s_after = statistic(np.moveaxis(new_diff, 0, -1), np.moveaxis(new_var, 0, -1))
+    return s, (s_after - s).ravel()

@@ -444,7 +444,7 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
             {
                 "criterion": c,
                 "label": Criterion(c).label if c in Criterion.values else c,
-                "decisions": fragility_for(counted_by_criterion[c], options.alpha),
+                "decisions": fragility_for(counted_by_criterion[c], options.alpha, CAMPAIGN_TOP_RULE),
             }
             for c in criteria
         ],

@@ -2,8 +2,9 @@
 
 `style_control_for(counted)`: analysis.style_control.fit_style_control on one criterion's counted votes with
 the images' cached covariates (evalsite.runs.style_covariates): both leaderboards side by side and each
-covariate's effect. `fragility_for(counted, alpha)`: analysis.fragility.decision_fragility, the fewest votes
-whose removal changes each decision the page shows. Both return JSON-friendly values or None.
+covariate's effect. `fragility_for(counted, alpha, top_rule)`: analysis.fragility.decision_fragility, the fewest
+votes whose removal changes each decision the page shows ("top model certified" by the page's own rule).
+Both return JSON-friendly values or None.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pandas as pd
 
 from analysis.fragility import decision_fragility
 from analysis.style_control import COVARIATES, fit_style_control
-from analysis.votes import count_pairs
+from analysis.votes import count_pairs, vote_sequence
 from evalsite.runs.style_covariates import covariates_frame
 
 COVARIATE_LABELS = {
@@ -57,11 +58,16 @@ def style_control_for(counted: pd.DataFrame, confidence: float = 0.95) -> dict |
     }
 
 
-def fragility_for(counted: pd.DataFrame, alpha: float) -> list[dict] | None:
-    """decision_fragility on one criterion's counted votes; None without 2 models."""
+def fragility_for(counted: pd.DataFrame, alpha: float, top_rule: str = "bonferroni") -> list[dict] | None:
+    """decision_fragility on one criterion's counted votes; None without 2 models. top_rule: the rule that
+    decides "top model certified" on the page; a replayed one ('rebalanced_ties') takes the counted votes in
+    the order they were stored (vote_id), as the Decisions card replays them."""
     if counted.empty:
         return None
     pairs = count_pairs(counted)
     if pairs.n_models < 2:
         return None
-    return decision_fragility(pairs, alpha)
+    if top_rule == "bonferroni":
+        return decision_fragility(pairs, alpha)
+    in_order = counted.sort_values("vote_id", kind="stable") if "vote_id" in counted.columns else counted
+    return decision_fragility(pairs, alpha, top_rule=top_rule, ordered=vote_sequence(in_order, list(pairs.models)))

@@ -10,8 +10,9 @@ from django.urls import reverse
 
 from analysis.fragility import decision_fragility
 from analysis.style_control import fit_style_control
-from analysis.votes import count_pairs
+from analysis.votes import count_pairs, vote_sequence
 from evalsite.dashboards.data import counted_votes, votes_frame
+from evalsite.dashboards.results import CAMPAIGN_TOP_RULE
 from evalsite.runs.models import Image
 from evalsite.runs.style_covariates import STYLE_VERSION, covariates_frame
 
@@ -68,8 +69,18 @@ def test_fragility_of_every_decision_is_in_the_api_and_matches_the_analysis(staf
     by_criterion = {block["criterion"]: block["decisions"] for block in data["fragility"]}
     assert set(by_criterion) == {"prompt_following", "aesthetics"}
     for criterion, decisions in by_criterion.items():
-        expected = decision_fragility(count_pairs(counted(voted_campaign, criterion)), 0.05)
+        votes = counted(voted_campaign, criterion)
+        pairs = count_pairs(votes)
+        # "top model certified" by the page's own rule, replayed over the counted votes in their stored order
+        ordered = vote_sequence(votes.sort_values("vote_id", kind="stable"), pairs.models)
+        expected = decision_fragility(pairs, 0.05, top_rule=CAMPAIGN_TOP_RULE, ordered=ordered)
         assert decisions == expected
+        top = next(d for d in decisions if d["kind"] == "top_model_certified")
+        assert top["rule"] == CAMPAIGN_TOP_RULE
+        stateless = decision_fragility(pairs, 0.05)
+        assert [d for d in decisions if d["kind"] != "top_model_certified"] == [
+            d for d in stateless if d["kind"] != "top_model_certified"
+        ]
         kinds = [d["kind"] for d in decisions]
         assert kinds[:2] == ["top_model", "top_model_certified"] and "neighbour_settled" in kinds
         assert all(d["confirmed"] for d in decisions if d["kind"] == "top_model")
