@@ -457,6 +457,7 @@ class _OrderedVotes:
         counts = np.bincount(self.kind, minlength=len(pair_keys) * 3).reshape(len(pair_keys), 3)
         self.pairs = PairCounts(list(models), pair_keys // self.k, pair_keys % self.k, counts)
         self.positions = [np.flatnonzero(self.kind == kind) for kind in range(len(pair_keys) * 3)]
+        self._evidence: dict[bytes, np.ndarray] = {}
         self.states = [TopEvidenceReplay(self.k, look_every=look_every, tie_variance=tie_variance)]
         full = copy.deepcopy(self.states[0])
         while full.looked + look_every <= len(a):
@@ -467,6 +468,12 @@ class _OrderedVotes:
         """(K,) log e-values at the last vote of the history without the most recent votes of each kind that
         `counts` ((P, 3), at most the full counts) leaves out."""
         drop = (self.pairs.counts - counts).astype(np.int64).ravel()
+        key = drop.tobytes()
+        if key not in self._evidence:  # the search asks again for the counts it just confirmed
+            self._evidence[key] = self._replay_without(drop)
+        return self._evidence[key]
+
+    def _replay_without(self, drop: np.ndarray) -> np.ndarray:
         removed = [self.positions[kind][len(self.positions[kind]) - drop[kind] :] for kind in np.flatnonzero(drop > 0)]
         if not removed:
             keep = np.ones(len(self.a), dtype=bool)

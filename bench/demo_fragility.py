@@ -8,7 +8,9 @@ mmdit-demo-step2000, unet-baseline) generate the demo run's images (seed_demo's 
 careful and casual kinds, the pixel judge generation.demo_judge) answer prompt following and aesthetics on
 every same-prompt, same-seed pair of images, left and right alternating. The bad kinds of the crowd are left
 out here, as quality control leaves them out on the dashboard. Then, per criterion, exactly what the
-dashboard shows: the decisions (analysis.decisions), their fragility (analysis.fragility.decision_fragility)
+dashboard shows: the decisions (analysis.decisions; the top model by the site's rule, the votes replayed in the
+order they were cast), their fragility (analysis.fragility.decision_fragility, "certified" by that rule, with the
+older Bonferroni rule's figure beside it)
 and the leaderboard with and without style control on the images' real pixel covariates
 (analysis.style_control.fit_style_control; the generation time is the model's batch time per image, so it is
 left out as explained by the model). Timings of each step are printed.
@@ -30,11 +32,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.decisions import campaign_decisions  # noqa: E402
+from analysis.decisions import campaign_decisions, replay_top_evidence  # noqa: E402
 from analysis.fragility import decision_fragility  # noqa: E402
 from analysis.image_style import image_covariates  # noqa: E402
 from analysis.style_control import fit_style_control  # noqa: E402
-from analysis.votes import count_pairs  # noqa: E402
+from analysis.votes import count_pairs, vote_sequence  # noqa: E402
 from evalsite.crowd.behaviour import decide, draw_profile  # noqa: E402
 from generation import demo_domain  # noqa: E402
 from generation.demo_judge import judge_image  # noqa: E402
@@ -45,6 +47,7 @@ CHECKPOINTS = ("mmdit-demo", "mmdit-demo-step2000", "unet-baseline")  # folders 
 SETTINGS = {"steps": 28, "guidance_scale": 4.0}  # evalsite/demo seed_demo's DEMO_RUN_SETTINGS (32x32)
 SEEDS = (0, 1)
 CRITERIA = ("prompt_following", "aesthetics")
+SITE_TOP_RULE = "rebalanced_ties"  # evalsite.dashboards.results.CAMPAIGN_TOP_RULE (this bench runs without Django)
 
 
 def generate(name: str, prompts: list[str]) -> tuple[list[np.ndarray], float]:
@@ -121,13 +124,22 @@ def main() -> None:
     for criterion in CRITERIA:
         counted = votes_table[votes_table.criterion == criterion]
         pairs = count_pairs(counted)
-        decisions = campaign_decisions(pairs.half_wins(), model_names=pairs.models, project=False)
+        ordered = vote_sequence(counted, pairs.models)  # the votes in the order they were cast
+        evidence = replay_top_evidence(*ordered, pairs.n_models, tie_variance=True)
+        decisions = campaign_decisions(
+            pairs.half_wins(), model_names=pairs.models, project=False, top_evidence=evidence
+        )
         started = time.perf_counter()
-        fragility = decision_fragility(pairs)
+        fragility = decision_fragility(pairs, top_rule=SITE_TOP_RULE, ordered=ordered)
         fragility_seconds = time.perf_counter() - started
+        stateless = next(d for d in decision_fragility(pairs) if d["kind"] == "top_model_certified")
         top = decisions["top_model"]
         print(f"== {criterion}: {len(counted):,} counted votes; top model {top['model_name']},")
-        print(f"   certified: {top['certified']} (confidence {top['confidence']:.3f})")
+        print(
+            f"   certified by the site's rule ({SITE_TOP_RULE}, replayed in vote order): {top['certified']} "
+            f"(confidence {top['confidence']:.3f}); by the older Bonferroni rule: {top['bonferroni']['certified']} "
+            f"(confidence {top['bonferroni']['confidence']:.3f})"
+        )
         print(f"   fragility ({fragility_seconds:.2f} s, {sum(d['refits'] for d in fragility)} refits):")
         print(f"   {'decision':<52} {'holds':>5} {'first-order':>11} {'confirmed':>9} {'share':>6}")
         for d in fragility:
@@ -137,6 +149,12 @@ def main() -> None:
             print(f"   {d['claim']:<52} {d['holds']!s:>5} {approx:>11} {confirmed:>9} {share:>6}")
             if d["removed"]:
                 print(f"   {'':<4}remove: {'; '.join(r['text'] for r in d['removed'])}")
+        approx = "–" if stateless["approximate"] is None else str(stateless["approximate"])
+        confirmed = "–" if stateless["votes_to_change"] is None else str(stateless["votes_to_change"])
+        print(f"   the same claim by the older Bonferroni rule (what the card showed before): {stateless['claim']},")
+        print(f"   first-order {approx}, confirmed {confirmed}, {stateless['refits']} refits")
+        if stateless["removed"]:
+            print(f"   {'':<4}remove: {'; '.join(r['text'] for r in stateless['removed'])}")
         started = time.perf_counter()
         style = fit_style_control(counted, covariate_table)
         style_seconds = time.perf_counter() - started

@@ -9,14 +9,19 @@ Both return JSON-friendly values or None.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
+import numpy as np
 import pandas as pd
+from django.core.cache import cache
 
 from analysis.fragility import decision_fragility
 from analysis.style_control import COVARIATES, fit_style_control
 from analysis.votes import count_pairs, vote_sequence
 from evalsite.runs.style_covariates import covariates_frame
+
+FRAGILITY_CACHE_VERSION = 1  # bump when decision_fragility's answer changes for the same votes
 
 COVARIATE_LABELS = {
     "brightness": "Brightness (mean luma)",
@@ -70,4 +75,16 @@ def fragility_for(counted: pd.DataFrame, alpha: float, top_rule: str = "bonferro
     if top_rule == "bonferroni":
         return decision_fragility(pairs, alpha)
     in_order = counted.sort_values("vote_id", kind="stable") if "vote_id" in counted.columns else counted
-    return decision_fragility(pairs, alpha, top_rule=top_rule, ordered=vote_sequence(in_order, list(pairs.models)))
+    ordered = vote_sequence(in_order, list(pairs.models))
+    # a pure function of the ordered counted votes: kept in the cache under their fingerprint (the replays cost
+    # ~4 s per criterion at 21k votes of 6 models), recomputed as soon as any vote is added, removed or moved
+    digest = hashlib.sha256(repr((alpha, top_rule, list(pairs.models), FRAGILITY_CACHE_VERSION)).encode())
+    ids = in_order["vote_id"].to_numpy(dtype=np.int64) if "vote_id" in in_order.columns else np.arange(len(in_order))
+    for column in (ids, *ordered):
+        digest.update(np.ascontiguousarray(column).tobytes())
+    key = "fragility:" + digest.hexdigest()
+    found = cache.get(key)
+    if found is None:
+        found = decision_fragility(pairs, alpha, top_rule=top_rule, ordered=ordered)
+        cache.set(key, found, 24 * 3600)
+    return found

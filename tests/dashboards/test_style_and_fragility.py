@@ -114,3 +114,19 @@ def test_covariates_of_many_images_are_read_in_chunks(voted_campaign, monkeypatc
     chunked = covariates_frame(tokens).sort_index()
     assert len(whole) == len(tokens) == 24
     pd.testing.assert_frame_equal(whole, chunked)
+
+
+@pytest.mark.django_db
+def test_fragility_of_the_site_rule_is_cached_by_the_ordered_votes(voted_campaign, monkeypatch):
+    from evalsite.dashboards import style
+
+    votes = counted(voted_campaign, "prompt_following")
+    calls = []
+    real = style.decision_fragility
+    monkeypatch.setattr(style, "decision_fragility", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = style.fragility_for(votes, 0.05, CAMPAIGN_TOP_RULE)
+    assert style.fragility_for(votes, 0.05, CAMPAIGN_TOP_RULE) == first and len(calls) == 1
+    moved = votes.assign(vote_id=votes["vote_id"].to_numpy()[::-1])  # the same votes in another order
+    style.fragility_for(moved, 0.05, CAMPAIGN_TOP_RULE)
+    style.fragility_for(votes.iloc[:-1], 0.05, CAMPAIGN_TOP_RULE)  # one vote fewer
+    assert len(calls) == 3
