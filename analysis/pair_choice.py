@@ -8,11 +8,12 @@ Policy 'active', per request:
 1. coverage first: an allowed pair with fewer than `min_votes_per_pair` votes (the fewest first);
 2. with probability `exploration` (10%), a uniformly random allowed pair -- every allowed pair keeps a
    floor of votes, so no model is ever starved;
-3. otherwise the least-certain open decision (the anytime-valid evidence the stopping decisions use,
-   analysis/confidence_sequences.py): while the top model is not certified, the leader against the
-   rival it has the least evidence of beating; once it is, the leaderboard's own 95% intervals of the
-   top two until they stop overlapping (so the page shows what the decision says); then the
-   least-settled pair of neighbours in the ranking. The vote goes to the
+3. otherwise the least-certain open decision (the anytime-valid evidence of the stateless stopping rule,
+   analysis/confidence_sequences.py, or with top_evidence the rule kept across looks; the site's engine
+   passes none, docs/adaptive-campaigns.md, "Issue 15 follow-ups"): while the top model is not certified,
+   the leader against the rival it has the least evidence of beating; once it is, the leaderboard's own
+   95% intervals of the top two until they stop overlapping (so the page shows what the decision says);
+   then the least-settled pair of neighbours in the ranking. The vote goes to the
    allowed pair that most shrinks the variance of that target (one vote on pair x adds information
    w_x x x^T, so by Sherman-Morrison Var(c^T theta) falls by w_x (c^T S x)^2 / (1 + w_x x^T S x), S the
    covariance): usually the pair itself, another pair when the direct one is not allowed for this rater
