@@ -63,6 +63,7 @@ from evalsite.rating.models import (
     GoldCheck,
     ImagePair,
     Rater,
+    RaterTally,
     Vote,
 )
 from evalsite.runs.display import ImageUnreadable, stored_picture
@@ -330,9 +331,13 @@ def expire_assignments(campaign: Campaign | None = None, now: datetime | None = 
             due = Assignment.objects.filter(status=Assignment.Status.OPEN, expires_at__lte=now)
             if campaign is not None:
                 due = due.filter(campaign=campaign)
-            rows = list(due.select_for_update(skip_locked=True).values_list("id", "image_pair_id")[:batch])
+            rows = list(due.select_for_update(skip_locked=True).values_list("id", "image_pair_id", "rater_id")[:batch])
             if not rows:
                 return total
+            # The status change below updates each rater's tally under a lock of the rater (migration 0009): take
+            # those locks in id order, so two sweeps cannot deadlock on them.
+            raters = sorted({r[2] for r in rows})
+            list(Rater.objects.filter(pk__in=raters).order_by("pk").select_for_update(no_key=True).values_list("pk"))
             Assignment.objects.filter(id__in=[r[0] for r in rows]).update(status=Assignment.Status.EXPIRED)
             for pair_id, n in Counter(r[1] for r in rows if r[1] is not None).items():
                 ImagePair.objects.filter(pk=pair_id).update(assigned=F("assigned") - n)
@@ -544,33 +549,40 @@ class _History:
     gold_sides: Counter  # "left"/"right" -> where the correct gold image was shown
 
 
+_HISTORY_SQL = f"""
+SELECT model_id, answered, lean, gold_left, gold_right, NULL, NULL FROM {RaterTally._meta.db_table}
+WHERE rater_id = %(rater)s AND campaign_id = %(campaign)s
+UNION ALL
+SELECT NULL, 0, 0, 0, 0, id, created_at FROM {Assignment._meta.db_table}
+WHERE rater_id = %(rater)s AND status = %(open)s AND campaign_id = %(campaign)s AND expires_at > %(now)s
+"""
+
+
 def _history(rater: Rater, campaign: Campaign, now: datetime) -> _History:
-    rows = (
-        Assignment.objects.filter(rater=rater, campaign=campaign)
-        .exclude(status=Assignment.Status.EXPIRED)
-        .order_by("created_at")
-        .values_list(
-            "id",
-            "status",
-            "expires_at",
-            "image_pair_id",
-            "image_left__model_id",
-            "image_right__model_id",
-            "image_left_id",
-            "gold__correct_image_id",
-        )
-    )
+    """The rater's tally in the campaign (RaterTally: one row for answered and gold sides, one per model for the
+    lean, kept by triggers) and their open unexpired assignments (at most MAX_OPEN_PER_CAMPAIGN, through the
+    (rater, status) index), in one statement whose cost does not grow with the rater's history."""
+    params = {
+        "rater": rater.pk,
+        "campaign": campaign.pk,
+        "open": Assignment.Status.OPEN.value,
+        "now": connection.ops.adapt_datetimefield_value(now),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_HISTORY_SQL, params)
+        rows = cursor.fetchall()
     history = _History(open_ids=[], answered=0, lean=Counter(), gold_sides=Counter())
-    for pk, status, expires_at, pair_id, left_model, right_model, left_image, gold_correct_image in rows:
-        if status == Assignment.Status.ANSWERED:
-            history.answered += 1
-        elif expires_at > now:
-            history.open_ids.append(pk)
-        if pair_id is not None:
-            history.lean[left_model] += 1
-            history.lean[right_model] -= 1
-        elif gold_correct_image is not None:
-            history.gold_sides["left" if left_image == gold_correct_image else "right"] += 1
+    opened = []
+    for model_id, answered, lean, gold_left, gold_right, open_id, created_at in rows:
+        if open_id is not None:
+            open_id = open_id if isinstance(open_id, uuid.UUID) else uuid.UUID(open_id)
+            opened.append((created_at, str(open_id), open_id))
+        elif model_id == 0:
+            history.answered = answered
+            history.gold_sides["left"], history.gold_sides["right"] = gold_left, gold_right
+        elif lean:
+            history.lean[model_id] = lean
+    history.open_ids = [pk for _, _, pk in sorted(opened)]
     return history
 
 
