@@ -177,6 +177,26 @@ def grow_to(campaign, votes: int) -> float:
     return time.perf_counter() - start
 
 
+def time_recount(campaign) -> None:
+    """The full wins count that the Celery task rating.recount_wins does (once before this change, in whichever /next
+    met a cold or 10-minute-old cache), against what a process with a cold cache now does when the task's count
+    is in the shared cache: take it up and add the votes since."""
+    from django.core.cache import cache
+
+    from evalsite.rating import engine
+
+    model_ids = engine.campaign_model_ids(campaign)
+    start = time.perf_counter()
+    engine.recount_wins(campaign)
+    task_s = time.perf_counter() - start
+    cache.delete(f"rating:wins:{campaign.pk}")
+    start = time.perf_counter()
+    engine._cached_wins_and_theta(campaign, model_ids)
+    adopt_ms = (time.perf_counter() - start) * 1000
+    print(f"          full recount (the task's work, formerly in a /next) {task_s * 1000:8.1f} ms; a cold process "
+          f"taking the count up {adopt_ms:6.1f} ms", flush=True)  # fmt: skip
+
+
 HISTORY_RATERS = 20  # timed raters per history length
 
 
@@ -293,6 +313,7 @@ def main() -> None:
                 f"  p99 {row[3]:7.2f} ms  mean {row[4]:6.2f} ms  (n={len(ms)}, load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
+            time_recount(campaign)
         base = rows[0]
         print()
         print("votes stored   /next p50    p99     p50 / smallest   p99 / smallest")

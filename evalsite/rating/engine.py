@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from analysis.bradley_terry import bt_mle
@@ -476,10 +476,59 @@ def _count_all(campaign: Campaign, model_ids: list[int], excluded: frozenset, no
     return state
 
 
+def _full_count_key(campaign: Campaign) -> str:
+    return f"rating:wins-full:{campaign.pk}"
+
+
+def recount_wins(campaign: Campaign) -> _Wins:
+    """Count the campaign's wins matrix from all its votes and leave it in the shared cache, where every web process
+    takes it up at its next refresh (the Celery task `rating.recount_wins`; about 2 s at 1M votes, which /next no
+    longer spends)."""
+    model_ids = campaign_model_ids(campaign)
+    state = _count_all(campaign, model_ids, _excluded_raters(campaign), timezone.now())
+    caches["shared"].set(_full_count_key(campaign), state, 2 * WINS_RECOUNT_SECONDS)
+    return state
+
+
+def _ask_for_recount(campaign: Campaign) -> None:
+    """Enqueue `rating.recount_wins` after this transaction commits, at most once a minute per campaign for all
+    processes; a broker that is away costs this request nothing (the next refresh asks again)."""
+    if not caches["shared"].add(f"rating:wins-recount-asked:{campaign.pk}", 1, 60):
+        return
+
+    def send() -> None:
+        from evalsite.celery import app  # the project's Celery app; the engine is imported by its tasks
+
+        app.send_task("rating.recount_wins", args=[campaign.pk])
+
+    transaction.on_commit(send, robust=True)
+
+
+def _move_raters(state: _Wins, campaign: Campaign, excluded: frozenset) -> None:
+    """Take the counted votes of raters now excluded out of the matrix and put back those of raters no longer
+    excluded, reading only their votes (instead of counting every vote again)."""
+    leaving, returning = excluded - state.excluded, state.excluded - excluded
+    if leaving or returning:
+        rows = (
+            Vote.objects.filter(
+                campaign=campaign, criterion=WINS_CRITERION, is_gold=False, rater_id__in=leaving | returning
+            )
+            .filter(Q(id__lte=state.settled_id) | Q(id__in=state.counted_above))
+            .values_list("rater_id", "model_left_id", "model_right_id", "choice")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        moved = [(left, right, choice, -n if rater in leaving else n) for rater, left, right, choice, n in rows]
+        _add_wins(state.wins, state.model_ids, moved)
+    state.excluded = excluded
+
+
 def _cached_wins_and_theta(campaign: Campaign, model_ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
     """The wins matrix and its Bradley-Terry scores, at most WINS_CACHE_SECONDS old. A refresh reads the votes
-    made since the last one (see _Wins), so its cost does not grow with the campaign; everything is counted
-    again when the excluded raters change, and every WINS_RECOUNT_SECONDS."""
+    made since the last one (see _Wins), so its cost does not grow with the campaign; a rater who becomes excluded
+    (or no longer is) moves only their own votes. The full count runs in the Celery task `rating.recount_wins`
+    (asked for every WINS_RECOUNT_SECONDS) and reaches each process through the shared cache; only when there is
+    no count anywhere (a cold start) does a request count everything itself, once, and share the result."""
     key = f"rating:wins:{campaign.pk}"
     now = timezone.now()
     state = cache.get(key)
@@ -488,11 +537,18 @@ def _cached_wins_and_theta(campaign: Campaign, model_ids: list[int]) -> tuple[np
     if state is not None and now.timestamp() - state.refreshed < WINS_CACHE_SECONDS:
         return state.wins, state.theta
     excluded = _excluded_raters(campaign)
-    if state is None or state.excluded != excluded or now.timestamp() - state.recounted >= WINS_RECOUNT_SECONDS:
+    full = caches["shared"].get(_full_count_key(campaign))
+    if isinstance(full, _Wins) and full.model_ids == model_ids and (state is None or full.recounted > state.recounted):
+        state = full  # a newer full count; the votes since it are counted below
+    if state is None:
         state = _count_all(campaign, model_ids, excluded, now)
+        caches["shared"].set(_full_count_key(campaign), state, 2 * WINS_RECOUNT_SECONDS)
     else:
+        _move_raters(state, campaign, excluded)
         _count_recent(state, campaign, now)
-        state.refreshed = now.timestamp()
+    if now.timestamp() - state.recounted >= WINS_RECOUNT_SECONDS:
+        _ask_for_recount(campaign)
+    state.refreshed = now.timestamp()
     state.theta = bt_mle(state.wins) if state.wins.sum() > 0 else None
     cache.set(key, state, WINS_RECOUNT_SECONDS)
     return state.wins, state.theta
