@@ -82,3 +82,17 @@ def test_a_cold_start_counts_once_in_the_request_and_shares_the_count(campaign, 
     assert wins.sum() == 1 and sent == []
     shared = caches["shared"].get(f"rating:wins-full:{campaign.pk}")
     assert np.array_equal(shared.wins, wins)
+
+
+@pytest.mark.worker
+def test_a_real_worker_leaves_its_count_where_a_web_process_takes_it_up(
+    celery_worker_process, campaign, rater_of, monkeypatch
+):
+    model_ids = engine.campaign_model_ids(campaign)
+    for i, choice in enumerate(("left", "both_bad")):
+        _vote(rater_of(campaign, f"r{i}"), campaign, choice)
+    assert tasks.recount_wins.delay(campaign.pk).get(timeout=90) == 2.0
+    _forget_this_process(campaign)
+    _no_full_count_in_requests(monkeypatch)
+    wins, _ = engine._cached_wins_and_theta(campaign, model_ids)
+    assert np.array_equal(wins, engine.wins_matrix(campaign, model_ids)) and wins.sum() == 2
