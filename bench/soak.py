@@ -4,10 +4,11 @@
 
 One bench/vote_load.py run (its own PostgreSQL database, gunicorn 3 workers x 4 threads in the production
 settings shape, locust raters joining through the invite link and voting through the HTTP API) held for
---minutes, while a sampler reads, every --sample-seconds, the resident memory (VmRSS from /proc) of the
-gunicorn master, each gunicorn worker and all PostgreSQL server processes together (their RSS counts the
-shared buffers each backend has touched, so it rises while the cache warms). gunicorn recycles no worker here
-(no --max-requests), so a leak would show.
+--minutes, on a campaign seeded with enough image pairs for --minutes at --pairs-per-second (prompts_for), while
+a sampler reads, every --sample-seconds, the resident memory (VmRSS from /proc) of the gunicorn master and each
+gunicorn worker, and the private memory (RssAnon) of all PostgreSQL server processes on the machine together
+(their VmRSS would count the shared buffers each backend has touched, which rises while the cache warms).
+gunicorn recycles no worker here (no --max-requests), so a leak would show.
 
 Prints per interval of the run (tenths by default): pairs acknowledged per second, vote POST and /next p50/p99,
 and each process's memory; then the growth from the first to the last interval, and acknowledged == stored.
