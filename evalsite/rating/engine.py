@@ -40,6 +40,7 @@ the whole block is serialised and the same invariants hold.
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from collections import Counter, defaultdict
@@ -55,6 +56,7 @@ from django.utils import timezone
 from analysis.bradley_terry import bt_mle
 from analysis.pair_choice import NoPairAvailable, choose_model_pair
 from evalsite.catalog.models import Prompt
+from evalsite.outages import CACHE_AWAY
 from evalsite.rating.models import (
     Assignment,
     Campaign,
@@ -68,6 +70,8 @@ from evalsite.rating.models import (
 )
 from evalsite.runs.display import ImageUnreadable, stored_picture
 from evalsite.runs.models import Image
+
+log = logging.getLogger(__name__)
 
 MAX_OPEN_PER_CAMPAIGN = 2  # the pair on screen plus the preloaded next one
 WINS_CACHE_SECONDS = 5  # how stale the wins matrix given to the policy may be
@@ -480,20 +484,30 @@ def _full_count_key(campaign: Campaign) -> str:
     return f"rating:wins-full:{campaign.pk}"
 
 
+def _shared(operation: str, *args):
+    """caches["shared"].<operation>(*args), or None while the shared cache (Redis) is away: the full count there is
+    a hint, and a request goes on counting in its own process rather than failing."""
+    try:
+        return getattr(caches["shared"], operation)(*args)
+    except CACHE_AWAY as exc:
+        log.warning("shared cache away (%s): wins count not %s", exc, "read" if operation == "get" else "shared")
+        return None
+
+
 def recount_wins(campaign: Campaign) -> _Wins:
     """Count the campaign's wins matrix from all its votes and leave it in the shared cache, where every web process
     takes it up at its next refresh (the Celery task `rating.recount_wins`; about 2 s at 1M votes, which /next no
     longer spends)."""
     model_ids = campaign_model_ids(campaign)
     state = _count_all(campaign, model_ids, _excluded_raters(campaign), timezone.now())
-    caches["shared"].set(_full_count_key(campaign), state, 2 * WINS_RECOUNT_SECONDS)
+    caches["shared"].set(_full_count_key(campaign), state, 2 * WINS_RECOUNT_SECONDS)  # the task: fail loudly
     return state
 
 
 def _ask_for_recount(campaign: Campaign) -> None:
     """Enqueue `rating.recount_wins` after this transaction commits, at most once a minute per campaign for all
     processes; a broker that is away costs this request nothing (the next refresh asks again)."""
-    if not caches["shared"].add(f"rating:wins-recount-asked:{campaign.pk}", 1, 60):
+    if not _shared("add", f"rating:wins-recount-asked:{campaign.pk}", 1, 60):
         return
 
     def send() -> None:
@@ -537,12 +551,12 @@ def _cached_wins_and_theta(campaign: Campaign, model_ids: list[int]) -> tuple[np
     if state is not None and now.timestamp() - state.refreshed < WINS_CACHE_SECONDS:
         return state.wins, state.theta
     excluded = _excluded_raters(campaign)
-    full = caches["shared"].get(_full_count_key(campaign))
+    full = _shared("get", _full_count_key(campaign))
     if isinstance(full, _Wins) and full.model_ids == model_ids and (state is None or full.recounted > state.recounted):
         state = full  # a newer full count; the votes since it are counted below
     if state is None:
         state = _count_all(campaign, model_ids, excluded, now)
-        caches["shared"].set(_full_count_key(campaign), state, 2 * WINS_RECOUNT_SECONDS)
+        _shared("set", _full_count_key(campaign), state, 2 * WINS_RECOUNT_SECONDS)
     else:
         _move_raters(state, campaign, excluded)
         _count_recent(state, campaign, now)
