@@ -26,7 +26,8 @@ One call of `next_assignment(rater, campaign)`:
    correct image of a gold check goes to the side it has been on less often for this rater.
 
 One query reads the rater's history in the campaign (open assignments to resume, pairs answered, the
-left/right lean). On PostgreSQL step 5 and the insert of the assignment are one statement (_TAKE_PAIR_SQL),
+left/right lean, gold sides) from their RaterTally rows, which triggers keep (migration 0009), so its cost does
+not grow with the history. On PostgreSQL step 5 and the insert of the assignment are one statement (_TAKE_PAIR_SQL),
 so the /next request of a new pair costs 7 statements, BEGIN and COMMIT included (9 on SQLite);
 tests/rating/test_round_trips.py pins them. (The rater lock cannot join the history query: after waiting for
 the lock, PostgreSQL re-checks only the locked row, and the history would predate the other request.)
