@@ -4,10 +4,11 @@
 
 One bench/vote_load.py run (its own PostgreSQL database, gunicorn 3 workers x 4 threads in the production
 settings shape, locust raters joining through the invite link and voting through the HTTP API) held for
---minutes, while a sampler reads, every --sample-seconds, the resident memory (VmRSS from /proc) of the
-gunicorn master, each gunicorn worker and all PostgreSQL server processes together (their RSS counts the
-shared buffers each backend has touched, so it rises while the cache warms). gunicorn recycles no worker here
-(no --max-requests), so a leak would show.
+--minutes, on a campaign seeded with enough image pairs for --minutes at --pairs-per-second (prompts_for), while
+a sampler reads, every --sample-seconds, the resident memory (VmRSS from /proc) of the gunicorn master and each
+gunicorn worker, and the private memory (RssAnon) of all PostgreSQL server processes on the machine together
+(their VmRSS would count the shared buffers each backend has touched, which rises while the cache warms).
+gunicorn recycles no worker here (no --max-requests), so a leak would show.
 
 Prints per interval of the run (tenths by default): pairs acknowledged per second, vote POST and /next p50/p99,
 and each process's memory; then the growth from the first to the last interval, and acknowledged == stored.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -30,11 +32,27 @@ sys.path.insert(0, str(ROOT))
 from bench import vote_load  # noqa: E402
 from bench.vote_load import percentile  # noqa: E402
 
+PAIRS_PER_SECOND = 70  # what 200 raters who think 3 s answer (66-67 pairs/s measured; docs/rater-app.md, The soak)
+VOTES_PER_PAIR = 3  # the seeded campaign's target (bench/next_assignment.py seed)
+PAIR_HEADROOM = 1.25  # image pair slots seeded per pair the run is expected to ask for
 
-def rss_kib(pid: int) -> int | None:
+
+def prompts_for(seconds: float, pairs_per_second: float) -> int:
+    """Prompts to seed so that the campaign does not run out of image pairs before `seconds` of voting at
+    `pairs_per_second`: each prompt gives every model pair one image pair per seed, each taking VOTES_PER_PAIR
+    raters (gold checks use no image pair slot). 30 minutes at 70 pairs/s: 126,000 pairs, 52,500 image pairs with
+    the headroom, 584 prompts (the run that ran out at minute 24 had 300)."""
+    model_pairs = vote_load.N_MODELS * (vote_load.N_MODELS - 1) // 2
+    image_pairs = pairs_per_second * seconds * PAIR_HEADROOM / VOTES_PER_PAIR
+    return max(vote_load.N_PROMPTS, math.ceil(image_pairs / (model_pairs * vote_load.N_SEEDS)))
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int | None:
+    """A memory field of /proc/PID/status in KiB: VmRSS (all resident pages, shared ones included) or RssAnon
+    (private memory only)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
@@ -58,13 +76,17 @@ def processes() -> list[tuple[int, int, str]]:
 
 
 def memory_sample(master: int) -> dict[str, int]:
-    """KiB: 'gunicorn master', 'worker 1'... (by pid order), 'postgres (all)'."""
+    """KiB: 'gunicorn master', 'worker 1'... (by pid order): VmRSS; 'postgres RssAnon': the private memory of all
+    PostgreSQL server processes together (their VmRSS would also count, once per backend, every shared buffer
+    that backend has touched, which rises while the cache warms and says nothing about a leak)."""
     table = processes()
     sample = {"gunicorn master": rss_kib(master) or 0}
     workers = sorted(pid for pid, parent, _ in table if parent == master)
     for n, pid in enumerate(workers, start=1):
         sample[f"worker {n}"] = rss_kib(pid) or 0
-    sample["postgres (all)"] = sum(rss_kib(pid) or 0 for pid, _, name in table if name.startswith("postgres"))
+    sample["postgres RssAnon"] = sum(
+        rss_kib(pid, "RssAnon") or 0 for pid, _, name in table if name.startswith("postgres")
+    )
     return sample
 
 
@@ -93,14 +115,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--memory-slack", type=float, default=0.10, help="allowed growth after warm-up (share)")
+    parser.add_argument(
+        "--pairs-per-second",
+        type=float,
+        default=PAIRS_PER_SECOND,
+        help="the rate to seed image pairs for (raise it with more users or shorter pauses)",
+    )
     parser.add_argument("--latency-slack", type=float, default=1.5, help="allowed last/second-tenth p99 ratio")
     args = parser.parse_args()
     seconds = int(args.minutes * 60)
+    prompts = prompts_for(seconds, args.pairs_per_second)
+    print(
+        f"seeding {prompts} prompts: image pairs for {args.minutes:g} min at {args.pairs_per_second:g} pairs/s",
+        flush=True,
+    )
     load_args = vote_load.parser().parse_args(
         [
             "--database-url", args.database_url, "--users", str(args.users), "--seconds", str(seconds),
             "--workers", str(args.workers), "--threads", str(args.threads),
-            "--think-seconds", str(args.think_seconds), "--baseline-seconds", "10",
+            "--think-seconds", str(args.think_seconds), "--baseline-seconds", "10", "--prompts", str(prompts),
         ]
     )  # fmt: skip
     samples: list = []

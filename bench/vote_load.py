@@ -4,8 +4,8 @@
 
 What it does, in one command:
   1. creates its own PostgreSQL database (default postgres://postgres@127.0.0.1:5432/evalsite_bench; dropped at
-     the end unless --keep), migrates it and seeds a finished run of 10 models x 300 prompts x 2 seeds (Image
-     rows only: raters here never fetch image files) and a campaign (3 votes per pair, 10% gold);
+     the end unless --keep), migrates it and seeds a finished run of 10 models x 300 prompts (--prompts) x 2 seeds
+     (Image rows only: raters here never fetch image files) and a campaign (3 votes per pair, 10% gold);
   2. collects static files (manifest storage, as in production) and starts the site under gunicorn (gthread
      workers) in the production settings shape (DJANGO_DEBUG=0, secure cookies, requests marked HTTPS by
      X-Forwarded-Proto as a TLS proxy would), the per-rater throttle raised out of the way
@@ -85,6 +85,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--think-seconds", type=float, default=0.0, help="a rater's pause between pairs")
+    parser.add_argument(
+        "--prompts", type=int, default=N_PROMPTS, help=f"prompts of the seeded run ({N_MODELS} models, {N_SEEDS} seeds)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     return parser
 
@@ -113,7 +116,7 @@ def run(args, fault=None) -> dict:
     server = None
     try:
         prepare_site(env)
-        seeded = django_step(__file__, env, "_seed")
+        seeded = django_step(__file__, env, "_seed", str(args.prompts))
         print(
             f"seeded {seeded['images']} images, {seeded['pairs']} image pairs; campaign {seeded['campaign']}",
             flush=True,
@@ -214,7 +217,7 @@ def report(results: dict, stored_ids: set[str], stored_rows: int, most: int, arg
 # --------------------------------------------------------------------------------------------------
 
 
-def seed_for_load() -> None:
+def seed_for_load(n_prompts: int) -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evalsite.settings")
     import django
@@ -223,7 +226,7 @@ def seed_for_load() -> None:
     from bench.next_assignment import seed
     from evalsite.rating import engine
 
-    campaign, _ = seed(N_MODELS, N_PROMPTS, N_SEEDS, n_raters=0)
+    campaign, _ = seed(N_MODELS, n_prompts, N_SEEDS, n_raters=0)
     made = engine.prepare_campaign(campaign)
     print(
         json.dumps(
@@ -443,7 +446,7 @@ def swarm(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_seed":
-        seed_for_load()
+        seed_for_load(int(sys.argv[2]) if len(sys.argv) > 2 else N_PROMPTS)
     elif len(sys.argv) > 1 and sys.argv[1] == "_swarm":
         swarm(sys.argv[2:])
     else:

@@ -26,7 +26,8 @@ One call of `next_assignment(rater, campaign)`:
    correct image of a gold check goes to the side it has been on less often for this rater.
 
 One query reads the rater's history in the campaign (open assignments to resume, pairs answered, the
-left/right lean). On PostgreSQL step 5 and the insert of the assignment are one statement (_TAKE_PAIR_SQL),
+left/right lean, gold sides) from their RaterTally rows, which triggers keep (migration 0009), so its cost does
+not grow with the history. On PostgreSQL step 5 and the insert of the assignment are one statement (_TAKE_PAIR_SQL),
 so the /next request of a new pair costs 7 statements, BEGIN and COMMIT included (9 on SQLite);
 tests/rating/test_round_trips.py pins them. (The rater lock cannot join the history query: after waiting for
 the lock, PostgreSQL re-checks only the locked row, and the history would predate the other request.)
@@ -40,6 +41,7 @@ the whole block is serialised and the same invariants hold.
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from collections import Counter, defaultdict
@@ -47,14 +49,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from analysis.bradley_terry import bt_mle
 from analysis.pair_choice import NoPairAvailable, choose_model_pair
 from evalsite.catalog.models import Prompt
+from evalsite.outages import CACHE_AWAY
 from evalsite.rating.models import (
     Assignment,
     Campaign,
@@ -63,10 +66,13 @@ from evalsite.rating.models import (
     GoldCheck,
     ImagePair,
     Rater,
+    RaterTally,
     Vote,
 )
 from evalsite.runs.display import ImageUnreadable, stored_picture
 from evalsite.runs.models import Image
+
+log = logging.getLogger(__name__)
 
 MAX_OPEN_PER_CAMPAIGN = 2  # the pair on screen plus the preloaded next one
 WINS_CACHE_SECONDS = 5  # how stale the wins matrix given to the policy may be
@@ -330,9 +336,13 @@ def expire_assignments(campaign: Campaign | None = None, now: datetime | None = 
             due = Assignment.objects.filter(status=Assignment.Status.OPEN, expires_at__lte=now)
             if campaign is not None:
                 due = due.filter(campaign=campaign)
-            rows = list(due.select_for_update(skip_locked=True).values_list("id", "image_pair_id")[:batch])
+            rows = list(due.select_for_update(skip_locked=True).values_list("id", "image_pair_id", "rater_id")[:batch])
             if not rows:
                 return total
+            # The status change below updates each rater's tally under a lock of the rater (migration 0009): take
+            # those locks in id order, so two sweeps cannot deadlock on them.
+            raters = sorted({r[2] for r in rows})
+            list(Rater.objects.filter(pk__in=raters).order_by("pk").select_for_update(no_key=True).values_list("pk"))
             Assignment.objects.filter(id__in=[r[0] for r in rows]).update(status=Assignment.Status.EXPIRED)
             for pair_id, n in Counter(r[1] for r in rows if r[1] is not None).items():
                 ImagePair.objects.filter(pk=pair_id).update(assigned=F("assigned") - n)
@@ -471,10 +481,69 @@ def _count_all(campaign: Campaign, model_ids: list[int], excluded: frozenset, no
     return state
 
 
+def _full_count_key(campaign: Campaign) -> str:
+    return f"rating:wins-full:{campaign.pk}"
+
+
+def _shared(operation: str, *args):
+    """caches["shared"].<operation>(*args), or None while the shared cache (Redis) is away: the full count there is
+    a hint, and a request goes on counting in its own process rather than failing."""
+    try:
+        return getattr(caches["shared"], operation)(*args)
+    except CACHE_AWAY as exc:
+        log.warning("shared cache away (%s): wins count not %s", exc, "read" if operation == "get" else "shared")
+        return None
+
+
+def recount_wins(campaign: Campaign) -> _Wins:
+    """Count the campaign's wins matrix from all its votes and leave it in the shared cache, where every web process
+    takes it up at its next refresh (the Celery task `rating.recount_wins`; about 2 s at 1M votes, which /next no
+    longer spends)."""
+    model_ids = campaign_model_ids(campaign)
+    state = _count_all(campaign, model_ids, _excluded_raters(campaign), timezone.now())
+    caches["shared"].set(_full_count_key(campaign), state, 2 * WINS_RECOUNT_SECONDS)  # the task: fail loudly
+    return state
+
+
+def _ask_for_recount(campaign: Campaign) -> None:
+    """Enqueue `rating.recount_wins` after this transaction commits, at most once a minute per campaign for all
+    processes; a broker that is away costs this request nothing (the next refresh asks again)."""
+    if not _shared("add", f"rating:wins-recount-asked:{campaign.pk}", 1, 60):
+        return
+
+    def send() -> None:
+        from evalsite.celery import app  # the project's Celery app; the engine is imported by its tasks
+
+        app.send_task("rating.recount_wins", args=[campaign.pk])
+
+    transaction.on_commit(send, robust=True)
+
+
+def _move_raters(state: _Wins, campaign: Campaign, excluded: frozenset) -> None:
+    """Take the counted votes of raters now excluded out of the matrix and put back those of raters no longer
+    excluded, reading only their votes (instead of counting every vote again)."""
+    leaving, returning = excluded - state.excluded, state.excluded - excluded
+    if leaving or returning:
+        rows = (
+            Vote.objects.filter(
+                campaign=campaign, criterion=WINS_CRITERION, is_gold=False, rater_id__in=leaving | returning
+            )
+            .filter(Q(id__lte=state.settled_id) | Q(id__in=state.counted_above))
+            .values_list("rater_id", "model_left_id", "model_right_id", "choice")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        moved = [(left, right, choice, -n if rater in leaving else n) for rater, left, right, choice, n in rows]
+        _add_wins(state.wins, state.model_ids, moved)
+    state.excluded = excluded
+
+
 def _cached_wins_and_theta(campaign: Campaign, model_ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
     """The wins matrix and its Bradley-Terry scores, at most WINS_CACHE_SECONDS old. A refresh reads the votes
-    made since the last one (see _Wins), so its cost does not grow with the campaign; everything is counted
-    again when the excluded raters change, and every WINS_RECOUNT_SECONDS."""
+    made since the last one (see _Wins), so its cost does not grow with the campaign; a rater who becomes excluded
+    (or no longer is) moves only their own votes. The full count runs in the Celery task `rating.recount_wins`
+    (asked for every WINS_RECOUNT_SECONDS) and reaches each process through the shared cache; only when there is
+    no count anywhere (a cold start) does a request count everything itself, once, and share the result."""
     key = f"rating:wins:{campaign.pk}"
     now = timezone.now()
     state = cache.get(key)
@@ -483,11 +552,18 @@ def _cached_wins_and_theta(campaign: Campaign, model_ids: list[int]) -> tuple[np
     if state is not None and now.timestamp() - state.refreshed < WINS_CACHE_SECONDS:
         return state.wins, state.theta
     excluded = _excluded_raters(campaign)
-    if state is None or state.excluded != excluded or now.timestamp() - state.recounted >= WINS_RECOUNT_SECONDS:
+    full = _shared("get", _full_count_key(campaign))
+    if isinstance(full, _Wins) and full.model_ids == model_ids and (state is None or full.recounted > state.recounted):
+        state = full  # a newer full count; the votes since it are counted below
+    if state is None:
         state = _count_all(campaign, model_ids, excluded, now)
+        _shared("set", _full_count_key(campaign), state, 2 * WINS_RECOUNT_SECONDS)
     else:
+        _move_raters(state, campaign, excluded)
         _count_recent(state, campaign, now)
-        state.refreshed = now.timestamp()
+    if now.timestamp() - state.recounted >= WINS_RECOUNT_SECONDS:
+        _ask_for_recount(campaign)
+    state.refreshed = now.timestamp()
     state.theta = bt_mle(state.wins) if state.wins.sum() > 0 else None
     cache.set(key, state, WINS_RECOUNT_SECONDS)
     return state.wins, state.theta
@@ -544,33 +620,40 @@ class _History:
     gold_sides: Counter  # "left"/"right" -> where the correct gold image was shown
 
 
+_HISTORY_SQL = f"""
+SELECT model_id, answered, lean, gold_left, gold_right, NULL, NULL FROM {RaterTally._meta.db_table}
+WHERE rater_id = %(rater)s AND campaign_id = %(campaign)s
+UNION ALL
+SELECT NULL, 0, 0, 0, 0, id, created_at FROM {Assignment._meta.db_table}
+WHERE rater_id = %(rater)s AND status = %(open)s AND campaign_id = %(campaign)s AND expires_at > %(now)s
+"""
+
+
 def _history(rater: Rater, campaign: Campaign, now: datetime) -> _History:
-    rows = (
-        Assignment.objects.filter(rater=rater, campaign=campaign)
-        .exclude(status=Assignment.Status.EXPIRED)
-        .order_by("created_at")
-        .values_list(
-            "id",
-            "status",
-            "expires_at",
-            "image_pair_id",
-            "image_left__model_id",
-            "image_right__model_id",
-            "image_left_id",
-            "gold__correct_image_id",
-        )
-    )
+    """The rater's tally in the campaign (RaterTally: one row for answered and gold sides, one per model for the
+    lean, kept by triggers) and their open unexpired assignments (at most MAX_OPEN_PER_CAMPAIGN, through the
+    (rater, status) index), in one statement whose cost does not grow with the rater's history."""
+    params = {
+        "rater": rater.pk,
+        "campaign": campaign.pk,
+        "open": Assignment.Status.OPEN.value,
+        "now": connection.ops.adapt_datetimefield_value(now),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_HISTORY_SQL, params)
+        rows = cursor.fetchall()
     history = _History(open_ids=[], answered=0, lean=Counter(), gold_sides=Counter())
-    for pk, status, expires_at, pair_id, left_model, right_model, left_image, gold_correct_image in rows:
-        if status == Assignment.Status.ANSWERED:
-            history.answered += 1
-        elif expires_at > now:
-            history.open_ids.append(pk)
-        if pair_id is not None:
-            history.lean[left_model] += 1
-            history.lean[right_model] -= 1
-        elif gold_correct_image is not None:
-            history.gold_sides["left" if left_image == gold_correct_image else "right"] += 1
+    opened = []
+    for model_id, answered, lean, gold_left, gold_right, open_id, created_at in rows:
+        if open_id is not None:
+            open_id = open_id if isinstance(open_id, uuid.UUID) else uuid.UUID(open_id)
+            opened.append((created_at, str(open_id), open_id))
+        elif model_id == 0:
+            history.answered = answered
+            history.gold_sides["left"], history.gold_sides["right"] = gold_left, gold_right
+        elif lean:
+            history.lean[model_id] = lean
+    history.open_ids = [pk for _, _, pk in sorted(opened)]
     return history
 
 

@@ -285,6 +285,30 @@ class Assignment(models.Model):
         super().save(*args, **kwargs)
 
 
+class RaterTally(models.Model):
+    """What one rater's assignments in one campaign add up to, so that /next reads a few rows instead of the
+    rater's whole history (engine._history). Expired assignments count nowhere.
+
+    Kept by database triggers on rating_assignment (migration 0009, evalsite/rating/tally.py), in the transaction
+    of every insert, update and delete of an assignment, whoever writes it: the hand-out, the vote, the expiry
+    sweep, the admin. Row model_id 0 holds the answered count and the gold sides; a row per image model holds
+    that model's lean (times on the left minus times on the right, in real pairs). The triggers lock the rater's
+    row first, so the writers of one rater's tally queue behind the same lock as /next."""
+
+    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="+", db_index=False)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+", db_index=False)
+    model_id = models.BigIntegerField()  # 0: answered and gold sides; otherwise an ImageModel id (its lean)
+    answered = models.IntegerField(default=0)  # assignments answered
+    lean = models.IntegerField(default=0)  # left minus right, in real pairs
+    gold_left = models.IntegerField(default=0)  # gold checks shown with the correct image on the left
+    gold_right = models.IntegerField(default=0)  # ... on the right
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["rater", "campaign", "model_id"], name="one_tally_row_per_model"),
+        ]
+
+
 class Vote(models.Model):
     """One answer to one criterion for one assignment."""
 

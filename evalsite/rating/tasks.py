@@ -32,3 +32,10 @@ def expire_assignments() -> int:
 def prepare_campaign(campaign_id: int) -> dict[str, int]:
     """Pair the run's finished images and top up the campaign's gold checks."""
     return engine.prepare_campaign(Campaign.objects.get(pk=campaign_id))
+
+
+@shared_task(name="rating.recount_wins")
+def recount_wins(campaign_id: int) -> float:
+    """Count a campaign's wins matrix from all its votes (the full recount /next asks for every 10 minutes) and
+    leave it in the shared cache for every web process; returns the number of comparisons counted."""
+    return float(engine.recount_wins(Campaign.objects.get(pk=campaign_id)).wins.sum())

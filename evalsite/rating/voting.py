@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models import F, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from evalsite.rating.models import Assignment, Choice, ImagePair, Rater, Vote
+from evalsite.rating.models import Assignment, Choice, ImagePair, Rater, RaterTally, Vote
 from evalsite.runs.models import ComparisonRun
 
 
@@ -85,16 +85,11 @@ def submit_votes(assignment_id, user_id: int, submission: VoteSubmission, now: d
 
 
 def _answered_in_campaign() -> Coalesce:
-    """Correlated subquery: answered assignments of the outer assignment's rater in its campaign."""
-    answered = (
-        Assignment.objects.filter(
-            rater_id=OuterRef("rater_id"), campaign_id=OuterRef("campaign_id"), status=Assignment.Status.ANSWERED
-        )
-        .order_by()
-        .values("rater_id")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
+    """Subquery: answered assignments of the outer assignment's rater in its campaign, read from their tally row
+    (RaterTally, kept by triggers), so the vote's cost does not grow with the rater's history."""
+    answered = RaterTally.objects.filter(
+        rater_id=OuterRef("rater_id"), campaign_id=OuterRef("campaign_id"), model_id=0
+    ).values("answered")[:1]
     return Coalesce(Subquery(answered), 0)
 
 
