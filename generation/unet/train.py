@@ -114,8 +114,10 @@ def recipe(cfg: TrainConfig, step: int, planned: int | None, wall: TimeBudget, c
     """What config.json records about the run: the command, its progress and the software."""
     return {
         "trained_by": "generation.unet.train",
-        "objective": "eps/linear (DDPM, scaled-linear betas)"
-        + ("" if cfg.loss_weighting == "eps" else f", loss weighted {cfg.loss_weighting} (max {cfg.max_loss_weight})"),
+        "objective": "eps/linear (DDPM, scaled-linear betas)",  # what the model predicts; the weighting is below
+        "loss_weighting": "eps (unweighted)"
+        if cfg.loss_weighting == "eps"
+        else f"{cfg.loss_weighting}, clipped at {cfg.max_loss_weight:g}, mean 1",
         "command": "python -m generation.unet.train " + " ".join(sys.argv[1:]),
         "steps_done": step,
         "planned_steps": planned,

@@ -99,4 +99,5 @@ def test_a_weighted_loss_trains_and_is_recorded(tmp_path):
           "--input-skip", "--loss-weighting", "snr+1", "--max-loss-weight", "20"])  # fmt: skip
     recipe = json.loads((out / "config.json").read_text())["recipe"]
     assert recipe["train_config"]["loss_weighting"] == "snr+1"
-    assert "snr+1" in recipe["objective"]
+    assert recipe["loss_weighting"] == "snr+1, clipped at 20, mean 1"
+    assert recipe["objective"] == "eps/linear (DDPM, scaled-linear betas)"  # the model still predicts eps
