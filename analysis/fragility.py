@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -250,24 +251,50 @@ def _fragility_of(
     total: float,
 ) -> dict:
     holds = _claim_holds(decision, pairs, counts, alpha)
-    direction = -1.0 if holds else 1.0
-    removal: list[int] = []  # vote kinds (pair * 3 + outcome), in the order they are dropped
+    search = _search_removal(
+        counts,
+        lambda remaining: _first_order(decision, pairs, remaining),
+        lambda remaining: _changed(decision, pairs, remaining, alpha, holds),
+        -1.0 if holds else 1.0,
+        max_votes,
+    )
+    return _entry(decision, holds, [names[decision.leader], *(names[r] for r in decision.rivals)], search, pairs, total)
+
+
+@dataclass
+class _Search:
+    removal: list[int]  # vote kinds (pair * 3 + outcome), in the order they are dropped
+    found: int | None  # the smallest prefix of `removal` found to change the claim (None: none within budget)
+    approximate: int | None  # what the first-order step alone predicted
+    refits: int
+
+
+def _search_removal(
+    counts: np.ndarray,
+    first_order: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    changed: Callable[[np.ndarray], bool],
+    direction: float,
+    max_votes: int,
+) -> _Search:
+    """The search both kinds of decision share: greedy rounds of the first-order step (first_order(remaining) ->
+    (s, change of s per vote kind dropped)), each confirmed by `changed(remaining)` (a refit or a replay), then a
+    bisection for the smallest prefix of the removal that still changes the claim."""
+    removal: list[int] = []
     approximate = None
     last_unchanged = 0  # the longest prefix of `removal` known (by a refit) not to change the claim
     found = None
     refits = 0
     for round_number in range(MAX_ROUNDS):
         remaining = counts - _as_counts(removal, counts.shape)
-        s, delta = _first_order(decision, pairs, remaining)
-        budget = max_votes - len(removal)
-        kinds, crosses = _greedy_round(s, delta, remaining.ravel(), direction, budget)
+        s, delta = first_order(remaining)
+        kinds, crosses = _greedy_round(s, delta, remaining.ravel(), direction, max_votes - len(removal))
         if round_number == 0 and crosses:
             approximate = len(kinds)
         if not kinds:
             break
         removal.extend(kinds)
         refits += 1
-        if _changed(decision, pairs, counts - _as_counts(removal, counts.shape), alpha, holds):
+        if changed(counts - _as_counts(removal, counts.shape)):
             found = len(removal)
             break
         last_unchanged = len(removal)
@@ -278,20 +305,28 @@ def _fragility_of(
         while hi - lo > 1:
             mid = (lo + hi) // 2
             refits += 1
-            changed = _changed(decision, pairs, counts - _as_counts(removal[:mid], counts.shape), alpha, holds)
-            lo, hi = (lo, mid) if changed else (mid, hi)
+            lo, hi = (lo, mid) if changed(counts - _as_counts(removal[:mid], counts.shape)) else (mid, hi)
         found = hi
+    return _Search(removal, found, approximate, refits)
+
+
+def _entry(
+    decision: Decision, holds: bool, models: list[str], search: _Search, pairs: PairCounts, total: float, **extra
+) -> dict:
+    """One decision's fragility as the page and the API show it (extra: rule-specific keys after 'kind')."""
+    found = search.found
     entry = {
         "kind": decision.kind,
+        **extra,
         "claim": decision.claim,
         "holds": holds,
-        "models": [names[decision.leader], *(names[r] for r in decision.rivals)],
-        "approximate": approximate,
+        "models": models,
+        "approximate": search.approximate,
         "votes_to_change": found,
         "confirmed": found is not None,
         "share": None if found is None else found / total,
-        "removed": [] if found is None else _describe(removal[:found], pairs),
-        "refits": refits,
+        "removed": [] if found is None else _describe(search.removal[:found], pairs),
+        "refits": search.refits,
         "counted_votes": int(total),
     }
     entry["explain"] = explain_fragility(entry)
@@ -382,10 +417,6 @@ def replayed_top_fragility(
     names = list(models)
     claim = f"{names[leader]} is certified best" if holds else f"{names[leader]} is not yet certified best"
     decision = Decision("top_model_certified", claim, leader, rivals, alpha)
-    direction = -1.0 if holds else 1.0
-    removal: list[int] = []
-    approximate = None
-    last_unchanged, found, refits = 0, None, 0
 
     def changed(remaining: np.ndarray) -> bool:
         per_model = np.bincount(pairs.i, remaining.sum(axis=1), pairs.n_models) + np.bincount(
@@ -395,46 +426,15 @@ def replayed_top_fragility(
             return False
         return replay.certified(remaining, leader, alpha) != holds
 
-    for round_number in range(MAX_ROUNDS):
-        remaining = counts - _as_counts(removal, counts.shape)
-        s, delta = _first_order_replayed(decision, replay, remaining, alpha)
-        kinds, crosses = _greedy_round(s, delta, remaining.ravel(), direction, max_votes - len(removal))
-        if round_number == 0 and crosses:
-            approximate = len(kinds)
-        if not kinds:
-            break
-        removal.extend(kinds)
-        refits += 1
-        if changed(counts - _as_counts(removal, counts.shape)):
-            found = len(removal)
-            break
-        last_unchanged = len(removal)
-        if len(removal) >= max_votes:
-            break
-    if found is not None:
-        lo, hi = last_unchanged, found
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            refits += 1
-            lo, hi = (lo, mid) if changed(counts - _as_counts(removal[:mid], counts.shape)) else (mid, hi)
-        found = hi
-    entry = {
-        "kind": "top_model_certified",
-        "rule": rule,
-        "look_every": look_every,
-        "claim": claim,
-        "holds": holds,
-        "models": [names[leader], *(names[r] for r in rivals)],
-        "approximate": approximate,
-        "votes_to_change": found,
-        "confirmed": found is not None,
-        "share": None if found is None else found / total,
-        "removed": [] if found is None else _describe(removal[:found], pairs),
-        "refits": refits,
-        "counted_votes": int(total),
-    }
-    entry["explain"] = explain_fragility(entry)
-    return entry
+    search = _search_removal(
+        counts,
+        lambda remaining: _first_order_replayed(decision, replay, remaining, alpha),
+        changed,
+        -1.0 if holds else 1.0,
+        max_votes,
+    )
+    models_shown = [names[leader], *(names[r] for r in rivals)]
+    return _entry(decision, holds, models_shown, search, pairs, total, rule=rule, look_every=look_every)
 
 
 class _OrderedVotes:
