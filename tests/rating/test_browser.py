@@ -53,6 +53,24 @@ def wait_for_focus(page, selector):
     page.wait_for_function("sel => document.activeElement && document.activeElement.matches(sel)", arg=selector)
 
 
+def ready_rater(make_rater, campaign, username):
+    """A new rater in `campaign` who has seen the instructions (password pw-<username>-1, as make_rater sets)."""
+    rater = make_rater(username)
+    rater.instructions_seen_at = timezone.now()
+    rater.save()
+    campaign.raters.add(rater)
+    return rater
+
+
+def sign_in_to_rate(page, live_server, campaign, username):
+    """`username` signs in on the login page and lands on the campaign's rating page."""
+    page.goto(f"{live_server.url}/accounts/login/?next=/rate/{campaign.pk}/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", f"pw-{username}-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/rate/{campaign.pk}/")
+
+
 def wait_for_pair(page, previous_id=""):
     page.wait_for_function(
         """prev => { const r = document.getElementById('rater');
@@ -164,15 +182,8 @@ def test_the_rater_page_waits_out_an_outage_and_sends_the_same_answer_once(
     """The first two tries of a vote meet a 503 (what the site answers while the database restarts); the
     page says so, waits Retry-After, sends the same answer with the same key, and it is stored once."""
     page = browser_page
-    rater = make_rater("patient-rater")
-    rater.instructions_seen_at = timezone.now()
-    rater.save()
-    campaign.raters.add(rater)
-    page.goto(f"{live_server.url}/accounts/login/?next=/rate/{campaign.pk}/")
-    page.fill("input[name=username]", "patient-rater")
-    page.fill("input[name=password]", "pw-patient-rater-1")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"**/rate/{campaign.pk}/")
+    rater = ready_rater(make_rater, campaign, "patient-rater")
+    sign_in_to_rate(page, live_server, campaign, "patient-rater")
 
     sent_keys = []
 
@@ -213,19 +224,12 @@ def test_the_rater_page_moves_on_from_a_pair_whose_image_cannot_be_loaded(
     from evalsite.runs.models import Image
 
     page = browser_page
-    rater = make_rater("unlucky-rater")
-    rater.instructions_seen_at = timezone.now()
-    rater.save()
-    campaign.raters.add(rater)
+    rater = ready_rater(make_rater, campaign, "unlucky-rater")
     first = engine.next_assignment(rater, campaign, rng=np.random.default_rng(0))  # the page resumes it
     broken_model = first.image_left.model
     for image in Image.objects.filter(run=campaign.run, model=broken_model):
         image.file.save("broken.png", ContentFile(b"not a picture at all"), save=True)
-    page.goto(f"{live_server.url}/accounts/login/?next=/rate/{campaign.pk}/")
-    page.fill("input[name=username]", "unlucky-rater")
-    page.fill("input[name=password]", "pw-unlucky-rater-1")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"**/rate/{campaign.pk}/")
+    sign_in_to_rate(page, live_server, campaign, "unlucky-rater")
     page.set_default_timeout(60_000)
     shown = wait_for_pair(page)  # a pair whose two images both loaded
 

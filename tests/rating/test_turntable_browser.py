@@ -11,7 +11,6 @@ import os
 import pytest
 import torch
 from django.core.files.base import ContentFile
-from django.utils import timezone
 
 from evalsite.catalog.models import ImageModel
 from evalsite.rating.models import Campaign, Vote
@@ -20,7 +19,14 @@ from generation import contract
 from generation.backends import turntable_strip
 from generation.threed import Asset, AssetSettings, FieldConfig, VoxelField, render_turntable
 from generation.threed.field import grid_coordinates
-from tests.rating.test_browser import ARTIFACTS, CHROMIUM, browser_page, wait_for_pair  # noqa: F401 - a fixture
+from tests.rating.test_browser import (  # noqa: F401 - browser_page is a fixture
+    ARTIFACTS,
+    CHROMIUM,
+    browser_page,
+    ready_rater,
+    sign_in_to_rate,
+    wait_for_pair,
+)
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -124,15 +130,8 @@ def test_a_rater_turns_both_turntables_and_answers_the_three_3d_questions(
     browser_page,  # noqa: F811 - the fixture imported above
 ):
     page = browser_page
-    rater = make_rater("turntable-rater")
-    rater.instructions_seen_at = timezone.now()
-    rater.save()
-    campaign_3d.raters.add(rater)
-    page.goto(f"{live_server.url}/accounts/login/?next=/rate/{campaign_3d.pk}/")
-    page.fill("input[name=username]", "turntable-rater")
-    page.fill("input[name=password]", "pw-turntable-rater-1")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"**/rate/{campaign_3d.pk}/")
+    rater = ready_rater(make_rater, campaign_3d, "turntable-rater")
+    sign_in_to_rate(page, live_server, campaign_3d, "turntable-rater")
     shown = wait_for_pair(page)
 
     labels = page.eval_on_selector_all(".question legend", "ls => ls.map(l => l.textContent)")
