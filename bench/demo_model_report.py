@@ -63,24 +63,36 @@ def checker_robustness(n: int) -> None:
 
 
 def evaluate(
-    path: Path, specs, seeds: int, steps: int, guidance: float, shift: float, scheduler: str = "ddim"
+    path: Path,
+    specs,
+    seeds: int,
+    steps: int,
+    guidance: float,
+    shift: float,
+    scheduler: str = "ddim",
+    device: str = "cpu",
+    batch_size: int = 64,
 ) -> tuple[dict, float]:
     prompts = [s.caption for s in specs for _ in range(seeds)]
     seed_list = [i for _ in specs for i in range(seeds)]
     start = time.time()
     if json.loads((path / CONFIG_FILE).read_text()).get("format") == UNET_BASELINE_FORMAT:
-        unet = UNetBaselinePipeline.from_checkpoint(path)
+        unet = UNetBaselinePipeline.from_checkpoint(path, device=device)
         images = [
             im
-            for i in range(0, len(prompts), 64)
+            for i in range(0, len(prompts), batch_size)
             for im in unet(
-                prompts[i : i + 64], seed_list[i : i + 64], steps=steps, guidance_scale=guidance, scheduler=scheduler
+                prompts[i : i + batch_size],
+                seed_list[i : i + batch_size],
+                steps=steps,
+                guidance_scale=guidance,
+                scheduler=scheduler,
             )
         ]
     else:
-        pipe = InHousePipeline.from_checkpoint(path)
+        pipe = InHousePipeline.from_checkpoint(path, device=device)
         shift = shift if pipe.objective.startswith("rf/") else 1.0  # DDIM has no timestep shift
-        images = pipe(prompts, seed_list, steps=steps, guidance_scale=guidance, shift=shift, batch_size=64)
+        images = pipe(prompts, seed_list, steps=steps, guidance_scale=guidance, shift=shift, batch_size=batch_size)
     seconds = time.time() - start
     return score_images(images, [s for s in specs for _ in range(seeds)]), seconds
 
@@ -96,6 +108,8 @@ def main(argv=None) -> dict:
     p.add_argument("--shift", type=float, default=1.0)
     p.add_argument("--unet-scheduler", default="ddim", help="UNet baseline sampler: ddim or ddpm")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--device", default="cpu", help="where the models sample: cpu, cuda")
+    p.add_argument("--batch-size", type=int, default=64, help="images sampled at once")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--checker-only", type=int, metavar="N", help="only score N ground-truth images (robustness)")
     args = p.parse_args(argv)
@@ -150,7 +164,17 @@ def main(argv=None) -> dict:
         meta = json.loads((path / CONFIG_FILE).read_text())
         recipe = meta.get("recipe", {})
         for steps in args.steps:
-            scores, seconds = evaluate(path, specs, args.seeds, steps, args.guidance, args.shift, args.unet_scheduler)
+            scores, seconds = evaluate(
+                path,
+                specs,
+                args.seeds,
+                steps,
+                args.guidance,
+                args.shift,
+                args.unet_scheduler,
+                device=args.device,
+                batch_size=args.batch_size,
+            )
             row(path.name, recipe.get("objective", "?"), recipe.get("steps_done", "?"), steps, scores, seconds)
             results["models"].append(
                 {

@@ -97,7 +97,9 @@ class HFTextEncoder(TextEncoder):
             self.model = T5EncoderModel.from_pretrained(path, local_files_only=True)
         else:
             self.model = AutoModel.from_pretrained(path, local_files_only=True)
-        self.model.eval().requires_grad_(False).to(self.device)
+        # float32 whatever the files store (an fp16 copy of MiniLM loads as fp16): CPU half-precision matmuls
+        # are slow, and the same encoder then computes the same way on every machine
+        self.model.eval().requires_grad_(False).to(self.device, dtype=torch.float32)
         cfg = self.model.config
         self.dim = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model"))  # noqa: B009 - T5 names it so
         self.pooled_dim = int(getattr(cfg, "projection_dim")) if self.projected else self.dim  # noqa: B009

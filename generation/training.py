@@ -130,15 +130,22 @@ def parse_kinds(text: str) -> dict[str, float]:
 
 
 def software_versions() -> dict:
-    """The software a checkpoint (or an image) was made with, recorded beside it."""
-    import diffusers
-    import transformers
+    """The software a checkpoint (or an image) was made with, recorded beside it. Read from the installed
+    packages' metadata, so recording it imports nothing; a package that is not installed is recorded as None
+    (a GPU machine that trains in pixel space needs no diffusers)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
 
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "transformers": transformers.__version__,
-        "diffusers": diffusers.__version__,
+        "transformers": installed("transformers"),
+        "diffusers": installed("diffusers"),
         "machine": platform.machine(),
     }

@@ -24,11 +24,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import multiprocessing
 import os
 import random
 import shlex
 import sys
 import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -55,6 +58,44 @@ from generation.training import (
 )
 
 STATE_FILE = "train_state.pt"
+
+
+def render_step_batch(seed: int, step: int, batch_size: int, kinds: dict) -> tuple[np.ndarray, list[str]]:
+    """The images and captions of optimizer step `step` under --data-workers: a function of (seed, step) only."""
+    images, captions, _ = demo_domain.sample_batch(batch_size, np.random.default_rng([seed, step]), "train", kinds)
+    return images, captions
+
+
+class StepBatches:
+    """Renders the batches of the coming steps in worker processes, `ahead` batches in flight."""
+
+    def __init__(self, cfg: TrainConfig, ahead: int | None = None):
+        self.cfg = cfg
+        self.ahead = ahead or 2 * cfg.data_workers
+        self.pool = ProcessPoolExecutor(cfg.data_workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pending: deque[tuple[int, Future]] = deque()
+        self.next_step = 0
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.ahead:
+            cfg = self.cfg
+            job = self.pool.submit(render_step_batch, cfg.seed, self.next_step, cfg.batch_size, cfg.kinds)
+            self.pending.append((self.next_step, job))
+            self.next_step += 1
+
+    def get(self, step: int) -> tuple[np.ndarray, list[str]]:
+        if not self.pending or self.pending[0][0] != step:  # first call, or a jump (resume): restart the queue
+            for _, job in self.pending:
+                job.cancel()
+            self.pending.clear()
+            self.next_step = step
+        self._fill()
+        _, job = self.pending.popleft()
+        self._fill()
+        return job.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
@@ -94,6 +135,9 @@ class TrainConfig:
     image_size: int = demo_domain.IMAGE_SIZE  # side of the demo images in pixels
     kinds: dict = field(default_factory=lambda: dict(demo_domain.DEFAULT_KIND_WEIGHTS))  # prompt kind weights
     text_encoder: str = "minilm"  # see generation.text.load_text_encoder
+    data_workers: int = 0  # 0: draw batches in this process from one seeded stream (saved in train_state.pt);
+    # N >= 1: N worker processes draw the batch of step s from a generator seeded with (seed, s), so the data
+    # is the same for any N >= 1 and a resumed run needs no data-stream state (a GPU outruns one CPU renderer)
     vae: str | None = None  # directory of a diffusers AutoencoderKL; None = pixel space
     # --- bookkeeping
     save_every: int = 500  # steps between checkpoints (and one at the end)
@@ -154,6 +198,7 @@ class Trainer:
         self.step, self.elapsed = 0, 0.0
         self.planned = cfg.steps
         self.last_loss = float("nan")
+        self.batches = StepBatches(cfg) if cfg.data_workers > 0 else None
 
     # ------------------------------------------------------------------ state
 
@@ -236,13 +281,18 @@ class Trainer:
     # ------------------------------------------------------------------ training
 
     def batch(self) -> tuple[torch.Tensor, dict]:
-        images, captions, _ = demo_domain.sample_batch(self.cfg.batch_size, self.data_rng, "train", self.cfg.kinds)
+        if self.batches is not None:
+            images, captions = self.batches.get(self.step)
+        else:
+            images, captions, _ = demo_domain.sample_batch(self.cfg.batch_size, self.data_rng, "train", self.cfg.kinds)
         x0 = self.space.encode(images, generator=self.generator)  # (B, C, h, w)
         enc = drop_conditioning(self.text.encode(captions), self.empty, self.cfg.caption_dropout, self.generator)
         tokens, mask, pooled = (t.to(self.device) for t in enc)
         return x0, {"context": tokens, "pooled": pooled, "context_mask": mask}
 
-    def train_step(self) -> float:
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step; returns the loss as a 0-d tensor (reading it waits for the device, so the
+        training loop reads losses only when it logs)."""
         cfg = self.cfg
         set_lr(self.optimizer, lr_at(self.step, self.planned or cfg.steps or 1, cfg))
         x0, cond = self.batch()
@@ -255,7 +305,7 @@ class Trainer:
         self.optimizer.step()
         ema_update_(self.ema, self.model, self.step, cfg.ema_decay)
         self.step += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def run(self) -> Path:
         cfg = self.cfg
@@ -263,7 +313,7 @@ class Trainer:
         if self.planned is None and cfg.minutes is None:
             raise ValueError("give --steps or --minutes")
         bar = tqdm(total=self.planned, initial=self.step, desc=Path(cfg.out).name, unit="step", smoothing=0.05)
-        window: list[float] = []
+        window: list[torch.Tensor] = []
         calibration_start = None
         while True:
             if self.planned is not None and self.step >= self.planned:
@@ -275,11 +325,9 @@ class Trainer:
                 break
             if cfg.threads == 0 and self.step % 25 == 0:
                 adapt_threads()
-            loss = self.train_step()
-            window.append(loss)
+            window.append(self.train_step())
             self.elapsed = budget.used()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr_at(self.step - 1, self.planned or 1, cfg):.2e}")
             if self.planned is None:  # a --minutes plan: time some steps, then fix the number of steps
                 if self.step == cfg.calibration_start:
                     calibration_start = (time.time(), self.step)
@@ -291,8 +339,10 @@ class Trainer:
                     print(f"measured {rate:.2f} steps/s: planning {self.planned} steps", flush=True)
             if self.step % cfg.log_every == 0:
                 lr = lr_at(self.step - 1, self.planned or 1, cfg)
+                self.last_loss = float(torch.stack(window).float().mean())
+                bar.set_postfix(loss=f"{self.last_loss:.4f}", lr=f"{lr:.2e}")
                 print(
-                    f"step {self.step} loss {np.mean(window):.4f} lr {lr:.2e} "
+                    f"step {self.step} loss {self.last_loss:.4f} lr {lr:.2e} "
                     f"{self.step / self.elapsed:.2f} steps/s elapsed {self.elapsed / 60:.1f} min",
                     flush=True,
                 )
@@ -301,6 +351,8 @@ class Trainer:
             if self.step % cfg.save_every == 0 or snapshot:
                 self.save(snapshot=snapshot)
         bar.close()
+        if self.batches is not None:
+            self.batches.close()
         if self.planned is None:  # stopped before the plan was fixed (tiny budgets)
             self.planned = self.step
         self.save(snapshot=cfg.snapshot_every > 0 and self.step % cfg.snapshot_every != 0)

@@ -63,6 +63,7 @@ class TrainConfig:
     loss_weighting: str = "eps"
     max_loss_weight: float = 20.0
     model: UNetBaselineConfig = field(default_factory=UNetBaselineConfig)
+    device: str = "cpu"  # where the model trains; data, noise and steps are drawn on the CPU, so a run is the same
 
 
 LOSS_WEIGHTINGS = ("eps", "snr+1")
@@ -99,15 +100,18 @@ def diffusion_loss(
     """DDPM's loss on a batch x0 (B, 3, H, W) in [-1, 1]: draw steps n and noise eps from `generator`, noise x0 to
     x_n = sqrt(abar_n) x0 + sqrt(1 - abar_n) eps, and regress the model's prediction onto eps (each row weighted
     by weights[n] when given: see loss_weights)."""
-    tokens, mask, pooled = text
+    tokens, mask, pooled = (t.to(x0.device) for t in text)
     n = torch.randint(0, model.config.num_train_timesteps, (x0.shape[0],), generator=generator)  # (B,)
-    eps = torch.randn(x0.shape, generator=generator)
-    a = alphas_cumprod[n].view(-1, 1, 1, 1)
+    eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+    a = alphas_cumprod[n].view(-1, 1, 1, 1).to(x0.device)
+    if weights is not None:
+        weights = weights[n].to(x0.device)
+    n = n.to(x0.device)
     xn = a.sqrt() * x0 + (1 - a).sqrt() * eps
     if weights is None:
         return F.mse_loss(model(xn, n, tokens, pooled, mask), eps)
     per_row = (model(xn, n, tokens, pooled, mask) - eps).pow(2).mean(dim=(1, 2, 3))
-    return (weights[n] * per_row).mean()
+    return (weights * per_row).mean()
 
 
 def recipe(cfg: TrainConfig, step: int, planned: int | None, wall: TimeBudget, cpu: TimeBudget) -> dict:
@@ -144,7 +148,7 @@ def train(cfg: TrainConfig) -> Path:
     empty = text.encode([""])
     mcfg = cfg.model
     mcfg.text_dim, mcfg.pooled_dim = text.dim, text.pooled_dim
-    model = UNetBaseline(mcfg)
+    model = UNetBaseline(mcfg).to(cfg.device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # (N,); diffusers sets the attribute in an __init__ wrapped by @register_to_config, which hides it from mypy
@@ -161,7 +165,7 @@ def train(cfg: TrainConfig) -> Path:
             adapt_threads()
         set_lr(opt, lr_at(step, planned or 10**9, cfg))
         images, captions, _ = demo_domain.sample_batch(cfg.batch_size, data_rng, "train", cfg.kinds)
-        x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, H, W) in [-1, 1]
+        x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float().to(cfg.device) / 127.5 - 1.0  # (B, 3, H, W)
         conditioning = drop_conditioning(text.encode(captions), empty, cfg.caption_dropout, gen)
         loss = diffusion_loss(model, x0, conditioning, alphas_cumprod, gen, weights)
         opt.zero_grad(set_to_none=True)
@@ -206,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--widths", default="64,128", help="UNet widths, one resolution level each")
     p.add_argument("--space-to-depth", type=int, default=4, help="f: f x f pixel blocks become channels")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="where the model trains (cpu, cuda)")
     p.add_argument(
         "--guidance-scale",
         type=float,
@@ -246,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             loss_weighting=args.loss_weighting,
             max_loss_weight=args.max_loss_weight,
             model=model,
+            device=args.device,
         )
     )
 

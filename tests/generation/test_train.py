@@ -67,6 +67,22 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, tiny_text):
     assert torch.equal(a["generator"], b["generator"])
 
 
+def test_data_workers_give_the_same_run_for_any_count_and_across_a_resume(tmp_path, tiny_text):
+    """--data-workers draws step s's batch from (seed, s): one worker, and two workers in a run stopped and
+    resumed, train the same weights; the in-process stream (0) is a different run."""
+    one = train(tiny(tmp_path / "one", tiny_text, data_workers=1))
+    train(tiny(tmp_path / "split", tiny_text, data_workers=2, stop_at=2))
+    train(tiny(tmp_path / "split", tiny_text, data_workers=2), resume=True)
+    local = train(tiny(tmp_path / "local", tiny_text))
+    a = torch.load(one / STATE_FILE, weights_only=False)
+    b = torch.load(tmp_path / "split" / STATE_FILE, weights_only=False)
+    c = torch.load(local / STATE_FILE, weights_only=False)
+    assert a["step"] == b["step"] == 4
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert any(not torch.equal(a["model"][k], c["model"][k]) for k in a["model"])
+    assert json.loads((one / "config.json").read_text())["recipe"]["train_config"]["data_workers"] == 1
+
+
 def test_resume_needs_a_state_and_a_fresh_run_refuses_to_overwrite_one(tmp_path, tiny_text):
     with pytest.raises(FileNotFoundError, match="train_state.pt"):
         train(tiny(tmp_path / "none", tiny_text), resume=True)

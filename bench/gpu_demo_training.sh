@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The demo models that need a GPU, trained side by side on one card, then scored by the pixel checker there.
+#
+#   bash bench/gpu_demo_training.sh MINUTES OUTDIR [DEVICE]
+#
+# Three runs share the card (each is too small to fill it alone):
+#   mmdit-words-s   the in-house MM-DiT at width 128 with 2x2 patches (256 image tokens), every prompt kind
+#   mmdit-words-l   the same at width 192, 6 heads
+#   unet-s2d2       the UNet baseline with 2x2 space-to-depth (the committed recipe, a finer grid)
+# Then bench/demo_model_report.py scores every checkpoint and snapshot on the held-out prompts, and the final
+# checkpoints are packed (MM-DiT weights exported to fp16) into OUTDIR with the logs and the reports.
+# DEVICE=cpu with MINUTES=0.3 is a dry run of the whole script on a CPU (tiny widths, a few steps).
+set -uo pipefail
+MINUTES=${1:?minutes of training}
+OUTDIR=${2:?output folder}
+DEVICE=${3:-cuda}
+RUNS=${RUNS:-/tmp/demo-runs}
+PY=${PY:-python3}
+LOGS=$OUTDIR/logs  # packed into results.tar at the end (what comes back is counted in files)
+mkdir -p "$LOGS" "$RUNS"
+rm -rf "${RUNS:?}"/*
+
+if [ "$DEVICE" = cpu ]; then  # dry run: same commands, toy sizes
+    SIZE_S="--width 32 --depth 2 --heads 2" SIZE_L="--width 48 --depth 2 --heads 2" BATCH=16 SNAP=20 WORKERS=1
+    UNET="--widths 32,64 --batch-size 8 --steps 30" SEEDS=1 EVAL_BATCH=64
+else
+    SIZE_S="--width 128 --depth 6 --heads 4" SIZE_L="--width 192 --depth 6 --heads 6" BATCH=256 SNAP=2500
+    WORKERS=5 UNET="--batch-size 64 --steps 5000" SEEDS=2 EVAL_BATCH=512
+fi
+nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
+
+mmdit() {  # name, size flags
+    local name=$1
+    shift
+    # shellcheck disable=SC2086
+    $PY -m generation.mmdit.train --device "$DEVICE" --out "$RUNS/$name" --minutes "$MINUTES" --batch-size $BATCH \
+        --patch 2 "$@" --kinds shape=1,position=1,word=1 --lr 2e-3 --warmup-steps 500 --snapshot-every $SNAP \
+        --threads 2 --data-workers $WORKERS --log-every 250 --seed 0 >"$LOGS/$name.log" 2>&1
+}
+# shellcheck disable=SC2086
+mmdit mmdit-words-s $SIZE_S &
+# shellcheck disable=SC2086
+mmdit mmdit-words-l $SIZE_L &
+# shellcheck disable=SC2086
+timeout "$($PY -c "print(int($MINUTES * 60 + 30))")" $PY -m generation.unet.train --device "$DEVICE" --out "$RUNS/unet-s2d2" \
+    $UNET --lr 2e-3 --warmup-steps 50 --threads 2 --input-skip --guidance-scale 1 --loss-weighting snr+1 \
+    --max-loss-weight 100 --space-to-depth 2 --seed 0 >"$LOGS/unet-s2d2.log" 2>&1 &
+
+# fail fast: a run that died in its first minute leaves its log and stops the script
+sleep "$($PY -c "print(5 if $MINUTES < 2 else 60)")"
+for log in mmdit-words-s mmdit-words-l unet-s2d2; do
+    if grep -q Traceback "$LOGS/$log.log"; then
+        echo "== $log failed"; tail -30 "$LOGS/$log.log"; kill $(jobs -p) 2>/dev/null; exit 1
+    fi
+done
+wait
+for log in mmdit-words-s mmdit-words-l unet-s2d2; do echo "== $log"; grep -E "planning|saved|steps/s" "$LOGS/$log.log" | tail -3; done
+
+report() {  # name, checkpoints... (the report's own flags come from the caller)
+    local name=$1
+    shift
+    $PY bench/demo_model_report.py "$@" --device "$DEVICE" --batch-size $EVAL_BATCH --steps 28 \
+        --json "$LOGS/report-$name.json" >"$LOGS/report-$name.log" 2>&1
+}
+report mmdit-words-s "$RUNS"/mmdit-words-s "$RUNS"/mmdit-words-s/step-* --kinds shape,position,word --seeds $SEEDS &
+report mmdit-words-l "$RUNS"/mmdit-words-l "$RUNS"/mmdit-words-l/step-* --kinds shape,position,word --seeds $SEEDS &
+report unet-s2d2 "$RUNS"/unet-s2d2 --kinds shape --seeds 16 --guidance 1 &
+wait
+cat "$LOGS"/report-*.log
+
+for name in mmdit-words-s mmdit-words-l; do
+    $PY -m generation.mmdit.train --export "$RUNS/$name" --out "$RUNS/export/$name" >/dev/null
+done
+cp -r "$RUNS/unet-s2d2" "$RUNS/export/"
+(cd "$RUNS/export" && for d in */; do tar cf "$OUTDIR/${d%/}.tar" "$d"; done)
+for t in "$OUTDIR"/*.tar; do  # a file that comes back from the device machine is at most 16 MiB
+    if [ "$(stat -c %s "$t")" -gt 16000000 ]; then split -b 15000000 "$t" "$t.part" && rm "$t"; fi
+done
+(cd "$OUTDIR" && tar cf results.tar logs && rm -r logs)
+ls -la "$OUTDIR"
