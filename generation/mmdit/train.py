@@ -286,6 +286,7 @@ class Trainer:
         else:
             images, captions, _ = demo_domain.sample_batch(self.cfg.batch_size, self.data_rng, "train", self.cfg.kinds)
         x0 = self.space.encode(images, generator=self.generator)  # (B, C, h, w)
+        self.text.warm(captions)  # the batch's new captions in one call (one at a time they held a GPU back)
         enc = drop_conditioning(self.text.encode(captions), self.empty, self.cfg.caption_dropout, self.generator)
         tokens, mask, pooled = (t.to(self.device) for t in enc)
         return x0, {"context": tokens, "pooled": pooled, "context_mask": mask}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -160,12 +161,15 @@ def train(cfg: TrainConfig) -> Path:
     next_save = time.time() + cfg.save_every_minutes * 60
     planned = cfg.steps
     step, window = 0, []
-    while (cfg.steps is not None or not cpu.spent()) and (planned is None or step < planned):
+    stop = []  # SIGTERM (a `timeout`, a scheduler) ends the run after the current step, with a checkpoint
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    while not stop and (cfg.steps is not None or not cpu.spent()) and (planned is None or step < planned):
         if cfg.threads == 0 and step % 25 == 0:
             adapt_threads()
         set_lr(opt, lr_at(step, planned or 10**9, cfg))
         images, captions, _ = demo_domain.sample_batch(cfg.batch_size, data_rng, "train", cfg.kinds)
         x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float().to(cfg.device) / 127.5 - 1.0  # (B, 3, H, W)
+        text.warm(captions)  # the batch's new captions in one call
         conditioning = drop_conditioning(text.encode(captions), empty, cfg.caption_dropout, gen)
         loss = diffusion_loss(model, x0, conditioning, alphas_cumprod, gen, weights)
         opt.zero_grad(set_to_none=True)
@@ -190,6 +194,9 @@ def train(cfg: TrainConfig) -> Path:
         if time.time() >= next_save:
             save_checkpoint(ema, recipe(cfg, step, planned, wall, cpu), cfg.out)
             next_save = time.time() + cfg.save_every_minutes * 60
+    signal.signal(signal.SIGTERM, previous)
+    if stop:
+        print(f"stopped by SIGTERM at step {step} of {planned}", flush=True)
     save_checkpoint(ema, recipe(cfg, step, planned, wall, cpu), cfg.out)
     print(f"saved {cfg.out} at step {step} ({cpu.used() / 60:.1f} CPU min, {wall.used() / 60:.1f} min)", flush=True)
     return Path(cfg.out)

@@ -75,6 +75,18 @@ def test_cache_encodes_each_prompt_once_and_matches_the_encoder(minilm):
     assert torch.equal(pooled[3], pooled[0])
 
 
+def test_warming_the_cache_in_batches_gives_what_one_at_a_time_gives(minilm):
+    one_by_one, warmed = CachedTextEncoder(minilm), CachedTextEncoder(minilm)
+    warmed.warm(PROMPTS, batch_size=2)  # the short prompt is padded beside the long one
+    assert len(warmed) == 3
+    for p in PROMPTS:
+        a, b = one_by_one.encode([p]), warmed.encode([p])
+        assert a[0].shape == b[0].shape and torch.equal(a[1], b[1])
+        assert torch.allclose(a[0], b[0], atol=1e-5) and torch.allclose(a[2], b[2], atol=1e-5)
+    warmed.warm(PROMPTS)  # nothing left to encode
+    assert len(warmed) == 3
+
+
 def test_text_encoder_dropout_swaps_rows_for_the_empty_prompt(minilm):
     cached = CachedTextEncoder(minilm)
     enc, empty = cached.encode(PROMPTS[:2] * 50), cached.encode([""])

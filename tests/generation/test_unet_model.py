@@ -101,3 +101,31 @@ def test_a_weighted_loss_trains_and_is_recorded(tmp_path):
     assert recipe["train_config"]["loss_weighting"] == "snr+1"
     assert recipe["loss_weighting"] == "snr+1, clipped at 20, mean 1"
     assert recipe["objective"] == "eps/linear (DDPM, scaled-linear betas)"  # the model still predicts eps
+
+
+def test_a_terminated_training_run_saves_the_steps_it_did(tmp_path):
+    """SIGTERM (a `timeout`, a scheduler ending a job) stops the run after its current step with a checkpoint,
+    where it used to die with nothing newer than the last timed save."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "generation.unet.train", "--out", str(out), "--steps", "100000", "--batch-size", "2",
+           "--widths", "32,64", "--threads", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until it trains
+        if line.startswith("step 25 "):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, rest
+    assert "stopped by SIGTERM" in rest
+    recipe = json.loads((out / "config.json").read_text())["recipe"]
+    assert 25 <= recipe["steps_done"] < 100000 and recipe["planned_steps"] == 100000
+    load_unet_baseline(out)
