@@ -30,10 +30,10 @@ rm -rf "${RUNS:?}"/*
 
 if [ "$DEVICE" = cpu ]; then  # dry run: same commands, toy sizes
     SIZE_S="--width 32 --depth 2 --heads 2" SIZE_L="--width 48 --depth 2 --heads 2" BATCH=16 SNAP=20 WORKERS=1
-    UNET="--widths 32,64 --batch-size 8 --steps 30" SEEDS=1 EVAL_BATCH=64
+    UNET="--widths 32,64 --batch-size 8 --steps 30" SEEDS=1 EVAL_BATCH=512 EVAL_STEPS=2
 else
     SIZE_S="--width 128 --depth 6 --heads 4" SIZE_L="--width 192 --depth 6 --heads 6" BATCH=256 SNAP=${SNAP:-2500}
-    WORKERS=5 UNET="--batch-size 64 --steps ${UNET_STEPS:-5000}" SEEDS=2 EVAL_BATCH=512
+    WORKERS=5 UNET="--batch-size 64 --steps ${UNET_STEPS:-5000}" SEEDS=2 EVAL_BATCH=512 EVAL_STEPS=28
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
 
@@ -80,7 +80,7 @@ report() {  # name, checkpoints... (the report's own flags come from the caller)
     local name=$1
     shift
     timeout "${REPORT_SECONDS:-120}" $PY bench/demo_model_report.py "$@" --device "$DEVICE" --batch-size $EVAL_BATCH \
-        --steps 28 --json "$LOGS/report-$name.json" >"$LOGS/report-$name.log" 2>&1
+        --steps $EVAL_STEPS --json "$LOGS/report-$name.json" >"$LOGS/report-$name.log" 2>&1
 }
 for name in $MMDIT; do  # the final checkpoint first, then the snapshots
     report "$name" "$RUNS/$name" "$RUNS/$name"/step-* --kinds shape,position,word --seeds $SEEDS &
