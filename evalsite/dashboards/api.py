@@ -128,7 +128,10 @@ class CampaignResultsView(StaffAPIView):
         description="Leaderboard (Bradley-Terry scores, 95% intervals, ranks), win-rate matrix, SD3-style win "
         "rates, breakdowns, rater quality, metrics with their Spearman correlation, progress and "
         "the campaign decisions with their plain-words explanations, how many votes would change each decision "
-        "(fragility) and the leaderboard with and without style control (per-image covariates) side by side.",
+        "(fragility) and the leaderboard with and without style control (per-image covariates) side by side. "
+        '"Certified best" in fragility is computed by a worker, never in the request: each fragility block\'s '
+        '"refresh" says whether it is "current" (these votes), "stale" (computed on computed_votes at computed_at; '
+        'a refresh is queued) or "computing" (no answer yet; its entry has state "computing").',
     )
     def get(self, request, campaign_id: int):
         return results_response(request, campaign_id, campaign_results)

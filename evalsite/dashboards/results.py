@@ -14,7 +14,9 @@
   decisions          analysis.decisions.campaign_decisions for every criterion, in plain words too
   style_control      the leaderboard with and without per-image style covariates, and their effects
   held_out           raters held for review and the leaderboard with and without their votes (held_out.py)
-  fragility          per criterion, the fewest votes whose removal changes each decision (evalsite.dashboards.style)
+  fragility          per criterion, the fewest votes whose removal changes each decision (evalsite.dashboards.style);
+                     "certified best" under the site's replayed rule comes from the Celery task
+                     dashboards.refresh_fragility, with its state in "refresh" (current, stale or computing)
 Numbers are exactly those of the analysis functions; nothing is recomputed here.
 """
 
@@ -39,7 +41,7 @@ from analysis.win_rates import sd3_win_rates, win_rate_matrix
 from evalsite.dashboards.data import counted_votes, quality_frame, votes_frame
 from evalsite.dashboards.held_out import held_out_effect, with_reviews
 from evalsite.dashboards.models import MetricResult
-from evalsite.dashboards.style import fragility_for, style_control_for
+from evalsite.dashboards.style import fragility_for, fragility_in_request, fragility_latest_key, style_control_for
 from evalsite.rating.models import Campaign, Criterion, ImagePair
 
 BREAKDOWN_COLUMNS = ("category", "challenge")
@@ -440,15 +442,38 @@ def campaign_results(campaign: Campaign, options: ResultOptions, votes: pd.DataF
         },
         "style_control": style_control_for(counted) if fit is not None else None,
         "held_out": held_out_effect(campaign, votes, raters, options.criterion, options.bootstrap_rounds),
-        "fragility": [
-            {
-                "criterion": c,
-                "label": Criterion(c).label if c in Criterion.values else c,
-                "decisions": fragility_for(counted_by_criterion[c], options.alpha, CAMPAIGN_TOP_RULE),
-            }
-            for c in criteria
-        ],
+        "fragility": [fragility_block(campaign, c, counted_by_criterion[c], options) for c in criteria],
     }
+
+
+def fragility_block(campaign: Campaign, criterion: str, counted: pd.DataFrame, options: ResultOptions) -> dict:
+    """One criterion's fragility as a request shows it: never the replay itself (see fragility_in_request)."""
+    decisions, refresh = fragility_in_request(
+        counted,
+        options.alpha,
+        CAMPAIGN_TOP_RULE,
+        campaign_id=campaign.pk,
+        criterion=criterion,
+        exclude_flagged=options.exclude_flagged,
+    )
+    return {
+        "criterion": criterion,
+        "label": Criterion(criterion).label if criterion in Criterion.values else criterion,
+        "decisions": decisions,
+        "refresh": refresh,
+    }
+
+
+def refresh_fragility(campaign: Campaign, criterion: str, alpha: float, exclude_flagged: bool) -> list[dict] | None:
+    """The Celery task `dashboards.refresh_fragility`'s body: the fragility of one criterion's decisions on the
+    votes counted now (the replay of the site's rule included), kept in the shared cache for the next request."""
+    votes = votes_frame(campaign, for_export=False)
+    known = set(criteria_of(campaign, votes))
+    if criterion not in known:
+        raise ValueError(f"campaign {campaign.pk} has no criterion {criterion!r} (it has {', '.join(sorted(known))})")
+    _, _, counted = counted_by_criterion_of(campaign, votes, exclude_flagged)
+    latest_key = fragility_latest_key(campaign.pk, criterion, alpha, CAMPAIGN_TOP_RULE, exclude_flagged)
+    return fragility_for(counted[criterion], alpha, CAMPAIGN_TOP_RULE, latest_key=latest_key)
 
 
 def counted_by_criterion_of(

@@ -11,6 +11,7 @@ from django.urls import reverse
 from analysis.fragility import decision_fragility
 from analysis.style_control import fit_style_control
 from analysis.votes import count_pairs, vote_sequence
+from evalsite.dashboards import tasks
 from evalsite.dashboards.data import counted_votes, votes_frame
 from evalsite.dashboards.results import CAMPAIGN_TOP_RULE
 from evalsite.runs.models import Image
@@ -65,9 +66,12 @@ def test_covariates_are_measured_once_and_then_read_from_the_image_rows(staff_cl
 
 @pytest.mark.django_db
 def test_fragility_of_every_decision_is_in_the_api_and_matches_the_analysis(staff_client, voted_campaign):
+    for criterion in ("prompt_following", "aesthetics"):  # the worker's part, as the task runs it
+        tasks.refresh_fragility(voted_campaign.pk, criterion, 0.05, False)
     data = results(staff_client, voted_campaign, flagged="include")
     by_criterion = {block["criterion"]: block["decisions"] for block in data["fragility"]}
     assert set(by_criterion) == {"prompt_following", "aesthetics"}
+    assert all(block["refresh"]["state"] == "current" for block in data["fragility"])
     for criterion, decisions in by_criterion.items():
         votes = counted(voted_campaign, criterion)
         pairs = count_pairs(votes)
@@ -88,6 +92,7 @@ def test_fragility_of_every_decision_is_in_the_api_and_matches_the_analysis(staf
 
 @pytest.mark.django_db
 def test_the_page_shows_style_control_side_by_side_and_the_fragility_table(staff_client, voted_campaign):
+    tasks.refresh_fragility(voted_campaign.pk, "prompt_following", 0.05, False)
     page = html.unescape(
         staff_client.get(
             reverse("dashboards:campaign", args=[voted_campaign.pk]), {"flagged": "include"}

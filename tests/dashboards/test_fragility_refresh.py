@@ -1,0 +1,148 @@
+"""The replayed "certified best" fragility (seconds at 20k votes) runs in the Celery task
+dashboards.refresh_fragility, never in a dashboard or API request: a request with a stale answer shows the latest
+one, labelled with the votes and time it was computed for (or "being computed"), and asks for one refresh."""
+
+from __future__ import annotations
+
+import ast
+import html
+
+import pytest
+from django.urls import reverse
+
+import analysis.fragility
+from analysis.fragility import decision_fragility
+from analysis.votes import count_pairs, vote_sequence
+from evalsite.dashboards import tasks
+from evalsite.dashboards.data import counted_votes, votes_frame
+from evalsite.dashboards.results import CAMPAIGN_TOP_RULE
+from evalsite.dashboards.style import FRAGILITY_REFRESH_TASK
+from evalsite.rating.models import Vote
+from tests.support import wait_for
+
+CRITERIA = {"prompt_following", "aesthetics"}
+
+
+@pytest.fixture
+def replays(monkeypatch):
+    """Every replay of the site's rule for fragility, counted (the real function runs)."""
+    calls = []
+    real = analysis.fragility.replayed_top_fragility
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[0]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analysis.fragility, "replayed_top_fragility", counting)
+    return calls
+
+
+def api(client, campaign, capture):
+    with capture(execute=True):  # the enqueue happens after commit, as in a request outside the test transaction
+        response = client.get(reverse("dashboards:api-results", args=[campaign.pk]), {"flagged": "include"})
+    assert response.status_code == 200
+    return {block["criterion"]: block for block in response.json()["fragility"]}
+
+
+def expected_decisions(campaign, criterion, replay=True):
+    """decision_fragility on the votes the page counts; replay=False: the stateless rule (no replay)."""
+    votes = votes_frame(campaign)
+    votes = counted_votes(votes[votes.criterion == criterion])
+    pairs = count_pairs(votes)
+    if not replay:
+        return decision_fragility(pairs, 0.05)
+    ordered = vote_sequence(votes.sort_values("vote_id", kind="stable"), pairs.models)
+    return decision_fragility(pairs, 0.05, top_rule=CAMPAIGN_TOP_RULE, ordered=ordered)
+
+
+def refresh_messages(broker):
+    """The refreshes waiting in the broker, as their argument lists."""
+    return [list(ast.literal_eval(m["args"])) for m in broker.messages() if m["task"] == FRAGILITY_REFRESH_TASK]
+
+
+@pytest.mark.django_db
+def test_a_stale_request_does_not_replay_and_asks_once_then_shows_the_tasks_answer(
+    staff_client, voted_campaign, replays, broker, django_capture_on_commit_callbacks
+):
+    blocks = api(staff_client, voted_campaign, django_capture_on_commit_callbacks)
+    assert replays == []  # the request never replays the rule
+    for criterion, block in blocks.items():
+        assert block["refresh"]["state"] == "computing" and block["refresh"]["queued"], block["refresh"]
+        top = next(d for d in block["decisions"] if d["kind"] == "top_model_certified")
+        assert top["state"] == "computing" and top["votes_to_change"] is None
+        others = [
+            d for d in expected_decisions(voted_campaign, criterion, replay=False) if d["kind"] != "top_model_certified"
+        ]
+        assert [d for d in block["decisions"] if d["kind"] != "top_model_certified"] == others
+    queued = refresh_messages(broker)
+    assert sorted(m[1] for m in queued) == sorted(CRITERIA)
+
+    api(staff_client, voted_campaign, django_capture_on_commit_callbacks)  # again, while the refresh is queued
+    assert replays == [] and len(refresh_messages(broker)) == len(CRITERIA)  # no duplicate
+
+    for message in queued:  # what the worker does with each message
+        tasks.refresh_fragility(*message)
+    assert len(replays) == len(CRITERIA)
+    blocks = api(staff_client, voted_campaign, django_capture_on_commit_callbacks)
+    assert len(replays) == len(CRITERIA) and len(refresh_messages(broker)) == len(CRITERIA)
+    for criterion, block in blocks.items():
+        assert block["refresh"]["state"] == "current" and block["refresh"]["computed_at"]
+        assert block["decisions"] == expected_decisions(voted_campaign, criterion)
+
+
+@pytest.mark.django_db
+def test_after_a_new_vote_the_page_shows_the_earlier_answer_labelled_with_its_vote_count(
+    staff_client, voted_campaign, replays, broker, django_capture_on_commit_callbacks
+):
+    tasks.refresh_fragility(voted_campaign.pk, "prompt_following", 0.05, False)
+    before = expected_decisions(voted_campaign, "prompt_following")
+    n_before = len(counted_votes(votes_frame(voted_campaign).query("criterion == 'prompt_following'")))
+    Vote.objects.filter(campaign=voted_campaign, criterion="prompt_following", is_gold=False).last().delete()
+    replays.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        page = staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk]), {"flagged": "include"})
+    assert replays == []
+    card = html.unescape(page.content.decode()).split('id="fragility"')[1].split("</section>")[0]
+    assert "is not up to date:</strong> computed on " + f"{n_before:,} counted votes" in card
+    assert f"{n_before - 1:,} are counted now" in card
+    assert sorted(m[1] for m in refresh_messages(broker)) == sorted(CRITERIA)
+
+    block = api(staff_client, voted_campaign, django_capture_on_commit_callbacks)["prompt_following"]
+    assert block["refresh"] | {"computed_at": None} == {
+        "state": "stale",
+        "votes": n_before - 1,
+        "computed_votes": n_before,
+        "computed_at": None,
+        "queued": True,
+    }
+    stale_top = next(d for d in block["decisions"] if d["kind"] == "top_model_certified")
+    assert stale_top == next(d for d in before if d["kind"] == "top_model_certified") | {"state": "stale"}
+
+
+@pytest.mark.django_db
+def test_the_task_names_a_criterion_the_campaign_does_not_have(voted_campaign):
+    with pytest.raises(ValueError, match="has no criterion 'typography'"):
+        tasks.refresh_fragility(voted_campaign.pk, "typography", 0.05, True)
+
+
+@pytest.mark.worker
+def test_a_real_worker_computes_what_the_next_request_shows(
+    celery_worker_process, voted_campaign, staff_client, replays
+):
+    def blocks():
+        response = staff_client.get(reverse("dashboards:api-results", args=[voted_campaign.pk]), {"flagged": "include"})
+        return {block["criterion"]: block for block in response.json()["fragility"]}
+
+    first = blocks()  # autocommit here: the refresh is sent at once, to the worker process
+    assert {b["refresh"]["state"] for b in first.values()} == {"computing"} and replays == []
+    done = wait_for(
+        lambda: (found := blocks()) and all(b["refresh"]["state"] == "current" for b in found.values()) and found,
+        timeout=120,
+        interval=1,
+        what="the worker's fragility",
+        worker=celery_worker_process,
+    )
+    assert replays == []  # computed in the worker process, not here
+    for criterion, block in done.items():
+        assert block["decisions"] == expected_decisions(voted_campaign, criterion)
