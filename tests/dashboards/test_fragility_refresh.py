@@ -18,7 +18,7 @@ from evalsite.dashboards.data import counted_votes, votes_frame
 from evalsite.dashboards.results import CAMPAIGN_TOP_RULE
 from evalsite.dashboards.style import FRAGILITY_REFRESH_TASK
 from evalsite.rating.models import Vote
-from tests.support import wait_for
+from tests.support import switch_broker, wait_for
 
 CRITERIA = {"prompt_following", "aesthetics"}
 
@@ -118,6 +118,22 @@ def test_after_a_new_vote_the_page_shows_the_earlier_answer_labelled_with_its_vo
     }
     stale_top = next(d for d in block["decisions"] if d["kind"] == "top_model_certified")
     assert stale_top == next(d for d in before if d["kind"] == "top_model_certified") | {"state": "stale"}
+
+
+@pytest.mark.django_db
+def test_a_broker_that_is_away_costs_the_request_nothing_and_the_next_request_asks_again(
+    staff_client, voted_campaign, replays, broker, tmp_path, django_capture_on_commit_callbacks
+):
+    gone = str(tmp_path / "no-such-folder")  # a filesystem broker whose folders are not there: every send fails
+    restore = switch_broker("filesystem://", {"data_folder_in": gone, "data_folder_out": gone, "control_folder": gone})
+    try:
+        blocks = api(staff_client, voted_campaign, django_capture_on_commit_callbacks)
+    finally:
+        restore()
+    assert {b["refresh"]["state"] for b in blocks.values()} == {"computing"} and replays == []
+    assert refresh_messages(broker) == []
+    api(staff_client, voted_campaign, django_capture_on_commit_callbacks)  # the markers went with the failed sends
+    assert sorted(m[1] for m in refresh_messages(broker)) == sorted(CRITERIA)
 
 
 @pytest.mark.django_db
