@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import html
+import re
 
 import pytest
 from django.urls import reverse
@@ -106,6 +107,7 @@ def test_after_a_new_vote_the_page_shows_the_earlier_answer_labelled_with_its_vo
     card = html.unescape(page.content.decode()).split('id="fragility"')[1].split("</section>")[0]
     assert "is not up to date:</strong> computed on " + f"{n_before:,} counted votes" in card
     assert f"{n_before - 1:,} are counted now" in card
+    assert re.search(r"counted votes at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC;", card)  # not a raw ISO string
     assert sorted(m[1] for m in refresh_messages(broker)) == sorted(CRITERIA)
 
     block = api(staff_client, voted_campaign, django_capture_on_commit_callbacks)["prompt_following"]
@@ -162,3 +164,11 @@ def test_a_real_worker_computes_what_the_next_request_shows(
     assert replays == []  # computed in the worker process, not here
     for criterion, block in done.items():
         assert block["decisions"] == expected_decisions(voted_campaign, criterion)
+
+
+def test_timestamps_read_as_a_date_and_time_in_the_site_zone():
+    from evalsite.dashboards.templatetags.dashboard_format import moment
+
+    assert moment("2026-12-04T13:10:05.123456+00:00") == "2026-12-04 13:10:05 UTC"
+    assert moment("2026-12-04T14:10:05+01:00") == "2026-12-04 13:10:05 UTC"
+    assert moment(None) == moment("") == moment("yesterday") == "–"

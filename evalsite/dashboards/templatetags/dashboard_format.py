@@ -45,3 +45,23 @@ def votes(value) -> str:
     """A vote count with thousands separators; "unknown" when missing."""
     number = _number(value)
     return "unknown" if number is None else f"{int(number):,}"
+
+
+@register.filter
+def moment(value) -> str:
+    """An ISO timestamp (as the shared cache keeps it) in the site's time zone, to the second:
+    2026-12-04 13:10:05 UTC; – when missing or unreadable."""
+    from datetime import datetime
+
+    from django.utils import timezone
+
+    if not value:
+        return "–"
+    try:
+        when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return "–"
+    if timezone.is_naive(when):
+        when = timezone.make_aware(when, timezone.get_default_timezone())
+    local = timezone.localtime(when)
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"
