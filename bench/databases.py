@@ -26,3 +26,14 @@ def drop_database(url: str) -> None:
     admin, name = admin_url(url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def release_database(url: str, keep: bool = False) -> None:
+    """The end of a bench that ran Django in this process: close its connections, then drop the database
+    unless `keep`."""
+    if keep:
+        return
+    from django.db import connections
+
+    connections.close_all()
+    drop_database(url)

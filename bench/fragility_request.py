@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.databases import drop_database, recreate_database  # noqa: E402 (needs ROOT on the path)
+from bench.databases import recreate_database, release_database  # noqa: E402 (needs ROOT on the path)
 from bench.next_assignment import configure_django, seed  # noqa: E402
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/evalsite_bench_fragility"
@@ -190,11 +190,7 @@ def main() -> None:
             print(f"{name:<18} {median:9.2f} {min(values):7.2f} {max(values):7.2f}   {median / base:6.2f}x")
         print(f"load {os.getloadavg()[0]:.1f}")
     finally:
-        if not args.keep:
-            from django.db import connections
-
-            connections.close_all()
-            drop_database(args.database_url)
+        release_database(args.database_url, args.keep)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.databases import drop_database, recreate_database  # noqa: E402 (needs ROOT on the path)
+from bench.databases import recreate_database, release_database  # noqa: E402 (needs ROOT on the path)
 from bench.next_assignment import configure_django, make_raters, percentile, seed, time_endpoint  # noqa: E402
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/evalsite_bench_scale"
@@ -322,11 +322,7 @@ def main() -> None:
         if histories:
             history_axis(campaign, histories, args.history_requests)
     finally:
-        if not args.keep:
-            from django.db import connections
-
-            connections.close_all()
-            drop_database(args.database_url)
+        release_database(args.database_url, args.keep)
 
 
 if __name__ == "__main__":
