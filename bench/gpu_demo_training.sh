@@ -14,8 +14,9 @@
 # Knobs (environment): MMDIT (which MM-DiT runs, default both), SNAP (snapshot every N steps), UNET_STEPS,
 # REPORT_SECONDS, RUNS (scratch folder), PY (python).
 #
-# The device command used (the repo's checkout travels; MiniLM as an fp16 copy and diffusers as wheels are
-# carried, see docs/demo-model.md "On a GPU"):
+# The device command used (the repo's checkout travels; `bash bench/gpu_carry.sh` makes the fp16 MiniLM copy in
+# .gpu and the diffusers wheels in .whl, carried; `bash bench/gpu_carry.sh empty` keeps the committed
+# checkpoints from travelling, `... restore` brings them back; see docs/demo-model.md "On a GPU"):
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
 #   PYTHONPATH=/tmp/site:$PWD/.gpu/site:$PWD HF_HUB_OFFLINE=1 bash bench/gpu_demo_training.sh 6.5 $OUT cuda
 set -uo pipefail
