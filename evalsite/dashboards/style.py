@@ -72,10 +72,9 @@ def style_control_for(counted: pd.DataFrame, confidence: float = 0.95) -> dict |
     }
 
 
-def _replay_inputs(counted: pd.DataFrame, alpha: float, top_rule: str):
-    """(pairs, ordered votes, cache key of the answer) for a replayed top rule: the counted votes in the order they
+def _replay_inputs(counted: pd.DataFrame, pairs, alpha: float, top_rule: str):
+    """(ordered votes, cache key of the answer) for a replayed top rule: the counted votes in the order they
     were stored (vote_id), as the Decisions card replays them, and their fingerprint."""
-    pairs = count_pairs(counted)
     in_order = counted.sort_values("vote_id", kind="stable") if "vote_id" in counted.columns else counted
     ordered = vote_sequence(in_order, list(pairs.models))
     # a pure function of the ordered counted votes: kept in the shared cache under their fingerprint (the replays
@@ -84,11 +83,15 @@ def _replay_inputs(counted: pd.DataFrame, alpha: float, top_rule: str):
     ids = in_order["vote_id"].to_numpy(dtype=np.int64) if "vote_id" in in_order.columns else np.arange(len(in_order))
     for column in (ids, *ordered):
         digest.update(np.ascontiguousarray(column).tobytes())
-    return pairs, ordered, "fragility:" + digest.hexdigest()
+    return ordered, "fragility:" + digest.hexdigest()
 
 
-def _enough(counted: pd.DataFrame) -> bool:
-    return not counted.empty and count_pairs(counted).n_models >= 2
+def _pairs_of(counted: pd.DataFrame):
+    """The pair counts of one criterion's counted votes, or None without 2 models (nothing to decide)."""
+    if counted.empty:
+        return None
+    pairs = count_pairs(counted)
+    return pairs if pairs.n_models >= 2 else None
 
 
 def fragility_for(
@@ -101,11 +104,12 @@ def fragility_for(
     A replayed answer is kept in the shared cache under the votes' fingerprint and, with latest_key, as the
     latest answer with the number of votes and the time it was computed for (what a request shows while the
     next one is computed)."""
-    if not _enough(counted):
+    pairs = _pairs_of(counted)
+    if pairs is None:
         return None
     if top_rule == "bonferroni":
-        return decision_fragility(count_pairs(counted), alpha)
-    pairs, ordered, key = _replay_inputs(counted, alpha, top_rule)
+        return decision_fragility(pairs, alpha)
+    ordered, key = _replay_inputs(counted, pairs, alpha, top_rule)
     shared = caches["shared"]
     found = shared.get(key)
     if found is None:
@@ -131,11 +135,16 @@ def _shared(operation: str, *args):
         return None
 
 
+def _asked_marker(campaign_id: int, criterion: str, alpha: float, exclude_flagged: bool) -> str:
+    """The shared-cache key that says a refresh of this campaign's criterion (and page options) is asked for."""
+    return f"fragility-asked:{campaign_id}:{criterion}:{alpha!r}:{int(exclude_flagged)}"
+
+
 def _ask_for_refresh(campaign_id: int, criterion: str, alpha: float, exclude_flagged: bool) -> bool:
     """Enqueue `dashboards.refresh_fragility` after this transaction commits, unless one is already asked for
     (a marker in the shared cache, which the task removes when done and which expires after
     FRAGILITY_ASKED_SECONDS in case its message or its worker was lost). Returns whether one is queued now."""
-    marker = f"fragility-asked:{campaign_id}:{criterion}:{alpha!r}:{int(exclude_flagged)}"
+    marker = _asked_marker(campaign_id, criterion, alpha, exclude_flagged)
     added = _shared("add", marker, timezone.now().isoformat(), FRAGILITY_ASKED_SECONDS)
     if added is None:  # no shared cache: no marker to hold duplicates back, so ask nothing
         return False
@@ -157,7 +166,7 @@ def _ask_for_refresh(campaign_id: int, criterion: str, alpha: float, exclude_fla
 
 def refresh_marker_done(campaign_id: int, criterion: str, alpha: float, exclude_flagged: bool) -> None:
     """The task's last step: the next stale request may ask again."""
-    caches["shared"].delete(f"fragility-asked:{campaign_id}:{criterion}:{alpha!r}:{int(exclude_flagged)}")
+    caches["shared"].delete(_asked_marker(campaign_id, criterion, alpha, exclude_flagged))
 
 
 def fragility_in_request(
@@ -171,11 +180,12 @@ def fragility_in_request(
     computed on earlier votes (state 'stale'), or none yet (state 'computing'), and a refresh is enqueued once.
     refresh: {state, votes (counted now), computed_votes, computed_at, queued}; None for 'bonferroni' or when
     there are not enough votes."""
-    if not _enough(counted):
+    pairs = _pairs_of(counted)
+    if pairs is None:
         return None, None
     if top_rule == "bonferroni":
-        return decision_fragility(count_pairs(counted), alpha), None
-    pairs, _, key = _replay_inputs(counted, alpha, top_rule)
+        return decision_fragility(pairs, alpha), None
+    _, key = _replay_inputs(counted, pairs, alpha, top_rule)
     latest_key = fragility_latest_key(campaign_id, criterion, alpha, top_rule, exclude_flagged)
     latest = _shared("get", latest_key)
     found = _shared("get", key)
