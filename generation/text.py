@@ -170,20 +170,17 @@ class CachedTextEncoder(TextEncoder):
         self._cache: dict[str, Encoding] = {}
 
     def encode(self, prompts: Sequence[str]) -> Encoding:
-        if isinstance(prompts, str):
-            raise TypeError("encode takes a list of prompt strings")
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
-        for p in missing:
-            tokens, mask, pooled = self.encoder.encode([p])
-            n = int(mask.sum())  # drop the padding of a single prompt
-            self._cache[p] = (tokens[:, :n], mask[:, :n], pooled)
+        self.warm(prompts, batch_size=1)  # one prompt per call: no padding at all
         return concat_encodings([self._cache[p] for p in prompts])
 
     def warm(self, prompts: Sequence[str], batch_size: int = 256) -> None:
-        """Encode the prompts not cached yet, `batch_size` at a time (trainers call it on each batch's captions:
-        one at a time, the new captions of the first steps held a GPU run at 1-5 steps per second for its first
-        minute). Each row is cut to its own tokens; the masked padding changes nothing but float rounding
-        (about 1e-6 against `encode`), and a run that sees the same batches gets the same numbers."""
+        """Encode the prompts not cached yet, `batch_size` at a time (`encode` warms one at a time; trainers call
+        it on each batch's captions: one at a time, the new captions of the first steps held a GPU run at 1-5
+        steps per second for its first minute). Each row is cut to its own tokens; the masked padding changes
+        nothing but float rounding (about 1e-6 against `encode`), and a run that sees the same batches gets the
+        same numbers."""
+        if isinstance(prompts, str):
+            raise TypeError("the cached text encoder takes a list of prompt strings")
         missing = [p for p in dict.fromkeys(prompts) if p not in self._cache]
         for start in range(0, len(missing), batch_size):
             chunk = missing[start : start + batch_size]
