@@ -46,7 +46,7 @@ from evalsite.rating.models import (
     criterion_text,
 )
 from evalsite.rating.quality import update_rater_quality
-from evalsite.rating.withdraw import withdraw_image
+from evalsite.rating.withdraw import expire_if_withdrawn, withdraw_image
 from evalsite.runs.display import ImageUnreadable, shown_length, shown_png, stored_picture
 from evalsite.runs.models import Image
 from evalsite.throttles import client_address, over_budget
@@ -302,6 +302,7 @@ def assignment_image(request, assignment_id: str, side: str):
         raise Http404("no such image")
     shown = assignment.image_left if side == "left" else assignment.image_right
     if shown.status != Image.Status.DONE or not shown.file:
+        expire_if_withdrawn(assignment, shown)
         raise Http404("no such image")
     run = assignment.campaign.run
     if request.method == "HEAD":  # the same headers as GET, without decoding and encoding the picture

@@ -11,6 +11,11 @@ the reason (the run page shows it, and regenerating the run makes it again), and
   - gold checks with it stay (answered ones keep their history), but the engine hands out only gold checks of
     two finished images.
 
+An assignment handed out while its image was being withdrawn (the page preloads its next pair while it asks for
+the images of this one, so the two requests overlap) can commit after the withdrawal's expiry ran and stay open;
+its page would ask for the next pair and be given the same one again, for ever. `expire_if_withdrawn` expires
+such an assignment when its page asks for the image.
+
 When the image is made again, `engine.prepare_campaign` pairs it anew (ensure_prepared notices the change in the
 number of finished images).
 """
@@ -49,3 +54,12 @@ def withdraw_image(image: Image, reason: str) -> bool:
     log.error("image %s withdrawn from rating: %s (%d open assignments expired, %d unanswered pairs removed)",
               image.pk, reason, expired, deleted)  # fmt: skip
     return True
+
+
+def expire_if_withdrawn(assignment: Assignment, image: Image) -> None:
+    """The page of `assignment` asked for `image`, which is no longer a finished image: expire the assignment if
+    it is still open (see the module docstring), so the page's next request for a pair moves on."""
+    if image.status != Image.Status.DONE:
+        Assignment.objects.filter(pk=assignment.pk, status=Assignment.Status.OPEN).update(
+            status=Assignment.Status.EXPIRED
+        )
