@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     args = parser.parse_args(argv)
+    if args.compile_scope == "blocks" and uses_cuda_graphs(args.compile_mode) and not args.no_compile:
+        # one compiled block serves all alike blocks, so they would share the graph's static output buffers: each
+        # block's call overwrites the residual the next block still reads (measured on the H200, 2026-12-04)
+        parser.error(f"--compile-mode {args.compile_mode} records CUDA graphs: use it with --compile-scope full")
     from diffusers.utils import logging as diffusers_logging
 
     threads_before, verbosity_before = torch.get_num_threads(), diffusers_logging.get_verbosity()
@@ -93,6 +97,11 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         torch.set_num_threads(threads_before)
         diffusers_logging.set_verbosity(verbosity_before)
+
+
+def uses_cuda_graphs(mode: str | None) -> bool:
+    """Whether a torch.compile mode records CUDA graphs (reduce-overhead and max-autotune do, unless told not to)."""
+    return mode in ("reduce-overhead", "max-autotune")
 
 
 def run(args: argparse.Namespace) -> dict:

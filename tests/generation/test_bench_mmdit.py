@@ -113,6 +113,17 @@ def test_in_house_model_compiles_without_graph_breaks(bench, scope):
     assert [r["impl"] for r in result["rows"]] == ["in-house compiled [torch]", "in-house eager [torch]"]
 
 
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cuda_graph_modes_are_refused_block_by_block(bench, mode, capsys):
+    # block by block, the alike blocks would share one graph's output buffers (on the H200 this failed with
+    # "accessing tensor output of CUDAGraphs that has been overwritten"); the bench says why before building models
+    with pytest.raises(SystemExit) as stop:
+        bench.main(["--tiny", "--device", "cpu", "--compile-mode", mode])
+    assert stop.value.code == 2
+    assert "--compile-scope full" in capsys.readouterr().err
+    assert not bench.uses_cuda_graphs("max-autotune-no-cudagraphs")
+
+
 def test_attention_variants_time_both_models_under_each_kernel_order(bench):
     result = bench.main(
         [
