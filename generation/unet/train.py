@@ -44,6 +44,7 @@ class TrainConfig:
     out: str  # output directory: model.safetensors + config.json (the EMA weights)
     minutes: float = 10.0  # budget in CPU minutes of this process (a busy shared machine gets the same training)
     steps: int | None = None  # planned optimizer steps; None = planned from the speed of the first 20 steps
+    stop_at: int | None = None  # stop (and save) at this step though the plan is longer: replays a stopped run
     seed: int = 0  # seeds data, noise, timesteps, dropout and initialisation
     batch_size: int = 32  # images per step
     lr: float = 2e-3  # peak AdamW learning rate
@@ -163,7 +164,12 @@ def train(cfg: TrainConfig) -> Path:
     step, window = 0, []
     stop = []  # SIGTERM (a `timeout`, a scheduler) ends the run after the current step, with a checkpoint
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    while not stop and (cfg.steps is not None or not cpu.spent()) and (planned is None or step < planned):
+    while (
+        not stop
+        and (cfg.steps is not None or not cpu.spent())
+        and (planned is None or step < planned)
+        and (cfg.stop_at is None or step < cfg.stop_at)
+    ):
         if cfg.threads == 0 and step % 25 == 0:
             adapt_threads()
         set_lr(opt, lr_at(step, planned or 10**9, cfg))
@@ -209,6 +215,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--minutes", type=float, default=defaults.minutes, help="training budget in CPU minutes")
     p.add_argument("--steps", type=int, help="train exactly this many steps (no clock; reproduces a --minutes run)")
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        help="stop (and save) at this step of the --steps plan: replays a run that a timeout or SIGTERM stopped",
+    )
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--lr", type=float, default=defaults.lr)
@@ -239,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.error("--max-loss-weight must be at least 1")
     if args.minutes <= 0 or (args.steps is not None and args.steps < 1):
         p.error("--minutes and --steps must be positive")
+    if args.stop_at is not None and (args.steps is None or not 1 <= args.stop_at <= args.steps):
+        p.error("--stop-at needs --steps (the plan it cuts short) and must lie between 1 and --steps")
     try:
         model = unet_config([int(w) for w in args.widths.split(",")], args.space_to_depth, input_skip=args.input_skip)
     except ValueError as e:
@@ -248,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             out=args.out,
             minutes=args.minutes,
             steps=args.steps,
+            stop_at=args.stop_at,
             seed=args.seed,
             batch_size=args.batch_size,
             lr=args.lr,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from generation.unet.checkpoint import load_unet_baseline, save_checkpoint
@@ -101,6 +102,25 @@ def test_a_weighted_loss_trains_and_is_recorded(tmp_path):
     assert recipe["train_config"]["loss_weighting"] == "snr+1"
     assert recipe["loss_weighting"] == "snr+1, clipped at 20, mean 1"
     assert recipe["objective"] == "eps/linear (DDPM, scaled-linear betas)"  # the model still predicts eps
+
+
+def test_stop_at_replays_a_stopped_run_with_the_longer_plans_learning_rates(tmp_path):
+    """The committed checkpoint was stopped by a timeout at step 3,875 of a 5,000-step plan: --stop-at replays that
+    (the same data and learning rates as the longer plan, then a save), and refuses a step outside the plan."""
+    from generation.unet.train import main
+
+    args = ["--batch-size", "2", "--widths", "32,64", "--threads", "1", "--warmup-steps", "1"]
+    main(["--out", str(tmp_path / "cut"), "--steps", "6", "--stop-at", "3", *args])
+    main(["--out", str(tmp_path / "full"), "--steps", "3", *args])
+    cut = json.loads((tmp_path / "cut" / "config.json").read_text())["recipe"]
+    assert (cut["steps_done"], cut["planned_steps"], cut["train_config"]["stop_at"]) == (3, 6, 3)
+    # the same three batches, but the 6-step plan's cosine is still high at step 3: the weights differ
+    cut_w, full_w = load_unet_baseline(tmp_path / "cut")[0], load_unet_baseline(tmp_path / "full")[0]
+    assert any(not torch.equal(a, b) for a, b in zip(cut_w.parameters(), full_w.parameters(), strict=True))
+    for bad in (["--stop-at", "3"], ["--steps", "6", "--stop-at", "7"], ["--steps", "6", "--stop-at", "0"]):
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path / "bad"), *bad, *args])
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_terminated_training_run_saves_the_steps_it_did(tmp_path):
