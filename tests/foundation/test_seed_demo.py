@@ -1,5 +1,7 @@
 """`manage.py seed_demo` (evalsite/demo): demo users and prompt sets, the demo models, the demo run and campaign."""
 
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -31,7 +33,10 @@ def demo_dir(tmp_path_factory):
     demo = tmp_path_factory.mktemp("seed") / "demo_models"
     tiny_inhouse_checkpoint(demo / "mmdit-demo", step=2000)
     tiny_inhouse_checkpoint(demo / "mmdit-demo-early", step=500)
-    tiny_unet_checkpoint(demo / "unet-baseline")
+    unet = tiny_unet_checkpoint(demo / "unet-baseline")
+    meta = json.loads((unet / "config.json").read_text())  # recommends guidance 1, as the committed one does
+    meta["recipe"]["sampler_defaults"] = {"steps": 28, "guidance_scale": 1.0, "scheduler": "ddim"}
+    (unet / "config.json").write_text(json.dumps(meta))
     (demo / "clip-demo").mkdir()
     (demo / "clip-demo" / "config.json").write_text('{"kind": "dual_encoder"}')  # not an image model
     return demo
@@ -56,7 +61,9 @@ def test_seed_demo_starts_the_demo_run_of_every_demo_model_on_the_gpu_queue(seed
     run = ComparisonRun.objects.get(name="Demo comparison")
     prompts = PromptSet.objects.get(name="Demo shapes, positions and words").prompts.count()
     assert run.image_models.count() == 3 and run.images.count() == 3 * prompts * 2
-    assert run.sampler_overrides == {"steps": 28, "guidance_scale": 4.0, "height": 32, "width": 32}
+    assert run.sampler_overrides == {"steps": 28, "height": 32, "width": 32}
+    guidance = {(i.model.name, i.sampler_settings["guidance_scale"]) for i in run.all_images().select_related("model")}
+    assert guidance == {("mmdit-demo", 4.0), ("mmdit-demo-early", 4.0), ("unet-baseline", 1.0)}  # each its own
     sent = len(seeded.messages())
     assert sent == run.jobs.count() > 0
 
