@@ -131,7 +131,8 @@ class CampaignResultsView(StaffAPIView):
         "(fragility) and the leaderboard with and without style control (per-image covariates) side by side. "
         '"Certified best" in fragility is computed by a worker, never in the request: each fragility block\'s '
         '"refresh" says whether it is "current" (these votes), "stale" (computed on computed_votes at computed_at; '
-        'a refresh is queued) or "computing" (no answer yet; its entry has state "computing").',
+        'a refresh is queued) or "computing" (no answer yet; its entry has state "computing"); "asked_at" is when the '
+        'pending refresh was asked for, and "overdue" says no worker has answered it for 90 seconds.',
     )
     def get(self, request, campaign_id: int):
         return results_response(request, campaign_id, campaign_results)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ FRAGILITY_CACHE_VERSION = 1  # bump when decision_fragility's answer changes for
 FRAGILITY_REFRESH_TASK = "dashboards.refresh_fragility"  # computes the replayed top-model fragility off the request
 FRAGILITY_KEEP_SECONDS = 7 * 24 * 3600  # how long a computed answer (and the latest one per criterion) is kept
 FRAGILITY_ASKED_SECONDS = 600  # a refresh asked for and not finished by then is asked for again
+FRAGILITY_OVERDUE_SECONDS = 90  # a refresh unanswered this long is shown as such (no worker on the default queue?)
 
 COVARIATE_LABELS = {
     "brightness": "Brightness (mean luma)",
@@ -140,16 +142,19 @@ def _asked_marker(campaign_id: int, criterion: str, alpha: float, exclude_flagge
     return f"fragility-asked:{campaign_id}:{criterion}:{alpha!r}:{int(exclude_flagged)}"
 
 
-def _ask_for_refresh(campaign_id: int, criterion: str, alpha: float, exclude_flagged: bool) -> bool:
+def _ask_for_refresh(campaign_id: int, criterion: str, alpha: float, exclude_flagged: bool) -> str | None:
     """Enqueue `dashboards.refresh_fragility` after this transaction commits, unless one is already asked for
     (a marker in the shared cache, which the task removes when done and which expires after
-    FRAGILITY_ASKED_SECONDS in case its message or its worker was lost). Returns whether one is queued now."""
+    FRAGILITY_ASKED_SECONDS in case its message or its worker was lost). Returns when the refresh now pending
+    was asked for (ISO time; now if this request asked), or None when none could be asked for."""
     marker = _asked_marker(campaign_id, criterion, alpha, exclude_flagged)
-    added = _shared("add", marker, timezone.now().isoformat(), FRAGILITY_ASKED_SECONDS)
+    now = timezone.now().isoformat()
+    added = _shared("add", marker, now, FRAGILITY_ASKED_SECONDS)
     if added is None:  # no shared cache: no marker to hold duplicates back, so ask nothing
-        return False
+        return None
     if not added:
-        return True
+        asked_at = _shared("get", marker)  # None if it expired or was done in between: then it is asked anew
+        return asked_at if isinstance(asked_at, str) else now
 
     def send() -> None:
         from evalsite.celery import app  # the project's Celery app (this module is imported by its tasks)
@@ -161,7 +166,18 @@ def _ask_for_refresh(campaign_id: int, criterion: str, alpha: float, exclude_fla
             raise
 
     transaction.on_commit(send, robust=True)
-    return True
+    return now
+
+
+def _overdue(asked_at: str | None) -> bool:
+    """Whether a refresh asked for at `asked_at` has waited longer than a worker needs (FRAGILITY_OVERDUE_SECONDS)."""
+    if asked_at is None:
+        return False
+    try:
+        waited = (timezone.now() - datetime.fromisoformat(asked_at)).total_seconds()
+    except (TypeError, ValueError):
+        return False
+    return waited > FRAGILITY_OVERDUE_SECONDS
 
 
 def refresh_marker_done(campaign_id: int, criterion: str, alpha: float, exclude_flagged: bool) -> None:
@@ -192,8 +208,8 @@ def fragility_in_request(
     if found is not None:
         at = latest["computed_at"] if isinstance(latest, dict) and latest.get("key") == key else None
         refresh = {"state": "current", "votes": len(counted), "computed_votes": len(counted), "computed_at": at}
-        return found, refresh | {"queued": False}
-    queued = _ask_for_refresh(campaign_id, criterion, alpha, exclude_flagged)
+        return found, refresh | {"queued": False, "asked_at": None, "overdue": False}
+    asked_at = _ask_for_refresh(campaign_id, criterion, alpha, exclude_flagged)
     decisions = decision_fragility(pairs, alpha)  # the stateless decisions; its top entry is the Bonferroni rule's
     top = None
     if isinstance(latest, dict):
@@ -203,7 +219,9 @@ def fragility_in_request(
         "votes": len(counted),
         "computed_votes": latest["votes"] if top is not None else None,
         "computed_at": latest["computed_at"] if top is not None else None,
-        "queued": queued,
+        "queued": asked_at is not None,
+        "asked_at": asked_at,
+        "overdue": _overdue(asked_at),
     }
     if top is None:
         top = {

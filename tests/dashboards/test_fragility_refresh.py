@@ -7,14 +7,17 @@ from __future__ import annotations
 import ast
 import html
 import re
+from datetime import timedelta
 
 import pytest
+from django.core.cache import caches
 from django.urls import reverse
+from django.utils import timezone
 
 import analysis.fragility
 from analysis.fragility import decision_fragility
 from analysis.votes import count_pairs, vote_sequence
-from evalsite.dashboards import tasks
+from evalsite.dashboards import style, tasks
 from evalsite.dashboards.data import counted_votes, votes_frame
 from evalsite.dashboards.results import CAMPAIGN_TOP_RULE
 from evalsite.dashboards.style import FRAGILITY_REFRESH_TASK
@@ -111,15 +114,41 @@ def test_after_a_new_vote_the_page_shows_the_earlier_answer_labelled_with_its_vo
     assert sorted(m[1] for m in refresh_messages(broker)) == sorted(CRITERIA)
 
     block = api(staff_client, voted_campaign, django_capture_on_commit_callbacks)["prompt_following"]
-    assert block["refresh"] | {"computed_at": None} == {
+    assert block["refresh"] | {"computed_at": None, "asked_at": None} == {
         "state": "stale",
         "votes": n_before - 1,
         "computed_votes": n_before,
         "computed_at": None,
         "queued": True,
+        "asked_at": None,
+        "overdue": False,  # asked for by the page request a moment ago
     }
+    assert block["refresh"]["asked_at"]
     stale_top = next(d for d in block["decisions"] if d["kind"] == "top_model_certified")
     assert stale_top == next(d for d in before if d["kind"] == "top_model_certified") | {"state": "stale"}
+
+
+@pytest.mark.django_db
+def test_a_refresh_no_worker_answers_is_shown_as_overdue_and_not_asked_twice(
+    staff_client, voted_campaign, replays, broker, django_capture_on_commit_callbacks
+):
+    blocks = api(staff_client, voted_campaign, django_capture_on_commit_callbacks)
+    first = blocks["prompt_following"]["refresh"]
+    assert first["queued"] and not first["overdue"]
+    # nothing consumes the broker: two minutes later the marker is still there, with its time
+    key = style._asked_marker(voted_campaign.pk, "prompt_following", 0.05, False)
+    asked = timezone.now() - timedelta(seconds=style.FRAGILITY_OVERDUE_SECONDS + 30)
+    caches["shared"].set(key, asked.isoformat(), style.FRAGILITY_ASKED_SECONDS)
+    block = api(staff_client, voted_campaign, django_capture_on_commit_callbacks)["prompt_following"]
+    assert block["refresh"]["state"] == "computing" and block["refresh"]["overdue"]
+    assert block["refresh"]["asked_at"] == asked.isoformat()
+    assert len(refresh_messages(broker)) == len(CRITERIA)  # still the one refresh per criterion
+
+    with django_capture_on_commit_callbacks(execute=True):
+        page = staff_client.get(reverse("dashboards:campaign", args=[voted_campaign.pk]), {"flagged": "include"})
+    card = html.unescape(page.content.decode()).split('id="fragility"')[1].split("</section>")[0]
+    assert card.count("No worker has answered") == 1  # prompt following only: aesthetics was asked just now
+    assert re.search(r"No worker has answered</strong> since it was asked for at \d{4}-\d\d-\d\d \d\d:\d\d", card)
 
 
 @pytest.mark.django_db
