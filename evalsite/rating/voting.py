@@ -16,13 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
-from django.db.models import F, OuterRef, Subquery
-from django.db.models.functions import Coalesce
+from django.db import IntegrityError, connection, transaction
+from django.db.models import BooleanField, ExpressionWrapper, F, Value
 from django.utils import timezone
 
-from evalsite.rating.models import Assignment, Choice, ImagePair, Rater, RaterTally, Vote
-from evalsite.runs.models import ComparisonRun
+from evalsite.catalog.models import ImageModel, Prompt
+from evalsite.rating.models import Assignment, Campaign, Choice, GoldCheck, ImagePair, Rater, RaterTally, Vote
+from evalsite.runs.models import ComparisonRun, Image
+from generation import contract
 
 
 @dataclass
@@ -84,13 +85,96 @@ def submit_votes(assignment_id, user_id: int, submission: VoteSubmission, now: d
     return _record(assignment_id, lambda assignment: assignment.rater.user_id == user_id, submission, now)
 
 
-def _answered_in_campaign() -> Coalesce:
-    """Subquery: answered assignments of the outer assignment's rater in its campaign, read from their tally row
-    (RaterTally, kept by triggers), so the vote's cost does not grow with the rater's history."""
-    answered = RaterTally.objects.filter(
-        rater_id=OuterRef("rater_id"), campaign_id=OuterRef("campaign_id"), model_id=0
-    ).values("answered")[:1]
-    return Coalesce(Subquery(answered), 0)
+# The assignment locked, with what a vote needs to know about it, in one narrow statement: who owns it (the rater's
+# user), how many pairs that rater had answered in the campaign (their RaterTally row, kept by triggers, so the cost
+# does not grow with the history), the campaign's questions and target, whether the run is text-to-3D (the
+# questions depend on it), whether the prompt asks for text, the two images' models and the gold check's answer.
+# Hand-written because the ORM's version (select_related over eight tables, every column) cost ~4x as much per
+# vote in compiling, planning and building model instances (bench/vote_path.py); the statement count is the same.
+_RUN_MODELS = ComparisonRun.image_models.through._meta.db_table
+_LOCK_COLUMNS = (
+    [(f"a.{f.column}", f) for f in Assignment._meta.concrete_fields]
+    + [
+        ("r.user_id", Rater._meta.get_field("user")),
+        ("COALESCE((SELECT t.answered FROM rating_ratertally t WHERE t.rater_id = a.rater_id "
+         "AND t.campaign_id = a.campaign_id AND t.model_id = 0), 0)", RaterTally._meta.get_field("answered")),
+        ("c.criteria", Campaign._meta.get_field("criteria")),
+        ("c.pairs_per_rater", Campaign._meta.get_field("pairs_per_rater")),
+        ("c.run_id", Campaign._meta.get_field("run")),
+        (f"EXISTS (SELECT 1 FROM {_RUN_MODELS} m JOIN {ImageModel._meta.db_table} k ON k.id = m.imagemodel_id "
+         "WHERE m.comparisonrun_id = c.run_id AND k.kind = %(kind_3d)s)", BooleanField()),
+        ("pr.detected_needs_text", Prompt._meta.get_field("detected_needs_text")),
+        ("pr.needs_text_override", Prompt._meta.get_field("needs_text_override")),
+        ("il.model_id", Image._meta.get_field("model")),
+        ("ir.model_id", Image._meta.get_field("model")),
+        ("g.criterion", GoldCheck._meta.get_field("criterion")),
+        ("g.correct_image_id", GoldCheck._meta.get_field("correct_image")),
+    ]
+)  # fmt: skip
+_LOCK_SQL = (
+    "SELECT "
+    + ", ".join(sql for sql, _ in _LOCK_COLUMNS)
+    + """
+FROM rating_assignment a
+JOIN rating_rater r ON r.id = a.rater_id
+JOIN rating_campaign c ON c.id = a.campaign_id
+JOIN catalog_prompt pr ON pr.id = a.prompt_id
+JOIN runs_image il ON il.id = a.image_left_id
+JOIN runs_image ir ON ir.id = a.image_right_id
+LEFT JOIN rating_goldcheck g ON g.id = a.gold_id
+WHERE a.id = %(id)s"""
+)
+_ASSIGNMENT_ATTNAMES = [f.attname for f in Assignment._meta.concrete_fields]
+
+
+def _as_column(field):
+    """An expression for `field`'s column, whose database converters turn a raw value into the field's Python value
+    (SQLite gives datetimes as text, UUIDs as hex, booleans as integers, JSON as text)."""
+    if getattr(field, "model", None) is None:
+        return ExpressionWrapper(Value(None), output_field=field)
+    return field.get_col(field.model._meta.db_table)
+
+
+def _loaded(model, **values):
+    """An instance of `model` with these fields (by attname) loaded and the others deferred (loaded on first use)."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db(connection.alias, names, [values[name] for name in names])
+
+
+def _lock_assignment(assignment_id) -> tuple[Assignment, int] | None:
+    """(the assignment, locked for this transaction, with its campaign, run, prompt, rater, images and gold check
+    loaded as far as a vote needs them; the pairs its rater had answered in the campaign), or None."""
+    sql = _LOCK_SQL + (" FOR UPDATE OF a" if connection.features.has_select_for_update_of else "")
+    pk = Assignment._meta.pk.get_db_prep_value(assignment_id, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"id": pk, "kind_3d": contract.TEXT_TO_3D})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    compiler = Assignment.objects.none().query.get_compiler(connection=connection)
+    converters = compiler.get_converters([_as_column(field) for _, field in _LOCK_COLUMNS])
+    row = next(iter(compiler.apply_converters([list(row)], converters)))
+    n = len(_ASSIGNMENT_ATTNAMES)
+    assignment = Assignment.from_db(connection.alias, _ASSIGNMENT_ATTNAMES, row[:n])
+    (user_id, answered, criteria, pairs_per_rater, run_id, is_3d, detected, override, left_model, right_model,
+     gold_criterion, gold_correct_image) = row[n:]  # fmt: skip
+    run = _loaded(ComparisonRun, id=run_id)
+    run.is_3d = is_3d  # a cached_property: asks nothing more
+    assignment.campaign = _loaded(
+        Campaign, id=assignment.campaign_id, run_id=run_id, criteria=criteria, pairs_per_rater=pairs_per_rater
+    )
+    assignment.campaign.run = run
+    assignment.rater = _loaded(Rater, id=assignment.rater_id, user_id=user_id)
+    assignment.prompt = _loaded(
+        Prompt, id=assignment.prompt_id, detected_needs_text=detected, needs_text_override=override
+    )
+    assignment.image_left = _loaded(Image, id=assignment.image_left_id, model_id=left_model)
+    assignment.image_right = _loaded(Image, id=assignment.image_right_id, model_id=right_model)
+    gold = None
+    if assignment.gold_id is not None:
+        gold = _loaded(GoldCheck, id=assignment.gold_id, criterion=gold_criterion, correct_image_id=gold_correct_image)
+    assignment.gold = gold
+    return assignment, answered
 
 
 def _record(
@@ -99,23 +183,17 @@ def _record(
     now = now or timezone.now()
     try:
         with transaction.atomic():
-            assignment = (
-                Assignment.objects.select_for_update(of=("self",))
-                .select_related("campaign__run", "prompt", "image_left", "image_right", "gold", "rater")
-                .annotate(answered_before=_answered_in_campaign(), run_is_3d=ComparisonRun.is_3d_of("campaign__run_id"))
-                .filter(pk=assignment_id)
-                .first()
-            )
-            if assignment is None:
+            locked = _lock_assignment(assignment_id)
+            if locked is None:
                 raise VoteRefused(404, "not_found", "no such assignment")
-            assignment.campaign.run.is_3d = assignment.run_is_3d  # which criteria are asked depends on it
+            assignment, answered_before = locked
             if not owns(assignment):
                 raise VoteRefused(403, "not_your_assignment", "this assignment belongs to another rater")
             check_choices(assignment, submission.choices)
             target = assignment.campaign.pairs_per_rater
             if assignment.status == Assignment.Status.ANSWERED:  # votes and status are written together
                 stored = _replay(list(assignment.votes.order_by("id")), submission)
-                return Recorded(stored, False, assignment.answered_before, target)
+                return Recorded(stored, False, answered_before, target)
             if assignment.status != Assignment.Status.OPEN or assignment.expires_at <= now:
                 raise VoteRefused(
                     410, "assignment_expired", "this pair expired before the answer arrived; ask for the next pair"
@@ -126,7 +204,7 @@ def _record(
             assignment.save(update_fields=["status", "answered_at"])
             if assignment.image_pair_id is not None:
                 ImagePair.objects.filter(pk=assignment.image_pair_id).update(answered=F("answered") + 1)
-            return Recorded(votes, True, assignment.answered_before + 1, target)
+            return Recorded(votes, True, answered_before + 1, target)
     except IntegrityError:
         # A concurrent submission for this assignment committed first (only reachable without row locks).
         stored = list(
