@@ -14,7 +14,7 @@ import uuid
 
 from django.core.cache import caches
 from django.db import connection
-from django.db.models import Exists, OuterRef, Subquery
+from django.db.models import BooleanField, Exists, OuterRef
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -28,6 +28,7 @@ from evalsite.inputs import numeric_id
 from evalsite.outages import CACHE_AWAY, DATABASE_AWAY
 from evalsite.rating import engine
 from evalsite.rating.models import Campaign, Rater
+from evalsite.rating.rows import RUN_IS_3D_PARAMS, columns, fetch_row, instance, loaded, run_is_3d
 from evalsite.rating.serializers import (
     ErrorSerializer,
     NextAssignmentSerializer,
@@ -164,27 +165,40 @@ def _campaign_for(rater: Rater, raw_id: str | None) -> Campaign:
     return campaign
 
 
+_CAMPAIGN_COLUMNS = (
+    columns(Campaign, "c")
+    + columns(ComparisonRun, "r")
+    + [
+        ("(SELECT rr.id FROM rating_rater rr WHERE rr.user_id = %(user)s)", Rater._meta.pk),
+        (f"EXISTS (SELECT 1 FROM {Campaign.raters.through._meta.db_table} m JOIN rating_rater rr ON rr.id = m.rater_id "
+         "WHERE m.campaign_id = c.id AND rr.user_id = %(user)s)", BooleanField()),
+        run_is_3d("c.run_id"),
+    ]
+)  # fmt: skip
+_CAMPAIGN_SQL = (
+    "SELECT "
+    + ", ".join(sql for sql, _ in _CAMPAIGN_COLUMNS)
+    + " FROM rating_campaign c JOIN runs_comparisonrun r ON r.id = c.run_id WHERE c.id = %(campaign)s"
+)
+
+
 def _rater_and_campaign(view: RaterAPIView, raw_id: str | None) -> tuple[Rater, Campaign]:
-    """The caller's Rater and the campaign it asks about, in one statement when all is well (the campaign row,
+    """The caller's Rater and the campaign it asks about, in one statement when all is well (the campaign and its run,
     the user's rater id and its membership); any refusal is found and worded by the step-by-step checks."""
     user_id = view.request.user.pk
     campaign_id = numeric_id(raw_id)
     if campaign_id is not None:
-        membership = Campaign.raters.through.objects.filter(campaign_id=OuterRef("pk"), rater__user_id=user_id)
-        campaign = (
-            Campaign.objects.select_related("run")
-            .annotate(
-                rater_pk=Subquery(Rater.objects.filter(user_id=user_id).values("pk")[:1]),
-                is_member=Exists(membership),
-                run_is_3d=ComparisonRun.is_3d_of("run_id"),
-            )
-            .filter(pk=campaign_id)
-            .first()
-        )
-        if campaign is not None and campaign.rater_pk is not None and campaign.is_member and campaign.is_open:
-            campaign.run.is_3d = campaign.run_is_3d  # the questions' wording asks it: read in this statement
-            # Only the ids are read: the engine needs no more, and any other field loads on first use.
-            return Rater.from_db(connection.alias, ["id", "user_id"], [campaign.rater_pk, user_id]), campaign
+        params = {"user": user_id, "campaign": campaign_id, **RUN_IS_3D_PARAMS}
+        row = fetch_row(_CAMPAIGN_SQL, params, [field for _, field in _CAMPAIGN_COLUMNS])
+        if row is not None:
+            n_campaign, n_run = len(Campaign._meta.concrete_fields), len(ComparisonRun._meta.concrete_fields)
+            campaign = instance(Campaign, row[:n_campaign])
+            rater_pk, is_member, is_3d = row[n_campaign + n_run :]
+            if rater_pk is not None and is_member and campaign.is_open:
+                campaign.run = instance(ComparisonRun, row[n_campaign : n_campaign + n_run])
+                campaign.run.is_3d = is_3d  # the questions' wording asks it: read in this statement
+                # Only the ids are read: the engine needs no more, and any other field loads on first use.
+                return loaded(Rater, id=rater_pk, user_id=user_id), campaign
     rater = view.rater()
     return rater, _campaign_for(rater, raw_id)
 

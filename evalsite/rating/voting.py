@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BooleanField, ExpressionWrapper, F, Value
+from django.db.models import F
 from django.utils import timezone
 
-from evalsite.catalog.models import ImageModel, Prompt
+from evalsite.catalog.models import Prompt
 from evalsite.rating.models import Assignment, Campaign, Choice, GoldCheck, ImagePair, Rater, RaterTally, Vote
+from evalsite.rating.rows import RUN_IS_3D_PARAMS, columns, fetch_row, instance, loaded, run_is_3d
 from evalsite.runs.models import ComparisonRun, Image
-from generation import contract
 
 
 @dataclass
@@ -91,9 +91,8 @@ def submit_votes(assignment_id, user_id: int, submission: VoteSubmission, now: d
 # questions depend on it), whether the prompt asks for text, the two images' models and the gold check's answer.
 # Hand-written because the ORM's version (select_related over eight tables, every column) cost ~4x as much per
 # vote in compiling, planning and building model instances (bench/vote_path.py); the statement count is the same.
-_RUN_MODELS = ComparisonRun.image_models.through._meta.db_table
 _LOCK_COLUMNS = (
-    [(f"a.{f.column}", f) for f in Assignment._meta.concrete_fields]
+    columns(Assignment, "a")
     + [
         ("r.user_id", Rater._meta.get_field("user")),
         ("COALESCE((SELECT t.answered FROM rating_ratertally t WHERE t.rater_id = a.rater_id "
@@ -101,8 +100,7 @@ _LOCK_COLUMNS = (
         ("c.criteria", Campaign._meta.get_field("criteria")),
         ("c.pairs_per_rater", Campaign._meta.get_field("pairs_per_rater")),
         ("c.run_id", Campaign._meta.get_field("run")),
-        (f"EXISTS (SELECT 1 FROM {_RUN_MODELS} m JOIN {ImageModel._meta.db_table} k ON k.id = m.imagemodel_id "
-         "WHERE m.comparisonrun_id = c.run_id AND k.kind = %(kind_3d)s)", BooleanField()),
+        run_is_3d("c.run_id"),
         ("pr.detected_needs_text", Prompt._meta.get_field("detected_needs_text")),
         ("pr.needs_text_override", Prompt._meta.get_field("needs_text_override")),
         ("il.model_id", Image._meta.get_field("model")),
@@ -124,21 +122,6 @@ JOIN runs_image ir ON ir.id = a.image_right_id
 LEFT JOIN rating_goldcheck g ON g.id = a.gold_id
 WHERE a.id = %(id)s"""
 )
-_ASSIGNMENT_ATTNAMES = [f.attname for f in Assignment._meta.concrete_fields]
-
-
-def _as_column(field):
-    """An expression for `field`'s column, whose database converters turn a raw value into the field's Python value
-    (SQLite gives datetimes as text, UUIDs as hex, booleans as integers, JSON as text)."""
-    if getattr(field, "model", None) is None:
-        return ExpressionWrapper(Value(None), output_field=field)
-    return field.get_col(field.model._meta.db_table)
-
-
-def _loaded(model, **values):
-    """An instance of `model` with these fields (by attname) loaded and the others deferred (loaded on first use)."""
-    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
-    return model.from_db(connection.alias, names, [values[name] for name in names])
 
 
 def _lock_assignment(assignment_id) -> tuple[Assignment, int] | None:
@@ -146,33 +129,28 @@ def _lock_assignment(assignment_id) -> tuple[Assignment, int] | None:
     loaded as far as a vote needs them; the pairs its rater had answered in the campaign), or None."""
     sql = _LOCK_SQL + (" FOR UPDATE OF a" if connection.features.has_select_for_update_of else "")
     pk = Assignment._meta.pk.get_db_prep_value(assignment_id, connection)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, {"id": pk, "kind_3d": contract.TEXT_TO_3D})
-        row = cursor.fetchone()
+    row = fetch_row(sql, {"id": pk, **RUN_IS_3D_PARAMS}, [field for _, field in _LOCK_COLUMNS])
     if row is None:
         return None
-    compiler = Assignment.objects.none().query.get_compiler(connection=connection)
-    converters = compiler.get_converters([_as_column(field) for _, field in _LOCK_COLUMNS])
-    row = next(iter(compiler.apply_converters([list(row)], converters)))
-    n = len(_ASSIGNMENT_ATTNAMES)
-    assignment = Assignment.from_db(connection.alias, _ASSIGNMENT_ATTNAMES, row[:n])
+    n = len(Assignment._meta.concrete_fields)
+    assignment = instance(Assignment, row[:n])
     (user_id, answered, criteria, pairs_per_rater, run_id, is_3d, detected, override, left_model, right_model,
      gold_criterion, gold_correct_image) = row[n:]  # fmt: skip
-    run = _loaded(ComparisonRun, id=run_id)
+    run = loaded(ComparisonRun, id=run_id)
     run.is_3d = is_3d  # a cached_property: asks nothing more
-    assignment.campaign = _loaded(
+    assignment.campaign = loaded(
         Campaign, id=assignment.campaign_id, run_id=run_id, criteria=criteria, pairs_per_rater=pairs_per_rater
     )
     assignment.campaign.run = run
-    assignment.rater = _loaded(Rater, id=assignment.rater_id, user_id=user_id)
-    assignment.prompt = _loaded(
+    assignment.rater = loaded(Rater, id=assignment.rater_id, user_id=user_id)
+    assignment.prompt = loaded(
         Prompt, id=assignment.prompt_id, detected_needs_text=detected, needs_text_override=override
     )
-    assignment.image_left = _loaded(Image, id=assignment.image_left_id, model_id=left_model)
-    assignment.image_right = _loaded(Image, id=assignment.image_right_id, model_id=right_model)
+    assignment.image_left = loaded(Image, id=assignment.image_left_id, model_id=left_model)
+    assignment.image_right = loaded(Image, id=assignment.image_right_id, model_id=right_model)
     gold = None
     if assignment.gold_id is not None:
-        gold = _loaded(GoldCheck, id=assignment.gold_id, criterion=gold_criterion, correct_image_id=gold_correct_image)
+        gold = loaded(GoldCheck, id=assignment.gold_id, criterion=gold_criterion, correct_image_id=gold_correct_image)
     assignment.gold = gold
     return assignment, answered
 
