@@ -147,6 +147,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# The first logs users in and loads them per request (a leaner ModelBackend); Django's own stays listed for the
+# sessions that name it (evalsite/auth_backends.py).
+AUTHENTICATION_BACKENDS = ["evalsite.auth_backends.UserBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

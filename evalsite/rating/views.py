@@ -133,7 +133,7 @@ def join(request, invite_token: str):
             link = SIMULATION_LINK if simulated else (f"personal invite {invite.pk}" if invite else "invite link")
             CampaignJoin.objects.get_or_create(campaign=campaign, rater=rater, defaults={"link": link})
         if not request.user.is_authenticated:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])
         return redirect("rating:rate", campaign_id=campaign.pk)
     return render(request, "rating/join.html", {"invite_token": invite_token})
 
