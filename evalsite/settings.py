@@ -129,6 +129,10 @@ _db["CONN_HEALTH_CHECKS"] = True
 if _db["ENGINE"] == "django.db.backends.postgresql":
     # Django's backend, trying a refused new connection again for a few seconds (a fast restart of the server).
     _db["ENGINE"] = "evalsite.dbbackends.postgresql"
+    # The rater API's hand-written statements run server-bound and stay prepared on a connection from their Nth use
+    # (evalsite.dbbackends.postgresql.prepared_cursor); Django's own queries bind on the client and are never
+    # prepared. 0 turns it off (a pooler that cannot keep prepared statements, e.g. PgBouncer in transaction mode).
+    _db.setdefault("OPTIONS", {})["prepare_threshold"] = env_int("DATABASE_PREPARE_THRESHOLD", 5, minimum=0) or None
 DATABASE_CONNECT_PATIENCE = env_float("DATABASE_CONNECT_PATIENCE", 5.0)
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Web server and worker write to the same file: wait for locks instead of failing at once.

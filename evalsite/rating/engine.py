@@ -69,6 +69,7 @@ from evalsite.rating.models import (
     RaterTally,
     Vote,
 )
+from evalsite.rating.rows import statement_cursor
 from evalsite.runs.display import ImageUnreadable, stored_picture
 from evalsite.runs.models import Image
 
@@ -639,7 +640,7 @@ def _history(rater: Rater, campaign: Campaign, now: datetime) -> _History:
         "open": Assignment.Status.OPEN.value,
         "now": connection.ops.adapt_datetimefield_value(now),
     }
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         cursor.execute(_HISTORY_SQL, params)
         rows = cursor.fetchall()
     history = _History(open_ids=[], answered=0, lean=Counter(), gold_sides=Counter())
@@ -697,9 +698,16 @@ def hand_out(
     return Handout(None, progress(rater, campaign))
 
 
+def _lock_rater(rater: Rater) -> None:
+    """Hold the rater's row until the transaction ends (SQLite: every write transaction is serialised anyway)."""
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with statement_cursor() as cursor:
+        cursor.execute(f"SELECT id FROM {Rater._meta.db_table} WHERE id = %s{lock}", [rater.pk])
+
+
 def _hand_out(rater, campaign, exclude, now, rng, refused_keys, tried) -> Handout:
     # One rater's requests run one at a time: two tabs asking at once get the same open assignment.
-    Rater.objects.select_for_update().filter(pk=rater.pk).values_list("pk", flat=True).first()
+    _lock_rater(rater)
     history = _history(rater, campaign, now)
     made = Progress(answered=history.answered, target=campaign.pairs_per_rater)
     for pk in history.open_ids:
@@ -892,7 +900,7 @@ def _take_image_pair(
         "expires_at": expires_at,
     }
     tried.append(None)  # an IntegrityError here names no pair: hand_out tries again without refusing one
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         cursor.execute(_TAKE_PAIR_SQL, params)
         row = cursor.fetchone()
     tried.pop()

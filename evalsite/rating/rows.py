@@ -27,9 +27,17 @@ def _as_column(field: Field):
     return field.get_col(field.model._meta.db_table)
 
 
+def statement_cursor():
+    """A cursor for a hand-written statement that runs on every request: on PostgreSQL one whose statements the
+    server keeps prepared per connection (evalsite.dbbackends.postgresql: planned once, not per request), else
+    Django's own."""
+    prepared = getattr(connection, "prepared_cursor", None)
+    return prepared() if prepared is not None else connection.cursor()
+
+
 def fetch_row(sql: str, params, fields: Sequence[Field]) -> list | None:
     """Run `sql` (one row at most) and return that row with column i converted as `fields[i]` reads it, or None."""
-    with connection.cursor() as cursor:
+    with statement_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from evalsite.catalog.models import Prompt
 from evalsite.rating.models import Assignment, Campaign, Choice, GoldCheck, ImagePair, Rater, RaterTally, Vote
-from evalsite.rating.rows import RUN_IS_3D_PARAMS, columns, fetch_row, instance, loaded, run_is_3d
+from evalsite.rating.rows import RUN_IS_3D_PARAMS, columns, fetch_row, instance, loaded, run_is_3d, statement_cursor
 from evalsite.runs.models import ComparisonRun, Image
 
 
@@ -176,12 +176,16 @@ def _record(
                 raise VoteRefused(
                     410, "assignment_expired", "this pair expired before the answer arrived; ask for the next pair"
                 )
-            votes = Vote.objects.bulk_create(_votes(assignment, submission))
+            votes = _votes(assignment, submission, now)
             assignment.status = Assignment.Status.ANSWERED
             assignment.answered_at = now
-            assignment.save(update_fields=["status", "answered_at"])
-            if assignment.image_pair_id is not None:
-                ImagePair.objects.filter(pk=assignment.image_pair_id).update(answered=F("answered") + 1)
+            if connection.vendor == "postgresql":
+                _store_answer(assignment, votes)
+            else:
+                Vote.objects.bulk_create(votes)
+                assignment.save(update_fields=["status", "answered_at"])
+                if assignment.image_pair_id is not None:
+                    ImagePair.objects.filter(pk=assignment.image_pair_id).update(answered=F("answered") + 1)
             return Recorded(votes, True, answered_before + 1, target)
     except IntegrityError:
         # A concurrent submission for this assignment committed first (only reachable without row locks).
@@ -203,7 +207,41 @@ def _replay(stored: list[Vote], submission: VoteSubmission) -> list[Vote]:
     return stored
 
 
-def _votes(assignment: Assignment, submission: VoteSubmission) -> list[Vote]:
+_VOTE_COLUMNS = [
+    "assignment_id", "campaign_id", "rater_id", "criterion", "choice", "model_left_id", "model_right_id",
+    "time_taken_ms", "idempotency_key", "is_gold", "gold_correct", "created_at",
+]  # fmt: skip
+
+
+def _store_answer_sql(n_votes: int) -> str:
+    rows = ", ".join("(" + ", ".join(f"%(v{k}_{column})s" for column in _VOTE_COLUMNS) + ")" for k in range(n_votes))
+    return f"""
+WITH stored AS (
+    INSERT INTO {Vote._meta.db_table} ({", ".join(_VOTE_COLUMNS)}) VALUES {rows} RETURNING id
+), answered AS (
+    UPDATE {Assignment._meta.db_table} SET status = %(answered)s, answered_at = %(now)s WHERE id = %(assignment)s
+), counted AS (
+    UPDATE {ImagePair._meta.db_table} SET answered = answered + 1 WHERE id = %(pair)s
+)
+SELECT id FROM stored"""
+
+
+def _store_answer(assignment: Assignment, votes: list[Vote]) -> None:
+    """PostgreSQL: the votes, the assignment marked answered and its image pair's counter, in one statement (the ORM
+    sends three: bulk_create, save, update). Sets each vote's id; the vote rows' order is the VALUES order."""
+    params = {"answered": assignment.status, "now": assignment.answered_at, "assignment": assignment.pk,
+              "pair": assignment.image_pair_id}  # fmt: skip
+    for k, vote in enumerate(votes):
+        params.update({f"v{k}_{column}": getattr(vote, column) for column in _VOTE_COLUMNS})
+    with statement_cursor() as cursor:
+        cursor.execute(_store_answer_sql(len(votes)), params)
+        ids = [row[0] for row in cursor.fetchall()]
+    for vote, pk in zip(votes, ids, strict=True):
+        vote.id = pk
+        vote._state.adding = False
+
+
+def _votes(assignment: Assignment, submission: VoteSubmission, now: datetime) -> list[Vote]:
     gold = assignment.gold
     correct_side = None
     if gold is not None:
@@ -227,6 +265,7 @@ def _votes(assignment: Assignment, submission: VoteSubmission) -> list[Vote]:
                 idempotency_key=submission.idempotency_key,
                 is_gold=gold is not None,
                 gold_correct=gold_correct,
+                created_at=now,
             )
         )
     return votes
