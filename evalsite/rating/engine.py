@@ -730,17 +730,21 @@ def _hand_out(rater, campaign, exclude, now, rng, refused_keys, tried) -> Handou
 def _gold_assignment(rater, campaign, history, expires_at, rng, refused_keys, tried) -> Assignment | None:
     had = Assignment.objects.filter(rater=rater, gold__isnull=False).values("gold_id")
     pool = [
-        gold
-        for gold in GoldCheck.objects.filter(
+        pk
+        for pk, correct_id, wrong_id in GoldCheck.objects.filter(
             campaign=campaign, correct_image__status=Image.Status.DONE, wrong_image__status=Image.Status.DONE
         )
         .exclude(pk__in=had)
-        .select_related("prompt", "correct_image", "wrong_image")
-        if Assignment.make_pair_key(gold.correct_image_id, gold.wrong_image_id) not in refused_keys
+        .order_by("pk")
+        .values_list("pk", "correct_image_id", "wrong_image_id")
+        if Assignment.make_pair_key(correct_id, wrong_id) not in refused_keys
     ]
     if not pool:
         return None
-    gold = pool[int(rng.integers(len(pool)))]
+    # The candidates as ids, the chosen one loaded: a campaign has a gold check per few prompts, and building them all
+    # (with prompt and images) was most of a gold hand-out's time.
+    chosen = pool[int(rng.integers(len(pool)))]
+    gold = GoldCheck.objects.select_related("prompt", "correct_image", "wrong_image").get(pk=chosen)
     # The correct image goes to the side it has appeared on less often for this rater.
     sides = history.gold_sides
     correct_left = sides["left"] < sides["right"] or (sides["left"] == sides["right"] and rng.random() < 0.5)

@@ -35,6 +35,24 @@ def statement_cursor():
     return prepared() if prepared is not None else connection.cursor()
 
 
+_CONVERTERS: dict[tuple, list] = {}
+
+
+def _converters(sql: str, fields: Sequence[Field]) -> list:
+    """[(column index, converters, expression)] for this statement's columns on this kind of database (cached: the
+    ORM works them out per query, at ~40 columns a noticeable share of a request)."""
+    key = (connection.alias, connection.vendor, sql)
+    found = _CONVERTERS.get(key)
+    if found is None:
+        compiler = Query(None).get_compiler(connection=connection)
+        found = [
+            (i, convs, expression)
+            for i, (convs, expression) in compiler.get_converters([_as_column(f) for f in fields]).items()
+        ]
+        _CONVERTERS[key] = found
+    return found
+
+
 def fetch_row(sql: str, params, fields: Sequence[Field]) -> list | None:
     """Run `sql` (one row at most) and return that row with column i converted as `fields[i]` reads it, or None."""
     with statement_cursor() as cursor:
@@ -42,9 +60,13 @@ def fetch_row(sql: str, params, fields: Sequence[Field]) -> list | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    compiler = Query(None).get_compiler(connection=connection)
-    converters = compiler.get_converters([_as_column(field) for field in fields])
-    return list(next(iter(compiler.apply_converters([list(row)], converters))))
+    row = list(row)
+    for i, convs, expression in _converters(sql, fields):
+        value = row[i]
+        for convert in convs:
+            value = convert(value, expression, connection)
+        row[i] = value
+    return row
 
 
 def loaded(model: type[Model], **values) -> Model:
