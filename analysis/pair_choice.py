@@ -156,6 +156,7 @@ def choose_model_pair(
     alpha: float = DEFAULT_ALPHA,
     theta: np.ndarray | None = None,
     top_evidence: np.ndarray | None = None,
+    cov: np.ndarray | None = None,
 ) -> tuple[int, int]:
     """The model pair (i, j), i < j, to show next. The caller randomises left/right.
 
@@ -164,8 +165,9 @@ def choose_model_pair(
     with this many votes is never chosen again (None: no cap). policy: 'active' or 'uniform'.
     exploration: share of uniformly random choices under 'active'. alpha: the campaign's error rate (to
     know which decisions are still open). theta: a recent BT fit of these models to reuse (the site can
-    cache one per campaign and refresh it every few dozen votes; None: fit now). The covariance is always
-    computed from the current counts. top_evidence: (K,) log e-values against "b is the best" from a
+    cache one per campaign and refresh it every few dozen votes; None: fit now). cov: bt_covariance(wins,
+    theta) when the caller cached it with theta for these very counts (None: computed now).
+    top_evidence: (K,) log e-values against "b is the best" from a
     TopModelEvidence kept across looks, when the campaign certifies with that rule (None: the stateless
     rule). Raises NoPairAvailable when no pair may be shown.
     """
@@ -187,7 +189,9 @@ def choose_model_pair(
     theta = bt_mle(wins) if theta is None else np.asarray(theta, dtype=float)
     if theta.shape != (k,):
         raise ValueError(f"theta must have shape ({k},), got {theta.shape}")
-    cov = bt_covariance(wins, theta)
+    cov = bt_covariance(wins, theta) if cov is None else np.asarray(cov, dtype=float)
+    if cov.shape != (k, k):
+        raise ValueError(f"cov must have shape ({k}, {k}), got {cov.shape}")
     focus = focus_contrasts(theta, cov, alpha, top_evidence)
     if focus is None:  # every decision made: keep the counts balanced
         return _random_pair(candidates & (counts == counts[candidates].min()), rng)

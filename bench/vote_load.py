@@ -88,6 +88,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--prompts", type=int, default=N_PROMPTS, help=f"prompts of the seeded run ({N_MODELS} models, {N_SEEDS} seeds)"
     )
+    parser.add_argument(
+        "--cache-url",
+        default="",
+        help="CACHE_URL of the served site, e.g. redis://127.0.0.1:6379/9 as in docker/compose.yaml (default: none, "
+        "the embedded default: per-process memory for sessions, files under var/ for rate limits)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     return parser
 
@@ -112,7 +118,7 @@ def run(args, fault=None) -> dict:
 
     recreate_database(args.database_url)
     var_dir = tempfile.mkdtemp(prefix="vote-load-")
-    env = server_env(args.database_url, var_dir)
+    env = server_env(args.database_url, var_dir, **({"CACHE_URL": args.cache_url} if args.cache_url else {}))
     server = None
     try:
         prepare_site(env)

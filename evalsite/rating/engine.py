@@ -54,7 +54,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from analysis.bradley_terry import bt_mle
+from analysis.bradley_terry import bt_covariance, bt_mle
 from analysis.pair_choice import NoPairAvailable, choose_model_pair
 from evalsite.catalog.models import Prompt
 from evalsite.outages import CACHE_AWAY
@@ -421,6 +421,7 @@ class _Wins:
     counted_above: set
     refreshed: float  # time.time() of the last refresh
     recounted: float  # time.time() of the last full count
+    cov: np.ndarray | None = None  # bt_covariance(wins, theta), worked out with theta (the pair choice needs both)
 
 
 def _excluded_raters(campaign: Campaign) -> frozenset:
@@ -540,18 +541,26 @@ def _move_raters(state: _Wins, campaign: Campaign, excluded: frozenset) -> None:
 
 
 def _cached_wins_and_theta(campaign: Campaign, model_ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The wins matrix and its Bradley-Terry scores, at most WINS_CACHE_SECONDS old. A refresh reads the votes
-    made since the last one (see _Wins), so its cost does not grow with the campaign; a rater who becomes excluded
-    (or no longer is) moves only their own votes. The full count runs in the Celery task `rating.recount_wins`
-    (asked for every WINS_RECOUNT_SECONDS) and reaches each process through the shared cache; only when there is
-    no count anywhere (a cold start) does a request count everything itself, once, and share the result."""
+    """The wins matrix and its Bradley-Terry scores, at most WINS_CACHE_SECONDS old (see _cached_wins)."""
+    state = _cached_wins(campaign, model_ids)
+    return state.wins, state.theta
+
+
+def _cached_wins(campaign: Campaign, model_ids: list[int]) -> _Wins:
+    """The wins matrix, its Bradley-Terry scores and their covariance, at most WINS_CACHE_SECONDS old.
+
+    A refresh reads the votes made since the last one (see _Wins), so its cost does not grow with the campaign; a
+    rater who becomes excluded (or no longer is) moves only their own votes. The full count runs in the Celery task
+    `rating.recount_wins` (asked for every WINS_RECOUNT_SECONDS) and reaches each process through the shared cache;
+    only when there is no count anywhere (a cold start) does a request count everything itself, once, and share
+    the result."""
     key = f"rating:wins:{campaign.pk}"
     now = timezone.now()
     state = cache.get(key)
     if not isinstance(state, _Wins) or state.model_ids != model_ids:
         state = None
     if state is not None and now.timestamp() - state.refreshed < WINS_CACHE_SECONDS:
-        return state.wins, state.theta
+        return state
     excluded = _excluded_raters(campaign)
     full = _shared("get", _full_count_key(campaign))
     if isinstance(full, _Wins) and full.model_ids == model_ids and (state is None or full.recounted > state.recounted):
@@ -566,8 +575,9 @@ def _cached_wins_and_theta(campaign: Campaign, model_ids: list[int]) -> tuple[np
         _ask_for_recount(campaign)
     state.refreshed = now.timestamp()
     state.theta = bt_mle(state.wins) if state.wins.sum() > 0 else None
+    state.cov = bt_covariance(state.wins, state.theta) if state.theta is not None else None
     cache.set(key, state, WINS_RECOUNT_SECONDS)
-    return state.wins, state.theta
+    return state
 
 
 def _open_pairs_key(campaign: Campaign) -> str:
@@ -768,7 +778,8 @@ def _pair_assignment(rater, campaign, history, expires_at, rng, refused_keys, tr
     if len(model_ids) < 2:
         return None
     allowed = open_model_pairs(campaign, model_ids)
-    wins, theta = _cached_wins_and_theta(campaign, model_ids)
+    fit = _cached_wins(campaign, model_ids)
+    wins, theta = fit.wins, fit.theta
     for _ in range(len(model_ids) ** 2):
         if not allowed.any():
             return None
@@ -781,6 +792,7 @@ def _pair_assignment(rater, campaign, history, expires_at, rng, refused_keys, tr
                 target_votes_per_pair=None,
                 policy=campaign.pair_policy,
                 theta=theta,
+                cov=fit.cov,
             )
         except NoPairAvailable:
             return None

@@ -92,6 +92,21 @@ def test_a_given_fit_gives_the_same_choice_as_fitting_inside():
         assert _choose(wins, seed=seed, theta=theta) == _choose(wins, seed=seed)
 
 
+def test_a_cached_covariance_gives_the_same_choice_and_a_wrong_shape_is_refused(monkeypatch):
+    wins = _balanced_wins(6, 9, np.linspace(0.6, -0.6, 6))
+    theta = bt_mle(wins)
+    cov = bt_covariance(wins, theta)
+    expected = [_choose(wins, seed=seed, theta=theta) for seed in range(10)]
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("the covariance was given: it must not be computed again")
+
+    monkeypatch.setattr("analysis.pair_choice.bt_covariance", not_again)
+    assert [_choose(wins, seed=seed, theta=theta, cov=cov) for seed in range(10)] == expected
+    with pytest.raises(ValueError, match="cov must have shape"):
+        _choose(wins, theta=theta, cov=np.eye(3), exploration=0.0)
+
+
 def test_bad_arguments_are_refused_clearly():
     wins = _balanced_wins(3, 2)
     with pytest.raises(ValueError, match="allowed"):
