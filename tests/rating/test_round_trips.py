@@ -69,3 +69,17 @@ def test_a_replayed_vote_answers_the_same_progress(warm_client, campaign):
     )
     assert again.status_code == 200 and again.json()["replayed"] is True
     assert again.json()["progress"] == voted["progress"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL only")
+def test_the_hot_statements_stay_prepared_on_the_connection(campaign, rater_of, login):
+    """After a few pairs the server has the vote's lock, the answer and the hand-out prepared on this connection,
+    so it no longer plans them per request (evalsite.dbbackends.postgresql.prepared_cursor)."""
+    client = login(rater_of(campaign))
+    for n in range(9):  # every pair of the campaign: 6 of them ask 2 questions (the answer's statement per count)
+        _rate_one(client, campaign, f"prepared-{n:04d}")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    for marker in ("FROM rating_assignment a", "WITH stored AS", "WITH picked AS", "FROM rating_campaign c"):
+        assert any(marker in statement for statement in prepared), (marker, prepared)
