@@ -191,7 +191,7 @@ def time_recount(campaign) -> None:
     task_s = time.perf_counter() - start
     cache.delete(f"rating:wins:{campaign.pk}")
     start = time.perf_counter()
-    engine._cached_wins_and_theta(campaign, model_ids)
+    engine._cached_wins(campaign, model_ids)
     adopt_ms = (time.perf_counter() - start) * 1000
     print(f"          full recount (the task's work, formerly in a /next) {task_s * 1000:8.1f} ms; a cold process "
           f"taking the count up {adopt_ms:6.1f} ms", flush=True)  # fmt: skip

@@ -15,11 +15,21 @@ too would hash a wrong password twice, once per backend.
 
 from __future__ import annotations
 
+import functools
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.db import connection
 
-from evalsite.rating.rows import columns, fetch_row, instance
+from evalsite.rating.rows import columns, fetch_row, instance, select_list
+
+
+@functools.cache
+def _user_statement() -> tuple[str, list]:
+    """(SQL, its columns) reading one user by primary key: worked out once, not per request."""
+    user_model = get_user_model()
+    selected = columns(user_model, "u")
+    return f"{select_list(selected)} FROM {user_model._meta.db_table} u WHERE u.id = %s", selected
 
 
 class UserBackend(ModelBackend):
@@ -28,14 +38,13 @@ class UserBackend(ModelBackend):
 
     def get_user(self, user_id):
         user_model = get_user_model()
-        fields = columns(user_model, "u")
         try:
             pk = user_model._meta.pk.to_python(user_id)
             prepared = user_model._meta.pk.get_db_prep_value(pk, connection)
         except Exception:  # noqa: BLE001 - as ModelBackend, whose .get(pk=...) fails on any malformed id
             return None
-        sql = f"SELECT {', '.join(sql for sql, _ in fields)} FROM {user_model._meta.db_table} u WHERE u.id = %s"
-        row = fetch_row(sql, [prepared], [field for _, field in fields])
+        sql, selected = _user_statement()
+        row = fetch_row(sql, [prepared], selected)
         if row is None:
             return None
         user = instance(user_model, row)

@@ -28,7 +28,7 @@ from evalsite.inputs import numeric_id
 from evalsite.outages import CACHE_AWAY, DATABASE_AWAY
 from evalsite.rating import engine
 from evalsite.rating.models import Campaign, Rater
-from evalsite.rating.rows import RUN_IS_3D_PARAMS, columns, fetch_row, instance, loaded, run_is_3d
+from evalsite.rating.rows import RUN_IS_3D_PARAMS, columns, fetch_row, instance, loaded, run_is_3d, select_list
 from evalsite.rating.serializers import (
     ErrorSerializer,
     NextAssignmentSerializer,
@@ -176,8 +176,7 @@ _CAMPAIGN_COLUMNS = (
     ]
 )  # fmt: skip
 _CAMPAIGN_SQL = (
-    "SELECT "
-    + ", ".join(sql for sql, _ in _CAMPAIGN_COLUMNS)
+    select_list(_CAMPAIGN_COLUMNS)
     + " FROM rating_campaign c JOIN runs_comparisonrun r ON r.id = c.run_id WHERE c.id = %(campaign)s"
 )
 
@@ -189,7 +188,7 @@ def _rater_and_campaign(view: RaterAPIView, raw_id: str | None) -> tuple[Rater, 
     campaign_id = numeric_id(raw_id)
     if campaign_id is not None:
         params = {"user": user_id, "campaign": campaign_id, **RUN_IS_3D_PARAMS}
-        row = fetch_row(_CAMPAIGN_SQL, params, [field for _, field in _CAMPAIGN_COLUMNS])
+        row = fetch_row(_CAMPAIGN_SQL, params, _CAMPAIGN_COLUMNS)
         if row is not None:
             n_campaign, n_run = len(Campaign._meta.concrete_fields), len(ComparisonRun._meta.concrete_fields)
             campaign = instance(Campaign, row[:n_campaign])

@@ -540,12 +540,6 @@ def _move_raters(state: _Wins, campaign: Campaign, excluded: frozenset) -> None:
     state.excluded = excluded
 
 
-def _cached_wins_and_theta(campaign: Campaign, model_ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The wins matrix and its Bradley-Terry scores, at most WINS_CACHE_SECONDS old (see _cached_wins)."""
-    state = _cached_wins(campaign, model_ids)
-    return state.wins, state.theta
-
-
 def _cached_wins(campaign: Campaign, model_ids: list[int]) -> _Wins:
     """The wins matrix, its Bradley-Terry scores and their covariance, at most WINS_CACHE_SECONDS old.
 

@@ -38,30 +38,34 @@ def statement_cursor():
 _CONVERTERS: dict[tuple, list] = {}
 
 
-def _converters(sql: str, fields: Sequence[Field]) -> list:
+def _converters(sql: str, selected: Sequence[tuple[str, Field]]) -> list:
     """[(column index, converters, expression)] for this statement's columns on this kind of database (cached: the
     ORM works them out per query, at ~40 columns a noticeable share of a request)."""
     key = (connection.alias, connection.vendor, sql)
     found = _CONVERTERS.get(key)
     if found is None:
         compiler = Query(None).get_compiler(connection=connection)
-        found = [
-            (i, convs, expression)
-            for i, (convs, expression) in compiler.get_converters([_as_column(f) for f in fields]).items()
-        ]
+        expressions = [_as_column(field) for _, field in selected]
+        found = [(i, convs, expression) for i, (convs, expression) in compiler.get_converters(expressions).items()]
         _CONVERTERS[key] = found
     return found
 
 
-def fetch_row(sql: str, params, fields: Sequence[Field]) -> list | None:
-    """Run `sql` (one row at most) and return that row with column i converted as `fields[i]` reads it, or None."""
+def select_list(selected: Sequence[tuple[str, Field]]) -> str:
+    """ "SELECT a, b, ..." of the (SQL, field) columns, for a statement that `fetch_row` reads back."""
+    return "SELECT " + ", ".join(sql for sql, _ in selected)
+
+
+def fetch_row(sql: str, params, selected: Sequence[tuple[str, Field]]) -> list | None:
+    """Run `sql` (one row at most, its columns `selected`: (SQL, field) as in `select_list`) and return that row
+    with each column converted as its field reads it, or None."""
     with statement_cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return None
     row = list(row)
-    for i, convs, expression in _converters(sql, fields):
+    for i, convs, expression in _converters(sql, selected):
         value = row[i]
         for convert in convs:
             value = convert(value, expression, connection)

@@ -12,6 +12,7 @@ the campaign, so the API needs neither a Rater lookup nor a COUNT after the tran
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +23,16 @@ from django.utils import timezone
 
 from evalsite.catalog.models import Prompt
 from evalsite.rating.models import Assignment, Campaign, Choice, GoldCheck, ImagePair, Rater, RaterTally, Vote
-from evalsite.rating.rows import RUN_IS_3D_PARAMS, columns, fetch_row, instance, loaded, run_is_3d, statement_cursor
+from evalsite.rating.rows import (
+    RUN_IS_3D_PARAMS,
+    columns,
+    fetch_row,
+    instance,
+    loaded,
+    run_is_3d,
+    select_list,
+    statement_cursor,
+)
 from evalsite.runs.models import ComparisonRun, Image
 
 
@@ -110,8 +120,7 @@ _LOCK_COLUMNS = (
     ]
 )  # fmt: skip
 _LOCK_SQL = (
-    "SELECT "
-    + ", ".join(sql for sql, _ in _LOCK_COLUMNS)
+    select_list(_LOCK_COLUMNS)
     + """
 FROM rating_assignment a
 JOIN rating_rater r ON r.id = a.rater_id
@@ -129,7 +138,7 @@ def _lock_assignment(assignment_id) -> tuple[Assignment, int] | None:
     loaded as far as a vote needs them; the pairs its rater had answered in the campaign), or None."""
     sql = _LOCK_SQL + (" FOR UPDATE OF a" if connection.features.has_select_for_update_of else "")
     pk = Assignment._meta.pk.get_db_prep_value(assignment_id, connection)
-    row = fetch_row(sql, {"id": pk, **RUN_IS_3D_PARAMS}, [field for _, field in _LOCK_COLUMNS])
+    row = fetch_row(sql, {"id": pk, **RUN_IS_3D_PARAMS}, _LOCK_COLUMNS)
     if row is None:
         return None
     n = len(Assignment._meta.concrete_fields)
@@ -213,6 +222,7 @@ _VOTE_COLUMNS = [
 ]  # fmt: skip
 
 
+@functools.cache
 def _store_answer_sql(n_votes: int) -> str:
     rows = ", ".join("(" + ", ".join(f"%(v{k}_{column})s" for column in _VOTE_COLUMNS) + ")" for k in range(n_votes))
     return f"""

@@ -258,14 +258,14 @@ def test_a_wins_refresh_counts_each_new_vote_once_and_recounts_when_a_rater_is_f
     model_ids = engine.campaign_model_ids(campaign)
     answer(engine.next_assignment(raters[0], campaign), "left")
     engine.cache.delete(f"rating:wins:{campaign.pk}")
-    wins, _ = engine._cached_wins_and_theta(campaign, model_ids)
+    wins = engine._cached_wins(campaign, model_ids).wins
     assert wins.sum() == 1
 
     def refreshed():
         state = engine.cache.get(f"rating:wins:{campaign.pk}")
         state.refreshed -= engine.WINS_CACHE_SECONDS  # as if the refresh interval had passed
         engine.cache.set(f"rating:wins:{campaign.pk}", state)
-        return engine._cached_wins_and_theta(campaign, model_ids)[0]
+        return engine._cached_wins(campaign, model_ids).wins
 
     for rater in raters[1:3]:  # newer votes, then a refresh; none is counted twice by the next refreshes
         answer(engine.next_assignment(rater, campaign), "tie")

@@ -49,7 +49,8 @@ def test_a_process_takes_the_tasks_count_up_and_adds_the_newest_votes(campaign, 
 
     _forget_this_process(campaign)
     _no_full_count_in_requests(monkeypatch)
-    wins, theta = engine._cached_wins_and_theta(campaign, model_ids)
+    fit = engine._cached_wins(campaign, model_ids)
+    wins, theta = fit.wins, fit.theta
     assert np.array_equal(wins, engine.wins_matrix(campaign, model_ids)) and wins.sum() == 3
     assert theta is not None
 
@@ -68,7 +69,7 @@ def test_a_stale_count_asks_the_task_once_after_commit_and_is_not_counted_again_
     for _ in range(2):
         _forget_this_process(campaign)
         with django_capture_on_commit_callbacks(execute=True):
-            wins, _ = engine._cached_wins_and_theta(campaign, model_ids)
+            wins = engine._cached_wins(campaign, model_ids).wins
         assert np.array_equal(wins, engine.wins_matrix(campaign, model_ids)) and wins.sum() == 1
     assert sent == [("rating.recount_wins", [campaign.pk])]  # asked once, not at every refresh
 
@@ -78,7 +79,7 @@ def test_a_cold_start_counts_once_in_the_request_and_shares_the_count(campaign, 
     _vote(rater_of(campaign), campaign, "left")
     _forget_this_process(campaign)
     caches["shared"].delete(f"rating:wins-full:{campaign.pk}")
-    wins, _ = engine._cached_wins_and_theta(campaign, model_ids)
+    wins = engine._cached_wins(campaign, model_ids).wins
     assert wins.sum() == 1 and sent == []
     shared = caches["shared"].get(f"rating:wins-full:{campaign.pk}")
     assert np.array_equal(shared.wins, wins)
@@ -94,5 +95,5 @@ def test_a_real_worker_leaves_its_count_where_a_web_process_takes_it_up(
     assert tasks.recount_wins.delay(campaign.pk).get(timeout=90) == 2.0
     _forget_this_process(campaign)
     _no_full_count_in_requests(monkeypatch)
-    wins, _ = engine._cached_wins_and_theta(campaign, model_ids)
+    wins = engine._cached_wins(campaign, model_ids).wins
     assert np.array_equal(wins, engine.wins_matrix(campaign, model_ids)) and wins.sum() == 2
