@@ -122,6 +122,7 @@ def main() -> None:
         help="the rate to seed image pairs for (raise it with more users or shorter pauses)",
     )
     parser.add_argument("--latency-slack", type=float, default=1.5, help="allowed last/second-tenth p99 ratio")
+    parser.add_argument("--protocol", choices=("page", "two-requests"), default="page", help="as bench/vote_load.py")
     args = parser.parse_args()
     seconds = int(args.minutes * 60)
     prompts = prompts_for(seconds, args.pairs_per_second)
@@ -134,6 +135,7 @@ def main() -> None:
             "--database-url", args.database_url, "--users", str(args.users), "--seconds", str(seconds),
             "--workers", str(args.workers), "--threads", str(args.threads),
             "--think-seconds", str(args.think_seconds), "--baseline-seconds", "10", "--prompts", str(prompts),
+            "--protocol", args.protocol,
         ]
     )  # fmt: skip
     samples: list = []

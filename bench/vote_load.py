@@ -13,8 +13,11 @@ What it does, in one command:
   3. runs locust (library mode, FastHttpUser) with --users simulated raters, who vote as fast as the site answers
      or, with --think-seconds, wait that long between pairs as people do (the /healthz baseline never waits).
      Each joins through the campaign's invite link (GET and POST /join/<token>: a new account and session, CSRF
-     token from the cookie), then loops: GET /api/assignments/next, POST /api/assignments/<id>/votes with an answer per
-     criterion and an idempotency key; 5% of the votes are sent a second time (a double click), which must be
+     token from the cookie), then rates pairs as the rater page does (--protocol page): GET /api/assignments/next
+     for the first pair and again (?exclude=) for the preloaded one, then one request per pair, POST
+     /api/assignments/<id>/votes?next=1&exclude=<preloaded> with an answer per criterion and an idempotency key,
+     whose answer brings the pair after the preloaded one. --protocol two-requests is the page before it: GET next,
+     then POST the vote, for every pair. 5% of the votes are sent a second time (a double click), which must be
      answered 200 "replayed" and stored once. After --seconds no new pair is started; requests in flight finish;
   4. compares what the server acknowledged (201, or 200 replayed) with the rows in the database.
 
@@ -94,6 +97,13 @@ def parser() -> argparse.ArgumentParser:
         help="CACHE_URL of the served site, e.g. redis://127.0.0.1:6379/9 as in docker/compose.yaml (default: none, "
         "the embedded default: per-process memory for sessions, files under var/ for rate limits)",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=("page", "two-requests"),
+        default="page",
+        help="page: each answer brings the next pair (votes?next=1), as the rater page does; two-requests: GET next "
+        "then POST the vote for every pair (the page's protocol before)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     return parser
 
@@ -141,6 +151,7 @@ def run(args, fault=None) -> dict:
                 PYTHON, __file__, "_swarm", "--host", host, "--mode", mode, "--users", str(args.users),
                 "--seconds", str(seconds), "--invite", seeded["invite"], "--campaign", str(seeded["campaign"]),
                 "--out", str(out), "--think", str(args.think_seconds if mode == "votes" else 0),
+                "--protocol", getattr(args, "protocol", "page"),
             ]  # fmt: skip
             injector = None
             if mode == "votes" and fault is not None:
@@ -177,7 +188,7 @@ def report(results: dict, stored_ids: set[str], stored_rows: int, most: int, arg
     print()
     print(
         f"{args.users} simulated raters (locust FastHttpUser), {votes['seconds']:.0f} s of voting, "
-        f"{args.think_seconds:g} s between pairs"
+        f"{args.think_seconds:g} s between pairs, protocol {getattr(args, 'protocol', 'page')}"
     )
     print(f"raters joined        {votes['joined']} ({votes['join_refused']} refused at the invite link)")
     print(
@@ -211,6 +222,11 @@ def report(results: dict, stored_ids: set[str], stored_rows: int, most: int, arg
     print(
         f"baseline /healthz    p50 {percentile(health_ms, 0.5):.0f} ms, p99 {percentile(health_ms, 0.99):.0f} ms, "
         f"{len(health_ms) / base['seconds']:.0f} req/s with the same {args.users} users"
+    )
+    pairs_per_second, health_per_second = len(acked) / votes["seconds"], len(health_ms) / base["seconds"]
+    print(
+        f"a pair costs         {health_per_second / max(pairs_per_second, 1e-9):.1f} /healthz requests "
+        f"({health_per_second:.0f} /healthz per s over {pairs_per_second:.1f} pairs per s)"
     )
     print(
         f"ratio vote / healthz p50 {percentile(vote_ms, 0.5) / percentile(health_ms, 0.5):.1f}x, "
@@ -263,6 +279,7 @@ def swarm(argv: list[str]) -> None:
     for name in ("--users", "--seconds", "--campaign"):
         parser.add_argument(name, type=int, required=True)
     parser.add_argument("--think", type=float, default=0.0)
+    parser.add_argument("--protocol", default="page")
     args = parser.parse_args(argv)
 
     state = {
@@ -378,17 +395,29 @@ def swarm(argv: list[str]) -> None:
                     return response
                 gevent.sleep(float(response.headers.get("Retry-After", 1) if response.headers else 1))
 
+        shown = None  # page protocol: the pair on screen and the one preloaded behind it
+        preloaded = None
+
+        def ask_next(self, exclude: str | None = None):
+            """GET next (with ?exclude=): the assignment, None when nothing is left, False when refused."""
+            url = f"/api/assignments/next?campaign={args.campaign}" + (f"&exclude={exclude}" if exclude else "")
+            response = self.patiently(lambda: self.client.get(url, headers=self.headers(), name="next"))
+            return response.json()["assignment"] if response.status_code == 200 else False
+
         def vote_once(self):
-            response = self.patiently(
-                lambda: self.client.get(
-                    f"/api/assignments/next?campaign={args.campaign}", headers=self.headers(), name="next"
-                )
-            )
-            if response.status_code != 200:
-                return
-            assignment = response.json()["assignment"]
-            if assignment is None:
-                raise StopUser()
+            page = args.protocol == "page"
+            if not page or self.shown is None:
+                self.shown = self.ask_next()
+                if self.shown is False:
+                    self.shown = None
+                    return
+                if self.shown is None:
+                    raise StopUser()
+                self.preloaded = (self.ask_next(self.shown["id"]) or None) if page else None
+            assignment, self.shown = self.shown, None
+            url = assignment["votes_url"]
+            if page:
+                url += "?next=1" + (f"&exclude={self.preloaded['id']}" if self.preloaded else "")
             body = json.dumps(
                 {
                     "idempotency_key": secrets.token_hex(12),
@@ -399,19 +428,27 @@ def swarm(argv: list[str]) -> None:
                 }
             )
             sends = 2 if secrets.randbelow(10_000) < DOUBLE_SUBMIT_SHARE * 10_000 else 1
+            answered = None
             for attempt in range(sends):
                 response = self.patiently(
                     lambda: self.client.post(
-                        assignment["votes_url"],
+                        url,
                         data=body,
                         name="vote",
                         headers=self.headers(**{"Content-Type": "application/json", "X-CSRFToken": self.csrf()}),
                     )
                 )
                 if response.status_code in (200, 201):
-                    state["acknowledged"][assignment["id"]] = len(response.json()["choices"])
+                    answered = response.json()
+                    state["acknowledged"][assignment["id"]] = len(answered["choices"])
                     state["ack_times"].append(time.time())
-                    state["replayed"] += int(attempt > 0 and response.json()["replayed"])
+                    state["replayed"] += int(attempt > 0 and answered["replayed"])
+            if page and answered is not None and "assignment" in answered.get("next", {}):
+                after = answered["next"]["assignment"]
+                self.shown, self.preloaded = (self.preloaded, after) if self.preloaded else (after, None)
+                if self.shown is None:
+                    raise StopUser()  # nothing left for this rater
+            # Otherwise (a refused vote or hand-out) the next pair is asked for again, as the page does.
 
     environment = Environment(user_classes=[SimulatedRater], events=events)
     runner = environment.create_local_runner()

@@ -6,11 +6,13 @@ Creates its own PostgreSQL database (default postgres://postgres@127.0.0.1:5432/
 end), seeds what bench/vote_load.py seeds (10 models x 300 prompts x 2 seeds, a campaign with 3 votes per pair and
 10% gold), and has --raters raters join by the invite link through Django's test client in the production settings
 shape (DJANGO_DEBUG=0, persistent connections). Then, in alternating rounds: GET /healthz --pairs times (the
-cheapest request: the same middleware and one SELECT 1) and --pairs rated pairs (GET /api/assignments/next, POST the
-answer), the raters taking turns. Prints per round the milliseconds per /healthz and per pair and their ratio, the
-statements per /next and per vote (BEGIN and COMMIT included), and, over one more round, the database time of each
-statement per pair (time in execute: the server's work and the wait for it, as the web process sees it).
---profile adds a cProfile listing of one round (cumulative time).
+cheapest request: the same middleware and one SELECT 1), --pairs rated pairs in two requests (GET
+/api/assignments/next, POST the answer: the rater page's protocol before) and --pairs rated pairs as the page rates
+them now (one request: POST the answer with ?next=1&exclude=<preloaded>, whose answer brings the pair after the
+preloaded one), the raters taking turns. Prints per round the milliseconds per /healthz and per pair and their
+ratio, the statements per /next and per vote (BEGIN and COMMIT included), and, over one more round, the database
+time of each statement per pair as the page rates (time in execute: the server's work and the wait for it, as the
+web process sees it). --profile adds a cProfile listing of one round of the page's pairs (cumulative time).
 
 bench/vote_load.py measures the same path under gunicorn with 200 concurrent raters; this one says where a single
 pair's time goes, and its ratio is the upper bound of what the server can do for a pair against a /healthz.
@@ -81,13 +83,13 @@ def measure(args) -> None:
     call_command("collectstatic", interactive=False, verbosity=0)
     campaign, _ = seed(N_MODELS, args.prompts, N_SEEDS, n_raters=0)
     engine.prepare_campaign(campaign)
-    clients = []
-    for _ in range(args.raters):
+    clients, page_clients = [], []  # raters of the two protocols apart: each holds its own open pairs
+    for _ in range(2 * args.raters):
         client = Client(HTTP_X_FORWARDED_PROTO="https")
         client.get(f"/join/{campaign.invite_token}", secure=True)
         response = client.post(f"/join/{campaign.invite_token}", secure=True)
         assert response.status_code == 302, response.status_code
-        clients.append(client)
+        (clients if len(clients) < args.raters else page_clients).append(client)
 
     def healthz(client) -> None:
         assert client.get("/healthz", secure=True).status_code == 200
@@ -104,13 +106,39 @@ def measure(args) -> None:
         assert response.status_code == 201, response.content
         return len(asked), len(voted)
 
+    held: dict[int, tuple[dict, dict | None]] = {}  # the page's (shown, preloaded) per client
+
+    def page_pair(i: int) -> int:
+        """One pair as the page rates it: the answer brings the pair after the preloaded one. (statements)"""
+        client = page_clients[i % len(page_clients)]
+        if i % len(page_clients) not in held:
+            first = client.get(f"/api/assignments/next?campaign={campaign.pk}", secure=True).json()["assignment"]
+            url = f"/api/assignments/next?campaign={campaign.pk}&exclude={first['id']}"
+            held[i % len(page_clients)] = (first, client.get(url, secure=True).json()["assignment"])
+        shown, preloaded = held[i % len(page_clients)]
+        body = {"idempotency_key": str(uuid.uuid4()), "choices": {c["key"]: "left" for c in shown["criteria"]}}
+        url = f"{shown['votes_url']}?next=1&exclude={preloaded['id']}"
+        with CaptureQueriesContext(connection) as voted:
+            response = client.post(url, json.dumps(body), content_type="application/json", secure=True)
+        assert response.status_code == 201, response.content
+        after = response.json()["next"]["assignment"]
+        assert after is not None, "the campaign ran out of pairs: use fewer --pairs or more --prompts"
+        held[i % len(page_clients)] = (preloaded, after)
+        return len(voted)
+
     for client in clients:  # warm-up: every rater once, the engine's caches filled, statements prepared
         for _ in range(6):
             rated_pair(client)
+    for i in range(6 * len(clients)):
+        page_pair(i)
     statements = collections.Counter(rated_pair(clients[i % len(clients)]) for i in range(len(clients)))
+    page_statements = collections.Counter(page_pair(i) for i in range(len(clients)))
 
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.raters} raters; PostgreSQL")
-    print("round  /healthz ms  pair ms  pair / healthz  pairs/s (one thread)")
+    print(
+        "round  /healthz ms | two requests: pair ms  / healthz  pairs/s | page (one request): pair ms  / healthz"
+        "  pairs/s"
+    )
     for r in range(args.rounds):
         started = time.perf_counter()
         for i in range(args.pairs):
@@ -120,9 +148,18 @@ def measure(args) -> None:
         for i in range(args.pairs):
             rated_pair(clients[i % len(clients)])
         pair_ms = (time.perf_counter() - started) * 1000 / args.pairs
-        print(f"{r + 1:5d}  {health_ms:11.2f}  {pair_ms:7.2f}  {pair_ms / health_ms:13.1f}x  {1000 / pair_ms:8.1f}")
+        started = time.perf_counter()
+        for i in range(args.pairs):
+            page_pair(i)
+        page_ms = (time.perf_counter() - started) * 1000 / args.pairs
+        print(
+            f"{r + 1:5d}  {health_ms:11.2f} | {pair_ms:21.2f}  {pair_ms / health_ms:7.1f}x  {1000 / pair_ms:7.1f} | "
+            f"{page_ms:27.2f}  {page_ms / health_ms:7.1f}x  {1000 / page_ms:7.1f}"
+        )
     shapes = ", ".join(f"/next {n} + vote {v} ({count} pairs)" for (n, v), count in statements.most_common())
     print(f"statements per pair, BEGIN and COMMIT included: {shapes}")
+    shapes = ", ".join(f"{n} ({count} pairs)" for n, count in page_statements.most_common())
+    print(f"statements per pair as the page rates (vote?next=1): {shapes}")
 
     spent: dict[str, list] = collections.defaultdict(lambda: [0, 0.0])
 
@@ -137,9 +174,12 @@ def measure(args) -> None:
 
     with connection.execute_wrapper(timed):
         for i in range(args.pairs):
-            rated_pair(clients[i % len(clients)])
+            page_pair(i)
     total = sum(seconds for _, seconds in spent.values())
-    print(f"database time per pair {total * 1000 / args.pairs:.2f} ms (BEGIN/COMMIT not included), by statement:")
+    print(
+        f"database time per pair as the page rates {total * 1000 / args.pairs:.2f} ms (BEGIN/COMMIT not included), "
+        "by statement:"
+    )
     for sql, (n, seconds) in sorted(spent.items(), key=lambda kv: -kv[1][1])[:12]:
         print(f"  {seconds * 1000 / args.pairs:6.2f} ms  x{n / args.pairs:4.2f}  {sql}")
 
@@ -147,8 +187,10 @@ def measure(args) -> None:
         profile = cProfile.Profile()
         profile.enable()
         for i in range(args.pairs):
-            rated_pair(clients[i % len(clients)])
+            page_pair(i)
         profile.disable()
+        if os.environ.get("VOTE_PATH_PROFILE_OUT"):
+            profile.dump_stats(os.environ["VOTE_PATH_PROFILE_OUT"])
         pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
 
 

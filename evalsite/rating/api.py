@@ -202,6 +202,14 @@ def _rater_and_campaign(view: RaterAPIView, raw_id: str | None) -> tuple[Rater, 
     return rater, _campaign_for(rater, raw_id)
 
 
+def _flag(raw: str | None) -> bool:
+    if raw in (None, "", "0", "false"):
+        return False
+    if raw in ("1", "true"):
+        return True
+    raise ApiError(400, "bad_parameter", f"next: {raw!r} is not one of 1, true, 0, false")
+
+
 def _parse_uuid(raw: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(raw)
@@ -228,22 +236,31 @@ class NextAssignmentView(RaterAPIView):
         responses={200: NextAssignmentSerializer, **_errors(400, 403, 404, 409, 429)},
     )
     def get(self, request):
-        rater, campaign = _rater_and_campaign(self, request.query_params.get("campaign"))
-        exclude = request.query_params.getlist("exclude")
-        for raw in exclude:
-            _parse_uuid(raw, "exclude")
-        try:
-            handout = engine.hand_out(rater, campaign, exclude=tuple(exclude))
-        except engine.TooManyOpenAssignments as exc:
-            raise ApiError(409, "too_many_open_assignments", str(exc)) from None
-        payload = None
-        if handout.assignment is not None:
-            handout.assignment.campaign = campaign
-            payload = assignment_payload(handout.assignment)
         return Response(
-            {"assignment": payload, "progress": progress_payload(handout.progress)},
+            next_payload(self, request.query_params.get("campaign"), _exclude(request)),
             headers={"Cache-Control": "no-store"},
         )
+
+
+def _exclude(request) -> tuple[str, ...]:
+    exclude = tuple(request.query_params.getlist("exclude"))
+    for raw in exclude:
+        _parse_uuid(raw, "exclude")
+    return exclude
+
+
+def next_payload(view: RaterAPIView, raw_campaign: str | None, exclude: tuple[str, ...]) -> dict:
+    """{"assignment": the pair this rater should answer next or None, "progress": ...}; raises ApiError."""
+    rater, campaign = _rater_and_campaign(view, raw_campaign)
+    try:
+        handout = engine.hand_out(rater, campaign, exclude=exclude)
+    except engine.TooManyOpenAssignments as exc:
+        raise ApiError(409, "too_many_open_assignments", str(exc)) from None
+    payload = None
+    if handout.assignment is not None:
+        handout.assignment.campaign = campaign
+        payload = assignment_payload(handout.assignment)
+    return {"assignment": payload, "progress": progress_payload(handout.progress)}
 
 
 class VoteView(RaterAPIView):
@@ -255,8 +272,24 @@ class VoteView(RaterAPIView):
             "201: stored. 200: the same key was already stored; the stored answers come back and nothing "
             "new is stored. Refused with nothing stored: 400 malformed_body / missing_criterion / "
             "unknown_criterion / unknown_choice, 403 not_your_assignment, 404 not_found, "
-            "409 already_answered (another key), 410 assignment_expired, 429 throttled."
+            "409 already_answered (another key), 410 assignment_expired, 429 throttled. "
+            "With `next=1` the answer also carries the pair to show after this one, as GET next would answer it "
+            "for the assignment's campaign and `exclude` (the page's preloaded pair): one request per rated pair. "
+            "The vote is stored first, in its own transaction; a hand-out that is refused after it comes back as "
+            "`next: {error, detail}` beside the stored answer, never as a refusal of the vote."
         ),
+        parameters=[
+            OpenApiParameter(
+                "next", OpenApiTypes.BOOL, required=False, description="1: also hand out the next pair (`next`)."
+            ),
+            OpenApiParameter(
+                "exclude",
+                OpenApiTypes.UUID,
+                required=False,
+                description="With next=1: an open assignment the page "
+                "already holds (its preloaded pair), not to be handed out as `next`.",
+            ),
+        ],
         request=VoteRequestSerializer,
         responses={201: VoteResponseSerializer, 200: VoteResponseSerializer, **_errors(400, 403, 404, 409, 410, 429)},
     )
@@ -265,6 +298,8 @@ class VoteView(RaterAPIView):
         # a refusal looks the rater up, so that a user who is no rater still hears "not_a_rater" first.
         try:
             key = _parse_uuid(assignment_id, "assignment")
+            then_next = _flag(request.query_params.get("next"))
+            exclude = _exclude(request) if then_next else ()
             if not isinstance(request.data, dict):
                 raise ApiError(400, "malformed_body", "the body must be a JSON object")
             body = VoteRequestSerializer(data=request.data)
@@ -284,4 +319,9 @@ class VoteView(RaterAPIView):
             raise
         progress = engine.Progress(answered=recorded.answered, target=recorded.target)
         payload = vote_payload(key, recorded.votes, not recorded.created, progress)
+        if then_next:
+            try:
+                payload["next"] = next_payload(self, str(recorded.campaign_id), exclude)
+            except ApiError as refused:  # the vote is stored: say why there is no next pair, refuse nothing
+                payload["next"] = {"error": refused.error_code, "detail": _words(refused.detail)}
         return Response(payload, status=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK)

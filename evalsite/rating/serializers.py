@@ -67,6 +67,17 @@ class NextAssignmentSerializer(serializers.Serializer):
     progress = ProgressSerializer()
 
 
+class NextAfterVoteSerializer(serializers.Serializer):
+    assignment = AssignmentSerializer(allow_null=True, required=False, help_text="null: no pair is left.")
+    progress = ProgressSerializer(required=False)
+    error = serializers.CharField(
+        required=False,
+        help_text="Set instead of the two above when the hand-out was "
+        "refused (as GET next would refuse it); the vote itself is stored.",
+    )
+    detail = serializers.CharField(required=False)
+
+
 class VoteRequestSerializer(serializers.Serializer):
     idempotency_key = serializers.RegexField(
         IDEMPOTENCY_KEY_PATTERN,
@@ -87,6 +98,9 @@ class VoteResponseSerializer(serializers.Serializer):
     choices = serializers.DictField(child=serializers.ChoiceField(choices=Choice.choices))
     replayed = serializers.BooleanField(help_text="true: this submission was already stored; nothing new stored.")
     progress = ProgressSerializer()
+    next = NextAfterVoteSerializer(
+        required=False, help_text="Only when asked with next=1: the pair to show after this one, or why there is none."
+    )
 
 
 def criteria_payload(assignment: Assignment) -> list[dict]:

@@ -78,6 +78,7 @@ class Recorded:
     created: bool  # False: this submission was stored before (a replay); nothing new was stored
     answered: int  # pairs the assignment's rater has answered in its campaign, this one included
     target: int | None  # the campaign's pairs_per_rater
+    campaign_id: int  # the assignment's campaign
 
 
 def record_votes(
@@ -180,7 +181,7 @@ def _record(
             target = assignment.campaign.pairs_per_rater
             if assignment.status == Assignment.Status.ANSWERED:  # votes and status are written together
                 stored = _replay(list(assignment.votes.order_by("id")), submission)
-                return Recorded(stored, False, answered_before, target)
+                return Recorded(stored, False, answered_before, target, assignment.campaign_id)
             if assignment.status != Assignment.Status.OPEN or assignment.expires_at <= now:
                 raise VoteRefused(
                     410, "assignment_expired", "this pair expired before the answer arrived; ask for the next pair"
@@ -195,7 +196,7 @@ def _record(
                 assignment.save(update_fields=["status", "answered_at"])
                 if assignment.image_pair_id is not None:
                     ImagePair.objects.filter(pk=assignment.image_pair_id).update(answered=F("answered") + 1)
-            return Recorded(votes, True, answered_before + 1, target)
+            return Recorded(votes, True, answered_before + 1, target, assignment.campaign_id)
     except IntegrityError:
         # A concurrent submission for this assignment committed first (only reachable without row locks).
         stored = list(
@@ -207,7 +208,7 @@ def _record(
         answered = Assignment.objects.filter(
             rater_id=done.rater_id, campaign_id=done.campaign_id, status=Assignment.Status.ANSWERED
         ).count()
-        return Recorded(_replay(stored, submission), False, answered, done.campaign.pairs_per_rater)
+        return Recorded(_replay(stored, submission), False, answered, done.campaign.pairs_per_rater, done.campaign_id)
 
 
 def _replay(stored: list[Vote], submission: VoteSubmission) -> list[Vote]:

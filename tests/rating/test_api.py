@@ -211,6 +211,89 @@ def test_next_resumes_the_open_assignment_and_preloads_a_different_one(client, c
     assert refused.status_code == 409 and refused.json()["error"] == "too_many_open_assignments"
 
 
+def post_then_next(client, assignment_id, body, **params):
+    query = "&".join(f"{k}={v}" for k, v in {"next": 1, **params}.items())
+    return client.post(
+        f"/api/assignments/{assignment_id}/votes?{query}", data=json.dumps(body), content_type="application/json"
+    )
+
+
+def open_ids(rater) -> set[str]:
+    return {str(pk) for pk in Assignment.objects.filter(rater=rater, status="open").values_list("id", flat=True)}
+
+
+def test_a_vote_with_next_carries_the_pair_after_the_preloaded_one(client, campaign, rater):
+    """What the page does: one request per rated pair, the answer to the shown pair bringing the one after the
+    preloaded pair; the rater never holds more than two open pairs."""
+    shown = get_next(client, campaign).json()["assignment"]
+    preloaded = get_next(client, campaign, exclude=shown["id"]).json()["assignment"]
+    seen = {shown["id"], preloaded["id"]}
+    for answered in range(1, 5):
+        response = post_then_next(client, shown["id"], full_body(shown, key=f"key-{shown['id']}"),
+                                  exclude=preloaded["id"])  # fmt: skip
+        assert response.status_code == 201, response.content
+        body = response.json()
+        assert body["replayed"] is False and body["progress"]["answered"] == answered
+        assert body["next"]["progress"]["answered"] == answered
+        after = body["next"]["assignment"]
+        assert after["id"] not in seen, "a pair handed out twice"
+        assert open_ids(rater) == {preloaded["id"], after["id"]}
+        assert Vote.objects.filter(assignment_id=shown["id"]).count() == len(shown["criteria"])
+        seen.add(after["id"])
+        shown, preloaded = preloaded, after
+
+
+def test_without_next_a_vote_answers_as_before(client, shown):
+    a, _ = shown
+    body = post_votes(client, a["id"], full_body(a)).json()
+    assert "next" not in body
+
+
+def test_a_replayed_vote_with_next_hands_out_the_same_next_pair(client, campaign, rater):
+    """A retry after a lost answer: the vote stored once, and the pair handed out the first time comes back
+    instead of a third open one."""
+    shown = get_next(client, campaign).json()["assignment"]
+    first = post_then_next(client, shown["id"], full_body(shown))
+    again = post_then_next(client, shown["id"], full_body(shown))
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["replayed"] is True
+    assert again.json()["next"]["assignment"]["id"] == first.json()["next"]["assignment"]["id"]
+    assert open_ids(rater) == {first.json()["next"]["assignment"]["id"]}
+    assert Vote.objects.filter(assignment_id=shown["id"]).count() == len(shown["criteria"])
+
+
+def test_a_refused_hand_out_after_a_vote_is_said_beside_the_stored_vote(client, campaign):
+    shown = get_next(client, campaign).json()["assignment"]
+    campaign.is_open = False
+    campaign.save()
+    response = post_then_next(client, shown["id"], full_body(shown))
+    assert response.status_code == 201
+    assert response.json()["next"]["error"] == "campaign_closed"
+    assert Vote.objects.filter(assignment_id=shown["id"]).count() == len(shown["criteria"])
+
+
+def test_no_pair_left_after_a_vote_is_a_null_next(client, campaign):
+    campaign.pairs_per_rater = 1
+    campaign.save()
+    shown = get_next(client, campaign).json()["assignment"]
+    body = post_then_next(client, shown["id"], full_body(shown)).json()
+    assert body["next"]["assignment"] is None and body["next"]["progress"] == {"answered": 1, "target": 1}
+
+
+@pytest.mark.parametrize(
+    "params, status, code",
+    [({"next": "maybe"}, 400, "bad_parameter"), ({"next": 1, "exclude": "not-a-uuid"}, 404, "not_found")],
+)
+def test_a_bad_next_or_exclude_refuses_the_vote_and_stores_nothing(client, shown, params, status, code):
+    a, _ = shown
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    response = client.post(
+        f"/api/assignments/{a['id']}/votes?{query}", data=json.dumps(full_body(a)), content_type="application/json"
+    )
+    assert response.status_code == status and response.json()["error"] == code
+    assert not Vote.objects.exists()
+
+
 @pytest.mark.parametrize(
     "params, status, code",
     [

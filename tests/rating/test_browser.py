@@ -131,6 +131,8 @@ def test_a_rater_votes_on_three_pairs_with_the_keyboard_only(live_server, campai
     page = browser_page
     rater = make_rater("keyboard-rater")
     campaign.raters.add(rater)
+    asked = []  # the page's API requests: after the first pair and its preload, each answer brings the next pair
+    page.on("request", lambda request: "/api/" in request.url and asked.append((request.method, request.url)))
     page.goto(f"{live_server.url}/accounts/login/?next=/rate/{campaign.pk}/")
     wait_for_focus(page, "input[name=username]")  # autofocus lands at a later rendering update
     page.keyboard.type("keyboard-rater")
@@ -157,12 +159,18 @@ def test_a_rater_votes_on_three_pairs_with_the_keyboard_only(live_server, campai
         assert page.is_enabled("#submit")
         expected[shown] = answers
         page.keyboard.press("Enter")
-    wait_for_pair(page, shown)  # the fourth pair is on screen: the third vote was acknowledged
+    fourth = wait_for_pair(page, shown)  # the fourth pair is on screen: the third vote was acknowledged
 
     stored, timed = stored_votes(rater)
     assert stored == expected
     assert timed
     assert page.text_content("#progress-text") == "3 pairs rated"
+    page.wait_for_load_state("networkidle")
+    gets = [url for method, url in asked if method == "GET"]
+    posts = [url for method, url in asked if method == "POST"]
+    assert len(gets) == 2 and all("/api/assignments/next" in url for url in gets), asked
+    assert len(posts) == 3 and all("?next=1&exclude=" in url for url in posts), asked
+    assert f"exclude={fourth}" in posts[-1]  # the third answer brought the pair after the fourth, preloaded
 
     page.set_viewport_size({"width": 390, "height": 844})
     page.evaluate("window.scrollTo(0, 0)")
@@ -195,7 +203,7 @@ def test_the_rater_page_waits_out_an_outage_and_sends_the_same_answer_once(
         else:
             route.continue_()
 
-    page.route("**/api/assignments/*/votes", outage)
+    page.route("**/api/assignments/*/votes*", outage)
     shown = wait_for_pair(page)
     criteria = page.eval_on_selector_all(".question", "boxes => boxes.map(b => b.dataset.criterion)")
     for _ in criteria:
@@ -207,7 +215,7 @@ def test_the_rater_page_waits_out_an_outage_and_sends_the_same_answer_once(
     assert len(sent_keys) == 3 and len(set(sent_keys)) == 1
     stored, _ = stored_votes(rater)
     assert stored == {shown: dict.fromkeys(criteria, "left")}
-    page.unroute("**/api/assignments/*/votes")
+    page.unroute("**/api/assignments/*/votes*")
     page.wait_for_load_state("networkidle")
 
 

@@ -21,6 +21,8 @@ NEXT_STATEMENTS = {"postgresql": 7, "sqlite": 9}
 # vote: user, begin, lock assignment (+ owner, progress), the answer, commit. The answer is one statement on PostgreSQL
 # (insert votes + mark answered + bump the pair's counter); on SQLite it is three.
 VOTE_STATEMENTS = {"postgresql": 5, "sqlite": 7}
+# A vote that brings the next pair (next=1, what the page sends): both, less one reading of the session's user.
+VOTE_THEN_NEXT_STATEMENTS = {db: VOTE_STATEMENTS[db] + NEXT_STATEMENTS[db] - 1 for db in NEXT_STATEMENTS}
 
 
 def _rate_one(client, campaign, key):
@@ -58,6 +60,17 @@ def test_a_vote_is_stored_and_answers_progress_in_a_pinned_number_of_statements(
     counts = [q for q in vote_queries.captured_queries if q["sql"].upper().startswith("SELECT COUNT(")]
     assert not counts, _listing(vote_queries)
     assert voted["progress"]["answered"] == 2  # the warm-up pair and this one, without a COUNT after the vote
+
+
+def test_a_vote_that_brings_the_next_pair_in_a_pinned_number_of_statements(warm_client, campaign):
+    shown = warm_client.get(NEXT, {"campaign": campaign.pk}).json()["assignment"]
+    body = {"idempotency_key": "pinned-0004", "choices": {c["key"]: "left" for c in shown["criteria"]}}
+    with CaptureQueriesContext(connection) as queries:
+        response = warm_client.post(
+            shown["votes_url"] + "?next=1", data=json.dumps(body), content_type="application/json"
+        )
+    assert response.status_code == 201 and response.json()["next"]["assignment"]["id"] != shown["id"]
+    assert len(queries) == VOTE_THEN_NEXT_STATEMENTS[connection.vendor], _listing(queries)
 
 
 def test_a_replayed_vote_answers_the_same_progress(warm_client, campaign):

@@ -2,8 +2,9 @@
 //
 // Keys: 1 or ArrowLeft = left, 2 or ArrowRight = right, T = tie, B = both bad (the answer goes to the
 // focused question, then focus moves to the next one), ArrowUp/ArrowDown = previous/next question,
-// Enter = submit. While the rater answers, the next pair is fetched (GET .../next?exclude=<current>)
-// and its images are preloaded. A submission carries one idempotency key that every retry reuses, so
+// Enter = submit. The first pair and the one after it come from GET .../next (?exclude=<current>); from then
+// on each answer brings the pair after the preloaded one (POST .../votes?next=1&exclude=<preloaded>), so a rated
+// pair is one request, and the next pair's images are preloaded while the rater answers. A submission carries one idempotency key that every retry reuses, so
 // a retried or doubled submission is stored once. Reloading the page resumes the open pair.
 //
 // A text-to-3D pair's images are turntables (images.left.views squares side by side in one PNG): each is shown
@@ -316,13 +317,27 @@
     });
   }
 
-  async function advance() {
+  function stillValid(assignment) {
+    return new Date(assignment.expires_at).getTime() - Date.now() > MIN_VALID_MS;
+  }
+
+  // Move on after an answer. `after`: what the answer brought (its `next`), the pair to hold after the preloaded one,
+  // or the one to show when none was preloaded; without it (a refused answer, a refused hand-out) the page asks.
+  async function advance(after) {
     if (state.nextPromise) await state.nextPromise;
     const next = state.next;
     state.next = null;
     state.nextPromise = null;
-    if (next && new Date(next.expires_at).getTime() - Date.now() > MIN_VALID_MS) {
+    const handed = after && !after.error ? after : null;
+    if (next && stillValid(next)) {
       show(next, state.progress);
+      if (handed) {
+        state.next = handed.assignment; // null: nothing is left after this pair
+        if (state.next) preloadImages(state.next);
+        return;
+      }
+    } else if (handed && (!handed.assignment || stillValid(handed.assignment))) {
+      show(handed.assignment, handed.progress);
     } else {
       const body = await fetchNext(null);
       show(body.assignment, body.progress);
@@ -343,6 +358,11 @@
     updateSubmit();
     setStatus("Sending…");
     const assignment = state.current;
+    // The answer also asks for the pair after the preloaded one: one request per rated pair (votes ?next=1).
+    if (state.nextPromise) await state.nextPromise;
+    const preloaded = state.next && state.next.id;
+    const voteUrl = assignment.votes_url + "?next=1" + (preloaded ? "&exclude=" + encodeURIComponent(preloaded) : "");
+    let after = null;
     const body = JSON.stringify({
       idempotency_key: state.key,
       choices: Object.assign({}, state.answers),
@@ -353,7 +373,7 @@
     for (let attempt = 0; performance.now() < giveUpAt; attempt++) {
       let result;
       try {
-        result = await api(assignment.votes_url, { method: "POST", body: body });
+        result = await api(voteUrl, { method: "POST", body: body });
       } catch (e) {
         setStatus("Network problem, retrying…", true);
         await sleep(Math.min(8000, 500 * 2 ** attempt));
@@ -367,6 +387,7 @@
       if (result.status === 200 || result.status === 201) {
         showProgress(result.body.progress);
         setStatus("");
+        after = result.body.next || null;
         moveOn = true;
       } else if (result.status === 429) {
         setStatus("Slow down a little…", true);
@@ -391,7 +412,7 @@
     }
     try {
       root.dataset.state = "loading";
-      await advance();
+      await advance(after);
     } catch (e) {
       setStatus(e.message, true);
     } finally {
