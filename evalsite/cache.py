@@ -8,7 +8,9 @@ is a miss and a write is skipped, with a warning, instead of failing the rater's
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
@@ -75,6 +77,7 @@ class TolerantRedisCache(RedisCache):
 
 
 CULL_CHECK_SECONDS = 60  # how often one process checks whether the shared file cache needs culling
+COUNT_SUFFIX = ".count"  # a rate-limit window's counter file (SharedFileCache.count_in_window)
 
 
 class SharedFileCache(FileBasedCache):
@@ -89,7 +92,52 @@ class SharedFileCache(FileBasedCache):
 
     def __init__(self, dir, params):
         super().__init__(dir, params)
-        self._culled_at = float("-inf")
+        self._culled_at = self._counts_culled_at = float("-inf")
+
+    def count_in_window(self, key: str, ends: float) -> int:
+        """One more use of `key` in a window that ends at `ends` (time.time()); returns the uses so far, this one
+        included. Each use appends one byte to the window's own file and the file's offset after the write is the
+        count: O_APPEND makes each write land at the end as one step, so concurrent processes never lose a use,
+        and no read, pickle or rename is needed (Django's incr is a get and a set). A window's file is removed
+        after it ends, by the periodic clean-up of any process."""
+        digest = hashlib.md5(self.make_and_validate_key(key).encode(), usedforsecurity=False).hexdigest()
+        path = os.path.join(self._dir, f"{digest}.{int(ends)}{COUNT_SUFFIX}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except FileNotFoundError:  # the folder itself was removed (a clear()): make it again
+            self._createdir()
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, b".")
+            used = os.lseek(fd, 0, os.SEEK_CUR)
+        finally:
+            os.close(fd)
+        self._cull_counts()
+        return used
+
+    def _cull_counts(self):
+        now = time.monotonic()
+        if now - self._counts_culled_at < CULL_CHECK_SECONDS:
+            return
+        self._counts_culled_at = now
+        wall = time.time()
+        self._remove_counts(lambda ends: ends < wall)
+
+    def _remove_counts(self, which):
+        try:
+            names = os.listdir(self._dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.endswith(COUNT_SUFFIX) and which(int(name[: -len(COUNT_SUFFIX)].rsplit(".", 1)[1])):
+                try:
+                    os.remove(os.path.join(self._dir, name))
+                except FileNotFoundError:
+                    pass
+
+    def clear(self):
+        super().clear()
+        self._remove_counts(lambda ends: True)
 
     def _cull(self):
         now = time.monotonic()

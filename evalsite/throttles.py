@@ -5,8 +5,10 @@ under var/ in the embedded default). Imports no app.
 from __future__ import annotations
 
 import logging
+import time
 
 from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import BaseThrottle
 
 from evalsite.outages import CACHE_AWAY
@@ -54,6 +56,39 @@ def over_budget(scope: str, key: str, rate: str, *, count: bool = True) -> bool:
         log.warning("shared cache away (%s): %s not counted", exc, scope)
         return False
     return used > limit
+
+
+def _now() -> float:  # the clock of count_use's windows (tests pin it)
+    return time.time()
+
+
+def count_use(name: str, seconds: int) -> tuple[int, float]:
+    """Count one use of `name` in the current window of `seconds` (windows aligned on the clock, as a fixed-window
+    counter's are); returns (uses in this window, this one included, seconds until the window ends).
+
+    One operation on the shared cache, where a sliding log (DRF's throttles) costs a read and a write of the whole
+    log per request: on Redis, SET NX with the window's lifetime and INCR in one pipelined round trip; in the
+    embedded default, one appended byte to the window's file (SharedFileCache.count_in_window). Exact under
+    concurrency on both. Raises what CACHE_AWAY names when Redis is away."""
+    now = _now()
+    window = int(now // seconds)
+    ends = (window + 1) * seconds
+    cache = shared_cache()
+    key = f"{name}:{window}"
+    if hasattr(cache, "count_in_window"):
+        return cache.count_in_window(key, ends), ends - now
+    if isinstance(cache, RedisCache):
+        full = cache.make_and_validate_key(key)
+        pipe = cache._cache.get_client(full, write=True).pipeline(transaction=False)
+        pipe.set(full, 0, ex=max(1, int(ends - now) + 1), nx=True)
+        pipe.incr(full)
+        return int(pipe.execute()[1]), ends - now
+    cache.add(key, 0, timeout=max(1, int(ends - now) + 1))  # any other cache: two operations
+    try:
+        return cache.incr(key), ends - now
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=max(1, int(ends - now) + 1))
+        return 1, ends - now
 
 
 def forget(scope: str, key: str) -> None:

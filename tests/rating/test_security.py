@@ -60,18 +60,31 @@ def test_the_join_and_instructions_forms_need_csrf(campaign, rater):
 # --- Throttling --------------------------------------------------------------------------------------
 
 
-def test_each_rater_is_rate_limited_on_their_own(campaign, rater, rater_of, login, settings):
+@pytest.fixture
+def throttle_clock(monkeypatch):
+    """The rate limit's windows are aligned on the clock: pinned 20 s into a minute, so that a test's requests
+    never straddle a window's end."""
+    from evalsite import throttles
+
+    now = {"t": 6_000_000_020.0}
+    monkeypatch.setattr(throttles, "_now", lambda: now["t"])
+    return now
+
+
+def test_each_rater_is_rate_limited_on_their_own(campaign, rater, rater_of, login, settings, throttle_clock):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"rater": "3/min"}}
     client = login(rater)
     statuses = [client.get("/api/assignments/next", {"campaign": campaign.pk}).status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     throttled = client.get("/api/assignments/next", {"campaign": campaign.pk})
-    assert throttled.json()["error"] == "throttled" and int(throttled["Retry-After"]) > 0
+    assert throttled.json()["error"] == "throttled" and throttled["Retry-After"] == "41"  # 40 s left, rounded up
     other = login(rater_of(campaign, "other"))
     assert other.get("/api/assignments/next", {"campaign": campaign.pk}).status_code == 200
+    throttle_clock["t"] += 40  # the next minute
+    assert client.get("/api/assignments/next", {"campaign": campaign.pk}).status_code == 200
 
 
-def test_a_throttled_vote_stores_nothing(campaign, rater, login, settings):
+def test_a_throttled_vote_stores_nothing(campaign, rater, login, settings, throttle_clock):
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"rater": "1/min"}}
     client = login(rater)
     a = next_assignment(client, campaign)
