@@ -256,9 +256,12 @@ def _exclude(request) -> tuple[str, ...]:
     return exclude
 
 
-def next_payload(view: RaterAPIView, raw_campaign: str | None, exclude: tuple[str, ...]) -> dict:
-    """{"assignment": the pair this rater should answer next or None, "progress": ...}; raises ApiError."""
-    rater, campaign = _rater_and_campaign(view, raw_campaign)
+def next_payload(
+    view: RaterAPIView, raw_campaign: str | None, exclude: tuple[str, ...], known: tuple[Rater, Campaign] | None = None
+) -> dict:
+    """{"assignment": the pair this rater should answer next or None, "progress": ...}; raises ApiError. `known`:
+    the rater and its campaign (with its run), already read and checked (a member, the campaign open)."""
+    rater, campaign = known or _rater_and_campaign(view, raw_campaign)
     try:
         handout = engine.hand_out(rater, campaign, exclude=exclude)
     except engine.TooManyOpenAssignments as exc:
@@ -327,8 +330,10 @@ class VoteView(RaterAPIView):
         progress = engine.Progress(answered=recorded.answered, target=recorded.target)
         payload = vote_payload(key, recorded.votes, not recorded.created, progress)
         if then_next:
+            # The vote's statement read the campaign and the rater's membership: not asked again when all is well.
+            known = recorded.rater_in_open_campaign
             try:
-                payload["next"] = next_payload(self, str(recorded.campaign_id), exclude)
+                payload["next"] = next_payload(self, str(recorded.campaign_id), exclude, known)
             except ApiError as refused:  # the vote is stored: say why there is no next pair, refuse nothing
                 payload["next"] = {"error": refused.error_code, "detail": _words(refused.detail)}
         return Response(payload, status=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK)

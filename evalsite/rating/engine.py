@@ -69,7 +69,7 @@ from evalsite.rating.models import (
     RaterTally,
     Vote,
 )
-from evalsite.rating.rows import statement_cursor
+from evalsite.rating.rows import columns, fetch_row, instance, select_list, statement_cursor
 from evalsite.runs.display import ImageUnreadable, stored_picture
 from evalsite.runs.models import Image
 
@@ -731,24 +731,48 @@ def _hand_out(rater, campaign, exclude, now, rng, refused_keys, tried) -> Handou
     return Handout(assignment, made)
 
 
+_GOLD_POOL_SQL = f"""
+SELECT g.id, g.correct_image_id, g.wrong_image_id FROM {GoldCheck._meta.db_table} g
+JOIN {Image._meta.db_table} ci ON ci.id = g.correct_image_id
+JOIN {Image._meta.db_table} wi ON wi.id = g.wrong_image_id
+WHERE g.campaign_id = %(campaign)s AND ci.status = %(done)s AND wi.status = %(done)s
+AND NOT EXISTS (SELECT 1 FROM {Assignment._meta.db_table} a WHERE a.rater_id = %(rater)s AND a.gold_id = g.id)
+ORDER BY g.id"""
+_GOLD_COLUMNS = columns(GoldCheck, "g") + columns(Prompt, "p") + columns(Image, "ci") + columns(Image, "wi")
+_GOLD_SQL = (
+    select_list(_GOLD_COLUMNS)
+    + f"""
+FROM {GoldCheck._meta.db_table} g
+JOIN {Prompt._meta.db_table} p ON p.id = g.prompt_id
+JOIN {Image._meta.db_table} ci ON ci.id = g.correct_image_id
+JOIN {Image._meta.db_table} wi ON wi.id = g.wrong_image_id
+WHERE g.id = %(gold)s"""
+)
+
+
 def _gold_assignment(rater, campaign, history, expires_at, rng, refused_keys, tried) -> Assignment | None:
-    had = Assignment.objects.filter(rater=rater, gold__isnull=False).values("gold_id")
-    pool = [
-        pk
-        for pk, correct_id, wrong_id in GoldCheck.objects.filter(
-            campaign=campaign, correct_image__status=Image.Status.DONE, wrong_image__status=Image.Status.DONE
-        )
-        .exclude(pk__in=had)
-        .order_by("pk")
-        .values_list("pk", "correct_image_id", "wrong_image_id")
-        if Assignment.make_pair_key(correct_id, wrong_id) not in refused_keys
-    ]
+    # The checks this rater has not had whose images are done, as ids, and the chosen one loaded with its prompt and
+    # images, in two hand-written statements (the ORM's versions cost several times as much in compiling and
+    # building instances as in the database).
+    params = {"campaign": campaign.pk, "rater": rater.pk, "done": Image.Status.DONE.value}
+    with statement_cursor() as cursor:
+        cursor.execute(_GOLD_POOL_SQL, params)
+        pool = [
+            pk
+            for pk, correct_id, wrong_id in cursor.fetchall()
+            if Assignment.make_pair_key(correct_id, wrong_id) not in refused_keys
+        ]
     if not pool:
         return None
-    # The candidates as ids, the chosen one loaded: a campaign has a gold check per few prompts, and building them all
-    # (with prompt and images) was most of a gold hand-out's time.
     chosen = pool[int(rng.integers(len(pool)))]
-    gold = GoldCheck.objects.select_related("prompt", "correct_image", "wrong_image").get(pk=chosen)
+    row = fetch_row(_GOLD_SQL, {"gold": chosen}, _GOLD_COLUMNS)
+    if row is None:  # deleted since the pool was read (with its campaign): hand out a real pair instead
+        return None
+    ends = np.cumsum([len(m._meta.concrete_fields) for m in (GoldCheck, Prompt, Image, Image)])
+    gold = instance(GoldCheck, row[: ends[0]])
+    gold.prompt = instance(Prompt, row[ends[0] : ends[1]])
+    gold.correct_image = instance(Image, row[ends[1] : ends[2]])
+    gold.wrong_image = instance(Image, row[ends[2] : ends[3]])
     # The correct image goes to the side it has appeared on less often for this rater.
     sides = history.gold_sides
     correct_left = sides["left"] < sides["right"] or (sides["left"] == sides["right"] and rng.random() < 0.5)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import BooleanField, F
 from django.utils import timezone
 
 from evalsite.catalog.models import Prompt
@@ -79,6 +79,9 @@ class Recorded:
     answered: int  # pairs the assignment's rater has answered in its campaign, this one included
     target: int | None  # the campaign's pairs_per_rater
     campaign_id: int  # the assignment's campaign
+    # The rater and the campaign (every column, with its run) as the vote's statement read them, when the rater is
+    # still one of the campaign's raters and it is open: what handing out the next pair needs (else None: asked again).
+    rater_in_open_campaign: tuple[Rater, Campaign] | None = None
 
 
 def record_votes(
@@ -104,13 +107,14 @@ def submit_votes(assignment_id, user_id: int, submission: VoteSubmission, now: d
 # vote in compiling, planning and building model instances (bench/vote_path.py); the statement count is the same.
 _LOCK_COLUMNS = (
     columns(Assignment, "a")
+    + columns(Campaign, "c")
+    + columns(ComparisonRun, "rn")
     + [
         ("r.user_id", Rater._meta.get_field("user")),
         ("COALESCE((SELECT t.answered FROM rating_ratertally t WHERE t.rater_id = a.rater_id "
          "AND t.campaign_id = a.campaign_id AND t.model_id = 0), 0)", RaterTally._meta.get_field("answered")),
-        ("c.criteria", Campaign._meta.get_field("criteria")),
-        ("c.pairs_per_rater", Campaign._meta.get_field("pairs_per_rater")),
-        ("c.run_id", Campaign._meta.get_field("run")),
+        (f"EXISTS (SELECT 1 FROM {Campaign.raters.through._meta.db_table} m WHERE m.campaign_id = a.campaign_id "
+         "AND m.rater_id = a.rater_id)", BooleanField()),
         run_is_3d("c.run_id"),
         ("pr.detected_needs_text", Prompt._meta.get_field("detected_needs_text")),
         ("pr.needs_text_override", Prompt._meta.get_field("needs_text_override")),
@@ -126,6 +130,7 @@ _LOCK_SQL = (
 FROM rating_assignment a
 JOIN rating_rater r ON r.id = a.rater_id
 JOIN rating_campaign c ON c.id = a.campaign_id
+JOIN runs_comparisonrun rn ON rn.id = c.run_id
 JOIN catalog_prompt pr ON pr.id = a.prompt_id
 JOIN runs_image il ON il.id = a.image_left_id
 JOIN runs_image ir ON ir.id = a.image_right_id
@@ -134,24 +139,23 @@ WHERE a.id = %(id)s"""
 )
 
 
-def _lock_assignment(assignment_id) -> tuple[Assignment, int] | None:
-    """(the assignment, locked for this transaction, with its campaign, run, prompt, rater, images and gold check
-    loaded as far as a vote needs them; the pairs its rater had answered in the campaign), or None."""
+def _lock_assignment(assignment_id) -> tuple[Assignment, int, bool] | None:
+    """(the assignment, locked for this transaction, with its campaign and run loaded, its prompt, rater, images and
+    gold check as far as a vote needs them; the pairs its rater had answered in the campaign; whether the rater is
+    one of the campaign's raters), or None."""
     sql = _LOCK_SQL + (" FOR UPDATE OF a" if connection.features.has_select_for_update_of else "")
     pk = Assignment._meta.pk.get_db_prep_value(assignment_id, connection)
     row = fetch_row(sql, {"id": pk, **RUN_IS_3D_PARAMS}, _LOCK_COLUMNS)
     if row is None:
         return None
-    n = len(Assignment._meta.concrete_fields)
+    n, n_campaign = len(Assignment._meta.concrete_fields), len(Campaign._meta.concrete_fields)
+    n_run = len(ComparisonRun._meta.concrete_fields)
     assignment = instance(Assignment, row[:n])
-    (user_id, answered, criteria, pairs_per_rater, run_id, is_3d, detected, override, left_model, right_model,
-     gold_criterion, gold_correct_image) = row[n:]  # fmt: skip
-    run = loaded(ComparisonRun, id=run_id)
+    assignment.campaign = instance(Campaign, row[n : n + n_campaign])
+    run = assignment.campaign.run = instance(ComparisonRun, row[n + n_campaign : n + n_campaign + n_run])
+    (user_id, answered, member, is_3d, detected, override, left_model, right_model, gold_criterion,
+     gold_correct_image) = row[n + n_campaign + n_run :]  # fmt: skip
     run.is_3d = is_3d  # a cached_property: asks nothing more
-    assignment.campaign = loaded(
-        Campaign, id=assignment.campaign_id, run_id=run_id, criteria=criteria, pairs_per_rater=pairs_per_rater
-    )
-    assignment.campaign.run = run
     assignment.rater = loaded(Rater, id=assignment.rater_id, user_id=user_id)
     assignment.prompt = loaded(
         Prompt, id=assignment.prompt_id, detected_needs_text=detected, needs_text_override=override
@@ -162,7 +166,7 @@ def _lock_assignment(assignment_id) -> tuple[Assignment, int] | None:
     if assignment.gold_id is not None:
         gold = loaded(GoldCheck, id=assignment.gold_id, criterion=gold_criterion, correct_image_id=gold_correct_image)
     assignment.gold = gold
-    return assignment, answered
+    return assignment, answered, member
 
 
 def _record(
@@ -174,14 +178,16 @@ def _record(
             locked = _lock_assignment(assignment_id)
             if locked is None:
                 raise VoteRefused(404, "not_found", "no such assignment")
-            assignment, answered_before = locked
+            assignment, answered_before, member = locked
             if not owns(assignment):
                 raise VoteRefused(403, "not_your_assignment", "this assignment belongs to another rater")
             check_choices(assignment, submission.choices)
             target = assignment.campaign.pairs_per_rater
             if assignment.status == Assignment.Status.ANSWERED:  # votes and status are written together
                 stored = _replay(list(assignment.votes.order_by("id")), submission)
-                return Recorded(stored, False, answered_before, target, assignment.campaign_id)
+                return Recorded(
+                    stored, False, answered_before, target, assignment.campaign_id, _context(assignment, member)
+                )
             if assignment.status != Assignment.Status.OPEN or assignment.expires_at <= now:
                 raise VoteRefused(
                     410, "assignment_expired", "this pair expired before the answer arrived; ask for the next pair"
@@ -196,7 +202,9 @@ def _record(
                 assignment.save(update_fields=["status", "answered_at"])
                 if assignment.image_pair_id is not None:
                     ImagePair.objects.filter(pk=assignment.image_pair_id).update(answered=F("answered") + 1)
-            return Recorded(votes, True, answered_before + 1, target, assignment.campaign_id)
+            return Recorded(
+                votes, True, answered_before + 1, target, assignment.campaign_id, _context(assignment, member)
+            )
     except IntegrityError:
         # A concurrent submission for this assignment committed first (only reachable without row locks).
         stored = list(
@@ -209,6 +217,10 @@ def _record(
             rater_id=done.rater_id, campaign_id=done.campaign_id, status=Assignment.Status.ANSWERED
         ).count()
         return Recorded(_replay(stored, submission), False, answered, done.campaign.pairs_per_rater, done.campaign_id)
+
+
+def _context(assignment: Assignment, member: bool) -> tuple[Rater, Campaign] | None:
+    return (assignment.rater, assignment.campaign) if member and assignment.campaign.is_open else None
 
 
 def _replay(stored: list[Vote], submission: VoteSubmission) -> list[Vote]:

@@ -272,6 +272,14 @@ def test_a_refused_hand_out_after_a_vote_is_said_beside_the_stored_vote(client, 
     assert Vote.objects.filter(assignment_id=shown["id"]).count() == len(shown["criteria"])
 
 
+def test_a_rater_removed_from_the_campaign_has_the_vote_stored_and_no_next_pair(client, campaign, rater):
+    shown = get_next(client, campaign).json()["assignment"]
+    campaign.raters.remove(rater)
+    response = post_then_next(client, shown["id"], full_body(shown))
+    assert response.status_code == 201 and response.json()["next"]["error"] == "not_in_campaign"
+    assert open_ids(rater) == set()
+
+
 def test_no_pair_left_after_a_vote_is_a_null_next(client, campaign):
     campaign.pairs_per_rater = 1
     campaign.save()
