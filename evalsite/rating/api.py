@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import BooleanField, Exists, OuterRef
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -285,7 +285,7 @@ class VoteView(RaterAPIView):
             "409 already_answered (another key), 410 assignment_expired, 429 throttled. "
             "With `next=1` the answer also carries the pair to show after this one, as GET next would answer it "
             "for the assignment's campaign and `exclude` (the page's preloaded pair): one request per rated pair. "
-            "The vote is stored first, in its own transaction; a hand-out that is refused after it comes back as "
+            "The vote and the hand-out commit together; a hand-out that is refused after the vote comes back as "
             "`next: {error, detail}` beside the stored answer, never as a refusal of the vote."
         ),
         parameters=[
@@ -321,19 +321,42 @@ class VoteView(RaterAPIView):
                 time_taken_ms=body.validated_data.get("time_taken_ms"),
             )
             try:
-                recorded = submit_votes(key, request.user.pk, submission)
+                if then_next:
+                    recorded, payload = self._vote_then_next(key, submission, exclude)
+                else:
+                    recorded = submit_votes(key, request.user.pk, submission)
+                    payload = _vote_payload(key, recorded)
             except VoteRefused as refused:
                 raise ApiError(refused.status, refused.code, refused.detail) from None
         except exceptions.APIException:
             self.rater()  # raises not_a_rater for a user who is no rater
             raise
-        progress = engine.Progress(answered=recorded.answered, target=recorded.target)
-        payload = vote_payload(key, recorded.votes, not recorded.created, progress)
-        if then_next:
-            # The vote's statement read the campaign and the rater's membership: not asked again when all is well.
-            known = recorded.rater_in_open_campaign
-            try:
-                payload["next"] = next_payload(self, str(recorded.campaign_id), exclude, known)
-            except ApiError as refused:  # the vote is stored: say why there is no next pair, refuse nothing
-                payload["next"] = {"error": refused.error_code, "detail": _words(refused.detail)}
         return Response(payload, status=status.HTTP_201_CREATED if recorded.created else status.HTTP_200_OK)
+
+    def _vote_then_next(self, key: uuid.UUID, submission: VoteSubmission, exclude: tuple[str, ...]):
+        """The vote and the next pair's hand-out in one transaction, so a rated pair waits for one commit (one WAL
+        flush), not two. The hand-out keeps its own savepoint: a refused or failed hand-out leaves the vote to
+        commit, and comes back as `next: {error, detail}`. A lost race between two submissions of the vote
+        (SQLite) runs the transaction again, which then finds the stored vote."""
+        for attempt in range(2):
+            try:
+                with transaction.atomic():
+                    recorded = submit_votes(key, self.request.user.pk, submission, savepoint=False)
+                    payload = _vote_payload(key, recorded)
+                    # The vote's statement read the campaign and the rater's membership: not asked again when
+                    # all is well.
+                    known = recorded.rater_in_open_campaign
+                    try:
+                        payload["next"] = next_payload(self, str(recorded.campaign_id), exclude, known)
+                    except ApiError as refused:  # say why there is no next pair; the vote stands
+                        payload["next"] = {"error": refused.error_code, "detail": _words(refused.detail)}
+                return recorded, payload
+            except IntegrityError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _vote_payload(key: uuid.UUID, recorded) -> dict:
+    progress = engine.Progress(answered=recorded.answered, target=recorded.target)
+    return vote_payload(key, recorded.votes, not recorded.created, progress)

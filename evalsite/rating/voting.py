@@ -92,11 +92,18 @@ def record_votes(
     return recorded.votes, recorded.created
 
 
-def submit_votes(assignment_id, user_id: int, submission: VoteSubmission, now: datetime | None = None) -> Recorded:
+def submit_votes(
+    assignment_id, user_id: int, submission: VoteSubmission, now: datetime | None = None, *, savepoint: bool = True
+) -> Recorded:
     """`record_votes` for the rater who is the user `user_id` (the API's caller), with that rater's progress,
     in the statements of the one transaction. Raises VoteRefused (403 not_your_assignment also when the user
-    is no rater at all: the caller tells the two apart, on that refusal only)."""
-    return _record(assignment_id, lambda assignment: assignment.rater.user_id == user_id, submission, now)
+    is no rater at all: the caller tells the two apart, on that refusal only).
+
+    savepoint=False inside the caller's transaction: no savepoint of its own, and a lost race (IntegrityError)
+    is raised for the caller to run its transaction again (the second run finds the stored vote)."""
+    return _record(
+        assignment_id, lambda assignment: assignment.rater.user_id == user_id, submission, now, savepoint=savepoint
+    )
 
 
 # The assignment locked, with what a vote needs to know about it, in one narrow statement: who owns it (the rater's
@@ -170,11 +177,16 @@ def _lock_assignment(assignment_id) -> tuple[Assignment, int, bool] | None:
 
 
 def _record(
-    assignment_id, owns: Callable[[Assignment], bool], submission: VoteSubmission, now: datetime | None
+    assignment_id,
+    owns: Callable[[Assignment], bool],
+    submission: VoteSubmission,
+    now: datetime | None,
+    *,
+    savepoint: bool = True,
 ) -> Recorded:
     now = now or timezone.now()
     try:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=savepoint):
             locked = _lock_assignment(assignment_id)
             if locked is None:
                 raise VoteRefused(404, "not_found", "no such assignment")
@@ -207,6 +219,8 @@ def _record(
             )
     except IntegrityError:
         # A concurrent submission for this assignment committed first (only reachable without row locks).
+        if not savepoint:  # the caller's transaction is broken: it runs again and replays
+            raise
         stored = list(
             Vote.objects.filter(assignment_id=assignment_id).select_related("assignment__campaign").order_by("id")
         )

@@ -124,6 +124,34 @@ def test_a_request_whose_connection_died_under_it_runs_again(rater_client, monke
     assert Vote.objects.filter(assignment_id=a["id"]).count() == len(a["criteria"])
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_vote_that_brings_the_next_pair_runs_again_whole_when_the_connection_dies_in_the_hand_out(
+    rater_client, monkeypatch
+):
+    """The vote and the next pair's hand-out share one transaction: a connection cut off in the hand-out rolls
+    the vote back with it, the request runs again, and the vote is stored once, with a next pair."""
+    import json
+
+    from evalsite.rating.models import Vote
+
+    client, campaign = rater_client
+    a = client.get("/api/assignments/next", {"campaign": campaign.pk}).json()["assignment"]
+    real_hand_out, calls = engine.hand_out, []
+
+    def cut_off_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("terminating connection due to administrator command")
+        return real_hand_out(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "hand_out", cut_off_once)
+    body = {"idempotency_key": "restart-0002", "choices": {c["key"]: "left" for c in a["criteria"]}}
+    vote = client.post(a["votes_url"] + "?next=1", json.dumps(body), content_type="application/json")
+    assert vote.status_code == 201 and len(calls) == 2
+    assert vote.json()["next"]["assignment"]["id"] != a["id"]
+    assert Vote.objects.filter(assignment_id=a["id"]).count() == len(a["criteria"])
+
+
 def test_the_default_cache_treats_a_redis_that_is_away_as_a_miss():
     from evalsite.cache import TolerantRedisCache
 

@@ -136,3 +136,32 @@ def test_one_personal_invite_used_by_many_at_the_same_moment_makes_one_account(c
     assert Rater.objects.count() == 1 and campaign.raters.count() == 1
     invite.refresh_from_db()
     assert invite.used_by == Rater.objects.get()
+
+
+def test_a_double_submission_that_asks_for_the_next_pair_stores_the_vote_once_and_hands_out_one_pair(
+    campaign, rater_of
+):
+    """The page's request (votes?next=1: the vote and the next pair's hand-out in one transaction) sent four times
+    at once: one stores the vote, the others replay it, and all four get the same next pair."""
+    import json
+
+    from django.test import Client
+
+    rater = rater_of(campaign)
+    a = engine.next_assignment(rater, campaign)
+    body = json.dumps({"idempotency_key": "same-key-next", "choices": dict.fromkeys(campaign.criteria_for(a.prompt),
+                                                                                   "left")})  # fmt: skip
+
+    def send():
+        client = Client()
+        client.force_login(rater.user)
+        response = client.post(f"/api/assignments/{a.id}/votes?next=1", body, content_type="application/json")
+        return response.status_code, response.json()["next"]["assignment"]["id"]
+
+    results = run_at_once([send] * 4)
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, errors
+    assert sorted(code for code, _ in results) == [200, 200, 200, 201]
+    assert len({handed for _, handed in results}) == 1
+    assert Vote.objects.count() == len(campaign.criteria_for(a.prompt))
+    assert Assignment.objects.filter(rater=rater, status="open").count() == 1
