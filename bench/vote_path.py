@@ -94,21 +94,28 @@ def measure(args) -> None:
     def healthz(client) -> None:
         assert client.get("/healthz", secure=True).status_code == 200
 
-    def rated_pair(client) -> tuple[int, int]:
+    import contextlib
+
+    def counting(count: bool):
+        """The statements of a request when counting; nothing when timing (capturing forces Django's debug cursor,
+        which times and records every statement: a cost no server pays)."""
+        return CaptureQueriesContext(connection) if count else contextlib.nullcontext([])
+
+    def rated_pair(client, count: bool = False) -> tuple[int, int]:
         """One pair asked for and answered; (statements of /next, of the vote) when queries are being captured."""
-        with CaptureQueriesContext(connection) as asked:
+        with counting(count) as asked:
             response = client.get(f"/api/assignments/next?campaign={campaign.pk}", secure=True)
         shown = response.json()["assignment"]
         assert shown is not None, "the campaign ran out of pairs: use fewer --pairs or more --prompts"
         body = {"idempotency_key": str(uuid.uuid4()), "choices": {c["key"]: "left" for c in shown["criteria"]}}
-        with CaptureQueriesContext(connection) as voted:
+        with counting(count) as voted:
             response = client.post(shown["votes_url"], json.dumps(body), content_type="application/json", secure=True)
         assert response.status_code == 201, response.content
         return len(asked), len(voted)
 
     held: dict[int, tuple[dict, dict | None]] = {}  # the page's (shown, preloaded) per client
 
-    def page_pair(i: int) -> int:
+    def page_pair(i: int, count: bool = False) -> int:
         """One pair as the page rates it: the answer brings the pair after the preloaded one. (statements)"""
         client = page_clients[i % len(page_clients)]
         if i % len(page_clients) not in held:
@@ -118,7 +125,7 @@ def measure(args) -> None:
         shown, preloaded = held[i % len(page_clients)]
         body = {"idempotency_key": str(uuid.uuid4()), "choices": {c["key"]: "left" for c in shown["criteria"]}}
         url = f"{shown['votes_url']}?next=1&exclude={preloaded['id']}"
-        with CaptureQueriesContext(connection) as voted:
+        with counting(count) as voted:
             response = client.post(url, json.dumps(body), content_type="application/json", secure=True)
         assert response.status_code == 201, response.content
         after = response.json()["next"]["assignment"]
@@ -131,8 +138,8 @@ def measure(args) -> None:
             rated_pair(client)
     for i in range(6 * len(clients)):
         page_pair(i)
-    statements = collections.Counter(rated_pair(clients[i % len(clients)]) for i in range(len(clients)))
-    page_statements = collections.Counter(page_pair(i) for i in range(len(clients)))
+    statements = collections.Counter(rated_pair(clients[i % len(clients)], True) for i in range(len(clients)))
+    page_statements = collections.Counter(page_pair(i, True) for i in range(len(clients)))
 
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {args.raters} raters; PostgreSQL")
     print(
