@@ -94,17 +94,18 @@ class SharedFileCache(FileBasedCache):
         super().__init__(dir, params)
         self._culled_at = self._counts_culled_at = float("-inf")
 
-    def count_in_window(self, key: str, ends: float) -> int:
-        """One more use of `key` in a window that ends at `ends` (time.time()); returns the uses so far, this one
-        included. Each use appends one byte to the window's own file and the file's offset after the write is the
-        count: O_APPEND makes each write land at the end as one step, so concurrent processes never lose a use,
-        and no read, pickle or rename is needed (Django's incr is a get and a set). A window's file is removed
-        after it ends, by the periodic clean-up of any process."""
-        digest = hashlib.md5(self.make_and_validate_key(key).encode(), usedforsecurity=False).hexdigest()
-        path = os.path.join(self._dir, f"{digest}.{int(ends)}{COUNT_SUFFIX}")
+    def count_in_window(self, name: str, window: int, seconds: int) -> tuple[int, int]:
+        """One more use of `name` in window number `window` (of `seconds`); returns (the uses in this window so far,
+        this one included; the uses in the window before). Each use appends one byte to the window's own file and
+        the file's offset after the write is the count: O_APPEND makes each write land at the end as one step, so
+        concurrent processes never lose a use, and no read, pickle or rename is needed (Django's incr is a get and
+        a set). The previous window's count is its file's size. A window's file is removed once the window after it
+        has ended too, by the periodic clean-up of any process."""
+        digest = hashlib.md5(self.make_and_validate_key(name).encode(), usedforsecurity=False).hexdigest()
+        path = os.path.join(self._dir, f"{digest}.{window}.{seconds}{COUNT_SUFFIX}")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        except FileNotFoundError:  # the folder itself was removed (a clear()): make it again
+        except FileNotFoundError:  # the folder itself was removed: make it again
             self._createdir()
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -112,8 +113,12 @@ class SharedFileCache(FileBasedCache):
             used = os.lseek(fd, 0, os.SEEK_CUR)
         finally:
             os.close(fd)
+        try:
+            previous = os.stat(os.path.join(self._dir, f"{digest}.{window - 1}.{seconds}{COUNT_SUFFIX}")).st_size
+        except FileNotFoundError:
+            previous = 0
         self._cull_counts()
-        return used
+        return used, previous
 
     def _cull_counts(self):
         now = time.monotonic()
@@ -121,7 +126,7 @@ class SharedFileCache(FileBasedCache):
             return
         self._counts_culled_at = now
         wall = time.time()
-        self._remove_counts(lambda ends: ends < wall)
+        self._remove_counts(lambda window, seconds: (window + 2) * seconds < wall)
 
     def _remove_counts(self, which):
         try:
@@ -129,7 +134,10 @@ class SharedFileCache(FileBasedCache):
         except FileNotFoundError:
             return
         for name in names:
-            if name.endswith(COUNT_SUFFIX) and which(int(name[: -len(COUNT_SUFFIX)].rsplit(".", 1)[1])):
+            if not name.endswith(COUNT_SUFFIX):
+                continue
+            window, seconds = name[: -len(COUNT_SUFFIX)].split(".")[1:3]
+            if which(int(window), int(seconds)):
                 try:
                     os.remove(os.path.join(self._dir, name))
                 except FileNotFoundError:
@@ -137,7 +145,7 @@ class SharedFileCache(FileBasedCache):
 
     def clear(self):
         super().clear()
-        self._remove_counts(lambda ends: True)
+        self._remove_counts(lambda window, seconds: True)
 
     def _cull(self):
         now = time.monotonic()

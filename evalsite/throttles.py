@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
@@ -62,33 +63,62 @@ def _now() -> float:  # the clock of count_use's windows (tests pin it)
     return time.time()
 
 
-def count_use(name: str, seconds: int) -> tuple[int, float]:
-    """Count one use of `name` in the current window of `seconds` (windows aligned on the clock, as a fixed-window
-    counter's are); returns (uses in this window, this one included, seconds until the window ends).
+@dataclass(frozen=True)
+class Use:
+    """One counted use: this window's count (this use included), the previous window's, and where in the window."""
 
-    One operation on the shared cache, where a sliding log (DRF's throttles) costs a read and a write of the whole
-    log per request: on Redis, SET NX with the window's lifetime and INCR in one pipelined round trip; in the
-    embedded default, one appended byte to the window's file (SharedFileCache.count_in_window). Exact under
-    concurrency on both. Raises what CACHE_AWAY names when Redis is away."""
+    count: int
+    previous: int
+    elapsed: float  # share of the current window gone, 0 <= elapsed < 1
+    seconds: int
+
+    @property
+    def estimate(self) -> float:
+        """Uses in the last `seconds`, estimated as this window's count plus the previous window's count weighted
+        by the share of the previous window still inside the last `seconds` (the sliding-window estimate)."""
+        return self.count + self.previous * (1 - self.elapsed)
+
+    def retry_after(self, limit: int) -> float:
+        """Seconds until one more use fits under `limit`, if no other use comes meanwhile: to the end of this
+        window, plus the part of the next one in which this window's count, weighted down, still leaves no room."""
+        left = (1 - self.elapsed) * self.seconds
+        return left + self.seconds * max(0.0, 1 - (limit - 1) / max(self.count, 1))
+
+
+def count_use(name: str, seconds: int) -> Use:
+    """Count one use of `name` in the current window of `seconds` (windows aligned on the clock) and read the
+    previous window's count, for the sliding-window estimate (Use.estimate): a burst across a window's end is held
+    to about the rate, as a sliding log holds it, at the cost of two counters per name.
+
+    One round trip to the shared cache, where DRF's sliding log reads and rewrites the whole log per request: on
+    Redis, SET NX (the counter's lifetime: this window and the next) + INCR + GET of the previous window,
+    pipelined; in the embedded default, one byte appended to the window's file and the size of the previous one
+    (SharedFileCache.count_in_window). Exact under concurrency on both. Raises what CACHE_AWAY names when Redis is
+    away."""
     now = _now()
     window = int(now // seconds)
-    ends = (window + 1) * seconds
+    elapsed = now / seconds - window
+    lifetime = max(1, int((window + 2) * seconds - now) + 1)  # the counter is read as "previous" in the next window
     cache = shared_cache()
-    key = f"{name}:{window}"
+    key, previous_key = f"{name}:{window}", f"{name}:{window - 1}"
     if hasattr(cache, "count_in_window"):
-        return cache.count_in_window(key, ends), ends - now
-    if isinstance(cache, RedisCache):
-        full = cache.make_and_validate_key(key)
+        count, previous = cache.count_in_window(name, window, seconds)
+    elif isinstance(cache, RedisCache):
+        full, previous_full = cache.make_and_validate_key(key), cache.make_and_validate_key(previous_key)
         pipe = cache._cache.get_client(full, write=True).pipeline(transaction=False)
-        pipe.set(full, 0, ex=max(1, int(ends - now) + 1), nx=True)
+        pipe.set(full, 0, ex=lifetime, nx=True)
         pipe.incr(full)
-        return int(pipe.execute()[1]), ends - now
-    cache.add(key, 0, timeout=max(1, int(ends - now) + 1))  # any other cache: two operations
-    try:
-        return cache.incr(key), ends - now
-    except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=max(1, int(ends - now) + 1))
-        return 1, ends - now
+        pipe.get(previous_full)
+        _, count, previous = pipe.execute()
+    else:  # any other cache: three operations
+        cache.add(key, 0, timeout=lifetime)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=lifetime)
+            count = 1
+        previous = cache.get(previous_key)
+    return Use(int(count), int(previous or 0), elapsed, seconds)
 
 
 def forget(scope: str, key: str) -> None:

@@ -66,10 +66,9 @@ class RaterThrottle(ScopedRateThrottle):
     """Per-rater rate limit (scope "rater"), counted in the shared cache so that every web process and machine
     sees one count; reads the rate at request time so settings overrides apply.
 
-    A fixed window counted in one operation of the shared cache (evalsite.throttles.count_use), where DRF's
-    sliding log reads and writes the whole log on every request (in the embedded default a pickled file written
-    and renamed: ~0.7 ms per rated pair, bench/vote_path.py). A window allows its rate; across a window's end a
-    burst may reach twice that for a moment, which a limit against hammering tolerates."""
+    The sliding-window estimate of two fixed windows, counted in one round trip to the shared cache
+    (evalsite.throttles.count_use), where DRF's sliding log reads and writes the whole log on every request (in
+    the embedded default a pickled file written and renamed: ~0.6 ms per request, bench/vote_path.py)."""
 
     def allow_request(self, request, view):
         self.scope = getattr(view, self.scope_attr, None)
@@ -78,14 +77,14 @@ class RaterThrottle(ScopedRateThrottle):
             return True
         self.num_requests, self.duration = self.parse_rate(rate)
         try:
-            used, self.left = count_use(self.get_cache_key(request, view), self.duration)
+            self.use = count_use(self.get_cache_key(request, view), self.duration)
         except CACHE_AWAY as exc:  # Redis restarting: let the rater through rather than fail the request
             log.warning("shared cache away (%s): rater rate limit not counted", exc)
             return True
-        return used <= self.num_requests
+        return self.use.estimate <= self.num_requests
 
     def wait(self):
-        return self.left
+        return self.use.retry_after(self.num_requests)
 
 
 _DRF_CODES = {"parse_error": "malformed_body", "unsupported_media_type": "malformed_body"}
@@ -335,9 +334,10 @@ class VoteView(RaterAPIView):
 
     def _vote_then_next(self, key: uuid.UUID, submission: VoteSubmission, exclude: tuple[str, ...]):
         """The vote and the next pair's hand-out in one transaction, so a rated pair waits for one commit (one WAL
-        flush), not two. The hand-out keeps its own savepoint: a refused or failed hand-out leaves the vote to
-        commit, and comes back as `next: {error, detail}`. A lost race between two submissions of the vote
-        (SQLite) runs the transaction again, which then finds the stored vote."""
+        flush), not two. The hand-out keeps its own savepoint: a refused hand-out leaves the vote to commit and
+        comes back as `next: {error, detail}`; a database error rolls back both, and the request runs again. A lost
+        race between two submissions of the vote (SQLite) runs the transaction again, which then finds the stored
+        vote."""
         for attempt in range(2):
             try:
                 with transaction.atomic():
