@@ -196,7 +196,10 @@ def report(events: list, samples: list, seconds: int, args) -> dict:
             f"{n * width / 60:.1f}-{(n + 1) * width / 60:.1f}",
             f"{bucket['acked'] / width:.1f}",
             f"{percentile(bucket['vote'], 0.5):.0f} / {percentile(bucket['vote'], 0.99):.0f}",
-            f"{percentile(bucket['next'], 0.5):.0f} / {percentile(bucket['next'], 0.99):.0f}",
+            # The page asks GET next only for a rater's first pair and its preload (then each answer brings the next)
+            f"{percentile(bucket['next'], 0.5):.0f} / {percentile(bucket['next'], 0.99):.0f}"
+            if bucket["next"]
+            else "none asked",
         ]
         if memory[n]:
             last_memory[n] = dict(memory[n][-1])  # the interval's last sample
