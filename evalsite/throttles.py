@@ -47,16 +47,21 @@ def over_budget(scope: str, key: str, rate: str, *, count: bool = True) -> bool:
     try:
         if not count:
             return (cache.get(name) or 0) >= limit
-        cache.add(name, 0, timeout=seconds)
-        try:
-            used = cache.incr(name)
-        except ValueError:  # expired between add and incr
-            cache.set(name, 1, timeout=seconds)
-            used = 1
+        used = _add_and_incr(cache, name, seconds)
     except CACHE_AWAY as exc:
         log.warning("shared cache away (%s): %s not counted", exc, scope)
         return False
     return used > limit
+
+
+def _add_and_incr(cache, key: str, timeout: int) -> int:
+    """One more use of a counter made with `timeout` as its lifetime (Django's incr: atomic on Redis)."""
+    cache.add(key, 0, timeout=timeout)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=timeout)
+        return 1
 
 
 def _now() -> float:  # the clock of count_use's windows (tests pin it)
@@ -111,12 +116,7 @@ def count_use(name: str, seconds: int) -> Use:
         pipe.get(previous_full)
         _, count, previous = pipe.execute()
     else:  # any other cache: three operations
-        cache.add(key, 0, timeout=lifetime)
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=lifetime)
-            count = 1
+        count = _add_and_incr(cache, key, lifetime)
         previous = cache.get(previous_key)
     return Use(int(count), int(previous or 0), elapsed, seconds)
 

@@ -65,7 +65,7 @@ def test_window_counts_read_the_previous_window_and_are_removed_after_the_next(t
     assert not list(tmp_path.glob("*.count")) and cache.count_in_window("b", now, 60) == (1, 0)
 
 
-@pytest.mark.parametrize("backend", ["files", "redis"])
+@pytest.mark.parametrize("backend", ["files", "redis", "locmem"])
 def test_count_use_weighs_the_previous_window_in_one_round_trip(backend, settings, tmp_path, monkeypatch):
     """evalsite.throttles.count_use, on both shared caches: counts within a window; in the next one the
     estimate adds the last window's count weighted by the share of it still inside the last minute; on Redis a
@@ -82,6 +82,8 @@ def test_count_use_weighs_the_previous_window_in_one_round_trip(backend, setting
         except redis.exceptions.ConnectionError:
             pytest.skip("no Redis on 127.0.0.1:6379")
         location = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379/8"}
+    elif backend == "locmem":  # any other cache: add, incr and get
+        location = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "count-use-test"}
     else:
         location = {"BACKEND": "evalsite.cache.SharedFileCache", "LOCATION": str(tmp_path)}
     settings.CACHES = {**settings.CACHES, "shared": location}
