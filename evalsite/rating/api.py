@@ -27,7 +27,7 @@ from evalsite.inputs import numeric_id
 from evalsite.outages import CACHE_AWAY, DATABASE_AWAY
 from evalsite.rating import engine
 from evalsite.rating.models import Campaign, Rater
-from evalsite.rating.rows import RUN_IS_3D_PARAMS, columns, fetch_row, instance, loaded, run_is_3d, select_list
+from evalsite.rating.rows import RUN_IS_3D_PARAMS, columns, fetch_row, instances, loaded, run_is_3d, select_list
 from evalsite.rating.serializers import (
     ErrorSerializer,
     NextAssignmentSerializer,
@@ -196,11 +196,9 @@ def _rater_and_campaign(view: RaterAPIView, raw_id: str | None) -> tuple[Rater, 
         params = {"user": user_id, "campaign": campaign_id, **RUN_IS_3D_PARAMS}
         row = fetch_row(_CAMPAIGN_SQL, params, _CAMPAIGN_COLUMNS)
         if row is not None:
-            n_campaign, n_run = len(Campaign._meta.concrete_fields), len(ComparisonRun._meta.concrete_fields)
-            campaign = instance(Campaign, row[:n_campaign])
-            rater_pk, is_member, is_3d = row[n_campaign + n_run :]
+            (campaign, run), (rater_pk, is_member, is_3d) = instances(row, Campaign, ComparisonRun)
             if rater_pk is not None and is_member and campaign.is_open:
-                campaign.run = instance(ComparisonRun, row[n_campaign : n_campaign + n_run])
+                campaign.run = run
                 campaign.run.is_3d = is_3d  # the questions' wording asks it: read in this statement
                 # Only the ids are read: the engine needs no more, and any other field loads on first use.
                 return loaded(Rater, id=rater_pk, user_id=user_id), campaign

@@ -69,7 +69,7 @@ from evalsite.rating.models import (
     RaterTally,
     Vote,
 )
-from evalsite.rating.rows import columns, fetch_row, instance, select_list, statement_cursor
+from evalsite.rating.rows import columns, fetch_row, instances, select_list, statement_cursor
 from evalsite.runs.display import ImageUnreadable, stored_picture
 from evalsite.runs.models import Image
 
@@ -768,11 +768,8 @@ def _gold_assignment(rater, campaign, history, expires_at, rng, refused_keys, tr
     row = fetch_row(_GOLD_SQL, {"gold": chosen}, _GOLD_COLUMNS)
     if row is None:  # deleted since the pool was read (with its campaign): hand out a real pair instead
         return None
-    ends = np.cumsum([len(m._meta.concrete_fields) for m in (GoldCheck, Prompt, Image, Image)])
-    gold = instance(GoldCheck, row[: ends[0]])
-    gold.prompt = instance(Prompt, row[ends[0] : ends[1]])
-    gold.correct_image = instance(Image, row[ends[1] : ends[2]])
-    gold.wrong_image = instance(Image, row[ends[2] : ends[3]])
+    (gold, prompt, correct, wrong), _ = instances(row, GoldCheck, Prompt, Image, Image)
+    gold.prompt, gold.correct_image, gold.wrong_image = prompt, correct, wrong
     # The correct image goes to the side it has appeared on less often for this rater.
     sides = history.gold_sides
     correct_left = sides["left"] < sides["right"] or (sides["left"] == sides["right"] and rng.random() < 0.5)

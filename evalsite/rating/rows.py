@@ -89,6 +89,17 @@ def instance(model: type[Model], values: Sequence) -> Model:
     return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], list(values))
 
 
+def instances(row: Sequence, *models: type[Model]) -> tuple[list[Model], list]:
+    """The row of a statement whose columns start with `columns(m, ...)` for each of `models`, in that order: (one
+    fully loaded instance per model, the values of the columns after them)."""
+    made, start = [], 0
+    for model in models:
+        end = start + len(model._meta.concrete_fields)
+        made.append(instance(model, row[start:end]))
+        start = end
+    return made, list(row[start:])
+
+
 def run_is_3d(run_id_sql: str) -> tuple[str, Field]:
     """(SQL, field) of ComparisonRun.is_3d for the run whose id is `run_id_sql`; its parameter is %(kind_3d)s, which
     `RUN_IS_3D_PARAMS` gives."""

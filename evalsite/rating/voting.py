@@ -27,7 +27,7 @@ from evalsite.rating.rows import (
     RUN_IS_3D_PARAMS,
     columns,
     fetch_row,
-    instance,
+    instances,
     loaded,
     run_is_3d,
     select_list,
@@ -155,13 +155,10 @@ def _lock_assignment(assignment_id) -> tuple[Assignment, int, bool] | None:
     row = fetch_row(sql, {"id": pk, **RUN_IS_3D_PARAMS}, _LOCK_COLUMNS)
     if row is None:
         return None
-    n, n_campaign = len(Assignment._meta.concrete_fields), len(Campaign._meta.concrete_fields)
-    n_run = len(ComparisonRun._meta.concrete_fields)
-    assignment = instance(Assignment, row[:n])
-    assignment.campaign = instance(Campaign, row[n : n + n_campaign])
-    run = assignment.campaign.run = instance(ComparisonRun, row[n + n_campaign : n + n_campaign + n_run])
+    (assignment, campaign, run), rest = instances(row, Assignment, Campaign, ComparisonRun)
+    assignment.campaign, campaign.run = campaign, run
     (user_id, answered, member, is_3d, detected, override, left_model, right_model, gold_criterion,
-     gold_correct_image) = row[n + n_campaign + n_run :]  # fmt: skip
+     gold_correct_image) = rest  # fmt: skip
     run.is_3d = is_3d  # a cached_property: asks nothing more
     assignment.rater = loaded(Rater, id=assignment.rater_id, user_id=user_id)
     assignment.prompt = loaded(
