@@ -198,7 +198,7 @@ def measure(args) -> None:
         profile.disable()
         if os.environ.get("VOTE_PATH_PROFILE_OUT"):
             profile.dump_stats(os.environ["VOTE_PATH_PROFILE_OUT"])
-        pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(profile).sort_stats(os.environ.get("PSORT", "cumulative")).print_stats(int(os.environ.get("PN", "40")))
 
 
 if __name__ == "__main__":

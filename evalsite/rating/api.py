@@ -254,13 +254,19 @@ def _exclude(request) -> tuple[str, ...]:
 
 
 def next_payload(
-    view: RaterAPIView, raw_campaign: str | None, exclude: tuple[str, ...], known: tuple[Rater, Campaign] | None = None
+    view: RaterAPIView,
+    raw_campaign: str | None,
+    exclude: tuple[str, ...],
+    known: tuple[Rater, Campaign] | None = None,
+    *,
+    savepoint: bool = True,
 ) -> dict:
     """{"assignment": the pair this rater should answer next or None, "progress": ...}; raises ApiError. `known`:
-    the rater and its campaign (with its run), already read and checked (a member, the campaign open)."""
+    the rater and its campaign (with its run), already read and checked (a member, the campaign open). savepoint:
+    engine.hand_out's."""
     rater, campaign = known or _rater_and_campaign(view, raw_campaign)
     try:
-        handout = engine.hand_out(rater, campaign, exclude=exclude)
+        handout = engine.hand_out(rater, campaign, exclude=exclude, savepoint=savepoint)
     except engine.TooManyOpenAssignments as exc:
         raise ApiError(409, "too_many_open_assignments", str(exc)) from None
     payload = None
@@ -332,10 +338,12 @@ class VoteView(RaterAPIView):
 
     def _vote_then_next(self, key: uuid.UUID, submission: VoteSubmission, exclude: tuple[str, ...]):
         """The vote and the next pair's hand-out in one transaction, so a rated pair waits for one commit (one WAL
-        flush), not two. The hand-out keeps its own savepoint: a refused hand-out leaves the vote to commit and
-        comes back as `next: {error, detail}`; a database error rolls back both, and the request runs again. A lost
-        race between two submissions of the vote (SQLite) runs the transaction again, which then finds the stored
-        vote."""
+        flush), not two. A refused hand-out leaves the vote to commit and comes back as `next: {error, detail}`. The
+        first try has no savepoint at all (two round trips fewer): a database error anywhere, which in the hand-out
+        means the rater already had the pair the engine chose (written outside the engine, or in another campaign),
+        rolls back both, and the second try gives the hand-out its savepoint, so that the pair is refused and another
+        one tried while the vote stands. A lost race between two submissions of the vote (SQLite) also runs the
+        transaction again, which then finds the stored vote."""
         for attempt in range(2):
             try:
                 with transaction.atomic():
@@ -345,7 +353,9 @@ class VoteView(RaterAPIView):
                     # all is well.
                     known = recorded.rater_in_open_campaign
                     try:
-                        payload["next"] = next_payload(self, str(recorded.campaign_id), exclude, known)
+                        payload["next"] = next_payload(
+                            self, str(recorded.campaign_id), exclude, known, savepoint=attempt > 0
+                        )
                     except ApiError as refused:  # say why there is no next pair; the vote stands
                         payload["next"] = {"error": refused.error_code, "detail": _words(refused.detail)}
                 return recorded, payload

@@ -674,12 +674,18 @@ def hand_out(
     exclude: tuple = (),
     now: datetime | None = None,
     rng: np.random.Generator | None = None,
+    savepoint: bool = True,
 ) -> Handout:
     """The assignment this rater should answer next (None when nothing is left) and their progress.
 
     exclude: ids of open assignments the caller already has (the page asks for "the one after this").
     Raises TooManyOpenAssignments when the rater holds MAX_OPEN_PER_CAMPAIGN open ones, all excluded.
     The returned assignment has its prompt and images loaded.
+
+    savepoint=False, inside the caller's transaction: no savepoint of its own (two round trips fewer). A refusal
+    (TooManyOpenAssignments) still leaves the caller's transaction usable, but a database error (the rater already
+    had the pair the engine chose) is not retried here: it breaks the caller's transaction, and the caller runs it
+    again with savepoint=True, where the pair is refused and another one tried.
     """
     now = now or timezone.now()
     rng = rng or np.random.default_rng()
@@ -690,12 +696,18 @@ def hand_out(
     for _ in range(MAX_INTEGRITY_RETRIES):
         tried: list[str | None] = []
         try:
-            with transaction.atomic():
-                return _hand_out(rater, campaign, exclude, now, rng, refused_keys, tried)
+            with transaction.atomic(savepoint=savepoint):
+                try:
+                    return _hand_out(rater, campaign, exclude, now, rng, refused_keys, tried)
+                except TooManyOpenAssignments as exc:
+                    # Raised before anything is written: leave the block as if all went well, since an exception
+                    # leaving it without a savepoint would mark the caller's whole transaction for rollback.
+                    refusal = exc
+            raise refusal
         except IntegrityError:
             # The rater already had the pair (written outside the engine, or in another campaign): the
             # whole transaction rolled back, counters included; try again without that pair.
-            if not tried:
+            if not tried or not savepoint:
                 raise
             if tried[-1] is not None:  # None: the one-statement hand-out failed, naming no pair
                 refused_keys.append(tried[-1])

@@ -7,9 +7,11 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from evalsite.rating.models import Assignment, Vote
+from evalsite.rating.models import Assignment, GoldCheck, Vote
 
 NEXT = "/api/assignments/next"
 
@@ -278,6 +280,33 @@ def test_a_rater_removed_from_the_campaign_has_the_vote_stored_and_no_next_pair(
     response = post_then_next(client, shown["id"], full_body(shown))
     assert response.status_code == 201 and response.json()["next"]["error"] == "not_in_campaign"
     assert open_ids(rater) == set()
+
+
+def test_a_pair_the_rater_had_elsewhere_is_refused_and_the_vote_stored_once(make_run, make_campaign, rater_of, login):
+    """The database refuses a pair the rater already had in another campaign (rater_never_gets_pair_twice): here
+    every other gold check of the campaign, written to the rater elsewhere. In a vote with next=1 that error breaks
+    the first try's transaction (it has no savepoint); the second try stores the vote once, refuses those pairs in
+    the hand-out's own savepoints and hands out a real pair instead."""
+    run = make_run()
+    campaign = make_campaign(run=run, gold_rate=1.0, votes_per_pair=3)  # every hand-out a gold check while any is left
+    elsewhere = make_campaign(run=run, gold_rate=0.0, name="elsewhere")
+    rater = rater_of(campaign)
+    client = login(rater)
+    shown = get_next(client, campaign).json()["assignment"]
+    others = GoldCheck.objects.filter(campaign=campaign).exclude(assignments__id=shown["id"])
+    assert others.exists()
+    for gold in others:
+        Assignment.objects.create(campaign=elsewhere, rater=rater, prompt=gold.prompt, image_left=gold.correct_image,
+                                  image_right=gold.wrong_image, expires_at=timezone.now() + timedelta(hours=1))  # fmt: skip
+    with CaptureQueriesContext(connection) as statements:
+        response = post_then_next(client, shown["id"], full_body(shown))
+    assert response.status_code == 201, response.content
+    assert Vote.objects.filter(assignment_id=shown["id"]).count() == len(shown["criteria"])
+    vote_inserts = [q for q in statements.captured_queries if "INSERT INTO" in q["sql"] and "rating_vote" in q["sql"]]
+    assert len(vote_inserts) == 2, "the first try should have failed on a refused pair and run again"
+    after = Assignment.objects.get(pk=response.json()["next"]["assignment"]["id"])
+    assert after.gold_id is None and after.image_pair_id is not None and after.campaign_id == campaign.pk
+    assert open_ids(rater) == {str(after.pk)} | {str(pk) for pk in elsewhere.assignments.values_list("id", flat=True)}
 
 
 def test_no_pair_left_after_a_vote_is_a_null_next(client, campaign):

@@ -9,10 +9,11 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from evalsite.rating import engine
-from evalsite.rating.models import Assignment, ImagePair, Vote
+from evalsite.rating.models import Assignment, ImagePair, Rater, Vote
 from evalsite.rating.voting import VoteSubmission, record_votes
 
 
@@ -118,6 +119,22 @@ def test_the_preloaded_next_pair_is_a_second_open_assignment_and_no_more(campaig
     answer(first)
     third = engine.next_assignment(rater, campaign, exclude=(second.id,))
     assert third.id not in (first.id, second.id)
+
+
+def test_a_refusal_without_a_savepoint_leaves_the_callers_transaction_to_commit(campaign, rater_of):
+    """hand_out(savepoint=False) runs in the caller's transaction (the vote with next=1): its refusal is raised
+    without marking that transaction for rollback, so what the caller wrote before it commits."""
+    rater = rater_of(campaign)
+    first = engine.next_assignment(rater, campaign)
+    second = engine.next_assignment(rater, campaign, exclude=(first.id,))
+    seen_at = timezone.now() - timedelta(days=1)
+    with transaction.atomic():
+        Rater.objects.filter(pk=rater.pk).update(instructions_seen_at=seen_at)
+        with pytest.raises(engine.TooManyOpenAssignments):
+            engine.hand_out(rater, campaign, exclude=(first.id, second.id), savepoint=False)
+        assert not transaction.get_connection().needs_rollback
+    rater.refresh_from_db()
+    assert rater.instructions_seen_at == seen_at
 
 
 def test_an_expired_assignment_is_not_resumed_and_gives_its_slot_back(campaign, rater_of):
