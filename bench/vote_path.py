@@ -1,6 +1,6 @@
 """What one rated pair costs the web process: the vote path in one process, without HTTP or a load generator.
 
-    .venv/bin/python bench/vote_path.py [--raters 20] [--pairs 300] [--rounds 3] [--profile]
+    .venv/bin/python bench/vote_path.py [--raters 20] [--pairs 300] [--rounds 3] [--profile [--profile-sort tottime]]
 
 Creates its own PostgreSQL database (default postgres://postgres@127.0.0.1:5432/evalsite_vote_path, dropped at the
 end), seeds what bench/vote_load.py seeds (10 models x 300 prompts x 2 seeds, a campaign with 3 votes per pair and
@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--profile", action="store_true", help="print a cProfile listing of one more round")
+    parser.add_argument("--profile-sort", default="cumulative", help="the listing's order (pstats: tottime, ...)")
     return parser
 
 
@@ -198,7 +199,7 @@ def measure(args) -> None:
         profile.disable()
         if os.environ.get("VOTE_PATH_PROFILE_OUT"):
             profile.dump_stats(os.environ["VOTE_PATH_PROFILE_OUT"])
-        pstats.Stats(profile).sort_stats(os.environ.get("PSORT", "cumulative")).print_stats(int(os.environ.get("PN", "40")))
+        pstats.Stats(profile).sort_stats(args.profile_sort).print_stats(40)
 
 
 if __name__ == "__main__":

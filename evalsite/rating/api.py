@@ -34,6 +34,7 @@ from evalsite.rating.serializers import (
     VoteRequestSerializer,
     VoteResponseSerializer,
     assignment_payload,
+    plain_vote_body,
     progress_payload,
     vote_payload,
 )
@@ -313,16 +314,7 @@ class VoteView(RaterAPIView):
             key = _parse_uuid(assignment_id, "assignment")
             then_next = _flag(request.query_params.get("next"))
             exclude = _exclude(request) if then_next else ()
-            if not isinstance(request.data, dict):
-                raise ApiError(400, "malformed_body", "the body must be a JSON object")
-            body = VoteRequestSerializer(data=request.data)
-            if not body.is_valid():
-                raise ApiError(400, "malformed_body", _words(body.errors))
-            submission = VoteSubmission(
-                idempotency_key=body.validated_data["idempotency_key"],
-                choices=dict(body.validated_data["choices"]),
-                time_taken_ms=body.validated_data.get("time_taken_ms"),
-            )
+            submission = _vote_submission(request.data)
             try:
                 if then_next:
                     recorded, payload = self._vote_then_next(key, submission, exclude)
@@ -363,6 +355,22 @@ class VoteView(RaterAPIView):
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+
+def _vote_submission(data) -> VoteSubmission:
+    if not isinstance(data, dict):
+        raise ApiError(400, "malformed_body", "the body must be a JSON object")
+    plain = plain_vote_body(data)
+    if plain is not None:
+        return VoteSubmission(*plain)
+    body = VoteRequestSerializer(data=data)
+    if not body.is_valid():
+        raise ApiError(400, "malformed_body", _words(body.errors))
+    return VoteSubmission(
+        idempotency_key=body.validated_data["idempotency_key"],
+        choices=dict(body.validated_data["choices"]),
+        time_taken_ms=body.validated_data.get("time_taken_ms"),
+    )
 
 
 def _vote_payload(key: uuid.UUID, recorded) -> dict:

@@ -9,9 +9,11 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse, set_script_prefix
 from django.utils import timezone
 
 from evalsite.rating.models import Assignment, GoldCheck, Vote
+from evalsite.rating.serializers import MAX_TIME_TAKEN_MS, VoteRequestSerializer, assignment_payload, plain_vote_body
 
 NEXT = "/api/assignments/next"
 
@@ -204,6 +206,79 @@ def test_an_unknown_assignment_is_a_json_404(client, shown, assignment_id):
     assert not Vote.objects.exists()
 
 
+GOOD = {"idempotency_key": "key-0001", "choices": {"aesthetics": "left", "prompt_following": "tie"}}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"time_taken_ms": 2345},
+        {"time_taken_ms": None},
+        {"time_taken_ms": 0},
+        {"time_taken_ms": MAX_TIME_TAKEN_MS},
+        {"time_taken_ms": MAX_TIME_TAKEN_MS + 1},
+        {"time_taken_ms": -1},
+        {"time_taken_ms": True},
+        {"time_taken_ms": 12.0},
+        {"time_taken_ms": 12.5},
+        {"time_taken_ms": "12"},
+        {"time_taken_ms": "twelve"},
+        {"idempotency_key": " key-0001 "},
+        {"idempotency_key": "key-0001\n"},
+        {"idempotency_key": "short"},
+        {"idempotency_key": "k" * 80},
+        {"idempotency_key": "k" * 81},
+        {"idempotency_key": 12345678},
+        {"idempotency_key": None},
+        {"idempotency_key": "key 0001"},
+        {"choices": {}},
+        {"choices": []},
+        {"choices": {"aesthetics": " left "}},
+        {"choices": {"aesthetics": "LEFT"}},
+        {"choices": {"aesthetics": "left\x00"}},
+        {"choices": {"aesthetics": None}},
+        {"choices": {"aesthetics": 1}},
+        {"choices": {"aesthetics": ""}},
+        {"choices": {"anything": "both_bad"}},
+        {"extra": "ignored"},
+    ],
+)
+def test_the_hand_read_vote_body_agrees_with_the_serializer(changes):
+    """The everyday body is read by hand (serializers.plain_vote_body); whatever it accepts, DRF's serializer must
+    accept with the same values, and what it leaves to the serializer keeps the serializer's answer."""
+    body = {**GOOD, **changes}
+    plain = plain_vote_body(body)
+    serializer = VoteRequestSerializer(data=body)
+    if plain is None:
+        return
+    assert serializer.is_valid(), serializer.errors
+    data = serializer.validated_data
+    assert plain == (data["idempotency_key"], dict(data["choices"]), data.get("time_taken_ms"))
+
+
+def test_the_everyday_body_is_read_by_hand():
+    assert plain_vote_body({**GOOD, "time_taken_ms": 2345}) == ("key-0001", GOOD["choices"], 2345)
+    assert plain_vote_body({**GOOD, "time_taken_ms": True}) is None
+    assert plain_vote_body({**GOOD, "idempotency_key": "key-0001\n"}) is None
+
+
+def test_the_pair_urls_follow_the_script_prefix(shown):
+    """The payload's URLs are templates worked out once per script prefix (a site mounted under a path)."""
+    body, assignment = shown
+    assert body["votes_url"] == reverse("rating:votes", args=[assignment.id])
+    assert body["images"]["left"]["url"] == reverse("rating:assignment-image", args=[assignment.id, "left"])
+    try:
+        set_script_prefix("/arena/")
+        mounted = assignment_payload(assignment)
+        assert mounted["votes_url"] == reverse("rating:votes", args=[assignment.id])
+        assert mounted["votes_url"].startswith("/arena/") and str(assignment.id) in mounted["votes_url"]
+        assert mounted["images"]["right"]["url"] == reverse("rating:assignment-image", args=[assignment.id, "right"])
+    finally:
+        set_script_prefix("/")
+    assert assignment_payload(assignment)["votes_url"] == body["votes_url"]
+
+
 def test_next_resumes_the_open_assignment_and_preloads_a_different_one(client, campaign):
     first = get_next(client, campaign).json()["assignment"]
     assert get_next(client, campaign).json()["assignment"]["id"] == first["id"]
@@ -296,8 +371,14 @@ def test_a_pair_the_rater_had_elsewhere_is_refused_and_the_vote_stored_once(make
     others = GoldCheck.objects.filter(campaign=campaign).exclude(assignments__id=shown["id"])
     assert others.exists()
     for gold in others:
-        Assignment.objects.create(campaign=elsewhere, rater=rater, prompt=gold.prompt, image_left=gold.correct_image,
-                                  image_right=gold.wrong_image, expires_at=timezone.now() + timedelta(hours=1))  # fmt: skip
+        Assignment.objects.create(
+            campaign=elsewhere,
+            rater=rater,
+            prompt=gold.prompt,
+            image_left=gold.correct_image,
+            image_right=gold.wrong_image,
+            expires_at=timezone.now() + timedelta(hours=1),
+        )
     with CaptureQueriesContext(connection) as statements:
         response = post_then_next(client, shown["id"], full_body(shown))
     assert response.status_code == 201, response.content
