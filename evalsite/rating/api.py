@@ -261,13 +261,14 @@ def next_payload(
     known: tuple[Rater, Campaign] | None = None,
     *,
     savepoint: bool = True,
+    rater_locked: bool = False,
 ) -> dict:
     """{"assignment": the pair this rater should answer next or None, "progress": ...}; raises ApiError. `known`:
-    the rater and its campaign (with its run), already read and checked (a member, the campaign open). savepoint:
-    engine.hand_out's."""
+    the rater and its campaign (with its run), already read and checked (a member, the campaign open). savepoint,
+    rater_locked: engine.hand_out's."""
     rater, campaign = known or _rater_and_campaign(view, raw_campaign)
     try:
-        handout = engine.hand_out(rater, campaign, exclude=exclude, savepoint=savepoint)
+        handout = engine.hand_out(rater, campaign, exclude=exclude, savepoint=savepoint, rater_locked=rater_locked)
     except engine.TooManyOpenAssignments as exc:
         raise ApiError(409, "too_many_open_assignments", str(exc)) from None
     payload = None
@@ -345,8 +346,15 @@ class VoteView(RaterAPIView):
                     # all is well.
                     known = recorded.rater_in_open_campaign
                     try:
+                        # A vote stored now holds its rater until the commit (engine.hand_out's rater_locked);
+                        # a replayed one wrote nothing, and the hand-out locks the rater itself.
                         payload["next"] = next_payload(
-                            self, str(recorded.campaign_id), exclude, known, savepoint=attempt > 0
+                            self,
+                            str(recorded.campaign_id),
+                            exclude,
+                            known,
+                            savepoint=attempt > 0,
+                            rater_locked=recorded.created,
                         )
                     except ApiError as refused:  # say why there is no next pair; the vote stands
                         payload["next"] = {"error": refused.error_code, "detail": _words(refused.detail)}

@@ -9,11 +9,11 @@ import threading
 from collections import Counter
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 
 from evalsite.rating import engine
 from evalsite.rating.models import Assignment, ImagePair, Vote
-from evalsite.rating.voting import VoteRefused, VoteSubmission, record_votes
+from evalsite.rating.voting import VoteRefused, VoteSubmission, record_votes, submit_votes
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -165,3 +165,26 @@ def test_a_double_submission_that_asks_for_the_next_pair_stores_the_vote_once_an
     assert len({handed for _, handed in results}) == 1
     assert Vote.objects.count() == len(campaign.criteria_for(a.prompt))
     assert Assignment.objects.filter(rater=rater, status="open").count() == 1
+
+
+@pytest.mark.parametrize("mode", ["UPDATE", "NO KEY UPDATE"])
+def test_a_stored_vote_holds_its_rater_until_it_commits(campaign, rater_of, mode):
+    """A vote with next=1 hands out the next pair without locking the rater again (engine.hand_out's rater_locked):
+    the vote's own statement must already hold the rater's row against every other hand-out (FOR UPDATE) and every
+    other tally write of theirs (the trigger's FOR NO KEY UPDATE) until the transaction ends."""
+    rater = rater_of(campaign)
+    shown = engine.next_assignment(rater, campaign)
+    choices = {c: "left" for c in campaign.criteria_for(shown.prompt)}
+
+    def lock_elsewhere():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id FROM rating_rater WHERE id = %s FOR {mode} NOWAIT", [rater.pk])
+        return "locked"
+
+    with transaction.atomic():
+        recorded = submit_votes(shown.id, rater.user_id, VoteSubmission("held-0001", choices, 900), savepoint=False)
+        assert recorded.created
+        (while_voting,) = run_at_once([lock_elsewhere])
+    (after_commit,) = run_at_once([lock_elsewhere])
+    assert isinstance(while_voting, OperationalError), while_voting
+    assert after_commit == "locked"

@@ -23,8 +23,9 @@ NEXT_STATEMENTS = {"postgresql": 7, "sqlite": 9}
 VOTE_STATEMENTS = {"postgresql": 5, "sqlite": 7}
 # A vote that brings the next pair (next=1, what the page sends): both, less one reading of the session's user, the
 # campaign + rater + membership statement (the vote's lock reads the campaign, its run and the membership) and the
-# hand-out's savepoint and its release (one transaction: the first try needs no savepoint).
-VOTE_THEN_NEXT_STATEMENTS = {db: VOTE_STATEMENTS[db] + NEXT_STATEMENTS[db] - 4 for db in NEXT_STATEMENTS}
+# hand-out's savepoint and its release (one transaction: the first try needs no savepoint), and the hand-out's lock
+# of the rater (the stored vote holds the rater already).
+VOTE_THEN_NEXT_STATEMENTS = {db: VOTE_STATEMENTS[db] + NEXT_STATEMENTS[db] - 5 for db in NEXT_STATEMENTS}
 
 
 def _rate_one(client, campaign, key):
