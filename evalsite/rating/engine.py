@@ -21,7 +21,8 @@ One call of `next_assignment(rater, campaign)`:
    is the last line of defence: an IntegrityError rolls the hand-out back and it is tried again without
    that pair. When every free row of
    the model pair is locked by other raters' transactions in flight, the engine waits for one (blocking
-   FOR UPDATE, re-checked after the wait) instead of wrongly answering "nothing left".
+   FOR UPDATE, re-checked after the wait) instead of wrongly answering "nothing left"; it waits holding no
+   other image pair (a row that filled meanwhile is let go), so two hand-outs never wait for each other.
 6. Left/right: the model this rater has seen on the left more often goes right (random when even); the
    correct image of a gold check goes to the side it has been on less often for this rater.
 
@@ -86,7 +87,7 @@ DEFAULT_GOLD_POOL = 50  # gold checks created per campaign (each rater gets each
 GOLD_MIN_MARGIN = 0.5  # how much better (checker prompt-following score) the P image of a verifiable check must be
 WINS_CRITERION = Criterion.PROMPT_FOLLOWING
 MAX_INTEGRITY_RETRIES = 5  # hand-outs retried after the database refused a pair the rater already had
-LOCKED_RETRIES = 3  # waits for a locked image pair before a model pair counts as used up for this request
+LOCKED_WAITS = 20  # waits for a locked image pair (each ends with a slot filled) before a model pair counts as used up
 
 
 class TooManyOpenAssignments(Exception):
@@ -345,7 +346,7 @@ def expire_assignments(campaign: Campaign | None = None, now: datetime | None = 
             raters = sorted({r[2] for r in rows})
             list(Rater.objects.filter(pk__in=raters).order_by("pk").select_for_update(no_key=True).values_list("pk"))
             Assignment.objects.filter(id__in=[r[0] for r in rows]).update(status=Assignment.Status.EXPIRED)
-            for pair_id, n in Counter(r[1] for r in rows if r[1] is not None).items():
+            for pair_id, n in sorted(Counter(r[1] for r in rows if r[1] is not None).items()):  # id order too
                 ImagePair.objects.filter(pk=pair_id).update(assigned=F("assigned") - n)
         total += len(rows)
         if len(rows) < batch:
@@ -875,13 +876,20 @@ def _lock_image_pair(
         return pair
     # Every free row was locked by raters being served this very moment. Their transactions are short:
     # wait for one and take it if it still has room (PostgreSQL re-checks the filter after the wait), so a
-    # rater is not told "nothing left" while slots remain.
-    for _ in range(LOCKED_RETRIES):
-        if not candidates.exists():
+    # rater is not told "nothing left" while slots remain. One row per wait, in a savepoint: a row that
+    # filled up while we waited stays locked by us when the re-check drops it (and a locking scan would go on
+    # to wait for the next row while holding it), so the savepoint is rolled back to let it go. Holding
+    # nothing while waiting, two hand-outs cannot wait for each other (CI saw that deadlock).
+    for _ in range(LOCKED_WAITS):
+        pick = candidates.values_list("pk", flat=True).first()
+        if pick is None:
             return None
-        pair = candidates.select_for_update(of=("self",)).first()
+        savepoint = transaction.savepoint()
+        pair = candidates.filter(pk=pick).select_for_update(of=("self",)).first()
         if pair is not None:
+            transaction.savepoint_commit(savepoint)
             return pair
+        transaction.savepoint_rollback(savepoint)
     return None
 
 

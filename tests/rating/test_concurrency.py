@@ -188,3 +188,66 @@ def test_a_stored_vote_holds_its_rater_until_it_commits(campaign, rater_of, mode
     (after_commit,) = run_at_once([lock_elsewhere])
     assert isinstance(while_voting, OperationalError), while_voting
     assert after_commit == "locked"
+
+
+@pytest.mark.parametrize("fills", [True, False], ids=["filled-meanwhile", "room-left"])
+def test_a_wait_for_a_locked_image_pair_takes_it_if_it_has_room_and_keeps_no_lock_if_not(
+    make_run, make_campaign, rater_of, fills
+):
+    """A hand-out that found every free image pair locked waits for one (engine._lock_image_pair) and takes it if it
+    still has room. When the row it waited for fills up meanwhile, the hand-out goes on without it and must not keep
+    it locked: it may go on to wait for a row of another model pair, and a rater waiting the other way round would
+    close a deadlock (CI saw one: ten raters at once, 'deadlock detected ... while locking tuple ... in relation
+    rating_imagepair')."""
+    import time
+
+    run = make_run(n_models=2, prompt_texts=["one"])  # one image pair
+    campaign = make_campaign(run=run, gold_rate=0.0, votes_per_pair=1 if fills else 2)
+    engine.prepare_campaign(campaign)
+    pair = ImagePair.objects.get()
+    waiter = rater_of(campaign, "waiter")
+    looked, checked = threading.Event(), threading.Event()
+    outcome = {}
+
+    def wait_for_the_pair():
+        from django.db import connection as thread_connection
+
+        try:
+            with transaction.atomic():
+                outcome["pair"] = engine._lock_image_pair(waiter, campaign, pair.model_a_id, pair.model_b_id, [])
+                looked.set()
+                checked.wait(timeout=30)  # the transaction stays open while the test looks at the row
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            outcome["error"] = exc
+        finally:
+            looked.set()
+            thread_connection.close()
+
+    thread = threading.Thread(target=wait_for_the_pair)
+    with transaction.atomic():  # another rater's hand-out in flight: it holds the pair and takes a slot
+        locked = ImagePair.objects.select_for_update().get(pk=pair.pk)
+        ImagePair.objects.filter(pk=locked.pk).update(assigned=1)
+        thread.start()
+        with connection.cursor() as cursor:
+            for _ in range(300):  # until the waiter queues behind this transaction
+                cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                if cursor.fetchone()[0]:
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("the hand-out never waited for the locked image pair")
+    assert looked.wait(timeout=30)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM rating_imagepair WHERE id = %s FOR UPDATE NOWAIT", [pair.pk])
+        locked_by_waiter = False
+    except OperationalError:
+        locked_by_waiter = True
+    finally:
+        checked.set()
+        thread.join(timeout=30)
+    assert "error" not in outcome, outcome
+    if fills:
+        assert outcome["pair"] is None and not locked_by_waiter  # the only pair is full, and let go
+    else:
+        assert outcome["pair"].pk == pair.pk and locked_by_waiter  # taken, held until the hand-out commits
