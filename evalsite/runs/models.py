@@ -113,6 +113,16 @@ class ComparisonRun(models.Model):
 
     def refresh_status(self) -> str:
         """Derive the run's status from its jobs and images: running while work is open, then done or failed."""
+        from django.db import transaction
+
+        with transaction.atomic():
+            # Workers finishing a run's last jobs at once each refresh it after their own commit; the lock makes
+            # the refreshes take turns, each reading after the one before wrote, so a stale "running" computed
+            # before another job's commit cannot land after that job's "done".
+            ComparisonRun.objects.select_for_update().filter(pk=self.pk).values_list("pk").first()
+            return self._refresh_status_locked()
+
+    def _refresh_status_locked(self) -> str:
         from django.utils import timezone
 
         jobs = set(self.jobs.values_list("status", flat=True).distinct())

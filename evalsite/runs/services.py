@@ -291,9 +291,10 @@ def retry_failed(run: ComparisonRun, job_ids: Iterable[int] | None = None) -> in
             finished_at=None,
             lease_expires_at=timezone.now() + timedelta(seconds=60),
         )
-        for owner in ComparisonRun.objects.filter(jobs__in=ids).distinct():
-            owner.refresh_status()
-        run.refresh_status()
+        owners = {owner.pk: owner for owner in ComparisonRun.objects.filter(jobs__in=ids).distinct()}
+        owners[run.pk] = run
+        for pk in sorted(owners):  # refresh_status locks each run: in id order, so two retries cannot deadlock
+            owners[pk].refresh_status()
         if ids:
             transaction.on_commit(lambda: dispatch_jobs(ids))
     return len(ids)

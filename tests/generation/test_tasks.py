@@ -251,10 +251,13 @@ def test_a_worker_killed_mid_run_with_sigkill_finishes_the_run_after_a_restart(
         resent = services.sweep_lost_jobs(now=killed[0].lease_expires_at + timedelta(seconds=1))
         assert resent == {"resent": 1, "failed": 0}
         wait_for(lambda: done() == 16, timeout=120, what="all 16 images", worker=worker)
-        wait_for(
-            lambda: not GenerationJob.objects.filter(run=run).exclude(status="done").exists(),
+        wait_for(  # the worker marks the run done just after the commit of its last job
+            lambda: (
+                not GenerationJob.objects.filter(run=run).exclude(status="done").exists()
+                and ComparisonRun.objects.filter(pk=run.pk, status=ComparisonRun.Status.DONE).exists()
+            ),
             timeout=60,
-            what="every job done",
+            what="every job done and the run with them",
             worker=worker,
         )
     finally:
