@@ -90,15 +90,52 @@ def memory_sample(master: int) -> dict[str, int]:
     return sample
 
 
-def sampler(seconds: float, every: float, samples: list) -> object:
-    """A vote_load fault hook that only watches: memory every `every` seconds while the raters vote."""
+# What PostgreSQL did besides serving the raters, to explain a slow interval: which maintenance ran (autovacuum and
+# autoanalyze workers, by table), the checkpoints, and the dead rows of the tables the vote path writes.
+_ACTIVITY_SQL = """
+SELECT coalesce(string_agg(regexp_replace(query, '^autovacuum: ', ''), '; '), '')
+FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' AND query <> ''
+"""
+_CHECKPOINTS_SQL = """
+SELECT checkpoints_timed + checkpoints_req, checkpoint_write_time + checkpoint_sync_time FROM pg_stat_bgwriter
+"""
+_DEAD_ROWS_SQL = """
+SELECT relname, n_dead_tup, n_live_tup FROM pg_stat_user_tables
+WHERE relname IN ('rating_vote', 'rating_assignment', 'rating_imagepair', 'rating_ratertally', 'rating_rater')
+"""
+
+
+def database_sample(conn) -> dict:
+    """What PostgreSQL is doing now: the autovacuum workers' jobs, the checkpoints so far (count and ms spent) and
+    the dead rows of the vote path's tables."""
+    (vacuuming,) = conn.execute(_ACTIVITY_SQL).fetchone()
+    checkpoints, checkpoint_ms = conn.execute(_CHECKPOINTS_SQL).fetchone()
+    dead = {name: (d, live) for name, d, live in conn.execute(_DEAD_ROWS_SQL)}
+    return {"autovacuum": vacuuming, "checkpoints": checkpoints, "checkpoint_ms": checkpoint_ms, "dead": dead}
+
+
+def sampler(seconds: float, every: float, samples: list, activity: list | None = None, tick: float = 1.0) -> object:
+    """A vote_load fault hook that only watches: memory every `every` seconds while the raters vote and, when
+    `activity` is given, what PostgreSQL is doing every `tick` seconds (database_sample)."""
 
     def watch(context) -> dict:
+        import psycopg
+
         master = context["server"].pid
-        start = time.monotonic()
-        while time.monotonic() - start < seconds + every / 2:
-            samples.append((time.monotonic() - start, memory_sample(master)))
-            time.sleep(every)
+        conn = psycopg.connect(context["env"]["DATABASE_URL"], autocommit=True) if activity is not None else None
+        start, next_memory = time.monotonic(), 0.0
+        try:
+            while (now := time.monotonic() - start) < seconds + every / 2:
+                if now >= next_memory:
+                    samples.append((now, memory_sample(master)))
+                    next_memory += every
+                if conn is not None:
+                    conn.execute("SELECT pg_stat_clear_snapshot()")
+                    activity.append((now, database_sample(conn)))
+                time.sleep(tick if conn is not None else every)
+        finally:
+            if conn is not None:
+                conn.close()
         return {}
 
     return watch
@@ -139,8 +176,9 @@ def main() -> None:
         ]
     )  # fmt: skip
     samples: list = []
+    activity: list = []
     started = time.time()
-    outcome = vote_load.run(load_args, fault=sampler(seconds, args.sample_seconds, samples))
+    outcome = vote_load.run(load_args, fault=sampler(seconds, args.sample_seconds, samples, activity))
     votes = outcome["results"]["votes"]
     acked = set(votes["acknowledged"])
     expected_rows = sum(votes["acknowledged"].values())
@@ -154,7 +192,38 @@ def main() -> None:
         f"connection errors {votes['errors']}; site tracebacks {outcome['tracebacks']}"
     )
     verdict = report(timeline(votes), samples, seconds, args)
+    activity_report(activity, seconds, args.intervals)
     print(json.dumps({"flat": verdict}))
+
+
+def activity_report(activity: list, seconds: int, intervals: int) -> None:
+    """Per interval: the seconds in which an autovacuum worker was running (and on what), the checkpoints that
+    ended and the time they took, and the dead rows of the vote path's tables at the interval's end."""
+    if not activity:
+        return
+    width = seconds / intervals
+    tables = ("rating_imagepair", "rating_assignment", "rating_vote", "rating_ratertally")
+    print()
+    names = ", ".join(t.removeprefix("rating_") for t in tables)
+    print(f"| minutes | s with autovacuum | autovacuum ran on | checkpoints (ms) | dead rows: {names} |")
+    print("|---|---|---|---|---|")
+    previous = activity[0][1]
+    for n in range(intervals):
+        inside = [(at, sample) for at, sample in activity if n * width <= at < (n + 1) * width]
+        if not inside:
+            continue
+        tick = (inside[-1][0] - inside[0][0]) / max(1, len(inside) - 1)
+        busy = [sample["autovacuum"] for _, sample in inside if sample["autovacuum"]]
+        ran_on = sorted({job for jobs in busy for job in jobs.split("; ")})
+        last = inside[-1][1]
+        checkpoints = last["checkpoints"] - previous["checkpoints"]
+        checkpoint_ms = last["checkpoint_ms"] - previous["checkpoint_ms"]
+        dead = " / ".join(str(last["dead"].get(t, (0, 0))[0]) for t in tables)
+        print(
+            f"| {n * width / 60:.1f}-{(n + 1) * width / 60:.1f} | {len(busy) * tick:.0f} | {', '.join(ran_on) or '-'} "
+            f"| {checkpoints} ({checkpoint_ms:.0f}) | {dead} |"
+        )
+        previous = last
 
 
 def timeline(votes: dict) -> list[tuple[float, str, float]]:
