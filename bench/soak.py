@@ -1,6 +1,6 @@
 """A soak: 200 raters who think 3 s between pairs vote for 30 minutes; does anything grow?
 
-    .venv/bin/python bench/soak.py [--users 200] [--minutes 30] [--think-seconds 3] [--sample-seconds 30]
+    .venv/bin/python bench/soak.py [--users 200] [--minutes 30] [--think-seconds 3] [--autovacuum on]
 
 One bench/vote_load.py run (its own PostgreSQL database, gunicorn 3 workers x 4 threads in the production
 settings shape, locust raters joining through the invite link and voting through the HTTP API) held for
@@ -19,6 +19,7 @@ tenth's p99 within --latency-slack times the second tenth's (the first tenth inc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -160,7 +161,47 @@ def main() -> None:
     )
     parser.add_argument("--latency-slack", type=float, default=1.5, help="allowed last/second-tenth p99 ratio")
     parser.add_argument("--protocol", choices=("page", "two-requests"), default="page", help="as bench/vote_load.py")
+    parser.add_argument(
+        "--autovacuum",
+        choices=("server", "on"),
+        default="server",
+        help="'on' switches the server's autovacuum on for the run (ALTER SYSTEM, reset after) where its "
+        "configuration has it off, as this machine's CI cluster does; every deployment has it on",
+    )
     args = parser.parse_args()
+    with autovacuum_for_run(args.database_url, args.autovacuum == "on") as setting:
+        print(f"PostgreSQL autovacuum during the run: {setting}", flush=True)
+        run_soak(args)
+
+
+@contextlib.contextmanager
+def autovacuum_for_run(database_url: str, switch_on: bool):
+    """Yield the server's autovacuum setting for the run; with switch_on, turn it on first where it is off and
+    put the configuration back afterwards. A soak without autovacuum measures dead rows piling up (tens of
+    thousands an hour in rating_imagepair and rating_assignment), which no deployment has."""
+    import psycopg
+
+    from bench.databases import admin_url
+
+    admin, _ = admin_url(database_url)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        (setting,) = conn.execute("SHOW autovacuum").fetchone()
+        changed = switch_on and setting != "on"
+        if changed:
+            conn.execute("ALTER SYSTEM SET autovacuum = on")
+            conn.execute("SELECT pg_reload_conf()")
+            time.sleep(1)
+            (setting,) = conn.execute("SHOW autovacuum").fetchone()
+    try:
+        yield setting
+    finally:
+        if changed:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute("ALTER SYSTEM RESET autovacuum")
+                conn.execute("SELECT pg_reload_conf()")
+
+
+def run_soak(args) -> None:
     seconds = int(args.minutes * 60)
     prompts = prompts_for(seconds, args.pairs_per_second)
     print(
