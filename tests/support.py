@@ -315,6 +315,21 @@ def wait_for(condition, timeout: float, interval: float = 0.2, what: str = "cond
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
 
 
+def wait_until_a_lock_waits(what: str, timeout: float = 3.0) -> None:
+    """PostgreSQL: poll pg_locks on the test's own connection until some session waits for a lock (another
+    thread queued behind this transaction's row lock); fail naming `what` when none does within `timeout`."""
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"{what} never waited for the lock")
+
+
 # --------------------------------------------------------------------------------------------- OCR
 
 DEJAVU_SANS = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")  # Debian fonts-dejavu-core

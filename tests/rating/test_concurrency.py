@@ -14,6 +14,7 @@ from django.db import OperationalError, connection, transaction
 from evalsite.rating import engine
 from evalsite.rating.models import Assignment, ImagePair, Vote
 from evalsite.rating.voting import VoteRefused, VoteSubmission, record_votes, submit_votes
+from tests.support import wait_until_a_lock_waits
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -199,7 +200,6 @@ def test_a_wait_for_a_locked_image_pair_takes_it_if_it_has_room_and_keeps_no_loc
     it locked: it may go on to wait for a row of another model pair, and a rater waiting the other way round would
     close a deadlock (CI saw one: ten raters at once, 'deadlock detected ... while locking tuple ... in relation
     rating_imagepair')."""
-    import time
 
     run = make_run(n_models=2, prompt_texts=["one"])  # one image pair
     campaign = make_campaign(run=run, gold_rate=0.0, votes_per_pair=1 if fills else 2)
@@ -228,14 +228,7 @@ def test_a_wait_for_a_locked_image_pair_takes_it_if_it_has_room_and_keeps_no_loc
         locked = ImagePair.objects.select_for_update().get(pk=pair.pk)
         ImagePair.objects.filter(pk=locked.pk).update(assigned=1)
         thread.start()
-        with connection.cursor() as cursor:
-            for _ in range(300):  # until the waiter queues behind this transaction
-                cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
-                if cursor.fetchone()[0]:
-                    break
-                time.sleep(0.01)
-            else:
-                pytest.fail("the hand-out never waited for the locked image pair")
+        wait_until_a_lock_waits("the hand-out")  # until the waiter queues behind this transaction
     assert looked.wait(timeout=30)
     try:
         with transaction.atomic(), connection.cursor() as cursor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from django.db import connection, transaction
@@ -11,6 +10,7 @@ from django.db import connection, transaction
 from evalsite.catalog.models import ImageModel
 from evalsite.runs import services
 from evalsite.runs.models import ComparisonRun, GenerationJob, Image
+from tests.support import wait_until_a_lock_waits
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -53,14 +53,7 @@ def test_a_refresh_that_waits_for_another_reads_after_it_and_marks_the_run_done(
         GenerationJob.objects.filter(pk=first.pk).update(status=GenerationJob.Status.DONE)
         ComparisonRun.objects.select_for_update().filter(pk=run.pk).values_list("pk").first()
         thread.start()
-        with connection.cursor() as cursor:
-            for _ in range(300):  # until the refresh queues behind this transaction
-                cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
-                if cursor.fetchone()[0]:
-                    break
-                time.sleep(0.01)
-            else:
-                pytest.fail("the refresh never waited for the run's row")
+        wait_until_a_lock_waits("the refresh")  # until the refresh queues behind this transaction
     thread.join(timeout=30)
     assert outcome == {"status": ComparisonRun.Status.DONE}
     assert ComparisonRun.objects.get(pk=run.pk).status == ComparisonRun.Status.DONE
