@@ -61,10 +61,11 @@ def _as_information(information) -> np.ndarray:
     return np.maximum(np.nan_to_num(np.asarray(information, dtype=float), nan=0.0), 0.0)
 
 
-def log_evidence(difference, information, *, rho: float = MIXTURE_PRECISION) -> np.ndarray:
+def log_evidence(difference, information, *, rho: float | np.ndarray = MIXTURE_PRECISION) -> np.ndarray:
     """log of the one-sided mixture martingale against "difference <= 0" (log of 1 / anytime p-value).
 
-    difference: estimated d_hat = theta_i - theta_j (nats); information: 1 / Var(d_hat). Broadcasts.
+    difference: estimated d_hat = theta_i - theta_j (nats); information: 1 / Var(d_hat); rho: the mixture's
+    prior precision (a number, or one per claim). Broadcasts.
     The claim "i beats j" at level alpha is made when this exceeds log(1 / alpha).
     """
     d = np.asarray(difference, dtype=float)

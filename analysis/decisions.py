@@ -24,6 +24,7 @@ from analysis.bradley_terry import (
 )
 from analysis.confidence_sequences import (
     DEFAULT_ALPHA,
+    MIXTURE_PRECISION,
     TopModelEvidence,
     check_alpha,
     confidence_radius,
@@ -34,9 +35,25 @@ from analysis.confidence_sequences import (
 from analysis.pair_choice import DEFAULT_EXPLORATION, check_policy
 from analysis.votes_needed import project_votes_needed
 
-TOP_RULES = ("bonferroni", "rebalanced", "rebalanced_ties")  # how "top model certified" is decided: the
-#   stateless split over rivals; replay_top_evidence; the same with each vote's variance from the observed ties
-TOP_EVIDENCE_LOOK_EVERY = 25  # the rebalanced rule looks at every 25th vote of the replayed history
+TOP_RULES = ("bonferroni", "rebalanced", "rebalanced_ties", "rebalanced_ties_rho8")  # how "top model certified"
+#   is decided: the stateless split over rivals; replay_top_evidence; the same with each vote's variance from the
+#   observed ties; the same with the mixture's prior precision 8 instead of 20 (a prior sd of 0.35 nats for the
+#   leader's gap to its closest rival instead of 0.22; docs/adaptive-campaigns.md, "The mixture's prior")
+TOP_EVIDENCE_LOOK_EVERY = 25  # the rebalanced rules look at every 25th vote of the replayed history
+# the rules kept across looks: (each vote's variance from the observed ties, the mixture's prior precision rho)
+_KEPT_RULES = {
+    "rebalanced": (False, MIXTURE_PRECISION),
+    "rebalanced_ties": (True, MIXTURE_PRECISION),
+    "rebalanced_ties_rho8": (True, 8.0),
+}
+
+
+def top_rule_settings(rule: str) -> dict:
+    """{'tie_variance': bool, 'rho': float} of a rule kept across looks (TopEvidenceReplay's arguments)."""
+    if rule not in _KEPT_RULES:
+        raise ValueError(f"a rule kept across looks is one of {tuple(_KEPT_RULES)}, got {rule!r}")
+    tie_variance, rho = _KEPT_RULES[rule]
+    return {"tie_variance": tie_variance, "rho": rho}
 
 
 def campaign_decisions(
@@ -53,6 +70,7 @@ def campaign_decisions(
     exploration: float | None = None,
     top_evidence: np.ndarray | None = None,
     ties: np.ndarray | None = None,
+    top_rho: float = MIXTURE_PRECISION,
 ) -> dict:
     """What a campaign can claim now, with error rates that hold under adaptive sampling and repeated looks.
 
@@ -74,6 +92,8 @@ def campaign_decisions(
     ties: (K, K) symmetric tie counts ("both bad" included) when top_evidence comes from the rule that takes
     each vote's variance from the observed ties ('rebalanced_ties'): the votes still needed for the top model
     are then projected with that variance too (analysis.votes_needed). Ignored without top_evidence.
+    top_rho: the prior precision of the mixtures behind top_evidence (top_rule_settings(rule)["rho"]), for the
+    projection of the votes still needed. Ignored without top_evidence.
     """
     wins = check_wins(wins)
     check_alpha(alpha)
@@ -102,6 +122,7 @@ def campaign_decisions(
             alpha_top=None if top_evidence is None else alpha,
             ties=None if top_evidence is None else ties,
             top_evidence=top_evidence,
+            top_rho=top_rho,
         )
         _fill_votes_still_needed([top, *neighbours], [needed_top, *needed_pairs])
     for decision in [top, *neighbours]:
@@ -182,6 +203,7 @@ def replay_top_evidence(
     *,
     look_every: int = TOP_EVIDENCE_LOOK_EVERY,
     tie_variance: bool = False,
+    rho: float = MIXTURE_PRECISION,
 ) -> np.ndarray:
     """(K,) log e-values against "model m is the best" (TopModelEvidence), from a campaign's votes replayed
     in the order they were cast: a pure function of that ordered history.
@@ -192,9 +214,10 @@ def replay_top_evidence(
     the e-process at the last vote, which is valid between looks too. The top model is certified when
     every other model's value reaches log(1 / alpha) (campaign_decisions(..., top_evidence=...)).
     tie_variance: each vote's variance from the observed ties (bt_covariance_observed_ties; rule
-    "rebalanced_ties"), else the Fisher variance p(1-p) (rule "rebalanced").
+    "rebalanced_ties"), else the Fisher variance p(1-p) (rule "rebalanced"). rho: the mixtures' prior precision
+    (top_rule_settings gives both for a rule by name).
     """
-    return TopEvidenceReplay(k, look_every=look_every, tie_variance=tie_variance).run(a, b, score)[0]
+    return TopEvidenceReplay(k, look_every=look_every, tie_variance=tie_variance, rho=rho).run(a, b, score)[0]
 
 
 def top_evidence_at_looks(
@@ -205,9 +228,11 @@ def top_evidence_at_looks(
     *,
     look_every: int = TOP_EVIDENCE_LOOK_EVERY,
     tie_variance: bool = False,
+    rho: float = MIXTURE_PRECISION,
 ) -> np.ndarray:
     """(L, K) log e-values of replay_top_evidence at each of the L = N // look_every look points."""
-    at_looks = TopEvidenceReplay(k, look_every=look_every, tie_variance=tie_variance).run(a, b, score)[1]
+    replay = TopEvidenceReplay(k, look_every=look_every, tie_variance=tie_variance, rho=rho)
+    at_looks = replay.run(a, b, score)[1]
     return np.array(at_looks).reshape(len(at_looks), k)
 
 
@@ -215,11 +240,18 @@ class TopEvidenceReplay:
     """The replay of replay_top_evidence, resumable: it keeps its state after the last look, so a caller that
     stored it can feed the same history grown by new votes and get exactly what a full replay gives."""
 
-    def __init__(self, k: int, *, look_every: int = TOP_EVIDENCE_LOOK_EVERY, tie_variance: bool = False):
+    def __init__(
+        self,
+        k: int,
+        *,
+        look_every: int = TOP_EVIDENCE_LOOK_EVERY,
+        tie_variance: bool = False,
+        rho: float = MIXTURE_PRECISION,
+    ):
         if look_every < 1:
             raise ValueError(f"look_every must be >= 1, got {look_every}")
         self.k, self.look_every, self.tie_variance = k, look_every, tie_variance
-        self.tracker = TopModelEvidence(k)
+        self.tracker = TopModelEvidence(k, rho=rho)
         self.wins = np.zeros((k, k))  # half wins of the votes up to the last look
         self.ties = np.zeros((k, k))  # ties among them (symmetric)
         self.theta: np.ndarray | None = None  # the fit at the last look (the next fit's warm start)

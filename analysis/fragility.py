@@ -50,7 +50,13 @@ from analysis.confidence_sequences import (
     log_evidence,
     one_sided_radius,
 )
-from analysis.decisions import TOP_EVIDENCE_LOOK_EVERY, TopEvidenceReplay, neighbour_decisions, top_model_decision
+from analysis.decisions import (
+    TOP_EVIDENCE_LOOK_EVERY,
+    TopEvidenceReplay,
+    neighbour_decisions,
+    top_model_decision,
+    top_rule_settings,
+)
 from analysis.votes import PairCounts
 
 OUTCOME_SCORE = np.array([1.0, 0.0, 0.5])  # score of the pair's first model for: i won, j won, tie
@@ -404,9 +410,7 @@ def replayed_top_fragility(
     Returns one entry like decision_fragility's, kind 'top_model_certified', with 'rule' and 'look_every'.
     """
     check_alpha(alpha)
-    if rule not in ("rebalanced", "rebalanced_ties"):
-        raise ValueError(f"rule must be 'rebalanced' or 'rebalanced_ties', got {rule!r}")
-    replay = _OrderedVotes(a, b, score, models, look_every=look_every, tie_variance=rule == "rebalanced_ties")
+    replay = _OrderedVotes(a, b, score, models, look_every=look_every, **top_rule_settings(rule))
     pairs, counts = replay.pairs, replay.pairs.counts.astype(float)
     total = float(counts.sum())
     max_votes = int(total) if max_votes is None else min(int(max_votes), int(total))
@@ -443,11 +447,11 @@ class _OrderedVotes:
     The replay's state is kept at every look of the full history, so a replay without some votes resumes
     at the last look before the earliest removed vote (the history up to there is unchanged)."""
 
-    def __init__(self, a, b, score, models, *, look_every: int, tie_variance: bool):
+    def __init__(self, a, b, score, models, *, look_every: int, tie_variance: bool, rho: float):
         a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
         score = np.asarray(score, dtype=float)
         self.a, self.b, self.score, self.k = a, b, score, len(models)
-        self.look_every, self.tie_variance = look_every, tie_variance
+        self.look_every, self.tie_variance, self.rho = look_every, tie_variance, rho
         lo, hi = np.minimum(a, b), np.maximum(a, b)
         first_won = np.where(a < b, score, 1.0 - score)  # score of the lower-indexed model
         outcome = np.where(score == 0.5, 2, np.where(first_won == 1.0, 0, 1))
@@ -458,7 +462,7 @@ class _OrderedVotes:
         self.pairs = PairCounts(list(models), pair_keys // self.k, pair_keys % self.k, counts)
         self.positions = [np.flatnonzero(self.kind == kind) for kind in range(len(pair_keys) * 3)]
         self._evidence: dict[bytes, np.ndarray] = {}
-        self.states = [TopEvidenceReplay(self.k, look_every=look_every, tie_variance=tie_variance)]
+        self.states = [TopEvidenceReplay(self.k, look_every=look_every, tie_variance=tie_variance, rho=rho)]
         full = copy.deepcopy(self.states[0])
         while full.looked + look_every <= len(a):
             full.run(a[: full.looked + look_every], b[: full.looked + look_every], score[: full.looked + look_every])
@@ -518,13 +522,13 @@ def _first_order_replayed(
         tied = bt_covariance_observed_ties(wins, pairs.dense(counts)[1], theta)
         ratio = np.einsum("rk,kl,rl->r", contrasts, tied, contrasts) / np.maximum(var, 1e-300)
     evidence = replay.evidence(counts)[rivals]
-    offset = evidence - log_evidence(diff, 1.0 / np.maximum(var * ratio, 1e-300))
+    offset = evidence - log_evidence(diff, 1.0 / np.maximum(var * ratio, 1e-300), rho=replay.rho)
     threshold = math.log(1.0 / alpha)
 
     def statistic(d: np.ndarray, v: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore"):
             info = np.where(v > 0, 1.0 / np.maximum(v * ratio, 1e-300), 0.0)
-        return (log_evidence(d, info) + offset).min(axis=-1) - threshold
+        return (log_evidence(d, info, rho=replay.rho) + offset).min(axis=-1) - threshold
 
     s = float(statistic(diff, var))
     i, j = pairs.i, pairs.j

@@ -30,14 +30,14 @@ import pandas as pd
 
 from analysis.bradley_terry import bt_covariance, bt_covariance_observed_ties, bt_mle, difference_information
 from analysis.confidence_sequences import DEFAULT_ALPHA, TopModelEvidence
-from analysis.decisions import campaign_decisions
+from analysis.decisions import TOP_RULES, campaign_decisions, top_rule_settings
 from analysis.pair_choice import DEFAULT_EXPLORATION, choose_model_pair, leaderboard_separated
 
 PairSampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 TIE_MODELS = ("half", "davidson")
-STOPPING_RULES = ("bonferroni", "rebalanced", "rebalanced_ties")  # the top model's rule: stateless split
-#   over rivals; one e-process per model kept across looks (analysis.confidence_sequences.TopModelEvidence);
-#   the same with each vote's variance from the observed ties (bradley_terry.bt_covariance_observed_ties)
+STOPPING_RULES = TOP_RULES  # the top model's rule: stateless split over rivals; one e-process per model kept
+#   across looks (analysis.confidence_sequences.TopModelEvidence); the same with each vote's variance from the
+#   observed ties (bradley_terry.bt_covariance_observed_ties); the same with the mixture's prior precision 8
 A_WINS, B_WINS, TIE = 0, 1, 2  # outcome codes
 
 
@@ -319,8 +319,9 @@ def simulate_campaign(
     Stops when the top model is certified (and, with until_separated, also once the leader's plain 95%
     interval has cleared the runner-up's: the issue-6 measure), or at max_votes.
     rule: how the top model is certified, 'bonferroni' (campaign_decisions alone: each rival at
-    alpha / (K-1)), 'rebalanced' (a TopModelEvidence that sees every look, passed as top_evidence) or
-    'rebalanced_ties' (the same, its informations from bt_covariance_observed_ties).
+    alpha / (K-1)), 'rebalanced' (a TopModelEvidence that sees every look, passed as top_evidence),
+    'rebalanced_ties' (the same, its informations from bt_covariance_observed_ties) or 'rebalanced_ties_rho8'
+    (the same with the mixtures' prior precision 8; analysis.decisions.top_rule_settings).
     steer_by_rule: the engine's pair choice focuses by the rule's evidence (choose_model_pair's
     top_evidence); False: by the stateless evidence whatever the rule (what the site's engine did before
     it passed the replayed evidence), the certification unchanged.
@@ -334,7 +335,8 @@ def simulate_campaign(
     wins = np.zeros((k, k))
     ties = np.zeros((k, k))
     theta = None
-    tracker = TopModelEvidence(k) if rule != "bonferroni" else None
+    kept = top_rule_settings(rule) if rule != "bonferroni" else None
+    tracker = TopModelEvidence(k, rho=kept["rho"]) if kept is not None else None
     top_evidence = None
     while run.votes < max_votes:
         for _ in range(look_every):
@@ -361,7 +363,7 @@ def simulate_campaign(
         theta = bt_mle(wins, theta0=theta)
         if tracker is not None:
             diff = theta[:, None] - theta[None, :]
-            if rule == "rebalanced_ties":
+            if kept is not None and kept["tie_variance"]:
                 cov = bt_covariance_observed_ties(wins, ties, theta)
             else:
                 cov = bt_covariance(wins, theta)

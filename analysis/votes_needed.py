@@ -21,7 +21,13 @@ from analysis.bradley_terry import (
     difference_information,
     tie_shares,
 )
-from analysis.confidence_sequences import family_alphas, information_to_claim, log_evidence, one_sided_radius
+from analysis.confidence_sequences import (
+    MIXTURE_PRECISION,
+    family_alphas,
+    information_to_claim,
+    log_evidence,
+    one_sided_radius,
+)
 from analysis.pair_choice import allowed_pairs, most_informative_pair, vote_information
 
 PROJECTION_HORIZON = 50.0  # votes-still-needed beyond this many times the current votes are "unknown"
@@ -44,6 +50,7 @@ def project_votes_needed(
     alpha_top: float | None = None,
     ties: np.ndarray | None = None,
     top_evidence: np.ndarray | None = None,
+    top_rho: float = MIXTURE_PRECISION,
 ) -> tuple[int | None, list[int | None]]:
     """Median votes until the top model is certified, and until each neighbour pair is settled.
 
@@ -69,7 +76,8 @@ def project_votes_needed(
     then continued from its e-value, not from the stateless evidence. While a test's wealth rides on the
     leader, log E_b = offset_b + log M_{L,b} with offset_b fixed (the evidence lost or gained before the bet
     last moved), so E_b reaches 1/alpha when M_{L,b} reaches 1 / (alpha exp(offset_b)): the claim is
-    projected at that level (capped at 0.5).
+    projected at that level (capped at 0.5). top_rho: the prior precision of the mixtures behind top_evidence
+    (the rule's; the top model's claims are projected on that boundary). Ignored without top_evidence.
     """
     k = len(theta)
     counts = wins + wins.T
@@ -82,10 +90,12 @@ def project_votes_needed(
     if share is not None:  # the top model's claims: the variance of its rule
         info_top = difference_information(bt_covariance_with_tie_shares(wins, share, theta))[ii, jj]
         info0 = np.where(slot == 0, info_top, info0)
+    rho = np.full(len(ii), MIXTURE_PRECISION)
     if top_evidence is not None:  # continue each rival's e-value, not the stateless evidence
-        offset = np.asarray(top_evidence, dtype=float)[jj] - log_evidence(d_hat, info0)
+        rho = np.where(slot == 0, top_rho, rho)
+        offset = np.asarray(top_evidence, dtype=float)[jj] - log_evidence(d_hat, info0, rho=rho)
         level = np.where(slot == 0, np.clip(level * np.exp(offset), 1e-300, 0.5), level)
-    is_open = log_evidence(d_hat, info0) < np.log(1.0 / level)
+    is_open = log_evidence(d_hat, info0, rho=rho) < np.log(1.0 / level)
     eligible = allowed_pairs(counts, allowed, target_votes_per_pair)
     candidates = eligible & np.triu(np.ones((k, k), dtype=bool), 1)
 
@@ -93,7 +103,7 @@ def project_votes_needed(
     rng = np.random.default_rng(PROJECTION_SEED)
     more_info = np.zeros((len(ii), PROJECTION_PATHS))
     for c in np.flatnonzero(is_open):
-        more_info[c] = _information_to_cross(d_hat[c], info0[c], level[c], rng)
+        more_info[c] = _information_to_cross(d_hat[c], info0[c], level[c], rng, rho=float(rho[c]))
 
     # 2. information -> votes under the policy
     coverage = float(np.maximum(min_votes_per_pair - counts, 0.0)[candidates].sum())
@@ -201,24 +211,26 @@ def _active_votes(
     return more_votes
 
 
-def _information_to_cross(d_hat: float, info0: float, alpha: float, rng: np.random.Generator) -> np.ndarray:
+def _information_to_cross(
+    d_hat: float, info0: float, alpha: float, rng: np.random.Generator, *, rho: float = MIXTURE_PRECISION
+) -> np.ndarray:
     """(paths,) information still needed until the evidence for one open claim crosses its boundary.
 
     The evidence S = I d_hat continues as S(I) = S_now + d (I - I_now) + W(I - I_now), W a Brownian
-    motion, d = difference_given_open; inf for paths that do not cross on the grid.
+    motion, d = difference_given_open; inf for paths that do not cross on the grid. rho: the boundary's mixture.
     """
     if not info0 > 0:
         return np.full(PROJECTION_PATHS, np.inf)
-    drift = float(difference_given_open(d_hat, info0, alpha))
+    drift = float(difference_given_open(d_hat, info0, alpha, rho=rho))
     if drift <= 0:
         return np.full(PROJECTION_PATHS, np.inf)
-    reach = min(max(4.0 * float(information_to_claim(drift, alpha)) / info0, 4.0), 1e4)
+    reach = min(max(4.0 * float(information_to_claim(drift, alpha, rho=rho)) / info0, 4.0), 1e4)
     grid = info0 * np.geomspace(1.0, reach, PROJECTION_GRID + 1)[1:]  # (G,)
     steps = np.diff(np.concatenate([[info0], grid]))
     walk = info0 * d_hat + np.cumsum(
         drift * steps + np.sqrt(steps) * rng.standard_normal((PROJECTION_PATHS, len(grid))), axis=1
     )
-    crossed = walk >= grid * one_sided_radius(grid, alpha)
+    crossed = walk >= grid * one_sided_radius(grid, alpha, rho=rho)
     first = np.where(crossed.any(axis=1), grid[crossed.argmax(axis=1)], np.inf)
     return first - info0
 
@@ -279,7 +291,7 @@ def _inverse_mills(x: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * x**2 - 0.5 * math.log(2.0 * math.pi) - log_ndtr(x))
 
 
-def difference_given_open(d_hat, information, alpha: float) -> np.ndarray:
+def difference_given_open(d_hat, information, alpha: float, *, rho: float = MIXTURE_PRECISION) -> np.ndarray:
     """Estimate of a difference given that its claim is still open (d_hat below the boundary).
 
     A campaign that is still running is one whose estimates have not crossed yet, so the open ones
@@ -289,7 +301,7 @@ def difference_given_open(d_hat, information, alpha: float) -> np.ndarray:
     """
     d_hat = np.asarray(d_hat, dtype=float)
     root_info = np.sqrt(np.asarray(information, dtype=float))
-    b = root_info * (one_sided_radius(information, alpha) - d_hat)  # standard errors below the boundary
+    b = root_info * (one_sided_radius(information, alpha, rho=rho) - d_hat)  # standard errors below the boundary
     lo = np.zeros_like(d_hat)
     hi = np.full_like(d_hat, PROJECTION_MAX_CORRECTION)
     for _ in range(40):  # u - lambda(b - u) increases in u: bisection for its root

@@ -1,26 +1,30 @@
 """Adaptive campaigns: how many votes the engine saves over uniform pairs, and what it costs in errors.
 
     .venv/bin/python bench/adaptive_campaigns.py [--reps N] [--cases 4,4e,8c,20]
-                                                 [--rules bonferroni,rebalanced,rebalanced_ties]
-                                                 [--policies uniform,active] [--certify-only] [--jobs J] [--save FILE]
+                                                 [--rules bonferroni,rebalanced_ties,rebalanced_ties_rho8]
+                                                 [--policies uniform,active] [--certify-only]
+                                                 [--steer stateless|rule] [--jobs J] [--save FILE]
 
 Defaults: 30 campaigns per case and policy, cases 4, 4e and 8c (a few minutes on one free core). The
 20-model case is opt-in (--cases 20): its uniform campaigns need ~40,000 votes each (~15 s apiece).
 Reported figures (docs/adaptive-campaigns.md): --reps 200 --cases 4,4e,8c and --reps 60 --cases 20;
-the two stopping rules side by side (issue 15): --reps 100 --cases 4,4e,8c and --reps 20 --cases 20.
+issue 15's stopping rules side by side: --reps 200 --cases 4,4e --certify-only and --reps 100 --cases 8c
+--certify-only, --rules bonferroni,rebalanced_ties,rebalanced_ties_rho8 (--certify-only: each campaign
+stops at certification, so the "votes to separate" columns are left empty).
 
 Simulated raters follow known Bradley-Terry strengths with 10% ties (analysis.simulate.vote_model:
 E[score] = sigmoid(difference), so the ties-as-half-wins BT model is the truth). Every campaign runs
 through the same functions the site uses: choose_model_pair picks every pair, campaign_decisions is
 checked every 25 votes (BT refit with a warm start) and stops the campaign when it certifies a top model
-(anytime-valid, alpha = 0.05). Three stopping rules for the top model, on campaigns with the same seeds
-(the rule steers the engine's pair choice, so the campaigns part ways after the first look):
-'bonferroni' (the stateless rule, each rival at alpha / (K-1)), 'rebalanced' (one e-process per model
-kept across looks, analysis.confidence_sequences.TopModelEvidence) and 'rebalanced_ties' (the same with
-each vote's variance from the observed ties, analysis.bradley_terry.bt_covariance_observed_ties).
-Issue 15's table (docs/adaptive-campaigns.md): --reps 100 --cases 4,4e,8c --certify-only and
---reps 20 --cases 20 --policies active --certify-only (--certify-only: each campaign stops at
-certification, so the "votes to separate" columns are left empty).
+(anytime-valid, alpha = 0.05). The stopping rules for the top model (analysis.decisions.TOP_RULES), on
+campaigns with the same seeds: 'bonferroni' (the stateless rule, each rival at alpha / (K-1)),
+'rebalanced' (one e-process per model kept across looks, analysis.confidence_sequences.TopModelEvidence),
+'rebalanced_ties' (the same with each vote's variance from the observed ties,
+analysis.bradley_terry.bt_covariance_observed_ties) and 'rebalanced_ties_rho8' (the same with the
+mixtures' prior precision 8 instead of 20: the rule the site runs). The engine focuses its pairs by the
+stateless evidence whatever the rule, as the site's engine does (--steer stateless, the default), so
+under uniform pairs and under the engine alike the campaigns of one seed see the same votes until the
+first rule stops; --steer rule focuses by the rule's own evidence instead.
 Per case, policy ('uniform' pairs; the 'active' engine) and rule it reports:
 
   votes to certify     median and 90th percentile of votes until the top model is certified
@@ -51,7 +55,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.bradley_terry import bt_covariance  # noqa: E402
-from analysis.decisions import campaign_decisions  # noqa: E402
+from analysis.confidence_sequences import MIXTURE_PRECISION  # noqa: E402
+from analysis.decisions import campaign_decisions, top_rule_settings  # noqa: E402
 from analysis.simulate import STOPPING_RULES, simulate_campaign  # noqa: E402
 
 ALPHA = 0.05
@@ -133,6 +138,7 @@ def one_campaign(args: tuple) -> dict:
     k = len(strengths)
     coverage_votes = MIN_VOTES_PER_PAIR * k * (k - 1) // 2
     ratios = {}
+    kept = top_rule_settings(rule) if rule != "bonferroni" else None
     for frac in (0.25, 0.5, 0.75):
         target = frac * run.certified_at
         idx = int(np.argmin([abs(v - target) for v in votes_at[:stop]])) if stop > 0 else None
@@ -147,7 +153,8 @@ def one_campaign(args: tuple) -> dict:
             policy=policy,
             min_votes_per_pair=MIN_VOTES_PER_PAIR,
             top_evidence=run.top_evidence[idx] if run.top_evidence else None,
-            ties=run.ties_at_looks[idx] if rule == "rebalanced_ties" else None,
+            ties=run.ties_at_looks[idx] if kept is not None and kept["tie_variance"] else None,
+            top_rho=kept["rho"] if kept is not None else MIXTURE_PRECISION,
         )["top_model"]
         estimate = decision["votes_still_needed"]
         ratios[frac] = (np.inf if estimate is None else estimate) / (run.certified_at - votes)
@@ -220,9 +227,9 @@ def main() -> None:
     parser.add_argument(
         "--steer",
         choices=("rule", "stateless"),
-        default="rule",
-        help="the engine focuses by the stopping rule's evidence (default) or by the stateless evidence whatever "
-        "the rule (the site's engine before issue 15's follow-up)",
+        default="stateless",
+        help="the engine focuses by the stateless evidence whatever the rule (default: what the site's engine "
+        "does) or by the stopping rule's own evidence",
     )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--seed", type=int, default=20240607)

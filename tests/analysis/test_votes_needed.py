@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 
 from analysis.confidence_sequences import one_sided_radius
-from analysis.decisions import campaign_decisions
+from analysis.decisions import campaign_decisions, top_rule_settings
 from analysis.simulate import simulate_campaign
 from analysis.votes_needed import difference_given_open
+
+SITE_RULE = "rebalanced_ties_rho8"  # evalsite.dashboards.results.CAMPAIGN_TOP_RULE (these tests run without Django)
+SITE_RHO = top_rule_settings(SITE_RULE)["rho"]
 
 
 def test_estimate_of_an_open_difference_moves_up_only_near_the_boundary():
@@ -46,19 +49,25 @@ def test_without_ties_the_tie_variance_projection_is_the_fisher_one():
 
 
 def test_votes_still_needed_of_the_site_rule_is_calibrated_under_uniform_pairs():
-    """The site's rule (rebalanced_ties): estimated at the look nearest half the stopping time, with the rule's
+    """The site's rule (rebalanced_ties_rho8): estimated at the look nearest half the stopping time, with the rule's
     e-values and its variance from the observed ties (10% ties), against the votes it then took. The Fisher
     variance alone over-states the votes needed (the bench: 1.40 at half for the 4-model case)."""
     strengths = np.array([0.0, -0.42, -1.62, -2.82])
     rng = np.random.default_rng(11)
     ratios, fisher_ratios = [], []
     for _ in range(30):
-        run = simulate_campaign(strengths, rng, policy="uniform", rule="rebalanced_ties", keep_looks=True)
+        run = simulate_campaign(strengths, rng, policy="uniform", rule=SITE_RULE, keep_looks=True)
         at = min(range(len(run.looks)), key=lambda n: abs(run.looks[n][0] - run.certified_at / 2))
         votes, wins, theta = run.looks[at]
         if votes >= run.certified_at or votes < 12:
             continue
-        kwargs = {"theta": theta, "policy": "uniform", "min_votes_per_pair": 2, "top_evidence": run.top_evidence[at]}
+        kwargs = {
+            "theta": theta,
+            "policy": "uniform",
+            "min_votes_per_pair": 2,
+            "top_evidence": run.top_evidence[at],
+            "top_rho": SITE_RHO,
+        }
         needed = campaign_decisions(wins, ties=run.ties_at_looks[at], **kwargs)["top_model"]["votes_still_needed"]
         fisher = campaign_decisions(wins, **kwargs)["top_model"]["votes_still_needed"]
         ratios.append(np.inf if needed is None else needed / (run.certified_at - votes))
@@ -75,7 +84,7 @@ def test_votes_still_needed_of_the_site_rule_is_calibrated_under_the_sites_engin
     rng = np.random.default_rng(12)
     ratios = []
     for _ in range(30):
-        run = simulate_campaign(strengths, rng, rule="rebalanced_ties", keep_looks=True, steer_by_rule=False)
+        run = simulate_campaign(strengths, rng, rule=SITE_RULE, keep_looks=True, steer_by_rule=False)
         at = min(range(len(run.looks)), key=lambda n: abs(run.looks[n][0] - run.certified_at / 2))
         votes, wins, theta = run.looks[at]
         if votes >= run.certified_at or votes < 12:
@@ -86,6 +95,7 @@ def test_votes_still_needed_of_the_site_rule_is_calibrated_under_the_sites_engin
             min_votes_per_pair=2,
             top_evidence=run.top_evidence[at],
             ties=run.ties_at_looks[at],
+            top_rho=SITE_RHO,
         )["top_model"]["votes_still_needed"]
         ratios.append(np.inf if needed is None else needed / (run.certified_at - votes))
     assert len(ratios) >= 25
