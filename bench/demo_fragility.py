@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.decisions import campaign_decisions, replay_top_evidence  # noqa: E402
+from analysis.decisions import campaign_decisions, replay_top_evidence, top_rule_settings  # noqa: E402
 from analysis.fragility import decision_fragility  # noqa: E402
 from analysis.image_style import image_covariates  # noqa: E402
 from analysis.style_control import fit_style_control  # noqa: E402
@@ -47,7 +47,7 @@ CHECKPOINTS = ("mmdit-demo", "mmdit-demo-step2000", "unet-baseline")  # folders 
 SETTINGS = {"steps": 28, "guidance_scale": 4.0}  # evalsite/demo seed_demo's DEMO_RUN_SETTINGS (32x32)
 SEEDS = (0, 1)
 CRITERIA = ("prompt_following", "aesthetics")
-SITE_TOP_RULE = "rebalanced_ties"  # evalsite.dashboards.results.CAMPAIGN_TOP_RULE (this bench runs without Django)
+SITE_TOP_RULE = "rebalanced_ties_rho8"  # evalsite.dashboards.results.CAMPAIGN_TOP_RULE (this bench runs without Django)
 
 
 def generate(name: str, prompts: list[str]) -> tuple[list[np.ndarray], float]:
@@ -125,7 +125,7 @@ def main() -> None:
         counted = votes_table[votes_table.criterion == criterion]
         pairs = count_pairs(counted)
         ordered = vote_sequence(counted, pairs.models)  # the votes in the order they were cast
-        evidence = replay_top_evidence(*ordered, pairs.n_models, tie_variance=True)
+        evidence = replay_top_evidence(*ordered, pairs.n_models, **top_rule_settings(SITE_TOP_RULE))
         decisions = campaign_decisions(
             pairs.half_wins(), model_names=pairs.models, project=False, top_evidence=evidence
         )

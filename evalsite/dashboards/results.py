@@ -32,8 +32,14 @@ from django.core.cache import cache
 from django.db.models import Count, Sum
 
 from analysis.breakdowns import breakdown
-from analysis.confidence_sequences import DEFAULT_ALPHA
-from analysis.decisions import TOP_EVIDENCE_LOOK_EVERY, TOP_RULES, TopEvidenceReplay, campaign_decisions
+from analysis.confidence_sequences import DEFAULT_ALPHA, MIXTURE_PRECISION
+from analysis.decisions import (
+    TOP_EVIDENCE_LOOK_EVERY,
+    TOP_RULES,
+    TopEvidenceReplay,
+    campaign_decisions,
+    top_rule_settings,
+)
 from analysis.leaderboard import fit_bradley_terry
 from analysis.rater_quality import rater_report
 from analysis.votes import count_pairs, vote_sequence
@@ -45,7 +51,7 @@ from evalsite.dashboards.style import fragility_for, fragility_in_request, fragi
 from evalsite.rating.models import Campaign, Criterion, ImagePair
 
 BREAKDOWN_COLUMNS = ("category", "challenge")
-CAMPAIGN_TOP_RULE = "rebalanced_ties"  # how a campaign's "top model certified" is decided (docs/dashboards.md)
+CAMPAIGN_TOP_RULE = "rebalanced_ties_rho8"  # how a campaign's "top model certified" is decided (docs/dashboards.md)
 
 DECISIONS_MEANING = (
     'A decision is a claim the votes already support at the stated confidence. "Top model certified" '
@@ -204,7 +210,7 @@ def replayed_top_evidence(
             digest.update(np.ascontiguousarray(column[:n]).tobytes())
         return digest.hexdigest()
 
-    fresh = TopEvidenceReplay(len(models), look_every=look_every, tie_variance=top_rule == "rebalanced_ties")
+    fresh = TopEvidenceReplay(len(models), look_every=look_every, **top_rule_settings(top_rule))
     if resume_key is None:
         return fresh.run(a, b, score)[0]
     criterion = str(in_order["criterion"].iloc[0]) if "criterion" in in_order.columns and len(in_order) else ""
@@ -237,7 +243,8 @@ def decisions_of(
     top_rule: "bonferroni" (the stateless rule, from today's counts) or "rebalanced" (one e-process per
     model, replayed over the counted votes in the order they were cast, by vote_id when the table has it,
     looking after every `look_every`-th counted vote: analysis.decisions.replay_top_evidence) or
-    "rebalanced_ties" (the same, each vote's variance from the observed ties). The top
+    "rebalanced_ties" (the same, each vote's variance from the observed ties) or "rebalanced_ties_rho8" (the
+    same with the mixtures' prior precision 8, analysis.decisions.top_rule_settings). The top
     model's "bonferroni" entry always gives the stateless rule's answer beside it. resume_key: keep the
     replay's state in the cache under this name (replayed_top_evidence); the numbers are the same without."""
     if top_rule not in TOP_RULES:
@@ -247,8 +254,9 @@ def decisions_of(
     pairs = count_pairs(counted)
     if pairs.n_models < 2:
         return None
-    top_evidence = None
+    top_evidence, kept = None, {"tie_variance": False, "rho": MIXTURE_PRECISION}
     if top_rule != "bonferroni":
+        kept = top_rule_settings(top_rule)
         in_order = counted.sort_values("vote_id", kind="stable") if "vote_id" in counted.columns else counted
         top_evidence = replayed_top_evidence(in_order, list(pairs.models), top_rule, look_every, resume_key)
     out = campaign_decisions(
@@ -260,7 +268,8 @@ def decisions_of(
         allowed=None if allowed is None else allowed(list(pairs.models)),
         min_votes_per_pair=min_votes_per_pair,
         top_evidence=top_evidence,
-        ties=pairs.dense()[1] if top_rule == "rebalanced_ties" else None,
+        ties=pairs.dense()[1] if kept["tie_variance"] else None,
+        top_rho=kept["rho"],
     )
     out["top_rule"] = out["top_model"]["rule"] = top_rule
     out["top_evidence_look_every"] = None if top_rule == "bonferroni" else look_every

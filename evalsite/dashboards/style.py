@@ -102,7 +102,7 @@ def fragility_for(
     """decision_fragility on one criterion's counted votes, computed here (the replay included: seconds at 20k
     votes, so only the Celery task `dashboards.refresh_fragility` and scripts call it; a request calls
     fragility_in_request). None without 2 models. top_rule: the rule that decides "top model certified" on the
-    page; a replayed one ('rebalanced_ties') takes the counted votes in the order they were stored (vote_id).
+    page; a replayed one ('rebalanced_ties_rho8') takes the counted votes in the order they were stored (vote_id).
     A replayed answer is kept in the shared cache under the votes' fingerprint and, with latest_key, as the
     latest answer with the number of votes and the time it was computed for (what a request shows while the
     next one is computed)."""

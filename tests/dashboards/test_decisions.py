@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from django.urls import reverse
 
-from analysis.decisions import campaign_decisions, replay_top_evidence, top_evidence_at_looks
+from analysis.decisions import campaign_decisions, replay_top_evidence, top_evidence_at_looks, top_rule_settings
 from analysis.votes import count_pairs, vote_sequence
 from evalsite.dashboards.data import votes_frame
 from evalsite.dashboards.results import CAMPAIGN_TOP_RULE
 from tests.support import ordered_votes
 
-TIES = CAMPAIGN_TOP_RULE == "rebalanced_ties"  # the campaign's rule takes each vote's variance from the ties
+SITE_RULE = top_rule_settings(CAMPAIGN_TOP_RULE)  # {'tie_variance': each vote's variance from the ties, 'rho'}
 
 
 def expected_decisions(campaign, criterion):
@@ -27,10 +27,9 @@ def expected_decisions(campaign, criterion):
         policy=campaign.pair_policy,
         min_votes_per_pair=campaign.min_votes_per_model_pair,
         # the top model by the campaign's rule: the counted votes replayed in the order they were cast
-        top_evidence=replay_top_evidence(
-            *vote_sequence(counted.sort_values("vote_id"), pairs.models), 3, tie_variance=TIES
-        ),
-        ties=pairs.dense()[1] if TIES else None,  # votes still needed with the rule's variance
+        top_evidence=replay_top_evidence(*vote_sequence(counted.sort_values("vote_id"), pairs.models), 3, **SITE_RULE),
+        ties=pairs.dense()[1] if SITE_RULE["tie_variance"] else None,  # votes still needed with the rule's variance
+        top_rho=SITE_RULE["rho"],
     )
 
 
@@ -149,7 +148,7 @@ def test_a_clear_best_model_is_certified_by_the_campaigns_rule_before_bonferroni
     strengths = np.array([0.0, -0.5, -1.0, -1.5])
     a, b, score = ordered_votes(strengths, 1200, seed=2)
     # the first look at which the campaign's rule certifies, on the votes alone; Bonferroni is still open there
-    looks = top_evidence_at_looks(a, b, score, 4, tie_variance=TIES)
+    looks = top_evidence_at_looks(a, b, score, 4, **SITE_RULE)
     n = 25 * (1 + int(np.argmax((np.delete(looks, 0, axis=1) >= np.log(20)).all(axis=1))))
     wins = np.zeros((4, 4))
     np.add.at(wins, (a[:n], b[:n]), score[:n])
@@ -249,7 +248,7 @@ def test_the_resumed_replay_gives_the_full_replays_numbers_as_votes_come_and_rat
 
     def full_replay(counted):
         pairs = count_pairs(counted)
-        evidence = replay_top_evidence(*vote_sequence(counted, pairs.models), 3, tie_variance=TIES)
+        evidence = replay_top_evidence(*vote_sequence(counted, pairs.models), 3, **SITE_RULE)
         return campaign_decisions(pairs.half_wins(), project=False, top_evidence=evidence)["top_model"]
 
     for stop in (110, 230, 330):  # votes arrive between loads; the second and third loads resume

@@ -62,6 +62,27 @@ def test_a_snapshot_taken_before_the_rebalanced_rule_refits_with_the_rule_it_use
 
 
 @pytest.mark.django_db
+def test_a_snapshot_taken_under_the_narrower_prior_refits_with_it(voted_campaign):
+    """Snapshots taken while the site ran 'rebalanced_ties' (the mixtures' prior precision 20) keep their rule:
+    the rule's name in the settings says which prior the replay uses."""
+    snapshot = snapshots.take_snapshot(voted_campaign)
+    assert CAMPAIGN_TOP_RULE == "rebalanced_ties_rho8"
+    votes = snapshots.snapshot_votes(snapshot)
+    old_settings = {**snapshot.settings, "top_rule": "rebalanced_ties"}
+    snapshot.settings, snapshot.results = old_settings, snapshots.snapshot_numbers(votes, old_settings)
+    snapshot.save()
+    snapshot.refresh_from_db()
+    again = snapshots.refit(snapshot)
+    assert again["identical"] is True
+    today = snapshots.snapshot_numbers(votes, snapshots.snapshot_settings(voted_campaign))
+    for criterion, block in again["results"].items():
+        assert block["decision"]["top_rule"] == "rebalanced_ties"
+        assert today[criterion]["decision"]["top_rule"] == "rebalanced_ties_rho8"
+    confidences = [(again["results"][c]["decision"]["confidence"], today[c]["decision"]["confidence"]) for c in today]
+    assert any(old != new for old, new in confidences)  # the two priors give different e-values
+
+
+@pytest.mark.django_db
 def test_a_refit_names_a_number_that_does_not_match(voted_campaign):
     snapshot = snapshots.take_snapshot(voted_campaign)
     snapshot.results["aesthetics"]["leaderboard"][0]["score"] += 1e-9
