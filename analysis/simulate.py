@@ -310,6 +310,7 @@ def simulate_campaign(
     max_votes: int = 200_000,
     until_separated: bool = False,
     keep_looks: bool = False,
+    run_to_the_end: bool = False,
     rule: str = "bonferroni",
     steer_by_rule: bool = True,
 ) -> CampaignRun:
@@ -317,7 +318,8 @@ def simulate_campaign(
     `look_every` votes the BT fit is refreshed (warm start) and campaign_decisions is checked.
 
     Stops when the top model is certified (and, with until_separated, also once the leader's plain 95%
-    interval has cleared the runner-up's: the issue-6 measure), or at max_votes.
+    interval has cleared the runner-up's: the issue-6 measure), or at max_votes; with run_to_the_end only at
+    max_votes (the null checks follow every e-process over the whole campaign).
     rule: how the top model is certified, 'bonferroni' (campaign_decisions alone: each rival at
     alpha / (K-1)), 'rebalanced' (a TopModelEvidence that sees every look, passed as top_evidence),
     'rebalanced_ties' (the same, its informations from bt_covariance_observed_ties) or 'rebalanced_ties_rho8'
@@ -382,6 +384,8 @@ def simulate_campaign(
             if leaderboard_separated(theta, bt_covariance(wins, theta)):
                 run.separated_at = run.votes
                 run.separated_model = int(np.argmax(theta))
+        if run_to_the_end:
+            continue
         if run.certified_at is not None and (not until_separated or run.separated_at is not None):
             break
     if run.final_decisions is None:

@@ -154,8 +154,8 @@ def test_the_wider_prior_certifies_a_four_model_campaign_sooner_on_the_same_vote
 def test_the_wider_prior_keeps_the_error_rate_when_the_top_two_are_equal():
     """A wider prior bets more on large differences, so it can cross after fewer votes, where the Gaussian
     approximation is rougher. Two tied best models, the engine chasing them: every certification rejects a true
-    "b is the best", at most 2 alpha in theory (the bench's 300 campaigns of 1,500 votes: 1.7% of the true-best
-    e-processes crossed, 2.0% with the precision 20)."""
+    "b is the best", at most 2 alpha in theory (bench/top_rule_null.py, 300 campaigns of 1,500 votes: 1.7% of
+    the true-best e-processes crossed, 2.0% with the precision 20)."""
     strengths = np.array([0.0, 0.0, -1.0])
     rng = np.random.default_rng(16)
     runs = [simulate_campaign(strengths, rng, max_votes=1000, rule="rebalanced_ties_rho8") for _ in range(80)]

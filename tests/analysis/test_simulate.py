@@ -1,11 +1,12 @@
-"""Simulated votes follow the one vote model: requested tie rate, expected score sigmoid(difference)."""
+"""Simulated votes follow the one vote model: requested tie rate, expected score sigmoid(difference); simulated
+campaigns stop at their certificate unless run to the end."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from analysis.simulate import simulate_vote, simulate_votes
+from analysis.simulate import simulate_campaign, simulate_vote, simulate_votes
 from analysis.win_rates import win_rate_matrix
 
 
@@ -44,3 +45,14 @@ def test_simulated_votes_follow_the_strengths_with_ten_percent_ties():
     scores = np.array([simulate_vote(rng, strengths, 0, 1, 0.1) for _ in range(20000)])
     assert np.mean(scores == 0.5) == pytest.approx(0.1, abs=0.01)
     assert scores.mean() == pytest.approx(1 / (1 + np.exp(-0.5)), abs=0.01)
+
+
+def test_a_campaign_run_to_the_end_keeps_every_look_after_its_certificate():
+    strengths = np.array([0.0, -1.0, -2.0])
+    stopped = simulate_campaign(strengths, np.random.default_rng(3), rule="rebalanced_ties_rho8", max_votes=2000)
+    full = simulate_campaign(
+        strengths, np.random.default_rng(3), rule="rebalanced_ties_rho8", max_votes=2000, run_to_the_end=True
+    )
+    assert stopped.certified_at is not None and stopped.votes == stopped.certified_at < 2000
+    assert full.votes == 2000 and len(full.top_evidence) == 80
+    assert full.certified_at == stopped.certified_at and full.certified_model == stopped.certified_model == 0
