@@ -38,7 +38,8 @@ Per case, policy ('uniform' pairs; the 'active' engine) and rule it reports:
   votes to separate    votes until the leader's plain 95% per-model interval (Fisher, sum-to-zero, as
                        on the leaderboard) clears the runner-up's, and how often that leader was wrong
                        (issue 6). Campaigns run on after certification until this happens.
-and the ratios uniform / engine of median and 90th-percentile votes, and bonferroni / rebalanced per policy.
+and the ratios uniform / engine of median and 90th-percentile votes, and bonferroni / each other rule per
+policy: of the medians, 90th percentiles and means, and paired (the median over seeds of the two rules' votes).
 """
 
 from __future__ import annotations
@@ -201,6 +202,8 @@ def summarise(results: list[dict]) -> dict:
         "reps": len(results),
         "unfinished": len(results) - len(done),
         "median": float(np.median(votes)) if len(votes) else np.nan,
+        "mean": float(np.mean(votes)) if len(votes) else np.nan,
+        "stops": [r["certified_at"] for r in results],  # per campaign, in seed order (None: not certified)
         "p90": float(np.percentile(votes, 90)) if len(votes) else np.nan,
         "wrong": sum(r["wrong"] for r in results) / len(results),
         "cover_anytime": sum(r["covered_anytime"] for r in done) / max(pairs, 1),
@@ -211,6 +214,14 @@ def summarise(results: list[dict]) -> dict:
         "sep_wrong": sum(r["separated_wrong"] for r in results) / len(results),
         "sep_unfinished": len(results) - len(sep),
     }
+
+
+def paired_ratio(old: list, new: list) -> float:
+    """Median over campaigns of (votes under the old rule) / (votes under the new one), the same seed for both:
+    under the engine (steered by the stateless evidence) and under uniform pairs alike, both rules see the very
+    same votes until the first of them stops. Campaigns either rule left uncertified are left out."""
+    both = [(o, n) for o, n in zip(old, new, strict=True) if o is not None and n is not None]
+    return float(np.median([o / n for o, n in both])) if both else np.nan
 
 
 def main() -> None:
@@ -298,7 +309,9 @@ def main() -> None:
                 old, new = summary[policy, RULES[0]], summary[policy, rule]
                 print(
                     f"{policy}: votes to certify {RULES[0]} / {rule}: median {old['median'] / new['median']:.2f}x, "
-                    f"p90 {old['p90'] / new['p90']:.2f}x (wrong winner {old['wrong']:.1%} vs {new['wrong']:.1%})"
+                    f"p90 {old['p90'] / new['p90']:.2f}x, mean {old['mean'] / new['mean']:.2f}x, paired "
+                    f"{paired_ratio(old['stops'], new['stops']):.2f}x (wrong winner {old['wrong']:.1%} vs "
+                    f"{new['wrong']:.1%})"
                 )
         print(
             "separate, best fixed allocation knowing the truth: "
