@@ -43,16 +43,23 @@ def test_a_snapshot_holds_the_dashboards_numbers_and_refits_to_them(voted_campai
     assert again["results"] == snapshot.results
 
 
-@pytest.mark.django_db
-def test_a_snapshot_taken_before_the_rebalanced_rule_refits_with_the_rule_it_used(voted_campaign):
-    snapshot = snapshots.take_snapshot(voted_campaign)
-    old_settings = {k: v for k, v in snapshot.settings.items() if k not in ("top_rule", "top_evidence_look_every")}
+def _refit_as_if_taken_with(snapshot, settings_then: dict) -> tuple[dict, pd.DataFrame]:
+    """Store the snapshot as one taken under older settings (its numbers computed with them), refit it from the
+    database, and return the refit with the snapshot's votes."""
     votes = snapshots.snapshot_votes(snapshot)
-    snapshot.settings, snapshot.results = old_settings, snapshots.snapshot_numbers(votes, old_settings)
+    snapshot.settings, snapshot.results = settings_then, snapshots.snapshot_numbers(votes, settings_then)
     snapshot.save()
     snapshot.refresh_from_db()
     again = snapshots.refit(snapshot)
     assert again["identical"] is True
+    return again, votes
+
+
+@pytest.mark.django_db
+def test_a_snapshot_taken_before_the_rebalanced_rule_refits_with_the_rule_it_used(voted_campaign):
+    snapshot = snapshots.take_snapshot(voted_campaign)
+    old_settings = {k: v for k, v in snapshot.settings.items() if k not in ("top_rule", "top_evidence_look_every")}
+    again, votes = _refit_as_if_taken_with(snapshot, old_settings)
     new_numbers = snapshots.snapshot_numbers(votes, snapshots.snapshot_settings(voted_campaign))
     for criterion, block in again["results"].items():
         assert "top_rule" not in block["decision"]  # the stateless rule, as such snapshots were taken
@@ -67,13 +74,7 @@ def test_a_snapshot_taken_under_the_narrower_prior_refits_with_it(voted_campaign
     the rule's name in the settings says which prior the replay uses."""
     snapshot = snapshots.take_snapshot(voted_campaign)
     assert CAMPAIGN_TOP_RULE == "rebalanced_ties_rho8"
-    votes = snapshots.snapshot_votes(snapshot)
-    old_settings = {**snapshot.settings, "top_rule": "rebalanced_ties"}
-    snapshot.settings, snapshot.results = old_settings, snapshots.snapshot_numbers(votes, old_settings)
-    snapshot.save()
-    snapshot.refresh_from_db()
-    again = snapshots.refit(snapshot)
-    assert again["identical"] is True
+    again, votes = _refit_as_if_taken_with(snapshot, {**snapshot.settings, "top_rule": "rebalanced_ties"})
     today = snapshots.snapshot_numbers(votes, snapshots.snapshot_settings(voted_campaign))
     for criterion, block in again["results"].items():
         assert block["decision"]["top_rule"] == "rebalanced_ties"
