@@ -94,7 +94,8 @@ def project_votes_needed(
     if top_evidence is not None:  # continue each rival's e-value, not the stateless evidence
         rho = np.where(slot == 0, top_rho, rho)
         offset = np.asarray(top_evidence, dtype=float)[jj] - log_evidence(d_hat, info0, rho=rho)
-        level = np.where(slot == 0, np.clip(level * np.exp(offset), 1e-300, 0.5), level)
+        with np.errstate(over="ignore"):  # a huge offset: the claim is made already, its level capped at 0.5
+            level = np.where(slot == 0, np.clip(level * np.exp(offset), 1e-300, 0.5), level)
     is_open = log_evidence(d_hat, info0, rho=rho) < np.log(1.0 / level)
     eligible = allowed_pairs(counts, allowed, target_votes_per_pair)
     candidates = eligible & np.triu(np.ones((k, k), dtype=bool), 1)
