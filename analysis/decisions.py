@@ -46,12 +46,13 @@ _KEPT_RULES = {
     "rebalanced_ties": (True, MIXTURE_PRECISION),
     "rebalanced_ties_rho8": (True, 8.0),
 }
+KEPT_RULES = tuple(_KEPT_RULES)  # the rules of TOP_RULES that keep an e-process across looks (not 'bonferroni')
 
 
 def top_rule_settings(rule: str) -> dict:
     """{'tie_variance': bool, 'rho': float} of a rule kept across looks (TopEvidenceReplay's arguments)."""
     if rule not in _KEPT_RULES:
-        raise ValueError(f"a rule kept across looks is one of {tuple(_KEPT_RULES)}, got {rule!r}")
+        raise ValueError(f"a rule kept across looks is one of {KEPT_RULES}, got {rule!r}")
     tie_variance, rho = _KEPT_RULES[rule]
     return {"tie_variance": tie_variance, "rho": rho}
 

@@ -4,8 +4,9 @@
         [--votes 1500] [--strengths 0,0,-1] [--ties 0.1] [--policy active|uniform] [--steer rule|stateless]
 
 Every campaign runs through analysis.simulate.simulate_campaign (the engine's pair choice, a look every 25
-votes) to its last vote, never stopping at a certificate, and the tracker's log e-values against
-"b is the best" are read at every look for each model b that is truly best (the strengths' maximum, tied).
+votes, TOP_EVIDENCE_LOOK_EVERY) to its last vote, never stopping at a certificate, and the tracker's log
+e-values against "b is the best" are read at every look for each model b that is truly best (the strengths'
+maximum, tied).
 Ville's inequality bounds the share of those e-processes that ever reach 1/alpha by alpha = 5%, for any
 fixed mixture prior; what this measures is how the large-sample Gaussian approximation behind them holds,
 where the engine chases the tied leaders (steered by the rule's own evidence by default, the harder case).
@@ -23,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.decisions import TOP_RULES  # noqa: E402
+from analysis.decisions import KEPT_RULES, TOP_EVIDENCE_LOOK_EVERY  # noqa: E402
 from analysis.simulate import simulate_campaign  # noqa: E402
 
 ALPHA = 0.05
@@ -49,8 +50,8 @@ def main() -> None:
     print("| rule | true-best e-processes that reached 1/alpha | campaigns certifying any model | first crossings |")
     print("|---|---|---|---|")
     for rule in args.rules.split(","):
-        if rule not in TOP_RULES[1:]:
-            parser.error(f"unknown rule {rule!r}; choose from {TOP_RULES[1:]}")
+        if rule not in KEPT_RULES:
+            parser.error(f"unknown rule {rule!r}; choose from {KEPT_RULES}")
         started = time.perf_counter()
         crossed, certified, first = 0, 0, []
         for campaign in range(args.campaigns):
@@ -60,6 +61,7 @@ def main() -> None:
                 policy=args.policy,
                 tie_rate=args.ties,
                 max_votes=args.votes,
+                look_every=TOP_EVIDENCE_LOOK_EVERY,
                 rule=rule,
                 steer_by_rule=args.steer == "rule",
                 run_to_the_end=True,
@@ -68,7 +70,7 @@ def main() -> None:
             crossed += int(above.any(axis=0).sum())
             certified += run.certified_at is not None
             if above.any():
-                first.append(25 * (1 + int(np.argmax(above.any(axis=1)))))
+                first.append(TOP_EVIDENCE_LOOK_EVERY * (1 + int(np.argmax(above.any(axis=1)))))
         share = crossed / (args.campaigns * len(best))
         print(
             f"| {rule} | {crossed} / {args.campaigns * len(best)} = {share:.1%} | {certified / args.campaigns:.1%} "
