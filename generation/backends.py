@@ -16,6 +16,11 @@ Settings: steps, guidance_scale, shift, height, width, and scheduler (diffusers:
 "DDIMScheduler" from the pipeline's compatibles; unet_baseline: "ddim" or "ddpm"). Every image has its own seed:
 its initial noise comes from its own torch.Generator, so an image does not depend on its batch-mates.
 
+Runtime options (RuntimeOptions; generation.contract.check_runtime_options) say how a model runs, not what it
+makes: a diffusers pipeline in fp32, bf16 or fp16, its denoiser (pipe.unet or pipe.transformer) compiled with
+torch.compile, channels-last convolutions; for every kind the batch size, fixed or chosen from free GPU memory
+(batch_size_for).
+
 Plain PyTorch and diffusers only: nothing here knows Django (generation/tasks.py is the bridge).
 """
 
@@ -26,8 +31,10 @@ import io
 import json
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -39,6 +46,7 @@ from PIL import Image
 from generation import training
 from generation.contract import (
     ASSET_INFO_KEY,
+    AUTO_BATCH,
     CONFIG_FILE,
     DEFAULT_THREED_SETTINGS,
     DIFFUSERS,
@@ -48,6 +56,7 @@ from generation.contract import (
     TEXT_TO_3D,
     TURNTABLE_VIEWS,
     UNET_BASELINE,
+    check_runtime_options,
     check_settings,
 )
 from generation.contract import DEFAULT_SAMPLER_SETTINGS as DEFAULTS
@@ -69,7 +78,7 @@ class Backend(Protocol):
     kind: str
 
     @classmethod
-    def load(cls, source: str, device: str, dtype: torch.dtype) -> Backend: ...
+    def load(cls, source: str, device: str, dtype: torch.dtype, options: RuntimeOptions | None = None) -> Backend: ...
 
     def generate(self, prompts: list[str], seeds: list[int], settings: dict) -> list[Image.Image]: ...
 
@@ -95,7 +104,9 @@ class _TrainedHereBackend:
         raise NotImplementedError
 
     @classmethod
-    def load(cls, source: str, device: str, dtype: torch.dtype = torch.float32) -> _TrainedHereBackend:
+    def load(
+        cls, source: str, device: str, dtype: torch.dtype = torch.float32, options: RuntimeOptions | None = None
+    ) -> _TrainedHereBackend:
         return cls(cls.pipeline_class().from_checkpoint(source, device=device))
 
     def extra_arguments(self, prompts: list[str], settings: dict) -> dict:
@@ -183,18 +194,88 @@ def _null_components(directory: Path) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How a gpu worker runs one model (generation.contract.DEFAULT_RUNTIME_OPTIONS says what each field means)."""
+
+    precision: str = "auto"
+    compile: str = "off"
+    fullgraph: bool = False
+    channels_last: bool = False
+    batch_size: int | str | None = None
+
+    @classmethod
+    def of(cls, kind: str, options: dict | None = None) -> RuntimeOptions:
+        """Checked options of a model of this kind (ValueError with the reason when they are wrong)."""
+        return cls(**check_runtime_options(kind, options))
+
+    def dtype(self, kind: str, device: str) -> torch.dtype:
+        if self.precision == "auto":
+            return default_dtype(kind, device)
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+    def record(self, kind: str, device: str) -> dict:
+        """What an image stores of how it was made (the precision resolved: "auto" is not reproducible)."""
+        return {
+            "precision": str(self.dtype(kind, device)).removeprefix("torch."),
+            "compile": self.compile,
+            "fullgraph": self.fullgraph,
+            "channels_last": self.channels_last,
+        }
+
+
+def denoiser_of(pipe) -> torch.nn.Module:
+    """The network a diffusers pipeline calls at every step: its UNet, or its transformer (SD3, Flux, PixArt...)."""
+    for name in ("unet", "transformer", "prior"):
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    raise ValueError(f"{type(pipe).__name__} has no unet or transformer to compile")
+
+
+def apply_runtime_options(pipe, options: RuntimeOptions) -> None:
+    """Channels-last layout (denoiser and VAE) and torch.compile of the denoiser, in place.
+
+    The compile is lazy: the first call at each batch size and image size compiles (seconds to minutes), later
+    calls run the compiled graph. The module keeps its class (nn.Module.compile), so the pipeline's own code that
+    reads the denoiser's config or dtype works unchanged."""
+    denoiser = denoiser_of(pipe)
+    if options.channels_last:
+        vae = getattr(pipe, "vae", None)
+        for module in (denoiser, vae) if isinstance(vae, torch.nn.Module) else (denoiser,):
+            # Module.to converts every 4-D parameter (its typing stubs lack the memory_format keyword it takes)
+            module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if options.compile != "off":
+        mode = None if options.compile == "default" else options.compile
+        denoiser.compile(mode=mode, fullgraph=options.fullgraph, dynamic=False)
+
+
 class DiffusersBackend:
     """Any diffusers text-to-image pipeline, from a local directory or a hub id."""
 
     kind = DIFFUSERS
 
-    def __init__(self, pipe, device: str):
+    def __init__(self, pipe, device: str, options: RuntimeOptions | None = None):
         self.pipe, self.device = pipe, device
+        self.options = options or RuntimeOptions()
         self._default_scheduler = pipe.scheduler
         self._schedulers: dict[tuple, object] = {}
 
     @classmethod
-    def load(cls, source: str, device: str, dtype: torch.dtype = torch.float32) -> DiffusersBackend:
+    def from_pipeline(
+        cls, pipe, device: str, dtype: torch.dtype = torch.float32, options: RuntimeOptions | None = None
+    ) -> DiffusersBackend:
+        """A backend around a pipeline already built: moved to the device and dtype, runtime options applied."""
+        options = options or RuntimeOptions()
+        pipe.set_progress_bar_config(disable=True)
+        pipe = pipe.to(device, dtype)
+        apply_runtime_options(pipe, options)
+        return cls(pipe, device, options)
+
+    @classmethod
+    def load(
+        cls, source: str, device: str, dtype: torch.dtype = torch.float32, options: RuntimeOptions | None = None
+    ) -> DiffusersBackend:
         from diffusers import DiffusionPipeline
 
         if _looks_like_path(source):
@@ -207,8 +288,7 @@ class DiffusersBackend:
             path = _cached_snapshot(source)
         # a local directory, and local_files_only: nothing is ever downloaded, no hub is ever asked
         pipe = DiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=True, **_null_components(path))
-        pipe.set_progress_bar_config(disable=True)
-        return cls(pipe.to(device), device)
+        return cls.from_pipeline(pipe, device, dtype, options)
 
     def _scheduler(self, name: str | None, shift: float | None):
         """The pipeline's scheduler, or the named compatible one, with the timestep shift applied."""
@@ -295,7 +375,9 @@ class TextTo3DBackend:
         self.prior = prior
 
     @classmethod
-    def load(cls, source: str, device: str, dtype: torch.dtype = torch.float32) -> TextTo3DBackend:
+    def load(
+        cls, source: str, device: str, dtype: torch.dtype = torch.float32, options: RuntimeOptions | None = None
+    ) -> TextTo3DBackend:
         from generation.threed import load_prior
 
         return cls(load_prior(prior_kind(source), source, device))
@@ -354,15 +436,18 @@ def default_dtype(kind: str, device: str) -> torch.dtype:
     return torch.float16 if kind == DIFFUSERS and device.startswith("cuda") else torch.float32
 
 
-def load_backend(kind: str, source: str, device: str = "cpu", dtype: torch.dtype | None = None) -> Backend:
-    """Load one model; any failure becomes a ModelLoadError whose message says what and why."""
+def load_backend(
+    kind: str, source: str, device: str = "cpu", dtype: torch.dtype | None = None, options: dict | None = None
+) -> Backend:
+    """Load one model with its runtime options (a dict as stored on the model; `dtype`, when given, overrides
+    their precision); any failure becomes a ModelLoadError whose message says what and why."""
     if kind == EXTERNAL:
         raise ModelLoadError("an external model never generates: its images are imported (manage.py import_images)")
     if kind not in BACKENDS:
         raise ModelLoadError(f"unknown model kind {kind!r}; known: {', '.join(BACKENDS)}")
-    dtype = dtype or default_dtype(kind, device)
     try:
-        return BACKENDS[kind].load(source, device, dtype)
+        runtime = RuntimeOptions.of(kind, options)
+        return BACKENDS[kind].load(source, device, dtype or runtime.dtype(kind, device), runtime)
     except Exception as e:  # FileNotFoundError, ValueError, OSError, safetensors errors, diffusers errors...
         reason = str(e) or type(e).__name__
         raise ModelLoadError(f"cannot load {kind} model from {source}: {reason}") from e
@@ -390,15 +475,18 @@ class BackendCache:
         self._entries: OrderedDict[tuple, Backend] = OrderedDict()
         self.loads = 0
 
-    def get(self, kind: str, source: str, device: str, dtype: torch.dtype | None = None) -> Backend:
-        key = (kind, source, device, str(dtype))
+    def get(
+        self, kind: str, source: str, device: str, dtype: torch.dtype | None = None, options: dict | None = None
+    ) -> Backend:
+        """The loaded backend; a model whose runtime options changed since it was loaded is loaded again."""
+        key = (kind, source, device, str(dtype), json.dumps(options or {}, sort_keys=True))
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
         while len(self._entries) >= self.max_size:
             self._entries.popitem(last=False)
             release_memory()
-        backend = self.loader(kind, source, device, dtype)
+        backend = self.loader(kind, source, device, dtype, options)
         self.loads += 1
         self._entries[key] = backend
         return backend
@@ -456,6 +544,108 @@ class generate_in_batches:  # noqa: N801 - used like a generator function
                 raise RuntimeError(f"the backend returned {len(images)} images for {stop - start} prompts")
             yield range(start, stop), images, (time.perf_counter() - t0) / (stop - start)
             start = stop
+
+
+class MemoryMeter(Protocol):
+    """An accelerator's memory, in bytes, as the batch-size probe reads it."""
+
+    def reset_peak(self) -> None: ...
+
+    def allocated(self) -> int: ...
+
+    def peak(self) -> int: ...  # the most allocated at once since reset_peak
+
+    def available(self) -> int: ...  # what further allocations can still get
+
+
+class CudaMemory:
+    """MemoryMeter of one CUDA device: torch's allocator statistics, and the driver's free memory plus what the
+    allocator holds unused (its cached blocks serve the next batch as well as free memory does)."""
+
+    def __init__(self, device: str):
+        self.device = torch.device(device)
+
+    def reset_peak(self) -> None:
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def allocated(self) -> int:
+        return torch.cuda.memory_allocated(self.device)
+
+    def peak(self) -> int:
+        torch.cuda.synchronize(self.device)
+        return torch.cuda.max_memory_allocated(self.device)
+
+    def available(self) -> int:
+        free, _total = torch.cuda.mem_get_info(self.device)
+        return free + torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+
+
+PROBE_PROMPT = "a probe of the memory one image needs"
+MEMORY_HEADROOM = 0.85  # the share of the available memory a chosen batch may plan to use
+_measured_batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # backend -> {image shape: images}
+
+
+def images_that_fit(backend: Backend, settings: dict, meter: MemoryMeter, headroom: float = MEMORY_HEADROOM) -> int:
+    """How many images one call can make in the memory `meter` reports available (at least 1).
+
+    Two one-step generations, of 1 and of 2 images, measure the peak memory a call needs beyond what is already
+    held (the weights): fixed + n * per_image. They run eagerly (a compiled denoiser would compile for each probe
+    shape; eager attention and activations take at least as much memory as compiled ones, so the estimate errs
+    on the safe side). A batch that still runs out of memory is halved by generate_in_batches."""
+    probe = {**settings, "steps": 1}
+    base = meter.allocated()
+    peaks = []
+    with torch.compiler.set_stance("force_eager"):
+        for n in (1, 2):
+            meter.reset_peak()
+            backend.generate([PROBE_PROMPT] * n, list(range(n)), probe)
+            peaks.append(meter.peak() - base)
+    release_memory()
+    per_image = max(peaks[1] - peaks[0], 1)
+    fixed = max(peaks[0] - per_image, 0)
+    fits = int((meter.available() * headroom - fixed) // per_image)
+    log.info(
+        "batch size from free memory: %.2f GiB per image, %.2f GiB fixed, %.2f GiB available: %d images",
+        per_image / 2**30,
+        fixed / 2**30,
+        meter.available() / 2**30,
+        fits,
+    )
+    return max(1, fits)
+
+
+def batch_size_for(
+    backend: Backend,
+    options: RuntimeOptions,
+    settings: dict,
+    device: str,
+    job_size: int,
+    meter: MemoryMeter | None = None,
+) -> int:
+    """Images per backend call for a job of `job_size` images: the job's size, at most the model's batch_size
+    option, or with batch_size "auto" as many as the free accelerator memory holds (measured once per model and
+    image shape in this process; on a CPU, where memory is not what limits a batch, the job's size)."""
+    job_size = max(1, int(job_size))
+    if options.batch_size is None:
+        return job_size
+    if options.batch_size != AUTO_BATCH:
+        return max(1, min(job_size, int(options.batch_size)))
+    if meter is None:
+        if not device.startswith("cuda"):
+            return job_size
+        meter = CudaMemory(device)
+    shape = (settings.get("height"), settings.get("width"), float(settings.get("guidance_scale", 0)) > 1.0)
+    known = _measured_batches.setdefault(backend, {})
+    if shape not in known:
+        try:
+            known[shape] = images_that_fit(backend, settings, meter)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            release_memory()
+            known[shape] = 1
+    return max(1, min(job_size, known[shape]))
 
 
 def png_bytes(image: Image.Image) -> bytes:

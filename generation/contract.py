@@ -52,6 +52,33 @@ RECIPE_SAMPLER_KEYS: frozenset[str] = frozenset({"steps", "guidance_scale", "shi
 # The UNet baseline's samplers, its "scheduler" setting (the first is the default); it has no timestep shift.
 UNET_SCHEDULERS: tuple[str, ...] = ("ddim", "ddpm")
 
+# --------------------------------------------------------------------------------------------- runtime options
+
+# How a gpu worker runs a model, as opposed to what it asks of it (the sampler settings above): numeric precision,
+# a compiled denoiser, the memory layout and the batch size. Stored per model (ImageModel.runtime_options); each
+# image records the options it was made with (Image.software_versions["runtime"]). Precision changes pixels
+# slightly; the others change speed only.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")  # auto: fp16 for diffusers on a GPU, else fp32
+# torch.compile modes of the denoiser ("off": eager). reduce-overhead and max-autotune record CUDA graphs on a GPU.
+COMPILE_MODES: tuple[str, ...] = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+AUTO_BATCH = "auto"  # batch_size: as many images per forward as the accelerator's free memory holds
+DEFAULT_RUNTIME_OPTIONS: dict[str, object] = {
+    "precision": "auto",
+    "compile": "off",
+    "fullgraph": False,  # torch.compile(fullgraph=True): fail on a graph break instead of running it eagerly
+    "channels_last": False,  # the denoiser's and the VAE's convolutions in NHWC layout
+    "batch_size": None,  # None: the job's size (EVALSITE_GENERATION_BATCH_SIZE); an int caps it; AUTO_BATCH
+}
+# The options each kind understands: the diffusers backend takes them all; the models trained here run in float32
+# eagerly and take only the batch size; a text-to-3D model makes one asset at a time.
+RUNTIME_OPTION_KEYS: dict[str, frozenset[str]] = {
+    DIFFUSERS: frozenset(DEFAULT_RUNTIME_OPTIONS),
+    INHOUSE: frozenset({"batch_size"}),
+    UNET_BASELINE: frozenset({"batch_size"}),
+    TEXT_TO_3D: frozenset(),
+    EXTERNAL: frozenset(),
+}
+
 # --------------------------------------------------------------------------------------------- checkpoints
 
 CONFIG_FILE = "config.json"  # written last: its presence means the checkpoint is complete
@@ -81,3 +108,38 @@ def check_settings(kind: str, settings: dict) -> dict:
     if unknown:
         raise ValueError(f"{kind} models do not take the setting(s) {', '.join(sorted(unknown))}")
     return settings
+
+
+def check_runtime_options(kind: str, options: dict | None) -> dict:
+    """The model's runtime options with every default filled in, or a ValueError that says what is wrong."""
+    if kind not in RUNTIME_OPTION_KEYS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ValueError(f"runtime options must be a JSON object, got {options!r}")
+    unknown = set(options) - set(DEFAULT_RUNTIME_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"unknown runtime option(s) {', '.join(sorted(unknown))}; known: {', '.join(DEFAULT_RUNTIME_OPTIONS)}"
+        )
+    refused = set(options) - RUNTIME_OPTION_KEYS[kind]
+    if refused:
+        allowed = ", ".join(sorted(RUNTIME_OPTION_KEYS[kind])) or "none"
+        raise ValueError(
+            f"{kind} models do not take the runtime option(s) {', '.join(sorted(refused))} (they take: {allowed})"
+        )
+    merged = {**DEFAULT_RUNTIME_OPTIONS, **options}
+    if merged["precision"] not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {merged['precision']!r}")
+    if merged["compile"] not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {merged['compile']!r}")
+    for key in ("fullgraph", "channels_last"):
+        if not isinstance(merged[key], bool):
+            raise ValueError(f"{key} must be true or false, got {merged[key]!r}")
+    if merged["fullgraph"] and merged["compile"] == "off":
+        raise ValueError("fullgraph needs a compile mode (compile is off)")
+    size = merged["batch_size"]
+    if size is not None and size != AUTO_BATCH and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"batch_size must be a whole number >= 1, {AUTO_BATCH!r} or null, got {size!r}")
+    return merged

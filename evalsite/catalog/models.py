@@ -36,6 +36,18 @@ def validate_sampler_settings(value: dict) -> None:
             raise ValidationError(f"{key} must be at least 8 pixels.")
 
 
+def validate_runtime_options_object(value: dict) -> None:
+    """The field alone: a JSON object of known options (ImageModel.clean checks them against the model's kind)."""
+    if not isinstance(value, dict):
+        raise ValidationError("Runtime options must be a JSON object.")
+    unknown = set(value) - set(contract.DEFAULT_RUNTIME_OPTIONS)
+    if unknown:
+        raise ValidationError(
+            f"Unknown runtime option(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(contract.DEFAULT_RUNTIME_OPTIONS)}."
+        )
+
+
 def new_public_id() -> str:
     return secrets.token_hex(8)
 
@@ -58,6 +70,14 @@ class ImageModel(models.Model):
     # model the manifest its images were first imported from.
     source = models.CharField(max_length=500)
     sampler_settings = models.JSONField(default=default_sampler_settings, validators=[validate_sampler_settings])
+    # How a gpu worker runs it (generation.contract.DEFAULT_RUNTIME_OPTIONS): precision, compile, channels_last,
+    # fullgraph, batch_size. Speed, not what the model is asked: they are not part of an image's settings hash.
+    runtime_options = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_runtime_options_object],
+        help_text='e.g. {"precision": "bf16", "compile": "max-autotune", "channels_last": true, "batch_size": "auto"}',
+    )
     description = models.TextField(blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -67,6 +87,13 @@ class ImageModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        try:
+            contract.check_runtime_options(self.kind, self.runtime_options)
+        except ValueError as e:
+            raise ValidationError({"runtime_options": str(e)}) from e
 
     def save(self, *args, **kwargs):
         # A text-to-3D model left at the image models' default settings gets the 3D defaults instead (the image

@@ -28,6 +28,8 @@ from generation.backends import (
     BackendCache,
     ModelLoadError,
     OutOfMemory,
+    RuntimeOptions,
+    batch_size_for,
     generate_in_batches,
     png_bytes,
     resolve_device,
@@ -79,7 +81,10 @@ def run_job(job_id: int, task_id: str, worker: str = "", cache: BackendCache | N
         return {"job": job_id, "made": 0}
     model, device = job.model, resolve_device(settings.EVALSITE_DEVICE)
     try:
-        backend = (cache if cache is not None else backend_cache()).get(model.kind, model.source, device)
+        backend = (cache if cache is not None else backend_cache()).get(
+            model.kind, model.source, device, options=model.runtime_options
+        )
+        runtime = RuntimeOptions.of(model.kind, model.runtime_options)  # checked by the load above
     except ModelLoadError as e:
         log.warning("job %s: %s", job_id, e)
         # A model's source is a path on the machine that runs the job: with GPU workers on several machines, the
@@ -87,17 +92,17 @@ def run_job(job_id: int, task_id: str, worker: str = "", cache: BackendCache | N
         on = f" (on worker {worker})" if worker else ""
         services.mark_job_failed(job.pk, f"model {model.name}: {e}{on}")
         return {"job": job_id, "failed": str(e)}
-    versions = software_versions(device)
+    versions = {**software_versions(device), "runtime": runtime.record(model.kind, device)}
     made = 0
-    batches = generate_in_batches(
-        backend,
-        [i.prompt.text for i in todo],
-        [i.seed for i in todo],
-        job.sampler_settings,
-        # a 3D asset takes minutes: each is stored (and the job's lease renewed) as soon as it is made
-        batch_size=1 if model.is_3d else max(1, len(todo)),
-    )
     try:
+        batches = generate_in_batches(
+            backend,
+            [i.prompt.text for i in todo],
+            [i.seed for i in todo],
+            job.sampler_settings,
+            # a 3D asset takes minutes: each is stored (and the job's lease renewed) as soon as it is made
+            batch_size=1 if model.is_3d else batch_size_for(backend, runtime, job.sampler_settings, device, len(todo)),
+        )
         for indices, images, seconds in batches:
             results = [
                 services.Generated(

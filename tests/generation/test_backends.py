@@ -276,9 +276,9 @@ def test_the_cache_loads_each_model_once_and_evicts_the_least_recently_used(
 ):
     loads = []
 
-    def counting_loader(kind, source, device, dtype):
+    def counting_loader(kind, source, device, dtype, options):
         loads.append(source)
-        return load_backend(kind, source, device, dtype)
+        return load_backend(kind, source, device, dtype, options)
 
     cache = BackendCache(max_size=2, loader=counting_loader)
     unet = cache.get("unet_baseline", str(tiny_unet_dir), "cpu")
@@ -292,7 +292,9 @@ def test_the_cache_loads_each_model_once_and_evicts_the_least_recently_used(
     assert loads == [str(tiny_unet_dir), str(tiny_inhouse_dir), str(tiny_sd_dir), str(tiny_inhouse_dir)]
     with pytest.raises(ModelLoadError):
         cache.get("unet_baseline", "/no/such/checkpoint", "cpu")
-    assert len(cache) <= 2 and ("unet_baseline", "/no/such/checkpoint", "cpu", "None") not in cache
+    assert len(cache) <= 2 and ("unet_baseline", "/no/such/checkpoint", "cpu", "None", "{}") not in cache
+    cache.get("unet_baseline", str(tiny_unet_dir), "cpu", options={"batch_size": 2})  # other options: loaded again
+    assert loads[-2:] == ["/no/such/checkpoint", str(tiny_unet_dir)]
 
 
 class OutOfMemoryAbove:
@@ -353,3 +355,134 @@ def test_auto_device_is_cpu_without_a_gpu():
     assert backends.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(RuntimeError):
         backends.resolve_device("nonsense-device")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Runtime options: precision, a compiled denoiser, channels-last, the batch size
+
+
+def test_runtime_options_are_checked_with_a_reason_and_defaults_filled_in():
+    from generation.contract import DEFAULT_RUNTIME_OPTIONS, check_runtime_options
+
+    assert check_runtime_options("diffusers", None) == DEFAULT_RUNTIME_OPTIONS
+    assert check_runtime_options("diffusers", {"precision": "bf16"})["precision"] == "bf16"
+    assert check_runtime_options("inhouse", {"batch_size": "auto"})["batch_size"] == "auto"
+    refusals = [
+        ("diffusers", {"precison": "bf16"}, "unknown runtime option.*precison"),
+        ("inhouse", {"compile": "default"}, "inhouse models do not take the runtime option.*compile.*batch_size"),
+        ("text_to_3d", {"batch_size": 2}, "text_to_3d models do not take.*they take: none"),
+        ("diffusers", {"precision": "int8"}, "precision must be one of auto, fp32, bf16, fp16"),
+        ("diffusers", {"compile": "fast"}, "compile must be one of off, default"),
+        ("diffusers", {"channels_last": "yes"}, "channels_last must be true or false"),
+        ("diffusers", {"fullgraph": True}, "fullgraph needs a compile mode"),
+        ("diffusers", {"batch_size": 0}, "batch_size must be a whole number >= 1, 'auto' or null"),
+        ("diffusers", {"batch_size": True}, "batch_size must be"),
+        ("diffusers", {"batch_size": 2.5}, "batch_size must be"),
+        ("diffusers", ["bf16"], "must be a JSON object"),
+    ]
+    for kind, options, reason in refusals:
+        with pytest.raises(ValueError, match=reason):
+            check_runtime_options(kind, options)
+    with pytest.raises(ModelLoadError, match="precision must be one of"):
+        load_backend("diffusers", "/anywhere", "cpu", options={"precision": "half"})
+
+
+@pytest.mark.parametrize("which", ["sd", "sd3"])
+def test_a_diffusers_model_runs_in_bfloat16_with_the_images_of_float32(which, tiny_sd_dir, tiny_sd3_dir):
+    path = str(tiny_sd_dir if which == "sd" else tiny_sd3_dir)
+    full = load_backend("diffusers", path, "cpu")
+    half = load_backend("diffusers", path, "cpu", options={"precision": "bf16"})
+    assert backends.denoiser_of(full.pipe).dtype == torch.float32
+    assert backends.denoiser_of(half.pipe).dtype == torch.bfloat16 and half.pipe.vae.dtype == torch.bfloat16
+    assert half.options.record("diffusers", "cpu")["precision"] == "bfloat16"
+    prompts, seeds = ["a red circle", "a blue square"], [0, 1]
+    a, b = full.generate(prompts, seeds, SETTINGS), half.generate(prompts, seeds, SETTINGS)
+    # the same images up to bf16's rounding (8 bits of mantissa), and still one image per seed
+    for x, y in zip(a, b, strict=True):
+        assert np.abs(pixels(x) - pixels(y)).mean() < 6.0
+    assert np.abs(pixels(b[0]) - pixels(b[1])).mean() > 3 * np.abs(pixels(a[0]) - pixels(b[0])).mean()
+    assert_seeded(half, SETTINGS)
+
+
+def test_a_compiled_channels_last_denoiser_makes_the_eager_models_images(tiny_sd_dir):
+    """torch.compile (inductor, C++ on the CPU) of the UNet, and its convolutions in NHWC: the denoiser runs as
+    a compiled graph (dynamo counts one frame per new input shape) and the pixels are the eager model's."""
+    import torch._dynamo
+
+    eager = load_backend("diffusers", str(tiny_sd_dir), "cpu")
+    options = {"compile": "default", "fullgraph": True, "channels_last": True}
+    fast = load_backend("diffusers", str(tiny_sd_dir), "cpu", options=options)
+    unet = fast.pipe.unet
+    assert type(unet).__name__ == "UNet2DConditionModel"  # compiled in place: the pipeline's code sees its class
+    assert unet._compiled_call_impl is not None
+    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    prompts, seeds = ["a red circle", "a blue square"], [3, 4]
+    want = eager.generate(prompts, seeds, SETTINGS)
+    got = fast.generate(prompts, seeds, SETTINGS)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    for x, y in zip(want, got, strict=True):
+        assert np.abs(pixels(x) - pixels(y)).max() <= 2
+    assert fast.options.record("diffusers", "cpu") == {
+        "precision": "float32",
+        "compile": "default",
+        "fullgraph": True,
+        "channels_last": True,
+    }
+
+
+class MeteredBackend:
+    """A real backend, and the one fake: an accelerator's memory (a CPU has no allocator statistics to read).
+    Each call "allocates" fixed + per_image * images at its peak, on top of the weights."""
+
+    def __init__(self, backend, weights=5_000, fixed=1_000, per_image=300, total=10_000, oom_above=None):
+        self.backend, self.weights, self.fixed, self.per_image, self.total = backend, weights, fixed, per_image, total
+        self.oom_above, self.calls, self._peak = oom_above, [], weights
+
+    def generate(self, prompts, seeds, settings):
+        self.calls.append((len(prompts), settings["steps"]))
+        if self.oom_above is not None and len(prompts) > self.oom_above:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        self._peak = max(self._peak, self.weights + self.fixed + self.per_image * len(prompts))
+        return self.backend.generate(prompts, seeds, settings)
+
+    # MemoryMeter
+    def reset_peak(self):
+        self._peak = self.weights
+
+    def allocated(self):
+        return self.weights
+
+    def peak(self):
+        return self._peak
+
+    def available(self):
+        return self.total - self.weights
+
+
+def test_the_batch_size_is_the_jobs_a_cap_or_what_free_memory_holds(tiny_unet_dir, loaded):
+    from generation.backends import RuntimeOptions, batch_size_for
+
+    backend = loaded("unet_baseline", tiny_unet_dir)
+    options = RuntimeOptions.of("unet_baseline", {})
+    assert batch_size_for(backend, options, SETTINGS, "cpu", 16) == 16
+    assert batch_size_for(backend, RuntimeOptions.of("unet_baseline", {"batch_size": 4}), SETTINGS, "cpu", 16) == 4
+    assert batch_size_for(backend, RuntimeOptions.of("unet_baseline", {"batch_size": 40}), SETTINGS, "cpu", 16) == 16
+    auto = RuntimeOptions.of("unet_baseline", {"batch_size": "auto"})
+    assert batch_size_for(backend, auto, SETTINGS, "cpu", 16) == 16  # no accelerator memory to measure
+
+    metered = MeteredBackend(backend)
+    # 5,000 available, 0.85 of it planned: (4,250 - 1,000 fixed) // 300 per image = 10 images
+    assert batch_size_for(metered, auto, SETTINGS, "cuda", 16, meter=metered) == 10
+    assert metered.calls == [(1, 1), (2, 1)]  # two one-step probes
+    assert batch_size_for(metered, auto, SETTINGS, "cuda", 6, meter=metered) == 6  # never above the job's size
+    assert batch_size_for(metered, auto, SETTINGS, "cuda", 16, meter=metered) == 10
+    assert len(metered.calls) == 2  # measured once per model and image shape
+    bigger = {**SETTINGS, "height": 32, "width": 32}
+    batch_size_for(metered, auto, bigger, "cuda", 16, meter=metered)
+    assert len(metered.calls) == 4
+
+    starved = MeteredBackend(backend, oom_above=1)  # not even the probe of two fits: one image per call
+    assert batch_size_for(starved, auto, SETTINGS, "cuda", 16, meter=starved) == 1

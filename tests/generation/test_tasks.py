@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 import torch
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -186,6 +187,37 @@ def test_out_of_memory_retries_the_job_with_a_smaller_batch(media_root, make_pro
     for image in Image.objects.filter(run=run):
         assert PILImage.open(media_root / image.file.name).getpixel((0, 0))[0] == image.seed
     assert run.jobs.get().batch_size == 2
+
+
+def test_a_models_runtime_options_set_its_batch_size_and_are_recorded_with_each_image(
+    media_root, make_prompt_set, unet_dir
+):
+    model = register("unet-batch-of-two", "unet_baseline", unet_dir)
+    model.runtime_options = {"batch_size": 2}
+    model.full_clean()
+    model.save()
+    run = new_run(make_prompt_set(), [model], seeds=(5,), batch_size=3)
+    assert [r["batch_size"] for r in run_all(run)] == [2]
+    assert run.jobs.get().batch_size == 2
+    for image in Image.objects.filter(run=run):
+        assert image.status == Image.Status.DONE
+        runtime = image.software_versions["runtime"]
+        assert runtime == {"precision": "float32", "compile": "off", "fullgraph": False, "channels_last": False}
+
+
+def test_runtime_options_a_kind_does_not_take_fail_its_jobs_with_the_reason(db, make_prompt_set, unet_dir):
+    model = register("unet-compiled", "unet_baseline", unet_dir)
+    with pytest.raises(ValidationError, match="unet_baseline models do not take the runtime option"):
+        ImageModel(name="x", kind="unet_baseline", source="/x", runtime_options={"compile": "default"}).full_clean()
+    with pytest.raises(ValidationError, match="Unknown runtime option"):
+        ImageModel(name="y", kind="diffusers", source="/x", runtime_options={"compiled": True}).full_clean()
+    # written past the form (a shell, an import): the worker refuses it with the same reason, on the job
+    ImageModel.objects.filter(pk=model.pk).update(runtime_options={"compile": "default"})
+    run = new_run(make_prompt_set(), [ImageModel.objects.get(pk=model.pk)], seeds=(0,), batch_size=3)
+    result = run_all(run)[0]
+    assert "do not take the runtime option(s) compile" in result["failed"]
+    job = run.jobs.get()
+    assert job.status == GenerationJob.Status.FAILED and "compile" in job.error
 
 
 def test_a_job_started_too_often_fails_with_a_reason(db, make_prompt_set, unet_dir, settings):
