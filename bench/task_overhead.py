@@ -1,9 +1,13 @@
 """Platform overhead of the generation service: images per second through the task path vs calling the backend.
 
     .venv/bin/python bench/task_overhead.py [--images 64] [--batch 32] [--repeats 2] [--checkpoint DIR --kind K]
+        [--device cuda] [--pipeline sd15|sd3 [--tiny]] [--options '{"precision": "fp16", "compile": "default"}']
 
-Both paths use the same model on the CPU, one torch thread each, the same prompts, seeds, settings and batch
-size, in the same run (alternating, so load changes on a shared machine hit both):
+Both paths use the same model on the same device (on the CPU one torch thread each), the same prompts, seeds,
+settings, runtime options and batch size, in the same run (alternating, so load changes on a shared machine hit
+both). `--pipeline` saves a diffusers pipeline of bench/diffusers_throughput.py (random weights, real size, or
+small with --tiny) and benchmarks it: a GPU's image rate, where the task's own overhead is no longer hidden
+behind seconds of CPU generation.
 
   direct   backend.generate(prompts, seeds, settings) batch after batch in this process (model loaded before)
   task     services.create_run -> on-commit send of generation.generate_batch jobs -> a real Celery worker
@@ -12,13 +16,15 @@ size, in the same run (alternating, so load changes on a shared machine hit both
            timed from before create_run to the finished_at of the last image row (the database clock of the commit)
 
 Embedded defaults: a fresh SQLite database, the filesystem broker and a media folder in a temporary
-directory. The model is the first in-house checkpoint in demo_models/, else demo_models/unet-baseline, else a
-tiny random in-house checkpoint (printed). Target: task / direct >= 0.9.
+directory; `--production`: PostgreSQL and Redis, as a deployment runs. The model is the first in-house
+checkpoint in demo_models/, else demo_models/unet-baseline, else a tiny random in-house checkpoint (printed).
+Target: task / direct >= 0.9.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -31,6 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from generation import contract  # noqa: E402 (torch-free; importable once ROOT is on the path)
 
+PRODUCTION_DB = "postgres://postgres@127.0.0.1:5432/evalsite_bench_task_overhead"
+PRODUCTION_BROKER = "redis://127.0.0.1:6379/7"
+
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -41,6 +50,18 @@ def parse_args():
     p.add_argument("--size", type=int, default=32, help="image side in pixels")
     p.add_argument("--checkpoint", help="model directory (default: see above)")
     p.add_argument("--kind", choices=contract.GENERATING_KINDS)
+    p.add_argument("--pipeline", choices=("sd15", "sd3"), help="a diffusers pipeline built and saved here")
+    p.add_argument(
+        "--tiny", action="store_true", help="with --pipeline: its tiny version (16 px images at hundreds a second)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    p.add_argument("--options", default="{}", help="the model's runtime options, JSON")
+    p.add_argument(
+        "--production",
+        action="store_true",
+        help=f"PostgreSQL ({PRODUCTION_DB}, recreated and dropped) and Redis ({PRODUCTION_BROKER}) instead of "
+        "SQLite and the filesystem broker",
+    )
     return p.parse_args()
 
 
@@ -48,6 +69,13 @@ def pick_model(args, workdir: Path) -> tuple[str, str, str, int]:
     """(kind, source, what it is, image side in pixels) of the model to benchmark."""
     import json
 
+    if args.pipeline:
+        from bench.diffusers_throughput import build
+
+        pipe, side = build(args.pipeline, "cpu", tiny=args.tiny)
+        path = workdir / f"pipeline-{args.pipeline}"
+        pipe.save_pretrained(path)
+        return contract.DIFFUSERS, str(path), f"{args.pipeline} pipeline, random weights", side
     if args.checkpoint:
         if not args.kind:
             sys.exit("--checkpoint needs --kind")
@@ -76,14 +104,21 @@ def pick_model(args, workdir: Path) -> tuple[str, str, str, int]:
 def main() -> None:
     args = parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="task-overhead-"))
+    if args.production:
+        from bench.databases import recreate_database
+
+        recreate_database(PRODUCTION_DB)
+        import redis
+
+        redis.Redis.from_url(PRODUCTION_BROKER).flushdb()  # no message of an earlier run's jobs
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "evalsite.settings",
             "EVALSITE_VAR_DIR": str(workdir),
-            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
-            "CELERY_BROKER_URL": "filesystem://",
+            "DATABASE_URL": PRODUCTION_DB if args.production else f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "CELERY_BROKER_URL": PRODUCTION_BROKER if args.production else "filesystem://",
             "EVALSITE_MEDIA_ROOT": str(workdir / "media"),
-            "EVALSITE_DEVICE": "cpu",
+            "EVALSITE_DEVICE": args.device,
             "HF_HUB_OFFLINE": "1",
             "LOG_LEVEL": "WARNING",
         }
@@ -99,11 +134,14 @@ def main() -> None:
     from evalsite.catalog.models import ImageModel, Prompt, PromptSet
     from evalsite.runs import services
     from evalsite.runs.models import Image
-    from generation.backends import generate_in_batches, load_backend
+    from generation.backends import generate_in_batches, load_backend, resolve_device
     from generation.demo_domain import demo_prompt_rows
     from tests.support import WorkerProcess, wait_for
 
-    torch.set_num_threads(1)  # the worker runs with EVALSITE_TORCH_THREADS=1 too
+    device = resolve_device(args.device)
+    options = json.loads(args.options)
+    if device == "cpu":
+        torch.set_num_threads(1)  # the worker runs with EVALSITE_TORCH_THREADS=1 too
     call_command("migrate", verbosity=0)
     kind, source, what, size = pick_model(args, workdir)
     rows = demo_prompt_rows()
@@ -113,25 +151,40 @@ def main() -> None:
     )
     prompts = list(prompt_set.prompts.order_by("position"))
     settings = {"steps": args.steps, "guidance_scale": 4.0, "height": size, "width": size}
-    model = ImageModel.objects.create(name="bench-model", kind=kind, source=source, sampler_settings=settings)
+    model = ImageModel(name="bench-model", kind=kind, source=source, sampler_settings=settings, runtime_options=options)
+    model.full_clean()  # runtime options this kind does not take stop here, with the reason
+    model.save()
     sampler = services.effective_settings(model, {})
 
     print(f"model: {what} ({kind}, {source})")
+    where = "CPU, 1 thread" if device == "cpu" else torch.cuda.get_device_name(torch.device(device))
     print(
-        f"{args.images} images per measurement, batch {args.batch}, {args.steps} steps, {size}x{size}, CPU, "
-        f"1 thread, {args.repeats} repeats per path, alternating"
+        f"{args.images} images per measurement, batch {args.batch}, {args.steps} steps, {size}x{size}, {where}, "
+        f"runtime options {json.dumps(options)}, {args.repeats} repeats per path, alternating"
     )
-    backend = load_backend(kind, source, "cpu")
-    backend.generate([prompts[0].text], [0], sampler)  # warm-up
+    backend = load_backend(kind, source, device, options=options)
+    # warm-up: at the batch size both paths use (a compiled denoiser compiles once per shape)
+    backend.generate([prompts[0].text] * min(args.batch, args.images), [0] * min(args.batch, args.images), sampler)
 
-    worker = WorkerProcess(workdir, workdir / "media", workdir / "worker.log", queues=contract.GPU_QUEUE).start()
+    worker_env = {"EVALSITE_DEVICE": device} if device != "cpu" else {}
+    if device != "cpu":
+        worker_env.update({"OMP_NUM_THREADS": str(os.cpu_count() or 1), "EVALSITE_TORCH_THREADS": "0"})
+    worker = WorkerProcess(
+        workdir, workdir / "media", workdir / "worker.log", queues=contract.GPU_QUEUE, extra_env=worker_env
+    ).start()
     try:
+        warm_up = min(args.batch, args.images)  # one job of the measured batch size
         warm = services.create_run(
-            name="warm-up", prompt_set=prompt_set, image_models=[model], seeds=[999_999], prompts=prompts[:1]
+            name="warm-up",
+            prompt_set=prompt_set,
+            image_models=[model],
+            seeds=[999_999],
+            prompts=prompts[:warm_up],
+            batch_size=warm_up,
         ).run
         wait_for(
-            lambda: Image.objects.filter(run=warm, status="done").exists(),
-            timeout=300,
+            lambda: Image.objects.filter(run=warm, status="done").count() == warm_up,
+            timeout=1800,
             what="the warm-up job",
             worker=worker,
         )
@@ -178,7 +231,11 @@ def main() -> None:
         f"time the worker spent outside the model (dispatch, broker, PNG, storage, database): "
         f"{100 * (1 - statistics.median(worker_generation)):.1f}% of the task wall time (median)"
     )
-    print(f"work dir (database, media, worker log): {workdir}")
+    print(f"work dir (media, worker log{'' if args.production else ', database'}): {workdir}")
+    if args.production:
+        from bench.databases import release_database
+
+        release_database(PRODUCTION_DB)
 
 
 if __name__ == "__main__":

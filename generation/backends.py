@@ -263,12 +263,14 @@ class DiffusersBackend:
 
     @classmethod
     def from_pipeline(
-        cls, pipe, device: str, dtype: torch.dtype = torch.float32, options: RuntimeOptions | None = None
+        cls, pipe, device: str, dtype: torch.dtype | None = None, options: RuntimeOptions | None = None
     ) -> DiffusersBackend:
-        """A backend around a pipeline already built: moved to the device and dtype, runtime options applied."""
+        """A backend around a pipeline already built: moved to the device (and cast to `dtype` when given: a
+        pipeline loaded in its dtype is not cast again, which would undo the modules diffusers keeps in float32),
+        runtime options applied."""
         options = options or RuntimeOptions()
         pipe.set_progress_bar_config(disable=True)
-        pipe = pipe.to(device, dtype)
+        pipe = pipe.to(device) if dtype is None else pipe.to(device, dtype)
         apply_runtime_options(pipe, options)
         return cls(pipe, device, options)
 
@@ -288,7 +290,7 @@ class DiffusersBackend:
             path = _cached_snapshot(source)
         # a local directory, and local_files_only: nothing is ever downloaded, no hub is ever asked
         pipe = DiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=True, **_null_components(path))
-        return cls.from_pipeline(pipe, device, dtype, options)
+        return cls.from_pipeline(pipe, device, options=options)
 
     def _scheduler(self, name: str | None, shift: float | None):
         """The pipeline's scheduler, or the named compatible one, with the timestep shift applied."""

@@ -349,3 +349,39 @@ def test_a_full_image_disk_defers_the_job_with_its_reason_and_serves_no_half_wri
     for image in Image.objects.filter(run=run):
         assert image.status == "done"
         PILImage.open(media_root / image.file.name).verify()  # the cut-off file was replaced
+
+
+def test_a_batch_stored_by_the_worker_threads_is_the_batch_stored_one_image_after_the_other(
+    media_root, make_prompt_set
+):
+    """store_batch with the worker's thread pool (PNG encodings and file writes side by side) and without it:
+    the same files, byte for byte, and the same rows; an error in one thread surfaces once every write ended."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from evalsite.runs.gpu_tasks import store_batch
+
+    model = register("threads-or-not", "inhouse", "/never/loaded")
+    prompts = make_prompt_set(texts=[f"prompt {i}" for i in range(6)])
+    stored = {}
+    with ThreadPoolExecutor(3) as pool:
+        for seed, way, used in ((0, "serial", None), (1, "threads", pool)):  # another seed: nothing reused
+            run = new_run(prompts, [model], seeds=(seed,), batch_size=6, name=way)
+            job = services.claim_job(run.jobs.get().pk, task_id=way, worker="test")
+            todo = services.images_to_make(job)
+            images = [PILImage.new("RGB", (24, 16), (i * 40, 255 - i * 40, 7)) for i in range(len(todo))]
+            assert store_batch(job, todo, range(len(todo)), images, 0.5, {"torch": "x"}, used) == 6
+            rows = Image.objects.filter(run=run).order_by("prompt__position")
+            stored[way] = [((media_root / r.file.name).read_bytes(), r.status, r.width, r.height) for r in rows]
+        assert stored["serial"] == stored["threads"]
+        assert [s[1:] for s in stored["threads"]] == [("done", 24, 16)] * 6
+
+        def fails_on_two(x):
+            if x == 2:
+                raise OSError(28, "No space left on device")
+            time.sleep(0.05)
+            return x
+
+        ended = []
+        with pytest.raises(OSError, match="No space"):
+            services.map_settled(pool, lambda x: ended.append(fails_on_two(x)), range(6))
+        assert sorted(ended) == [0, 1, 3, 4, 5]  # every other write had ended when the error came out
