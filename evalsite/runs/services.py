@@ -405,26 +405,25 @@ def store_images(
         if connection.features.has_select_for_update_skip_locked:
             rows = rows.select_for_update(skip_locked=True)
         rows = list(rows)
+        # What a batch's images share (nearly all: size and seconds per image too) in one UPDATE per group, and
+        # only the file names row by row: a bulk_update of every field cost ~2 ms per image here, at a GPU's rate
+        # a few percent of the worker's time.
+        groups: dict[tuple, list[int]] = {}
         for row in rows:
             r, name = written[row.pk]
-            row.file.name, row.width, row.height = name, r.width, r.height
-            row.asset.name = assets.get(row.pk, "")
-            row.status, row.error, row.finished_at = Image.Status.DONE, "", now
-            row.generation_seconds, row.software_versions = r.seconds, software_versions
-        Image.objects.bulk_update(
-            rows,
-            [
-                "file",
-                "asset",
-                "width",
-                "height",
-                "status",
-                "error",
-                "finished_at",
-                "generation_seconds",
-                "software_versions",
-            ],
-        )
+            row.file.name, row.asset.name = name, assets.get(row.pk, "")
+            groups.setdefault((r.width, r.height, r.seconds), []).append(row.pk)
+        for (width, height, seconds), pks in groups.items():
+            Image.objects.filter(pk__in=pks).update(
+                width=width,
+                height=height,
+                generation_seconds=seconds,
+                status=Image.Status.DONE,
+                error="",
+                finished_at=now,
+                software_versions=software_versions,
+            )
+        Image.objects.bulk_update(rows, ["file", "asset"])
         GenerationJob.objects.filter(pk=job.pk, task_id=job.task_id).update(lease_expires_at=now + job_lease())
     return len(rows)
 
