@@ -22,7 +22,8 @@ pixels with the eager mode at the same precision, or an eager mode's with the fi
 difference, 0-255, against the mode named in brackets). On a GPU the table also gives the peak
 memory and the batch size that `batch_size: "auto"` would choose from the free memory.
 
-`--tiny` builds small pipelines of the same classes (16-64 px): the command the tests run on the CPU.
+`--tiny` builds the tests' small pipelines of the same classes (tests/support.py, 16 px): the command the
+tests run on the CPU.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def _clip(cls, hidden: int, layers: int, heads: int, projection: int | None, tin
     from transformers import CLIPTextConfig
 
     if tiny:
-        hidden, layers, heads, projection = 32, 2, 4, (32 if projection else None)
+        from tests.support import tiny_clip_text
+
+        return tiny_clip_text(cls, 49408, 32 if projection else None)
     config = CLIPTextConfig(
         vocab_size=49408,
         hidden_size=hidden,
@@ -89,16 +92,18 @@ def _clip(cls, hidden: int, layers: int, heads: int, projection: int | None, tin
 def _vae(latent_channels: int, tiny: bool, **kw):
     from diffusers import AutoencoderKL
 
-    blocks = (16, 32) if tiny else (128, 256, 512, 512)
+    if tiny:
+        from tests.support import tiny_vae
+
+        return tiny_vae(latent_channels, **kw)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         latent_channels=latent_channels,
-        block_out_channels=blocks,
-        down_block_types=("DownEncoderBlock2D",) * len(blocks),
-        up_block_types=("UpDecoderBlock2D",) * len(blocks),
-        layers_per_block=1 if tiny else 2,
-        norm_num_groups=8 if tiny else 32,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
         **kw,
     )
 
@@ -109,16 +114,9 @@ def build_sd15(tiny: bool = False):
     from transformers import CLIPTextModel
 
     if tiny:
-        unet = UNet2DConditionModel(
-            sample_size=8,
-            layers_per_block=1,
-            block_out_channels=(16, 32),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=8,
-        )
+        from tests.support import tiny_sd_unet
+
+        unet = tiny_sd_unet()
     else:  # runwayml/stable-diffusion-v1-5's unet/config.json
         unet = UNet2DConditionModel(
             sample_size=64,
@@ -155,19 +153,9 @@ def build_sd3(tiny: bool = False):
     from transformers import CLIPTextModelWithProjection
 
     if tiny:
-        transformer = SD3Transformer2DModel(
-            sample_size=8,
-            patch_size=2,
-            in_channels=16,
-            num_layers=2,
-            attention_head_dim=8,
-            num_attention_heads=2,
-            joint_attention_dim=64,
-            caption_projection_dim=16,
-            pooled_projection_dim=64,
-            out_channels=16,
-            pos_embed_max_size=16,
-        )
+        from tests.support import tiny_sd3_transformer
+
+        transformer = tiny_sd3_transformer()
     else:  # stabilityai/stable-diffusion-3-medium-diffusers' transformer/config.json
         transformer = SD3Transformer2DModel(
             sample_size=128,

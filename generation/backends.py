@@ -250,6 +250,20 @@ def apply_runtime_options(pipe, options: RuntimeOptions) -> None:
         denoiser.compile(mode=mode, fullgraph=options.fullgraph, dynamic=False)
 
 
+def _cast_what_loading_left(pipe, dtype: torch.dtype) -> None:
+    """Cast the components from_pretrained left in another dtype. diffusers 0.42 without accelerate loads an
+    SD3Transformer2DModel in float32 whatever dtype it is asked for (measured here: a UNet comes back in the dtype,
+    the SD3 transformer does not), so an fp16 or bf16 SD3 ran its transformer in float32. A component that keeps
+    some modules in float32 on purpose (`_keep_in_fp32_modules`, T5) is left as loaded."""
+    for name, component in pipe.components.items():
+        if not isinstance(component, torch.nn.Module) or getattr(component, "_keep_in_fp32_modules", None):
+            continue
+        floating = {p.dtype for p in component.parameters() if p.is_floating_point()}
+        if floating and floating != {dtype}:
+            log.info("casting %s from %s to %s", name, ", ".join(sorted(map(str, floating))), dtype)
+            component.to(dtype)
+
+
 class DiffusersBackend:
     """Any diffusers text-to-image pipeline, from a local directory or a hub id."""
 
@@ -290,6 +304,7 @@ class DiffusersBackend:
             path = _cached_snapshot(source)
         # a local directory, and local_files_only: nothing is ever downloaded, no hub is ever asked
         pipe = DiffusionPipeline.from_pretrained(path, dtype=dtype, local_files_only=True, **_null_components(path))
+        _cast_what_loading_left(pipe, dtype)
         return cls.from_pipeline(pipe, device, options=options)
 
     def _scheduler(self, name: str | None, shift: float | None):

@@ -98,6 +98,98 @@ def tiny_unet_checkpoint(path: str | Path, seed: int = 0) -> Path:
     return save_checkpoint(model, {"text_encoder": "minilm", "trained_by": "tests (random weights)"}, path)
 
 
+# ------------------------------------------------------------------ tiny diffusers components (random weights)
+# The parts of the tiny StableDiffusionPipeline and StableDiffusion3Pipeline that the backend, 3D-prior and bench
+# tests build (bench/diffusers_throughput.py --tiny too). Each seeds torch with 0, so a part is the same every time.
+
+
+def tiny_sd_unet():
+    """An SD-style UNet2DConditionModel on 8x8 latents (channels 16 and 32, cross-attention width 32)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+
+
+def tiny_sd3_transformer():
+    """An SD3Transformer2DModel on 8x8 latents (2 joint blocks, 2 heads of 8, text width 64)."""
+    import torch
+    from diffusers import SD3Transformer2DModel
+
+    torch.manual_seed(0)
+    return SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=16,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=64,
+        caption_projection_dim=16,
+        pooled_projection_dim=64,
+        out_channels=16,
+        pos_embed_max_size=16,
+    )
+
+
+def tiny_vae(latent_channels: int, **kw):
+    """An AutoencoderKL with 2x downsampling (channels 16 and 32)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8,
+        sample_size=16,
+        **kw,
+    )
+
+
+def tiny_sd3_vae():
+    """tiny_vae as SD3's: 16 latent channels, no quant convs, SD3's shift and scale."""
+    return tiny_vae(16, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+
+
+def tiny_clip_text(cls, vocab_size: int, projection_dim: int | None = None):
+    """A CLIP text model of class `cls` (CLIPTextModel, CLIPTextModelWithProjection): 2 layers of width 32."""
+    import torch
+    from transformers import CLIPTextConfig
+
+    torch.manual_seed(0)
+    kw = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    if projection_dim:
+        kw["projection_dim"] = projection_dim
+    return cls(CLIPTextConfig(**kw))
+
+
 def tiny_inhouse_checkpoint(path: str | Path, seed: int = 0, step: int | None = None) -> Path:
     """An in-house MM-DiT checkpoint (2 blocks, width 32, 16x16 pixels, MiniLM text) with random weights."""
     import torch

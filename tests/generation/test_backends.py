@@ -24,7 +24,15 @@ from generation.backends import (
     load_backend,
     png_bytes,
 )
-from tests.support import tiny_inhouse_checkpoint, tiny_unet_checkpoint
+from tests.support import (
+    tiny_clip_text,
+    tiny_inhouse_checkpoint,
+    tiny_sd3_transformer,
+    tiny_sd3_vae,
+    tiny_sd_unet,
+    tiny_unet_checkpoint,
+    tiny_vae,
+)
 
 SETTINGS = {"steps": 2, "guidance_scale": 3.0, "shift": 1.0, "height": 16, "width": 16}
 
@@ -43,66 +51,17 @@ def clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[("a", "b")], model_max_length=77)
 
 
-def clip_text_model(cls, vocab_size: int, projection_dim: int | None = None):
-    from transformers import CLIPTextConfig
-
-    torch.manual_seed(0)
-    kw = dict(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        max_position_embeddings=77,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-    )
-    if projection_dim:
-        kw["projection_dim"] = projection_dim
-    return cls(CLIPTextConfig(**kw))
-
-
-def tiny_vae(latent_channels: int, **kw):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=latent_channels,
-        block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=8,
-        sample_size=16,
-        **kw,
-    )
-
-
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory):
     """A StableDiffusionPipeline (UNet, VAE, CLIP, DDIM) with random weights, saved like any hub pipeline."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextModel
 
     tokenizer = clip_tokenizer()
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
+    unet = tiny_sd_unet()
     pipe = StableDiffusionPipeline(
         vae=tiny_vae(4),
-        text_encoder=clip_text_model(CLIPTextModel, len(tokenizer)),
+        text_encoder=tiny_clip_text(CLIPTextModel, len(tokenizer)),
         tokenizer=tokenizer,
         unet=unet,
         scheduler=DDIMScheduler(
@@ -120,31 +79,17 @@ def tiny_sd_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_sd3_dir(tmp_path_factory):
     """A StableDiffusion3Pipeline (SD3 transformer, 16-channel VAE, two CLIPs, no T5, flow-matching Euler)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection
 
     tokenizer = clip_tokenizer()
-    torch.manual_seed(0)
-    transformer = SD3Transformer2DModel(
-        sample_size=8,
-        patch_size=2,
-        in_channels=16,
-        num_layers=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=64,
-        caption_projection_dim=16,
-        pooled_projection_dim=64,
-        out_channels=16,
-        pos_embed_max_size=16,
-    )
     pipe = StableDiffusion3Pipeline(
-        transformer=transformer,
+        transformer=tiny_sd3_transformer(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=tiny_vae(16, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035),
-        text_encoder=clip_text_model(CLIPTextModelWithProjection, len(tokenizer), 32),
+        vae=tiny_sd3_vae(),
+        text_encoder=tiny_clip_text(CLIPTextModelWithProjection, len(tokenizer), 32),
         tokenizer=tokenizer,
-        text_encoder_2=clip_text_model(CLIPTextModelWithProjection, len(tokenizer), 32),
+        text_encoder_2=tiny_clip_text(CLIPTextModelWithProjection, len(tokenizer), 32),
         tokenizer_2=tokenizer,
         text_encoder_3=None,
         tokenizer_3=None,

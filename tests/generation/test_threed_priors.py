@@ -11,7 +11,15 @@ import torch
 from generation.threed import DiffusersPrior, InHousePrior, Prior, UNetBaselinePrior, generate_asset, load_prior
 from generation.threed.sds import SDSSettings, sds_loss
 from tests.generation.threed_support import small_settings
-from tests.support import tiny_inhouse_checkpoint, tiny_unet_checkpoint
+from tests.support import (
+    tiny_clip_text,
+    tiny_inhouse_checkpoint,
+    tiny_sd3_transformer,
+    tiny_sd3_vae,
+    tiny_sd_unet,
+    tiny_unet_checkpoint,
+    tiny_vae,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -32,65 +40,19 @@ def clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def clip_text_model(cls, vocab_size: int, **kw):
-    from transformers import CLIPTextConfig
-
-    torch.manual_seed(0)
-    config = CLIPTextConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        max_position_embeddings=77,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
-        **kw,
-    )
-    return cls(config)
-
-
-def tiny_vae(latent_channels: int, **kw):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    return AutoencoderKL(
-        latent_channels=latent_channels,
-        block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        norm_num_groups=8,
-        sample_size=16,
-        **kw,
-    )
-
-
 def tiny_sd_pipeline(prediction_type: str = "epsilon"):
     """A StableDiffusionPipeline (UNet on 8x8 latents, 2x VAE, CLIP text, DDIM) with random weights."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTextModel
 
     tokenizer = clip_tokenizer()
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
+    unet = tiny_sd_unet()
     scheduler = DDIMScheduler(
         beta_schedule="scaled_linear", clip_sample=False, steps_offset=1, prediction_type=prediction_type
     )
     pipe = StableDiffusionPipeline(
         vae=tiny_vae(4),
-        text_encoder=clip_text_model(CLIPTextModel, len(tokenizer)),
+        text_encoder=tiny_clip_text(CLIPTextModel, len(tokenizer)),
         tokenizer=tokenizer,
         unet=unet,
         scheduler=scheduler,
@@ -104,32 +66,19 @@ def tiny_sd_pipeline(prediction_type: str = "epsilon"):
 
 def tiny_sd3_pipeline():
     """A StableDiffusion3Pipeline (SD3 transformer on 8x8 latents, 16-channel VAE, two CLIPs, no T5)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection
 
     tokenizer = clip_tokenizer()
-    torch.manual_seed(0)
-    transformer = SD3Transformer2DModel(
-        sample_size=8,
-        patch_size=2,
-        in_channels=16,
-        num_layers=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        joint_attention_dim=64,
-        caption_projection_dim=16,
-        pooled_projection_dim=64,
-        out_channels=16,
-        pos_embed_max_size=16,
-    )
+    transformer = tiny_sd3_transformer()
     with torch.no_grad():  # adaLN-Zero starts at zero: randomise so that the prediction depends on the prompt
         for p in transformer.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    text = [clip_text_model(CLIPTextModelWithProjection, len(tokenizer), projection_dim=32) for _ in range(2)]
+    text = [tiny_clip_text(CLIPTextModelWithProjection, len(tokenizer), projection_dim=32) for _ in range(2)]
     return StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=tiny_vae(16, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035),
+        vae=tiny_sd3_vae(),
         text_encoder=text[0],
         tokenizer=tokenizer,
         text_encoder_2=text[1],
