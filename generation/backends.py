@@ -226,7 +226,7 @@ class RuntimeOptions:
 
 def denoiser_of(pipe) -> torch.nn.Module:
     """The network a diffusers pipeline calls at every step: its UNet, or its transformer (SD3, Flux, PixArt...)."""
-    for name in ("unet", "transformer", "prior"):
+    for name in ("unet", "transformer"):
         module = getattr(pipe, name, None)
         if isinstance(module, torch.nn.Module):
             return module
@@ -253,8 +253,9 @@ def apply_runtime_options(pipe, options: RuntimeOptions) -> None:
 def _cast_what_loading_left(pipe, dtype: torch.dtype) -> None:
     """Cast the components from_pretrained left in another dtype. diffusers 0.42 without accelerate loads an
     SD3Transformer2DModel in float32 whatever dtype it is asked for (measured here: a UNet comes back in the dtype,
-    the SD3 transformer does not), so an fp16 or bf16 SD3 ran its transformer in float32. A component that keeps
-    some modules in float32 on purpose (`_keep_in_fp32_modules`, T5) is left as loaded."""
+    the SD3 transformer does not), so an fp16 or bf16 SD3 pipeline failed at its first step ("Input type
+    (c10::BFloat16) and bias type (float) should be the same"). A component that keeps some modules in float32
+    on purpose (`_keep_in_fp32_modules`, T5) is left as loaded."""
     for name, component in pipe.components.items():
         if not isinstance(component, torch.nn.Module) or getattr(component, "_keep_in_fp32_modules", None):
             continue

@@ -376,6 +376,12 @@ def test_a_compiled_channels_last_denoiser_makes_the_eager_models_images(tiny_sd
         "fullgraph": True,
         "channels_last": True,
     }
+    # the batch-size probe runs the compiled denoiser eagerly: its shapes (1 and 2 images) compile nothing
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    metered = MeteredBackend(fast)
+    assert backends.images_that_fit(metered, SETTINGS, metered) == 10
+    assert metered.calls == [(1, 1), (2, 1)]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
 
 
 class MeteredBackend:
