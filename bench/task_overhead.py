@@ -67,8 +67,6 @@ def parse_args():
 
 def pick_model(args, workdir: Path) -> tuple[str, str, str, int]:
     """(kind, source, what it is, image side in pixels) of the model to benchmark."""
-    import json
-
     if args.pipeline:
         from bench.diffusers_throughput import build
 
@@ -163,17 +161,21 @@ def main() -> None:
         f"runtime options {json.dumps(options)}, {args.repeats} repeats per path, alternating"
     )
     backend = load_backend(kind, source, device, options=options)
-    # warm-up: at the batch size both paths use (a compiled denoiser compiles once per shape)
-    backend.generate([prompts[0].text] * min(args.batch, args.images), [0] * min(args.batch, args.images), sampler)
+    # warm-up, both paths: one batch of the measured size (a compiled denoiser compiles once per shape)
+    warm_up = min(args.batch, args.images)
+    backend.generate([prompts[0].text] * warm_up, [0] * warm_up, sampler)
 
-    worker_env = {"EVALSITE_DEVICE": device} if device != "cpu" else {}
-    if device != "cpu":
-        worker_env.update({"OMP_NUM_THREADS": str(os.cpu_count() or 1), "EVALSITE_TORCH_THREADS": "0"})
+    worker_env = {}
+    if device != "cpu":  # the harness's worker runs on the CPU with one thread unless told otherwise
+        worker_env = {
+            "EVALSITE_DEVICE": device,
+            "OMP_NUM_THREADS": str(os.cpu_count() or 1),
+            "EVALSITE_TORCH_THREADS": "0",
+        }
     worker = WorkerProcess(
         workdir, workdir / "media", workdir / "worker.log", queues=contract.GPU_QUEUE, extra_env=worker_env
     ).start()
     try:
-        warm_up = min(args.batch, args.images)  # one job of the measured batch size
         warm = services.create_run(
             name="warm-up",
             prompt_set=prompt_set,

@@ -36,18 +36,6 @@ def validate_sampler_settings(value: dict) -> None:
             raise ValidationError(f"{key} must be at least 8 pixels.")
 
 
-def validate_runtime_options_object(value: dict) -> None:
-    """The field alone: a JSON object of known options (ImageModel.clean checks them against the model's kind)."""
-    if not isinstance(value, dict):
-        raise ValidationError("Runtime options must be a JSON object.")
-    unknown = set(value) - set(contract.DEFAULT_RUNTIME_OPTIONS)
-    if unknown:
-        raise ValidationError(
-            f"Unknown runtime option(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(contract.DEFAULT_RUNTIME_OPTIONS)}."
-        )
-
-
 def new_public_id() -> str:
     return secrets.token_hex(8)
 
@@ -72,10 +60,10 @@ class ImageModel(models.Model):
     sampler_settings = models.JSONField(default=default_sampler_settings, validators=[validate_sampler_settings])
     # How a gpu worker runs it (generation.contract.DEFAULT_RUNTIME_OPTIONS): precision, compile, channels_last,
     # fullgraph, batch_size. Speed, not what the model is asked: they are not part of an image's settings hash.
+    # Checked in clean(), against the model's kind, by the one check the worker runs too.
     runtime_options = models.JSONField(
         default=dict,
         blank=True,
-        validators=[validate_runtime_options_object],
         help_text='e.g. {"precision": "bf16", "compile": "max-autotune", "channels_last": true, "batch_size": "auto"}',
     )
     description = models.TextField(blank=True)
